@@ -1,0 +1,7 @@
+"""Storage backends: one per database, each owning all of its SQL."""
+
+from __future__ import annotations
+
+from .base import Backend, NewTask, QueueStats, TaskQuery, TaskUpdate
+
+__all__ = ["Backend", "NewTask", "QueueStats", "TaskQuery", "TaskUpdate"]

@@ -1,0 +1,280 @@
+"""The narrow driver interface between the queue's logic and a database.
+
+:class:`~prismq.queue.client.QueueClient` and :class:`~prismq.queue.worker.QueueWorker`
+hold the logic (validation, retry decisions, strategies); a backend owns every SQL
+statement and the connection handling for one database. Adding a database means writing
+one class that satisfies :class:`Backend`.
+
+All times cross this interface as UTC epoch seconds (``float``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from ..models import Task, TaskStatus, WorkerInfo
+from ..strategies import SchedulingStrategy
+
+__all__ = [
+    "Backend",
+    "NewTask",
+    "QueueStats",
+    "TaskQuery",
+    "TaskUpdate",
+]
+
+
+@dataclass(frozen=True)
+class NewTask:
+    """A validated task ready to insert (payload and policy already JSON-encoded)."""
+
+    task_type: str
+    payload_json: str
+    priority: int
+    run_after: float
+    max_attempts: int
+    retry_policy_json: str
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True)
+class TaskQuery:
+    """Filters for listing tasks. ``None`` means "any".
+
+    Attributes:
+        statuses: Keep tasks in these statuses.
+        task_types: Keep tasks of these types.
+        created_after: Keep tasks created at or after this epoch time.
+        created_before: Keep tasks created before this epoch time.
+        limit: Most rows returned.
+        offset: Rows skipped first.
+        newest_first: Order by id descending (default) or ascending.
+    """
+
+    statuses: tuple[TaskStatus, ...] | None = None
+    task_types: tuple[str, ...] | None = None
+    created_after: float | None = None
+    created_before: float | None = None
+    limit: int = 100
+    offset: int = 0
+    newest_first: bool = True
+
+
+@dataclass(frozen=True)
+class TaskUpdate:
+    """A fenced change to a leased task: the worker and token must still hold the lease."""
+
+    task_id: int
+    worker_id: str
+    lease_token: str
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    """A snapshot of the queue for dashboards and the ``stats`` command.
+
+    Attributes:
+        by_status: Task count per status (every status present, zeros included).
+        by_type: Per task type, the count per status (only non-zero counts).
+        ready: Queued tasks whose ``run_after`` has passed.
+        delayed: Queued tasks waiting for their ``run_after``.
+        oldest_ready_age: Seconds the oldest ready task has waited, or ``None``.
+        expired_leases: Leased tasks whose lease has run out (reclaimed at the next claim).
+        finished_last_minute: Tasks that reached a terminal status in the last 60 s.
+        finished_last_5_minutes: The same over the last 300 s.
+        workers: The worker registry.
+    """
+
+    by_status: dict[str, int]
+    by_type: dict[str, dict[str, int]]
+    ready: int
+    delayed: int
+    oldest_ready_age: float | None
+    expired_leases: int
+    finished_last_minute: int
+    finished_last_5_minutes: int
+    workers: list[WorkerInfo] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        """All tasks in the database."""
+        return sum(self.by_status.values())
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What a database must provide. Every method is atomic on its own."""
+
+    name: str
+    location: str
+
+    # -- life cycle and schema -------------------------------------------------
+    def initialize_schema(self) -> int:
+        """Create or migrate the schema (idempotent); return the schema version."""
+        ...
+
+    def schema_version(self) -> int:
+        """The schema version stored in the database (0 before initialisation)."""
+        ...
+
+    def close(self) -> None:
+        """Close every connection this backend opened."""
+        ...
+
+    def transaction(self) -> AbstractContextManager[Any]:
+        """A write transaction; queue calls made inside it on this thread join it."""
+        ...
+
+    # -- client side -----------------------------------------------------------
+    def insert_tasks(self, tasks: Sequence[NewTask], now: float) -> list[tuple[int, bool]]:
+        """Insert tasks in one transaction; return ``(id, created)`` per task.
+
+        ``created`` is False when an idempotency key matched an existing task, whose id is
+        returned instead.
+        """
+        ...
+
+    def get_task(self, task_id: int) -> Task | None:
+        """One task, or ``None``."""
+        ...
+
+    def list_tasks(self, query: TaskQuery) -> list[Task]:
+        """Tasks matching ``query``."""
+        ...
+
+    def count_by_status(self) -> dict[str, int]:
+        """Task count per status."""
+        ...
+
+    def count_by_type(self) -> dict[str, dict[str, int]]:
+        """Task count per type and status."""
+        ...
+
+    def stats(self, now: float) -> QueueStats:
+        """A snapshot of the queue."""
+        ...
+
+    def cancel_task(self, task_id: int, now: float) -> Task:
+        """Cancel a queued task, or flag a leased one; raise if already terminal."""
+        ...
+
+    def retry_task(self, task_id: int, now: float, reset_attempts: bool) -> Task:
+        """Put a dead or cancelled task back in the queue."""
+        ...
+
+    def prune(self, finished_before: float, statuses: Sequence[TaskStatus]) -> int:
+        """Delete terminal tasks finished before a time; return how many."""
+        ...
+
+    def data_version(self) -> int:
+        """A number that changes when another connection commits (cheap to read)."""
+        ...
+
+    # -- worker side -----------------------------------------------------------
+    def claim(
+        self,
+        worker_id: str,
+        task_types: Sequence[str] | None,
+        strategy: SchedulingStrategy,
+        count: int,
+        lease_duration: float,
+        now: float,
+        reclaim_first: bool = False,
+    ) -> list[Task]:
+        """Lease up to ``count`` ready tasks in one transaction, in strategy order.
+
+        With ``reclaim_first``, expired leases are returned to the queue in the same
+        transaction before the claim reads.
+        """
+        ...
+
+    def reclaim_expired(self, now: float) -> int:
+        """Return expired leases to the queue (or to dead on the last attempt)."""
+        ...
+
+    def renew_lease(self, update: TaskUpdate, lease_until: float, now: float) -> Task:
+        """Extend a lease; raise ``LeaseLostError`` if it is no longer held."""
+        ...
+
+    def update_progress(self, update: TaskUpdate, percent: float, message: str | None, now: float) -> Task:
+        """Record progress on a held task."""
+        ...
+
+    def complete_tasks(
+        self, updates: Sequence[TaskUpdate], results_json: Sequence[str | None], now: float
+    ) -> list[bool]:
+        """Complete held tasks in one transaction; False where the lease was lost."""
+        ...
+
+    def finish_attempt(
+        self,
+        update: TaskUpdate,
+        status: TaskStatus,
+        run_after: float | None,
+        error: str | None,
+        traceback: str | None,
+        count_attempt: bool,
+        now: float,
+    ) -> Task:
+        """End a held attempt: back to queued (retry/release), dead, or cancelled."""
+        ...
+
+    def diagnose_lost_lease(self, update: TaskUpdate) -> str:
+        """Explain why a fenced change matched no row (for the error message)."""
+        ...
+
+    # -- worker registry -------------------------------------------------------
+    def register_worker(self, info: WorkerInfo) -> None:
+        """Record (or refresh) a worker in the registry."""
+        ...
+
+    def heartbeat_worker(self, worker_id: str, now: float) -> None:
+        """Refresh a worker's last heartbeat."""
+        ...
+
+    def deregister_worker(self, worker_id: str) -> None:
+        """Remove a worker from the registry."""
+        ...
+
+    def list_workers(self) -> list[WorkerInfo]:
+        """Every registered worker."""
+        ...
+
+    # -- maintenance -----------------------------------------------------------
+    def checkpoint(self, mode: str) -> tuple[int, int, int]:
+        """Checkpoint the write-ahead log; return ``(busy, log_frames, checkpointed)``."""
+        ...
+
+    def vacuum(self) -> None:
+        """Rebuild the database to reclaim free space."""
+        ...
+
+    def analyze(self) -> None:
+        """Refresh the query planner's statistics."""
+        ...
+
+    def integrity_check(self) -> list[str]:
+        """Run the database's integrity check; ``["ok"]`` when healthy."""
+        ...
+
+    def backup(self, destination: Path) -> Path:
+        """Write a consistent online copy to ``destination``."""
+        ...
+
+    def restore(self, source: Path) -> None:
+        """Replace the database's content with a verified backup."""
+        ...
+
+    def explain_claims(self) -> dict[str, list[str]]:
+        """Query plans of every claim statement, keyed by statement name."""
+        ...
+
+
+def chunked(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    """Yield ``items`` in slices of at most ``size``."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

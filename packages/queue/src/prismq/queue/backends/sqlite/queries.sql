@@ -1,0 +1,235 @@
+-- Named queries of the SQLite backend. Each starts with "-- name: <name>".
+-- {task_columns} is replaced by the task column list when the file is loaded.
+
+-- name: insert_task
+INSERT INTO tasks (task_type, payload, priority, run_after, max_attempts, retry_policy,
+                   idempotency_key, created_at, updated_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?);
+
+-- name: insert_task_idempotent
+INSERT INTO tasks (task_type, payload, priority, run_after, max_attempts, retry_policy,
+                   idempotency_key, created_at, updated_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+RETURNING id;
+
+-- name: task_id_by_idempotency_key
+SELECT id FROM tasks WHERE idempotency_key = ?;
+
+-- name: get_task
+SELECT {task_columns} FROM tasks WHERE id = ?;
+
+-- name: list_tasks_newest_first
+SELECT {task_columns} FROM tasks
+WHERE (:statuses IS NULL OR status IN (SELECT value FROM json_each(:statuses)))
+  AND (:task_types IS NULL OR task_type IN (SELECT value FROM json_each(:task_types)))
+  AND (:created_after IS NULL OR created_at >= :created_after)
+  AND (:created_before IS NULL OR created_at < :created_before)
+ORDER BY id DESC
+LIMIT :limit OFFSET :offset;
+
+-- name: list_tasks_oldest_first
+SELECT {task_columns} FROM tasks
+WHERE (:statuses IS NULL OR status IN (SELECT value FROM json_each(:statuses)))
+  AND (:task_types IS NULL OR task_type IN (SELECT value FROM json_each(:task_types)))
+  AND (:created_after IS NULL OR created_at >= :created_after)
+  AND (:created_before IS NULL OR created_at < :created_before)
+ORDER BY id ASC
+LIMIT :limit OFFSET :offset;
+
+-- name: count_by_status
+SELECT status, count(*) FROM tasks GROUP BY status;
+
+-- name: count_by_type
+SELECT task_type, status, count(*) FROM tasks GROUP BY task_type, status;
+
+-- name: count_ready
+SELECT count(*), min(run_after) FROM tasks WHERE status = 'queued' AND run_after <= :now;
+
+-- name: count_delayed
+SELECT count(*) FROM tasks WHERE status = 'queued' AND run_after > :now;
+
+-- name: count_expired_leases
+SELECT count(*) FROM tasks WHERE status = 'leased' AND lease_until < :now;
+
+-- name: count_finished_since
+SELECT count(*) FROM tasks
+WHERE status IN ('completed', 'dead', 'cancelled') AND finished_at >= :since;
+
+-- name: cancel_queued
+UPDATE tasks
+SET status = 'cancelled', finished_at = :now, updated_at = :now
+WHERE id = :id AND status = 'queued'
+RETURNING {task_columns};
+
+-- name: request_cancel_leased
+UPDATE tasks
+SET cancel_requested = 1, updated_at = :now
+WHERE id = :id AND status = 'leased'
+RETURNING {task_columns};
+
+-- name: retry_finished
+UPDATE tasks
+SET status = 'queued', run_after = :now, finished_at = NULL, cancel_requested = 0,
+    attempts = CASE WHEN :reset THEN 0 ELSE attempts END,
+    max_attempts = CASE WHEN :reset THEN max_attempts ELSE max(max_attempts, attempts + 1) END,
+    updated_at = :now
+WHERE id = :id AND status IN ('dead', 'cancelled')
+RETURNING {task_columns};
+
+-- name: prune
+DELETE FROM tasks
+WHERE status IN (SELECT value FROM json_each(:statuses))
+  AND finished_at IS NOT NULL AND finished_at < :before;
+
+-- name: reclaim_expired
+UPDATE tasks
+SET status = CASE WHEN cancel_requested THEN 'cancelled'
+                  WHEN attempts >= max_attempts THEN 'dead'
+                  ELSE 'queued' END,
+    finished_at = CASE WHEN cancel_requested OR attempts >= max_attempts THEN :now ELSE NULL END,
+    last_error = 'lease expired: worker ' || locked_by || ' did not finish attempt '
+                 || attempts || ' of ' || max_attempts || ' before its lease ran out',
+    last_traceback = NULL,
+    run_after = :now, lease_until = NULL, locked_by = NULL, lease_token = NULL,
+    updated_at = :now
+WHERE status = 'leased' AND lease_until < :now;
+
+-- name: lease_by_ids
+UPDATE tasks
+SET status = 'leased', attempts = attempts + 1, locked_by = :worker, lease_token = :token,
+    lease_until = :lease_until, started_at = :now, updated_at = :now,
+    progress = NULL, progress_message = NULL
+WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'queued'
+RETURNING {task_columns};
+
+-- name: claim_oldest_first_any
+UPDATE tasks
+SET status = 'leased', attempts = attempts + 1, locked_by = :worker, lease_token = :token,
+    lease_until = :lease_until, started_at = :now, updated_at = :now,
+    progress = NULL, progress_message = NULL
+WHERE id IN (SELECT id FROM tasks INDEXED BY idx_tasks_ready_fifo WHERE status = 'queued' AND run_after <= :now
+             ORDER BY run_after, id LIMIT :count)
+RETURNING {task_columns};
+
+-- name: claim_newest_first_any
+UPDATE tasks
+SET status = 'leased', attempts = attempts + 1, locked_by = :worker, lease_token = :token,
+    lease_until = :lease_until, started_at = :now, updated_at = :now,
+    progress = NULL, progress_message = NULL
+WHERE id IN (SELECT id FROM tasks INDEXED BY idx_tasks_ready_fifo WHERE status = 'queued' AND run_after <= :now
+             ORDER BY run_after DESC, id DESC LIMIT :count)
+RETURNING {task_columns};
+
+-- name: claim_priority_any
+UPDATE tasks
+SET status = 'leased', attempts = attempts + 1, locked_by = :worker, lease_token = :token,
+    lease_until = :lease_until, started_at = :now, updated_at = :now,
+    progress = NULL, progress_message = NULL
+WHERE id IN (SELECT id FROM tasks INDEXED BY idx_tasks_ready_priority WHERE status = 'queued' AND run_after <= :now
+             ORDER BY priority, run_after, id LIMIT :count)
+RETURNING {task_columns};
+
+-- name: claim_oldest_first_type
+UPDATE tasks
+SET status = 'leased', attempts = attempts + 1, locked_by = :worker, lease_token = :token,
+    lease_until = :lease_until, started_at = :now, updated_at = :now,
+    progress = NULL, progress_message = NULL
+WHERE id IN (SELECT id FROM tasks INDEXED BY idx_tasks_ready_type WHERE status = 'queued' AND task_type = :task_type
+             AND run_after <= :now ORDER BY run_after, id LIMIT :count)
+RETURNING {task_columns};
+
+-- name: claim_newest_first_type
+UPDATE tasks
+SET status = 'leased', attempts = attempts + 1, locked_by = :worker, lease_token = :token,
+    lease_until = :lease_until, started_at = :now, updated_at = :now,
+    progress = NULL, progress_message = NULL
+WHERE id IN (SELECT id FROM tasks INDEXED BY idx_tasks_ready_type WHERE status = 'queued' AND task_type = :task_type
+             AND run_after <= :now ORDER BY run_after DESC, id DESC LIMIT :count)
+RETURNING {task_columns};
+
+-- name: claim_priority_type
+UPDATE tasks
+SET status = 'leased', attempts = attempts + 1, locked_by = :worker, lease_token = :token,
+    lease_until = :lease_until, started_at = :now, updated_at = :now,
+    progress = NULL, progress_message = NULL
+WHERE id IN (SELECT id FROM tasks INDEXED BY idx_tasks_ready_type_priority WHERE status = 'queued' AND task_type = :task_type
+             AND run_after <= :now ORDER BY priority, run_after, id LIMIT :count)
+RETURNING {task_columns};
+
+-- name: candidates_oldest_first_type
+SELECT id, priority, run_after FROM tasks INDEXED BY idx_tasks_ready_type
+WHERE status = 'queued' AND task_type = :task_type AND run_after <= :now
+ORDER BY run_after, id LIMIT :count;
+
+-- name: candidates_newest_first_type
+SELECT id, priority, run_after FROM tasks INDEXED BY idx_tasks_ready_type
+WHERE status = 'queued' AND task_type = :task_type AND run_after <= :now
+ORDER BY run_after DESC, id DESC LIMIT :count;
+
+-- name: candidates_priority_type
+SELECT id, priority, run_after FROM tasks INDEXED BY idx_tasks_ready_type_priority
+WHERE status = 'queued' AND task_type = :task_type AND run_after <= :now
+ORDER BY priority, run_after, id LIMIT :count;
+
+-- name: queued_task_types
+WITH RECURSIVE seen(task_type) AS (
+    SELECT min(task_type) FROM tasks INDEXED BY idx_tasks_ready_type WHERE status = 'queued'
+    UNION ALL
+    SELECT (SELECT min(task_type) FROM tasks INDEXED BY idx_tasks_ready_type WHERE status = 'queued' AND task_type > seen.task_type)
+    FROM seen WHERE seen.task_type IS NOT NULL
+)
+SELECT task_type FROM seen WHERE task_type IS NOT NULL;
+
+-- name: has_ready_of_type
+SELECT 1 FROM tasks INDEXED BY idx_tasks_ready_type
+WHERE status = 'queued' AND task_type = :task_type AND run_after <= :now LIMIT 1;
+
+-- name: renew_lease
+UPDATE tasks SET lease_until = :lease_until, updated_at = :now
+WHERE id = :id AND status = 'leased' AND locked_by = :worker AND lease_token = :token
+RETURNING {task_columns};
+
+-- name: update_progress
+UPDATE tasks SET progress = :percent, progress_message = :message, updated_at = :now
+WHERE id = :id AND status = 'leased' AND locked_by = :worker AND lease_token = :token
+RETURNING {task_columns};
+
+-- name: complete_task
+UPDATE tasks
+SET status = 'completed', result = :result, finished_at = :now, updated_at = :now,
+    progress = 100, lease_until = NULL, locked_by = NULL, lease_token = NULL
+WHERE id = :id AND status = 'leased' AND locked_by = :worker AND lease_token = :token;
+
+-- name: finish_attempt
+UPDATE tasks
+SET status = :status,
+    run_after = coalesce(:run_after, run_after),
+    attempts = CASE WHEN :count_attempt THEN attempts ELSE max(attempts - 1, 0) END,
+    last_error = coalesce(:error, last_error),
+    last_traceback = CASE WHEN :error IS NULL THEN last_traceback ELSE :traceback END,
+    finished_at = CASE WHEN :status IN ('dead', 'cancelled') THEN :now ELSE NULL END,
+    lease_until = NULL, locked_by = NULL, lease_token = NULL, updated_at = :now
+WHERE id = :id AND status = 'leased' AND locked_by = :worker AND lease_token = :token
+RETURNING {task_columns};
+
+-- name: lease_holder
+SELECT status, locked_by, lease_token FROM tasks WHERE id = ?;
+
+-- name: upsert_worker
+INSERT INTO workers (worker_id, hostname, pid, task_types, strategy, started_at, last_heartbeat)
+VALUES (?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (worker_id) DO UPDATE SET
+    hostname = excluded.hostname, pid = excluded.pid, task_types = excluded.task_types,
+    strategy = excluded.strategy, started_at = excluded.started_at,
+    last_heartbeat = excluded.last_heartbeat;
+
+-- name: heartbeat_worker
+UPDATE workers SET last_heartbeat = ? WHERE worker_id = ?;
+
+-- name: delete_worker
+DELETE FROM workers WHERE worker_id = ?;
+
+-- name: list_workers
+SELECT worker_id, hostname, pid, task_types, strategy, started_at, last_heartbeat
+FROM workers ORDER BY worker_id;

@@ -1,0 +1,462 @@
+"""``QueueClient``: enqueue tasks, query them, cancel, retry, prune and wait."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from .backends.base import NewTask, QueueStats, TaskQuery
+from .database import QueueDatabase
+from .errors import (
+    QueueTimeoutError,
+    ScheduleError,
+    TaskNotFoundError,
+    TaskStateError,
+    ValidationError,
+)
+from .models import DEFAULT_PRIORITY, TERMINAL_STATUSES, Task, TaskStatus, WorkerInfo
+from .retry import RetryPolicy
+from .validation import (
+    DEFAULT_MAX_PAYLOAD_BYTES,
+    encode_json,
+    validate_delay,
+    validate_idempotency_key,
+    validate_priority,
+    validate_task_id,
+    validate_task_type,
+)
+
+__all__ = ["QueueClient", "TaskSpec"]
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One task for :meth:`QueueClient.enqueue_many`; the fields mirror ``enqueue``."""
+
+    task_type: str
+    payload: Any = None
+    priority: int = DEFAULT_PRIORITY
+    delay: float | None = None
+    run_after: datetime | float | None = None
+    max_attempts: int | None = None
+    retry_policy: RetryPolicy | None = None
+    idempotency_key: str | None = None
+
+
+def _coerce_statuses(
+    status: TaskStatus | str | Iterable[TaskStatus | str] | None,
+) -> tuple[TaskStatus, ...] | None:
+    if status is None:
+        return None
+    items = [status] if isinstance(status, (str, TaskStatus)) else list(status)
+    out = []
+    for item in items:
+        try:
+            out.append(TaskStatus(item))
+        except ValueError:
+            raise ValidationError(
+                f"unknown status {item!r}; use one of {', '.join(s.value for s in TaskStatus)}"
+            ) from None
+    return tuple(out)
+
+
+def _coerce_types(task_type: str | Iterable[str] | None) -> tuple[str, ...] | None:
+    if task_type is None:
+        return None
+    items = [task_type] if isinstance(task_type, str) else list(task_type)
+    return tuple(validate_task_type(t) for t in items)
+
+
+def _epoch(value: datetime | float | int, name: str) -> float:
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ScheduleError(
+                f"{name} is a naive datetime; pass an aware one, e.g. datetime.now(timezone.utc)"
+            )
+        return value.timestamp()
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ScheduleError(f"{name} must be an aware datetime or epoch seconds, got {value!r}")
+    return float(value)
+
+
+class QueueClient:
+    """Enqueue and manage tasks.
+
+    Args:
+        db: The queue database.
+        default_retry_policy: The policy for task types without their own.
+        retry_policies: A policy per task type; stored with each task at enqueue time.
+        max_payload_bytes: Largest encoded payload accepted (1 MiB by default).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> db = QueueDatabase(pathlib.Path(tempfile.mkdtemp()) / "queue.db")
+        >>> _ = db.initialize_schema()
+        >>> client = QueueClient(db)
+        >>> task_id = client.enqueue("send_email", {"to": "a@example.com"})
+        >>> client.get(task_id).status
+        <TaskStatus.QUEUED: 'queued'>
+        >>> db.close()
+    """
+
+    def __init__(
+        self,
+        db: QueueDatabase,
+        *,
+        default_retry_policy: RetryPolicy | None = None,
+        retry_policies: Mapping[str, RetryPolicy] | None = None,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+    ) -> None:
+        if (
+            isinstance(max_payload_bytes, bool)
+            or not isinstance(max_payload_bytes, int)
+            or max_payload_bytes < 2
+        ):
+            raise ValidationError(f"max_payload_bytes must be an integer >= 2, got {max_payload_bytes!r}")
+        self.db = db
+        self.backend = db.backend
+        self.default_retry_policy = default_retry_policy or RetryPolicy()
+        self.retry_policies = dict(retry_policies or {})
+        self.max_payload_bytes = max_payload_bytes
+        self._policy_json: dict[int, str] = {}
+
+    # -- enqueue ---------------------------------------------------------------
+    def _policy_for(self, task_type: str, override: RetryPolicy | None) -> RetryPolicy:
+        if override is not None:
+            if not isinstance(override, RetryPolicy):
+                raise ValidationError(f"retry_policy must be a RetryPolicy, got {type(override).__name__}")
+            return override
+        return self.retry_policies.get(task_type, self.default_retry_policy)
+
+    def _encode_policy(self, policy: RetryPolicy) -> str:
+        key = id(policy)
+        cached = self._policy_json.get(key)
+        if cached is None:
+            cached = json.dumps(policy.to_dict(), separators=(",", ":"))
+            if len(self._policy_json) < 256:
+                self._policy_json[key] = cached
+        return cached
+
+    def _prepare(
+        self,
+        task_type: str,
+        payload: Any,
+        priority: int,
+        delay: float | None,
+        run_after: datetime | float | None,
+        max_attempts: int | None,
+        retry_policy: RetryPolicy | None,
+        idempotency_key: str | None,
+        now: float,
+    ) -> NewTask:
+        task_type = validate_task_type(task_type)
+        priority = validate_priority(priority)
+        if delay is not None and run_after is not None:
+            raise ScheduleError("give either delay or run_after, not both")
+        if delay is not None:
+            when = now + validate_delay(delay)
+        elif run_after is not None:
+            when = _epoch(run_after, "run_after")
+        else:
+            when = now
+        policy = self._policy_for(task_type, retry_policy)
+        if max_attempts is None:
+            attempts = policy.max_attempts
+        elif (
+            isinstance(max_attempts, bool)
+            or not isinstance(max_attempts, int)
+            or not 1 <= max_attempts <= 1000
+        ):
+            raise ScheduleError(f"max_attempts must be an integer from 1 to 1000, got {max_attempts!r}")
+        else:
+            attempts = max_attempts
+        return NewTask(
+            task_type=task_type,
+            payload_json=encode_json(payload, "payload", self.max_payload_bytes),
+            priority=priority,
+            run_after=when,
+            max_attempts=attempts,
+            retry_policy_json=self._encode_policy(policy),
+            idempotency_key=validate_idempotency_key(idempotency_key),
+        )
+
+    def enqueue(
+        self,
+        task_type: str,
+        payload: Any = None,
+        *,
+        priority: int = DEFAULT_PRIORITY,
+        delay: float | None = None,
+        run_after: datetime | float | None = None,
+        max_attempts: int | None = None,
+        retry_policy: RetryPolicy | None = None,
+        idempotency_key: str | None = None,
+    ) -> int:
+        """Add one task and return its id.
+
+        Args:
+            task_type: The kind of work; selects the handler (1-200 characters).
+            payload: JSON-serialisable arguments for the handler (dicts, lists, strings,
+                numbers, booleans, ``None``).
+            priority: 0 (most urgent) to 1000; lower runs first under the Priority
+                strategy. Default 100.
+            delay: Seconds to wait before the task may run.
+            run_after: An aware ``datetime`` or epoch seconds before which it may not run.
+            max_attempts: Claims allowed (default: the retry policy's ``max_attempts``).
+            retry_policy: Backoff for this task (default: the type's or the client's).
+            idempotency_key: Enqueueing the same key again returns the existing task's id
+                instead of adding a task; atomic, even across processes.
+
+        Returns:
+            The task id (the existing task's id when the idempotency key was seen).
+
+        Raises:
+            PayloadError: The payload is not JSON or is larger than ``max_payload_bytes``.
+            TaskTypeError: The task type is empty, too long or not text.
+            PriorityError: The priority is outside 0..1000.
+            ScheduleError: A negative delay, both ``delay`` and ``run_after``, or bad
+                ``max_attempts``.
+            QueueBusyError: The database stayed locked past the retry bound.
+        """
+        new = self._prepare(
+            task_type,
+            payload,
+            priority,
+            delay,
+            run_after,
+            max_attempts,
+            retry_policy,
+            idempotency_key,
+            self.db.now(),
+        )
+        return self.backend.insert_tasks([new], self.db.now())[0][0]
+
+    def enqueue_many(self, tasks: Iterable[TaskSpec | Mapping[str, Any]]) -> list[int]:
+        """Add many tasks in one transaction: all of them, or none.
+
+        Every task is validated before anything is written, so one bad task rejects the
+        whole batch with the error for that task (its index in the message).
+
+        Args:
+            tasks: :class:`TaskSpec` objects or dicts with ``enqueue``'s parameter names.
+
+        Returns:
+            The ids, in the order given.
+        """
+        now = self.db.now()
+        prepared: list[NewTask] = []
+        for index, spec in enumerate(tasks):
+            if isinstance(spec, Mapping):
+                unknown = set(spec) - {
+                    "task_type",
+                    "payload",
+                    "priority",
+                    "delay",
+                    "run_after",
+                    "max_attempts",
+                    "retry_policy",
+                    "idempotency_key",
+                }
+                if unknown:
+                    raise ValidationError(f"task #{index}: unknown field(s) {sorted(unknown)}")
+                if "task_type" not in spec:
+                    raise ValidationError(f"task #{index}: task_type is required")
+                spec = TaskSpec(**spec)
+            elif not isinstance(spec, TaskSpec):
+                raise ValidationError(
+                    f"task #{index}: expected a TaskSpec or a dict, got {type(spec).__name__}"
+                )
+            try:
+                prepared.append(
+                    self._prepare(
+                        spec.task_type,
+                        spec.payload,
+                        spec.priority,
+                        spec.delay,
+                        spec.run_after,
+                        spec.max_attempts,
+                        spec.retry_policy,
+                        spec.idempotency_key,
+                        now,
+                    )
+                )
+            except ValidationError as exc:
+                raise type(exc)(f"task #{index}: {exc}") from None
+        return [task_id for task_id, _ in self.backend.insert_tasks(prepared, now)]
+
+    # -- queries ---------------------------------------------------------------
+    def get(self, task_id: int) -> Task:
+        """The task with this id.
+
+        Raises:
+            TaskNotFoundError: No such task (never existed, or pruned).
+        """
+        task = self.backend.get_task(validate_task_id(task_id))
+        if task is None:
+            raise TaskNotFoundError(f"no task with id {task_id}")
+        return task
+
+    def list(
+        self,
+        *,
+        status: TaskStatus | str | Iterable[TaskStatus | str] | None = None,
+        task_type: str | Iterable[str] | None = None,
+        created_after: datetime | float | None = None,
+        created_before: datetime | float | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        newest_first: bool = True,
+    ) -> list[Task]:
+        """Tasks matching every given filter.
+
+        Args:
+            status: One status or several.
+            task_type: One task type or several.
+            created_after: Keep tasks created at or after this time.
+            created_before: Keep tasks created before this time.
+            limit: Most tasks returned (1..10,000).
+            offset: Tasks skipped first, for paging.
+            newest_first: Newest (highest id) first, or oldest first.
+        """
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 10_000:
+            raise ValidationError(f"limit must be an integer from 1 to 10000, got {limit!r}")
+        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+            raise ValidationError(f"offset must be an integer >= 0, got {offset!r}")
+        query = TaskQuery(
+            statuses=_coerce_statuses(status),
+            task_types=_coerce_types(task_type),
+            created_after=None if created_after is None else _epoch(created_after, "created_after"),
+            created_before=None if created_before is None else _epoch(created_before, "created_before"),
+            limit=limit,
+            offset=offset,
+            newest_first=bool(newest_first),
+        )
+        return self.backend.list_tasks(query)
+
+    def count_by_status(self) -> dict[str, int]:
+        """Task count per status, every status included."""
+        return self.backend.count_by_status()
+
+    def count_by_type(self) -> dict[str, dict[str, int]]:
+        """Per task type, the count per status."""
+        return self.backend.count_by_type()
+
+    def stats(self) -> QueueStats:
+        """A consistent snapshot: counts, ready/delayed, oldest wait, throughput, workers."""
+        return self.backend.stats(self.db.now())
+
+    def list_workers(self, stale_after: float | None = None) -> list[WorkerInfo]:
+        """Registered workers; with ``stale_after``, only those silent for that many seconds."""
+        workers = self.backend.list_workers()
+        if stale_after is None:
+            return workers
+        now = datetime.fromtimestamp(self.db.now(), tz=timezone.utc)
+        return [w for w in workers if w.is_stale(now, stale_after)]
+
+    # -- management ------------------------------------------------------------
+    def cancel(self, task_id: int) -> Task:
+        """Cancel a task.
+
+        A queued task is cancelled at once. A running (leased) task is flagged
+        (``cancel_requested``): its worker sees the flag at its next heartbeat and stops;
+        the task becomes cancelled when the worker acknowledges, or when its lease expires.
+
+        Raises:
+            TaskNotFoundError: No such task.
+            TaskStateError: The task already finished.
+        """
+        return self.backend.cancel_task(validate_task_id(task_id), self.db.now())
+
+    def retry(self, task_id: int, *, reset_attempts: bool = True) -> Task:
+        """Queue a dead or cancelled task again, to run now.
+
+        Args:
+            task_id: The task.
+            reset_attempts: Start counting attempts from zero (default); otherwise allow
+                exactly one more attempt.
+
+        Raises:
+            TaskNotFoundError: No such task.
+            TaskStateError: The task is not dead or cancelled.
+        """
+        return self.backend.retry_task(validate_task_id(task_id), self.db.now(), bool(reset_attempts))
+
+    def prune(
+        self,
+        older_than: float | timedelta,
+        statuses: Iterable[TaskStatus | str] = (TaskStatus.COMPLETED, TaskStatus.CANCELLED),
+    ) -> int:
+        """Delete finished tasks that finished more than ``older_than`` ago.
+
+        Args:
+            older_than: Age in seconds (or a ``timedelta``).
+            statuses: Terminal statuses to delete (completed and cancelled by default;
+                add ``"dead"`` to drop failures too).
+
+        Returns:
+            How many tasks were deleted.
+
+        Raises:
+            ValidationError: A negative age, or a status that is not terminal.
+        """
+        seconds = older_than.total_seconds() if isinstance(older_than, timedelta) else older_than
+        seconds = validate_delay(seconds, "older_than")
+        chosen = _coerce_statuses(list(statuses)) or ()
+        live = [s.value for s in chosen if s not in TERMINAL_STATUSES]
+        if live:
+            raise ValidationError(
+                f"prune deletes finished tasks only; {', '.join(live)} is not a finished status"
+            )
+        return self.backend.prune(self.db.now() - seconds, chosen)
+
+    # -- results ---------------------------------------------------------------
+    def get_result(self, task_id: int) -> Any:
+        """The result of a completed task.
+
+        Raises:
+            TaskNotFoundError: No such task.
+            TaskStateError: The task has not completed (the message carries its status and
+                last error).
+        """
+        task = self.get(task_id)
+        if task.status is not TaskStatus.COMPLETED:
+            detail = f": {task.last_error}" if task.last_error else ""
+            raise TaskStateError(f"task {task_id} is {task.status.value}, not completed{detail}")
+        return task.result
+
+    def wait(self, task_id: int, timeout: float | None = None, poll_interval: float = 0.05) -> Task:
+        """Block until the task is completed, dead or cancelled, and return it.
+
+        Reads are cheap: between checks the client only reads SQLite's ``data_version``,
+        which changes when another connection commits.
+
+        Args:
+            task_id: The task.
+            timeout: Seconds to wait at most (``None``: no limit).
+            poll_interval: Longest pause between checks, in seconds.
+
+        Raises:
+            QueueTimeoutError: The task was still running when ``timeout`` passed.
+            TaskNotFoundError: No such task.
+        """
+        deadline = None if timeout is None else time.monotonic() + validate_delay(timeout, "timeout")
+        pause = 0.001
+        last_version = None
+        while True:
+            version = self.backend.data_version()
+            if version != last_version:
+                task = self.get(task_id)
+                if task.is_terminal:
+                    return task
+                last_version = version
+                pause = 0.001
+            if deadline is not None and time.monotonic() >= deadline:
+                raise QueueTimeoutError(f"task {task_id} is still {task.status.value} after {timeout} s")
+            sleep_for = pause if deadline is None else min(pause, max(deadline - time.monotonic(), 0))
+            time.sleep(sleep_for)
+            pause = min(pause * 2, poll_interval)

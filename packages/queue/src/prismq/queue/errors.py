@@ -1,0 +1,132 @@
+"""The exception hierarchy of PrismQ Queue.
+
+Every error the library raises on purpose derives from :class:`QueueError`, so one
+``except QueueError`` catches them all. Each subclass names one kind of failure, and its
+message says what was wrong and how to fix it.
+
+```
+QueueError
+├── ValidationError            bad input; nothing was written
+│   ├── PayloadError           payload/result not JSON, or too large
+│   ├── TaskTypeError          empty, too long or non-text task type
+│   ├── PriorityError          priority outside MIN_PRIORITY..MAX_PRIORITY
+│   └── ScheduleError          negative delay, both delay and run_after, bad attempts
+├── ConfigError                malformed setting or environment variable
+├── QueueBusyError             the database stayed locked past the retry bound
+├── LeaseLostError             this worker no longer holds the task's lease
+├── TaskNotFoundError          no task with that id
+├── TaskStateError             the task is not in a state that allows the call
+├── QueueTimeoutError          wait() ran out of time
+└── StorageError               the storage itself refused
+    ├── SchemaVersionError     written by a newer version of PrismQ Queue
+    ├── NotAQueueDatabaseError not SQLite, or SQLite holding something else
+    ├── StorageFullError       disk full, or the database reached its size limit
+    ├── ReadOnlyStorageError   the file or its directory is not writable
+    ├── BackupError            a backup or restore could not be made safely
+    └── BackendUnavailableError the backend's driver or server is missing
+```
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BackendUnavailableError",
+    "BackupError",
+    "ConfigError",
+    "LeaseLostError",
+    "NotAQueueDatabaseError",
+    "PayloadError",
+    "PriorityError",
+    "QueueBusyError",
+    "QueueError",
+    "QueueTimeoutError",
+    "ReadOnlyStorageError",
+    "ScheduleError",
+    "SchemaVersionError",
+    "StorageError",
+    "StorageFullError",
+    "TaskNotFoundError",
+    "TaskStateError",
+    "TaskTypeError",
+    "ValidationError",
+]
+
+
+class QueueError(Exception):
+    """Root of every error PrismQ Queue raises on purpose."""
+
+
+class ValidationError(QueueError, ValueError):
+    """An argument was rejected before anything was written."""
+
+
+class PayloadError(ValidationError):
+    """A payload or result is not JSON-serialisable, or is larger than the limit."""
+
+
+class TaskTypeError(ValidationError):
+    """A task type is empty, too long, or not a string."""
+
+
+class PriorityError(ValidationError):
+    """A priority is not an integer inside the documented range."""
+
+
+class ScheduleError(ValidationError):
+    """A delay, ``run_after``, lease or attempt count is out of range or contradictory."""
+
+
+class ConfigError(QueueError):
+    """A setting (argument, environment variable or config file) is malformed."""
+
+
+class QueueBusyError(QueueError):
+    """The database stayed locked by other writers past the bounded retry."""
+
+
+class LeaseLostError(QueueError):
+    """This worker no longer holds the lease on the task, so it may not change it.
+
+    Raised when the lease expired and the task was reclaimed (and perhaps claimed by
+    another worker), or when the task was never claimed by this worker.
+    """
+
+
+class TaskNotFoundError(QueueError, LookupError):
+    """No task has the given id."""
+
+
+class TaskStateError(QueueError):
+    """The task exists but its status does not allow the requested operation."""
+
+
+class QueueTimeoutError(QueueError, TimeoutError):
+    """Waiting for a task ran out of time."""
+
+
+class StorageError(QueueError):
+    """The storage layer refused an operation."""
+
+
+class SchemaVersionError(StorageError):
+    """The database was written by a newer version of PrismQ Queue."""
+
+
+class NotAQueueDatabaseError(StorageError):
+    """The file is not SQLite, or is an SQLite database that holds something else."""
+
+
+class StorageFullError(StorageError):
+    """The disk is full or the database reached its configured maximum size."""
+
+
+class ReadOnlyStorageError(StorageError):
+    """The database file or its directory cannot be written."""
+
+
+class BackupError(StorageError):
+    """A backup or a restore could not be made safely; nothing was replaced."""
+
+
+class BackendUnavailableError(StorageError):
+    """The backend's driver is not installed or its server cannot be reached."""

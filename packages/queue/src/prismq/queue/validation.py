@@ -1,0 +1,174 @@
+"""Checks and JSON encoding for what callers hand to the queue.
+
+Everything here runs before a transaction starts, so bad input is refused with a
+specific :class:`~prismq.queue.errors.ValidationError` and nothing is written.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from .errors import PayloadError, PriorityError, ScheduleError, TaskTypeError, ValidationError
+from .models import MAX_PRIORITY, MIN_PRIORITY
+
+__all__ = [
+    "DEFAULT_MAX_PAYLOAD_BYTES",
+    "MAX_IDEMPOTENCY_KEY_LENGTH",
+    "MAX_TASK_TYPE_LENGTH",
+    "decode_json",
+    "encode_json",
+    "validate_delay",
+    "validate_idempotency_key",
+    "validate_priority",
+    "validate_task_id",
+    "validate_task_type",
+]
+
+DEFAULT_MAX_PAYLOAD_BYTES = 1_048_576
+"""Default limit of an encoded payload or result: 1 MiB."""
+
+MAX_TASK_TYPE_LENGTH = 200
+MAX_IDEMPOTENCY_KEY_LENGTH = 500
+
+_encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+def encode_json(value: Any, what: str, limit: int) -> str:
+    """Encode ``value`` as compact JSON, refusing what JSON cannot faithfully hold.
+
+    Args:
+        value: The payload or result.
+        what: ``"payload"`` or ``"result"``, for the message.
+        limit: Largest encoded size in bytes (UTF-8).
+
+    Raises:
+        PayloadError: Not JSON-serialisable (sets, bytes, objects, NaN/Infinity, lone
+            surrogates, too deep) or larger than ``limit``.
+    """
+    try:
+        text = _encoder.encode(value)
+    except ValueError as exc:
+        if "Out of range float" in str(exc):
+            raise PayloadError(
+                f"{what} contains NaN or Infinity, which JSON cannot represent; use null or a string"
+            ) from None
+        raise PayloadError(f"{what} is not JSON-serialisable: {exc}") from None
+    except TypeError as exc:
+        raise PayloadError(
+            f"{what} is not JSON-serialisable ({exc}); use dicts, lists, strings, numbers, "
+            "booleans and None only"
+        ) from None
+    except RecursionError:
+        raise PayloadError(f"{what} is nested too deeply to encode as JSON") from None
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise PayloadError(
+            f"{what} contains a string that is not valid Unicode (a lone surrogate); "
+            "decode bytes before enqueueing"
+        ) from None
+    if size > limit:
+        raise PayloadError(
+            f"{what} is {size} bytes encoded, over the limit of {limit} bytes; store large "
+            "data elsewhere and pass a reference, or raise max_payload_bytes"
+        )
+    return text
+
+
+def decode_json(text: str | None) -> Any:
+    """Decode stored JSON (``None`` stays ``None``)."""
+    if text is None:
+        return None
+    return json.loads(text)
+
+
+def validate_task_type(task_type: object) -> str:
+    """Return ``task_type`` if it is a usable task type name.
+
+    Raises:
+        TaskTypeError: Not a string, empty or only spaces, longer than 200 characters, or
+            containing control characters.
+    """
+    if not isinstance(task_type, str):
+        raise TaskTypeError(f"task_type must be a string, got {type(task_type).__name__}")
+    if not task_type.strip():
+        raise TaskTypeError("task_type must not be empty; name the kind of work, e.g. 'send_email'")
+    if len(task_type) > MAX_TASK_TYPE_LENGTH:
+        raise TaskTypeError(
+            f"task_type is {len(task_type)} characters long; the limit is {MAX_TASK_TYPE_LENGTH}"
+        )
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in task_type):
+        raise TaskTypeError("task_type must not contain control characters (newlines, tabs, NUL)")
+    try:
+        task_type.encode("utf-8")
+    except UnicodeEncodeError:
+        raise TaskTypeError("task_type is not valid Unicode (it contains a lone surrogate)") from None
+    return task_type
+
+
+def validate_priority(priority: object) -> int:
+    """Return ``priority`` if it is an integer from 0 (most urgent) to 1000.
+
+    Raises:
+        PriorityError: Not an integer, or outside 0..1000.
+    """
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise PriorityError(
+            f"priority must be an integer from {MIN_PRIORITY} to {MAX_PRIORITY}, got {priority!r}"
+        )
+    if not MIN_PRIORITY <= priority <= MAX_PRIORITY:
+        raise PriorityError(
+            f"priority {priority} is outside {MIN_PRIORITY}..{MAX_PRIORITY}; lower numbers run first "
+            f"(default 100)"
+        )
+    return priority
+
+
+def validate_delay(delay: object, name: str = "delay") -> float:
+    """Return ``delay`` in seconds if it is a finite number >= 0.
+
+    Raises:
+        ScheduleError: Not a number, negative, NaN or infinite.
+    """
+    if isinstance(delay, bool) or not isinstance(delay, (int, float)):
+        raise ScheduleError(f"{name} must be a number of seconds, got {delay!r}")
+    if not math.isfinite(delay):
+        raise ScheduleError(f"{name} must be finite, got {delay!r}")
+    if delay < 0:
+        raise ScheduleError(f"{name} must be >= 0 seconds, got {delay!r}; use 0 to run now")
+    return float(delay)
+
+
+def validate_idempotency_key(key: object) -> str | None:
+    """Return ``key`` (or ``None``) if it is a usable idempotency key.
+
+    Raises:
+        ValidationError: Not a string, empty, too long or not valid Unicode.
+    """
+    if key is None:
+        return None
+    if not isinstance(key, str) or not key:
+        raise ValidationError(f"idempotency_key must be a non-empty string, got {key!r}")
+    if len(key) > MAX_IDEMPOTENCY_KEY_LENGTH:
+        raise ValidationError(
+            f"idempotency_key is {len(key)} characters; the limit is {MAX_IDEMPOTENCY_KEY_LENGTH}"
+        )
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError("idempotency_key is not valid Unicode (it contains a lone surrogate)") from None
+    return key
+
+
+def validate_task_id(task_id: object) -> int:
+    """Return the id of ``task_id`` (an ``int``, or a ``Task``, whose ``id`` is used).
+
+    Raises:
+        ValidationError: Anything else.
+    """
+    inner = getattr(task_id, "id", task_id) if not isinstance(task_id, int) else task_id
+    if isinstance(inner, bool) or not isinstance(inner, int):
+        raise ValidationError(f"task id must be an integer or a Task, got {task_id!r}")
+    return inner
