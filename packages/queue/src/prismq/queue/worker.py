@@ -13,7 +13,7 @@ import traceback as traceback_module
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .backends.base import TaskUpdate
 from .config import DEFAULT_LEASE_DURATION, ENV_LEASE_DURATION, ENV_WORKER_ID, QueueConfig
@@ -29,6 +29,10 @@ from .validation import (
     validate_task_id,
     validate_task_type,
 )
+
+if TYPE_CHECKING:
+    from .runtime.registry import HandlerRegistry
+    from .runtime.runner import RunSummary
 
 __all__ = ["QueueWorker"]
 
@@ -417,6 +421,27 @@ class QueueWorker:
             )
         finally:
             self._held.pop(update.task_id, None)
+
+    # -- running handlers ------------------------------------------------------
+    def run(self, registry: HandlerRegistry, **options: Any) -> RunSummary:
+        """Run handlers from ``registry`` until stopped: claim, run, complete or fail.
+
+        A thin front to :class:`prismq.queue.runtime.WorkerRunner`; ``options`` are its
+        keyword arguments (``concurrency``, ``burst``, ``max_tasks``, ``task_timeout``,
+        ``grace_period``, ``stop_flag``, ``install_signal_handlers``, ...).
+
+        Returns:
+            What the run did (counts of completed, retried, dead, ... tasks).
+        """
+        from .runtime.runner import run_worker
+
+        return run_worker(self, registry, **options)
+
+    async def run_async(self, registry: HandlerRegistry, **options: Any) -> RunSummary:
+        """:meth:`run` on the caller's running event loop."""
+        from .runtime.runner import WorkerRunner
+
+        return await WorkerRunner(self, registry, **options).run()
 
     # -- life cycle ------------------------------------------------------------
     def close(self, release: bool = True) -> None:

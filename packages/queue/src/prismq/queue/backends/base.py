@@ -192,6 +192,10 @@ class Backend(Protocol):
         """
         ...
 
+    def next_run_after(self, task_types: Sequence[str] | None) -> float | None:
+        """The earliest ``run_after`` among queued tasks of these types (``None``: none)."""
+        ...
+
     def reclaim_expired(self, now: float) -> int:
         """Return expired leases to the queue (or to dead on the last attempt)."""
         ...

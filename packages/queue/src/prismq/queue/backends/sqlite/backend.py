@@ -384,6 +384,18 @@ class SQLiteBackend:
                     available.remove(task_type)
         return rows
 
+    def next_run_after(self, task_types: Sequence[str] | None) -> float | None:
+        def work(conn: sqlite3.Connection) -> float | None:
+            if task_types is None:
+                return conn.execute(Q["next_run_after_any"]).fetchone()[0]
+            times = [
+                conn.execute(Q["next_run_after_type"], {"task_type": t}).fetchone()[0] for t in task_types
+            ]
+            known = [t for t in times if t is not None]
+            return min(known) if known else None
+
+        return self.db.read(work)
+
     def reclaim_expired(self, now: float) -> int:
         return self.db.write(lambda c: c.execute(Q["reclaim_expired"], {"now": now}).rowcount)
 

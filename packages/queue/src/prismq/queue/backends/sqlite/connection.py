@@ -12,6 +12,7 @@ import re
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TypeVar
@@ -201,7 +202,8 @@ class ConnectionManager:
         self.busy_retries = busy_retries
         self.busy_backoff = busy_backoff
         self._state = _ThreadState()
-        self._all: list[sqlite3.Connection] = []
+        # Connections by owning thread; those of finished threads are closed on the next open.
+        self._all: dict[int, tuple[weakref.ref[threading.Thread], sqlite3.Connection]] = {}
         self._lock = threading.Lock()
         self._closed = False
         self.journal_mode = ""
@@ -310,15 +312,24 @@ class ConnectionManager:
                 raise StorageError(f"the queue database {self.location} was closed; open a new one")
             conn = self._connect()
             self._state.connection = conn
+            current = threading.current_thread()
             with self._lock:
-                self._all.append(conn)
+                finished = [
+                    ident for ident, (ref, _) in self._all.items() if (t := ref()) is None or not t.is_alive()
+                ]
+                stale = [self._all.pop(ident)[1] for ident in finished]
+                self._all[current.ident or 0] = (weakref.ref(current), conn)
+            for old in stale:
+                with contextlib.suppress(sqlite3.Error):
+                    old.close()
         return conn
 
     def close(self) -> None:
         """Close every connection (from any thread); later use raises StorageError."""
         with self._lock:
             self._closed = True
-            conns, self._all = self._all, []
+            conns = [conn for _, conn in self._all.values()]
+            self._all = {}
         for conn in conns:
             with contextlib.suppress(sqlite3.Error):
                 if conn.in_transaction:

@@ -233,3 +233,10 @@ DELETE FROM workers WHERE worker_id = ?;
 -- name: list_workers
 SELECT worker_id, hostname, pid, task_types, strategy, started_at, last_heartbeat
 FROM workers ORDER BY worker_id;
+
+-- name: next_run_after_any
+SELECT min(run_after) FROM tasks INDEXED BY idx_tasks_ready_fifo WHERE status = 'queued';
+
+-- name: next_run_after_type
+SELECT min(run_after) FROM tasks INDEXED BY idx_tasks_ready_type
+WHERE status = 'queued' AND task_type = :task_type;

@@ -1,0 +1,833 @@
+"""The PostgreSQL backend: every task operation, as SQL from ``queries.sql``.
+
+Same tables, columns and meaning as the SQLite backend, so :class:`QueueClient` and
+:class:`QueueWorker` run on it unchanged. Choices worth knowing:
+
+- **Times** are ``double precision`` UTC epoch seconds, as everywhere in the queue; the
+  caller's clock decides ``now``, never the server's.
+- **JSON** (payloads, results, retry policies, a worker's task types) is stored as
+  ``text`` with a ``::json`` cast in a CHECK constraint. The client already encodes it, so
+  text keeps exactly the bytes it wrote (key order, number spelling), round-trips through
+  backups and the SQLite backend unchanged, and costs no re-encoding; ``jsonb`` would buy
+  server-side querying the queue never does.
+- **Claims** are one statement each: a ``MATERIALIZED`` CTE reads the partial ready index
+  in strategy order with ``FOR UPDATE SKIP LOCKED`` (so concurrent workers pass each
+  other's rows rather than waiting, and the ``LIMIT`` holds) and an ``UPDATE ...
+  RETURNING`` leases those rows. Several task types are merged in one statement (a
+  ``LATERAL`` index read per type); Weighted Random allocates with
+  ``strategy.allocate(...)`` and claims per type, as on SQLite.
+- **Fencing**: every change to a leased task matches worker id *and* lease token.
+- **Idempotency keys**: ``INSERT ... ON CONFLICT DO NOTHING`` on a unique partial index,
+  atomic across processes.
+- **Schema version** is the row in ``prismq_schema_version``; a newer version is refused
+  (:class:`SchemaVersionError`) before anything is written. Migrations run in one
+  transaction under an advisory lock.
+- **data_version()** reads the ``prismq_data_version`` sequence, bumped by a statement
+  trigger on ``tasks`` for every statement that changed rows. A writer holds a shared
+  advisory lock from that bump to its commit; the reader takes the lock exclusively
+  without waiting, and while a writer is mid-commit reports a fresh "changing" value
+  (a new negative number), so a reader never caches a version whose change it cannot yet
+  see. Sequences cost no row lock, so writers do not queue behind one counter row.
+- **wait_for_change(timeout)** blocks on ``LISTEN prismq_queue`` until a task becomes
+  queued (insert, retry, release, reclaim); see :meth:`PostgresBackend.wait_for_change`.
+- **Maintenance**: ``checkpoint`` is a no-op returning ``(0, 0, 0)`` (PostgreSQL
+  checkpoints on its own and ``CHECKPOINT`` needs superuser); ``vacuum`` runs
+  ``VACUUM (ANALYZE)``; ``integrity_check`` checks the schema version and that every
+  expected table, index and trigger exists and is valid; ``backup``/``restore`` write and
+  read a checksummed JSON-lines dump of tasks and workers (owner-only file). For a full
+  server backup use ``pg_dump``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import itertools
+import json
+import os
+import secrets
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from ...errors import BackupError, ConfigError, LeaseLostError, TaskNotFoundError, TaskStateError
+from ...models import Task, TaskStatus, WorkerInfo, epoch_to_datetime
+from ...strategies import Ordering, SchedulingStrategy
+from ..base import NewTask, QueueStats, TaskQuery, TaskUpdate, chunked
+from ..sqlfile import load_queries
+from ..sqlite.backend import TASK_COLUMNS, row_to_task
+from .connection import SCHEMA_VERSION, ConnectionManager, parse_url, translate_error
+
+__all__ = ["DUMP_FORMAT", "NOTIFY_CHANNEL", "PostgresBackend"]
+
+Q = load_queries(__package__, task_columns=TASK_COLUMNS)
+
+NOTIFY_CHANNEL = "prismq_queue"
+"""The channel :meth:`PostgresBackend.wait_for_change` listens on; the payload is the schema."""
+
+DUMP_FORMAT = "prismq-queue-dump"
+"""The ``format`` field of the first line of a :meth:`PostgresBackend.backup` file."""
+
+DUMP_TASK_FIELDS = (*(c.strip() for c in TASK_COLUMNS.split(",")), "updated_at")
+DUMP_WORKER_FIELDS = (
+    "worker_id",
+    "hostname",
+    "pid",
+    "task_types",
+    "strategy",
+    "started_at",
+    "last_heartbeat",
+)
+
+_ORDER_KEYS = {
+    Ordering.OLDEST_FIRST: lambda t: (t.run_after, t.id),
+    Ordering.NEWEST_FIRST: lambda t: (-t.run_after.timestamp(), -t.id),
+    Ordering.PRIORITY: lambda t: (t.priority, t.run_after, t.id),
+}
+CHECKPOINT_MODES = ("PASSIVE", "FULL", "RESTART", "TRUNCATE")
+EXPECTED_TABLES = ("tasks", "workers", "prismq_schema_version", "prismq_data_version")
+EXPECTED_INDEXES = (
+    "idx_tasks_ready_fifo",
+    "idx_tasks_ready_priority",
+    "idx_tasks_ready_type",
+    "idx_tasks_ready_type_priority",
+    "idx_tasks_leased",
+    "idx_tasks_finished",
+    "uq_tasks_idempotency",
+)
+EXPECTED_TRIGGERS = ("tasks_changed_insert", "tasks_changed_update", "tasks_changed_delete")
+_RESTORE_BATCH = 1000
+
+
+def _row_to_worker(row: Sequence[Any]) -> WorkerInfo:
+    types = json.loads(row[3]) if row[3] is not None else None
+    return WorkerInfo(
+        worker_id=row[0],
+        hostname=row[1],
+        pid=row[2],
+        task_types=tuple(types) if types is not None else None,
+        strategy=row[4],
+        started_at=epoch_to_datetime(row[5]),  # type: ignore[arg-type]
+        last_heartbeat=epoch_to_datetime(row[6]),  # type: ignore[arg-type]
+    )
+
+
+def _describe_holder(row: Sequence[Any]) -> str:
+    status, locked_by, _token = row
+    if status == "leased":
+        return f"it is now leased by {locked_by!r}"
+    return f"it is now {status}"
+
+
+class PostgresBackend:
+    """Queue storage in a PostgreSQL database, for workers on many machines.
+
+    Args:
+        url: A ``postgresql://`` (or ``postgres://``) URL or libpq connection string. A
+            ``schema=`` query parameter selects the schema, like ``schema``.
+        schema: Keep the queue's tables in this schema (created by
+            :meth:`initialize_schema`); ``None`` uses the server's ``search_path``.
+        min_size: Connections the pool keeps open.
+        max_size: Most connections the pool opens (one per thread in a transaction).
+        busy_retries: Retries of a transaction that hit a deadlock, serialization failure
+            or lock timeout, before :class:`~prismq.queue.errors.QueueBusyError`.
+        lock_timeout: Seconds a statement waits for a row lock before it counts as busy.
+        connect_timeout: Seconds to wait for the server when connecting.
+
+    Raises:
+        BackendUnavailableError: The server cannot be reached or refuses the login (the
+            message names the host, never the password).
+        SchemaVersionError: The schema was written by a newer release (left untouched).
+        NotAQueueDatabaseError: The schema has a ``tasks`` table the queue did not create.
+        ConfigError: The URL, schema name or pool sizes are malformed.
+    """
+
+    name = "postgresql"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        schema: str | None = None,
+        min_size: int = 1,
+        max_size: int = 10,
+        busy_retries: int = 8,
+        lock_timeout: float = 5.0,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        url, url_schema = parse_url(url)
+        self.db = ConnectionManager(
+            url,
+            schema if schema is not None else url_schema,
+            min_size=min_size,
+            max_size=max_size,
+            busy_retries=busy_retries,
+            lock_timeout=lock_timeout,
+            connect_timeout=connect_timeout,
+        )
+        self.schema = self.db.schema
+        self.location = self.db.location
+        self._changing = itertools.count(-1, -1)
+        self._listener: psycopg.Connection[Any] | None = None
+        self._listen_schema: str | None = None
+        self._listen_lock = threading.Lock()
+
+    # -- life cycle and schema -------------------------------------------------
+    def initialize_schema(self) -> int:
+        return self.db.migrate(Q)
+
+    def schema_version(self) -> int:
+        def work(conn: psycopg.Connection[Any]) -> int:
+            has_version, _has_tasks = conn.execute(Q["catalog_state"]).fetchone()  # type: ignore[misc]
+            return int(conn.execute(Q["read_schema_version"]).fetchone()[0]) if has_version else 0  # type: ignore[index]
+
+        return self.db.read(work)
+
+    def close(self) -> None:
+        with self._listen_lock:
+            if self._listener is not None:
+                with contextlib.suppress(psycopg.Error):
+                    self._listener.close()
+                self._listener = None
+        self.db.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[psycopg.Connection[Any]]:
+        with self.db.transaction() as conn:
+            yield conn
+
+    # -- client side -----------------------------------------------------------
+    def insert_tasks(self, tasks: Sequence[NewTask], now: float) -> list[tuple[int, bool]]:
+        rows = [
+            {
+                "task_type": t.task_type,
+                "payload": t.payload_json,
+                "priority": t.priority,
+                "run_after": t.run_after,
+                "max_attempts": t.max_attempts,
+                "retry_policy": t.retry_policy_json,
+                "idempotency_key": t.idempotency_key,
+                "now": now,
+            }
+            for t in tasks
+        ]
+
+        def plain(conn: psycopg.Connection[Any]) -> list[tuple[int, bool]]:
+            out: list[tuple[int, bool]] = []
+            with conn.cursor() as cur:
+                cur.executemany(Q["insert_task"], rows, returning=True)
+                while True:
+                    out.append((cur.fetchone()[0], True))  # type: ignore[index]
+                    if not cur.nextset():
+                        break
+            return out
+
+        def keyed(conn: psycopg.Connection[Any]) -> list[tuple[int, bool]]:
+            out: list[tuple[int, bool]] = []
+            for row in rows:
+                if row["idempotency_key"] is None:
+                    out.append((conn.execute(Q["insert_task"], row).fetchone()[0], True))  # type: ignore[index]
+                    continue
+                inserted = conn.execute(Q["insert_task_idempotent"], row).fetchone()
+                if inserted is not None:
+                    out.append((inserted[0], True))
+                else:
+                    existing = conn.execute(Q["task_id_by_idempotency_key"], row).fetchone()
+                    out.append((existing[0], False))  # type: ignore[index]
+            return out
+
+        if not tasks:
+            return []
+        if all(t.idempotency_key is None for t in tasks):
+            return self.db.write(plain)
+        return self.db.write(keyed)
+
+    def get_task(self, task_id: int) -> Task | None:
+        row = self.db.read(lambda c: c.execute(Q["get_task"], {"id": task_id}).fetchone())
+        return None if row is None else row_to_task(row)
+
+    def list_tasks(self, query: TaskQuery) -> list[Task]:
+        params = {
+            "statuses": None if query.statuses is None else [s.value for s in query.statuses],
+            "task_types": None if query.task_types is None else list(query.task_types),
+            "created_after": query.created_after,
+            "created_before": query.created_before,
+            "limit": query.limit,
+            "offset": query.offset,
+        }
+        name = "list_tasks_newest_first" if query.newest_first else "list_tasks_oldest_first"
+        rows = self.db.read(lambda c: c.execute(Q[name], params).fetchall())
+        return [row_to_task(r) for r in rows]
+
+    def count_by_status(self) -> dict[str, int]:
+        rows = self.db.read(lambda c: c.execute(Q["count_by_status"]).fetchall())
+        counts = {s.value: 0 for s in TaskStatus}
+        counts.update({status: n for status, n in rows})
+        return counts
+
+    def count_by_type(self) -> dict[str, dict[str, int]]:
+        rows = self.db.read(lambda c: c.execute(Q["count_by_type"]).fetchall())
+        out: dict[str, dict[str, int]] = {}
+        for task_type, status, n in rows:
+            out.setdefault(task_type, {})[status] = n
+        return out
+
+    def stats(self, now: float) -> QueueStats:
+        def work(conn: psycopg.Connection[Any]) -> QueueStats:
+            by_status = {s.value: 0 for s in TaskStatus}
+            by_status.update(dict(conn.execute(Q["count_by_status"]).fetchall()))
+            by_type: dict[str, dict[str, int]] = {}
+            for task_type, status, n in conn.execute(Q["count_by_type"]):
+                by_type.setdefault(task_type, {})[status] = n
+            ready, oldest = conn.execute(Q["count_ready"], {"now": now}).fetchone()  # type: ignore[misc]
+            delayed = conn.execute(Q["count_delayed"], {"now": now}).fetchone()[0]  # type: ignore[index]
+            expired = conn.execute(Q["count_expired_leases"], {"now": now}).fetchone()[0]  # type: ignore[index]
+            last1 = conn.execute(Q["count_finished_since"], {"since": now - 60}).fetchone()[0]  # type: ignore[index]
+            last5 = conn.execute(Q["count_finished_since"], {"since": now - 300}).fetchone()[0]  # type: ignore[index]
+            workers = [_row_to_worker(r) for r in conn.execute(Q["list_workers"])]
+            return QueueStats(
+                by_status=by_status,
+                by_type=by_type,
+                ready=ready,
+                delayed=delayed,
+                oldest_ready_age=None if oldest is None else max(now - oldest, 0.0),
+                expired_leases=expired,
+                finished_last_minute=last1,
+                finished_last_5_minutes=last5,
+                workers=workers,
+            )
+
+        return self.db.read(work, snapshot=True)
+
+    def _require(self, conn: psycopg.Connection[Any], task_id: int) -> Task:
+        row = conn.execute(Q["get_task"], {"id": task_id}).fetchone()
+        if row is None:
+            raise TaskNotFoundError(f"no task with id {task_id}")
+        return row_to_task(row)
+
+    def cancel_task(self, task_id: int, now: float) -> Task:
+        def work(conn: psycopg.Connection[Any]) -> Task:
+            params = {"id": task_id, "now": now}
+            row = conn.execute(Q["cancel_queued"], params).fetchone()
+            if row is None:
+                row = conn.execute(Q["request_cancel_leased"], params).fetchone()
+            if row is not None:
+                return row_to_task(row)
+            task = self._require(conn, task_id)
+            raise TaskStateError(
+                f"task {task_id} is already {task.status.value}; only queued or running tasks "
+                "can be cancelled"
+            )
+
+        return self.db.write(work)
+
+    def retry_task(self, task_id: int, now: float, reset_attempts: bool) -> Task:
+        def work(conn: psycopg.Connection[Any]) -> Task:
+            params = {"id": task_id, "now": now, "reset": bool(reset_attempts)}
+            row = conn.execute(Q["retry_finished"], params).fetchone()
+            if row is not None:
+                return row_to_task(row)
+            task = self._require(conn, task_id)
+            raise TaskStateError(
+                f"task {task_id} is {task.status.value}; only dead or cancelled tasks can be retried"
+            )
+
+        return self.db.write(work)
+
+    def prune(self, finished_before: float, statuses: Sequence[TaskStatus]) -> int:
+        params = {"before": finished_before, "statuses": [s.value for s in statuses]}
+        return self.db.write(lambda c: c.execute(Q["prune"], params).rowcount)
+
+    def data_version(self) -> int:
+        """A number that changes when a committed statement changed tasks.
+
+        Reads the ``prismq_data_version`` sequence under the schema's advisory lock (see
+        the module docstring). While another transaction is committing a change the value
+        cannot be trusted yet, so a new negative number is returned: it differs from every
+        earlier answer, and the caller simply looks again.
+        """
+        if self.db.in_transaction:
+            return int(self.db.read(lambda c: c.execute(Q["data_version_in_transaction"]).fetchone()[0]))  # type: ignore[index]
+        value = self.db.read(lambda c: c.execute(Q["data_version"]).fetchone()[0])  # type: ignore[index]
+        return next(self._changing) if value is None else int(value)
+
+    def wait_for_change(self, timeout: float) -> bool:
+        """Block until a task becomes claimable here, or ``timeout`` seconds pass.
+
+        Listens on the ``prismq_queue`` channel, which a trigger notifies (payload: the
+        schema name) when a transaction commits a task becoming ``queued``: an enqueue, a
+        retry, a released or failed-with-retry attempt, or a reclaimed lease. Delayed tasks
+        notify when enqueued, not when their ``run_after`` arrives, so callers still wake
+        up on a timer. Idle workers call it instead of sleeping between empty claims::
+
+            wait = getattr(backend, "wait_for_change", None)
+            if wait is not None:
+                wait(poll_interval)
+            else:
+                time.sleep(poll_interval)
+
+        The first call opens a dedicated connection and starts listening; notifications
+        that arrive between calls are kept, so the next call returns at once. A ``True``
+        is a hint to claim again, not a promise that a claim will succeed (another worker
+        may be faster).
+
+        Args:
+            timeout: Most seconds to wait (0 just checks for pending notifications).
+
+        Returns:
+            True when a notification for this schema arrived, False on timeout.
+
+        Raises:
+            BackendUnavailableError: The listening connection failed (the next call
+                reconnects).
+        """
+        deadline = time.monotonic() + max(timeout, 0.0)
+        if not self._listen_lock.acquire(timeout=max(timeout, 0.0)):
+            return False
+        try:
+            conn = self._listening_connection()
+            try:
+                while True:
+                    remaining = max(deadline - time.monotonic(), 0.0)
+                    got_any = False
+                    for note in conn.notifies(timeout=remaining, stop_after=1):
+                        got_any = True
+                        if note.payload == self._listen_schema:
+                            return True
+                    if not got_any and time.monotonic() >= deadline:
+                        return False
+            except psycopg.Error as exc:
+                with contextlib.suppress(psycopg.Error):
+                    conn.close()
+                self._listener = None
+                raise translate_error(exc, self.location) from None
+        finally:
+            self._listen_lock.release()
+
+    def _listening_connection(self) -> psycopg.Connection[Any]:
+        if self._listener is not None and not self._listener.closed:
+            return self._listener
+        conn = self.db.connect()
+        try:
+            self._listen_schema = conn.execute(Q["current_schema"]).fetchone()[0]  # type: ignore[index]
+            conn.execute(Q["listen"])
+        except psycopg.Error as exc:
+            conn.close()
+            raise translate_error(exc, self.location) from None
+        self._listener = conn
+        return conn
+
+    # -- worker side -----------------------------------------------------------
+    def claim(
+        self,
+        worker_id: str,
+        task_types: Sequence[str] | None,
+        strategy: SchedulingStrategy,
+        count: int,
+        lease_duration: float,
+        now: float,
+        reclaim_first: bool = False,
+    ) -> list[Task]:
+        params: dict[str, Any] = {
+            "worker": worker_id,
+            "token": secrets.token_hex(8),
+            "lease_until": now + lease_duration,
+            "now": now,
+            "count": count,
+        }
+        ordering = strategy.ordering
+
+        def work(conn: psycopg.Connection[Any]) -> list[Task]:
+            if reclaim_first:
+                conn.execute(Q["reclaim_expired"], {"now": now})
+            if strategy.splits_by_type:
+                rows = self._claim_split(conn, task_types, strategy, params)
+            elif task_types is None:
+                rows = conn.execute(Q[f"claim_{ordering.value}_any"], params).fetchall()
+            elif len(set(task_types)) == 1:
+                rows = conn.execute(
+                    Q[f"claim_{ordering.value}_type"], {**params, "task_type": task_types[0]}
+                ).fetchall()
+            else:
+                rows = conn.execute(
+                    Q[f"claim_{ordering.value}_types"],
+                    {**params, "task_types": list(dict.fromkeys(task_types))},
+                ).fetchall()
+            return [row_to_task(r) for r in rows]
+
+        tasks = self.db.write(work)
+        if len(tasks) > 1:
+            tasks.sort(key=_ORDER_KEYS[ordering])
+        return tasks
+
+    def _claim_split(
+        self,
+        conn: psycopg.Connection[Any],
+        task_types: Sequence[str] | None,
+        strategy: SchedulingStrategy,
+        params: dict[str, Any],
+    ) -> list[Any]:
+        """Weighted draws: pick types by weight, then the oldest ready task of each."""
+        if task_types is None:
+            candidates = [r[0] for r in conn.execute(Q["queued_task_types"])]
+        else:
+            candidates = list(dict.fromkeys(task_types))
+        available = [
+            r[0]
+            for r in conn.execute(Q["ready_task_types"], {"task_types": candidates, "now": params["now"]})
+        ]
+        rows: list[Any] = []
+        remaining = params["count"]
+        while remaining > 0 and available:
+            allocation = strategy.allocate(available, remaining) or {}
+            for task_type, wanted in allocation.items():
+                got = conn.execute(
+                    Q["claim_oldest_first_type"],
+                    {**params, "task_type": task_type, "count": wanted},
+                ).fetchall()
+                rows.extend(got)
+                remaining -= len(got)
+                if len(got) < wanted:
+                    available.remove(task_type)
+        return rows
+
+    def next_run_after(self, task_types: Sequence[str] | None) -> float | None:
+        if task_types is None:
+            return self.db.read(lambda c: c.execute(Q["next_run_after_any"]).fetchone()[0])  # type: ignore[index]
+        params = {"task_types": list(dict.fromkeys(task_types))}
+        return self.db.read(lambda c: c.execute(Q["next_run_after_types"], params).fetchone()[0])  # type: ignore[index]
+
+    def reclaim_expired(self, now: float) -> int:
+        return self.db.write(lambda c: c.execute(Q["reclaim_expired"], {"now": now}).rowcount)
+
+    def _fenced(self, update: TaskUpdate) -> dict[str, Any]:
+        return {"id": update.task_id, "worker": update.worker_id, "token": update.lease_token}
+
+    def _lost(self, conn: psycopg.Connection[Any], update: TaskUpdate, action: str) -> LeaseLostError:
+        row = conn.execute(Q["lease_holder"], {"id": update.task_id}).fetchone()
+        if row is None:
+            raise TaskNotFoundError(f"no task with id {update.task_id}")
+        return LeaseLostError(
+            f"cannot {action} task {update.task_id}: worker {update.worker_id!r} no longer holds "
+            f"its lease ({_describe_holder(row)}); the task was reclaimed after the lease expired, "
+            "so this attempt's outcome is discarded"
+        )
+
+    def diagnose_lost_lease(self, update: TaskUpdate) -> str:
+        row = self.db.read(lambda c: c.execute(Q["lease_holder"], {"id": update.task_id}).fetchone())
+        return "the task no longer exists" if row is None else _describe_holder(row)
+
+    def renew_lease(self, update: TaskUpdate, lease_until: float, now: float) -> Task:
+        def work(conn: psycopg.Connection[Any]) -> Task:
+            params = {**self._fenced(update), "lease_until": lease_until, "now": now}
+            row = conn.execute(Q["renew_lease"], params).fetchone()
+            if row is None:
+                raise self._lost(conn, update, "renew the lease of")
+            return row_to_task(row)
+
+        return self.db.write(work)
+
+    def update_progress(self, update: TaskUpdate, percent: float, message: str | None, now: float) -> Task:
+        def work(conn: psycopg.Connection[Any]) -> Task:
+            params = {**self._fenced(update), "percent": percent, "message": message, "now": now}
+            row = conn.execute(Q["update_progress"], params).fetchone()
+            if row is None:
+                raise self._lost(conn, update, "report progress on")
+            return row_to_task(row)
+
+        return self.db.write(work)
+
+    def complete_tasks(
+        self, updates: Sequence[TaskUpdate], results_json: Sequence[str | None], now: float
+    ) -> list[bool]:
+        sql = Q["complete_task"]
+
+        def work(conn: psycopg.Connection[Any]) -> list[bool]:
+            done = []
+            for update, result in zip(updates, results_json, strict=True):
+                params = {**self._fenced(update), "result": result, "now": now}
+                done.append(conn.execute(sql, params).rowcount == 1)
+            return done
+
+        return self.db.write(work)
+
+    def finish_attempt(
+        self,
+        update: TaskUpdate,
+        status: TaskStatus,
+        run_after: float | None,
+        error: str | None,
+        traceback: str | None,
+        count_attempt: bool,
+        now: float,
+    ) -> Task:
+        def work(conn: psycopg.Connection[Any]) -> Task:
+            params = {
+                **self._fenced(update),
+                "status": status.value,
+                "run_after": run_after,
+                "error": error,
+                "traceback": traceback,
+                "count_attempt": bool(count_attempt),
+                "now": now,
+            }
+            row = conn.execute(Q["finish_attempt"], params).fetchone()
+            if row is None:
+                raise self._lost(conn, update, f"move to {status.value}")
+            return row_to_task(row)
+
+        return self.db.write(work)
+
+    # -- worker registry -------------------------------------------------------
+    def register_worker(self, info: WorkerInfo) -> None:
+        row = {
+            "worker_id": info.worker_id,
+            "hostname": info.hostname,
+            "pid": info.pid,
+            "task_types": None if info.task_types is None else json.dumps(list(info.task_types)),
+            "strategy": info.strategy,
+            "started_at": info.started_at.timestamp(),
+            "last_heartbeat": info.last_heartbeat.timestamp(),
+        }
+        self.db.write(lambda c: c.execute(Q["upsert_worker"], row))
+
+    def heartbeat_worker(self, worker_id: str, now: float) -> None:
+        self.db.write(lambda c: c.execute(Q["heartbeat_worker"], {"now": now, "worker_id": worker_id}))
+
+    def deregister_worker(self, worker_id: str) -> None:
+        self.db.write(lambda c: c.execute(Q["delete_worker"], {"worker_id": worker_id}))
+
+    def list_workers(self) -> list[WorkerInfo]:
+        rows = self.db.read(lambda c: c.execute(Q["list_workers"]).fetchall())
+        return [_row_to_worker(r) for r in rows]
+
+    # -- maintenance -----------------------------------------------------------
+    def checkpoint(self, mode: str = "PASSIVE") -> tuple[int, int, int]:
+        """Accept the SQLite modes and do nothing; always ``(0, 0, 0)``.
+
+        PostgreSQL checkpoints its write-ahead log by itself (``checkpoint_timeout``,
+        ``max_wal_size``), and a manual ``CHECKPOINT`` needs superuser rights.
+
+        Raises:
+            ConfigError: ``mode`` is not one of the SQLite checkpoint modes.
+        """
+        word = mode.strip().upper()
+        if word not in CHECKPOINT_MODES:
+            raise ConfigError(f"checkpoint mode must be one of {', '.join(CHECKPOINT_MODES)}, got {mode!r}")
+        return (0, 0, 0)
+
+    def vacuum(self) -> None:
+        def work(conn: psycopg.Connection[Any]) -> None:
+            conn.execute(Q["vacuum_tasks"])
+            conn.execute(Q["vacuum_workers"])
+
+        self.db.read(work)
+
+    def analyze(self) -> None:
+        self.db.read(lambda c: c.execute(Q["analyze"]))
+
+    def integrity_check(self) -> list[str]:
+        def work(conn: psycopg.Connection[Any]) -> list[str]:
+            problems: list[str] = []
+            has_version, _ = conn.execute(Q["catalog_state"]).fetchone()  # type: ignore[misc]
+            version = int(conn.execute(Q["read_schema_version"]).fetchone()[0]) if has_version else 0  # type: ignore[index]
+            if version != SCHEMA_VERSION:
+                problems.append(
+                    f"schema version is {version}, expected {SCHEMA_VERSION} (run initialize_schema)"
+                )
+            tables = {r[0] for r in conn.execute(Q["schema_tables"])}
+            problems += [
+                f"missing table or sequence {name}" for name in EXPECTED_TABLES if name not in tables
+            ]
+            if "tasks" not in tables:
+                return problems
+            indexes = {r[0] for r in conn.execute(Q["schema_indexes"])}
+            problems += [f"missing index {name}" for name in EXPECTED_INDEXES if name not in indexes]
+            problems += [f"index {r[0]} is invalid (REINDEX it)" for r in conn.execute(Q["invalid_indexes"])]
+            triggers = {r[0] for r in conn.execute(Q["schema_triggers"])}
+            problems += [f"missing trigger {name}" for name in EXPECTED_TRIGGERS if name not in triggers]
+            bad = conn.execute(Q["inconsistent_leases"]).fetchone()[0]  # type: ignore[index]
+            if bad:
+                problems.append(f"{bad} tasks have a lease token that does not match their status")
+            return problems
+
+        return self.db.read(work, snapshot=True) or ["ok"]
+
+    def backup(self, destination: Path) -> Path:
+        """Write a checksummed JSON-lines dump of every task and worker.
+
+        Line 1 is a header (format, schema version, time); then one ``{"task": {...}}`` or
+        ``{"worker": {...}}`` line per row, read in one consistent snapshot; the last line
+        holds the row counts and the SHA-256 of every line before it. The file is written
+        owner-only under a temporary name and renamed into place. This covers the queue's
+        own tables; ``pg_dump`` is the tool for a full server backup.
+
+        Raises:
+            BackupError: The destination is a folder or not writable.
+        """
+        destination = Path(destination).expanduser()
+        if destination.is_dir():
+            raise BackupError(f"{destination} is a directory; give the backup file's path")
+        parent = destination.parent
+        if not parent.is_dir():
+            raise BackupError(f"the backup folder {parent} does not exist; create it first")
+        temp = parent / f".{destination.name}.{secrets.token_hex(4)}.partial"
+        try:
+            fd = os.open(temp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        except OSError as exc:
+            raise BackupError(
+                f"cannot write a backup in {parent}: {exc.strerror or exc}; choose a writable folder"
+            ) from None
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                self.db.read(lambda c: self._write_dump(c, handle), snapshot=True)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temp, destination)
+        except OSError as exc:
+            raise BackupError(f"backup to {destination} failed: {exc.strerror or exc}") from None
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                temp.unlink()
+        return destination
+
+    def _write_dump(self, conn: psycopg.Connection[Any], handle: Any) -> None:
+        digest = hashlib.sha256()
+        counts = {"task": 0, "worker": 0}
+
+        def emit(record: dict[str, Any]) -> None:
+            line = (json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n").encode("utf-8")
+            digest.update(line)
+            handle.write(line)
+
+        emit({"format": DUMP_FORMAT, "schema_version": self.schema_version(), "created_at": time.time()})
+        for kind, query, fields in (
+            ("task", "dump_tasks", DUMP_TASK_FIELDS),
+            ("worker", "dump_workers", DUMP_WORKER_FIELDS),
+        ):
+            with conn.cursor(name=f"prismq_dump_{kind}") as cur:
+                cur.itersize = _RESTORE_BATCH
+                cur.execute(Q[query])
+                for row in cur:
+                    emit({kind: dict(zip(fields, row, strict=True))})
+                    counts[kind] += 1
+        end = {
+            "end": True,
+            "tasks": counts["task"],
+            "workers": counts["worker"],
+            "sha256": digest.hexdigest(),
+        }
+        handle.write((json.dumps(end, separators=(",", ":")) + "\n").encode("utf-8"))
+
+    def restore(self, source: Path) -> None:
+        """Replace every task and worker with a verified :meth:`backup` dump.
+
+        The whole file is checked first (header, schema version, row shape, counts and
+        checksum); a damaged or foreign file is refused and nothing changes. The swap is
+        one transaction. Task ids never go backwards, so an id is never handed out twice.
+
+        Raises:
+            BackupError: The dump is missing, damaged, foreign or too new.
+        """
+        source = Path(source).expanduser()
+        verify_dump(source)
+        self.db.migrate(Q)
+
+        def work(conn: psycopg.Connection[Any]) -> None:
+            conn.execute(Q["delete_all_tasks"])
+            conn.execute(Q["delete_all_workers"])
+            with conn.cursor() as cur:
+                for kind, rows in _dump_batches(source):
+                    cur.executemany(Q["restore_task" if kind == "task" else "restore_worker"], rows)
+            conn.execute(Q["advance_task_ids"])
+
+        self.db.write(work)
+
+    def explain_claims(self) -> dict[str, list[str]]:
+        base = {
+            "worker": "w",
+            "token": "t",
+            "lease_until": 1.0,
+            "now": 0.0,
+            "count": 1,
+            "task_type": "x",
+            "task_types": ["x", "y"],
+        }
+        names = [n for n in Q if n.startswith("claim_")]
+        names += ["queued_task_types", "ready_task_types", "reclaim_expired"]
+
+        def work(conn: psycopg.Connection[Any]) -> dict[str, list[str]]:
+            return {
+                name: [r[0] for r in conn.execute(f"EXPLAIN {Q[name]}", base).fetchall()]  # type: ignore[call-overload]
+                for name in names
+            }
+
+        return self.db.read(work)
+
+
+def verify_dump(source: Path) -> None:
+    """Check that ``source`` is a complete, untampered queue dump before a restore.
+
+    Raises:
+        BackupError: Missing, not a dump, truncated, altered, or from a newer schema.
+    """
+    if not source.is_file():
+        raise BackupError(f"backup file {source} does not exist")
+    digest = hashlib.sha256()
+    counts = {"task": 0, "worker": 0}
+    end: dict[str, Any] | None = None
+    try:
+        with open(source, "rb") as handle:
+            for number, line in enumerate(handle, start=1):
+                if end is not None:
+                    raise BackupError(f"{source} has data after its end line; nothing was restored")
+                record = json.loads(line)
+                if not isinstance(record, dict):
+                    raise ValueError("a line is not a JSON object")
+                if number == 1:
+                    _check_header(source, record)
+                elif record.get("end") is True:
+                    end = record
+                    continue
+                elif "task" in record and set(record["task"]) == set(DUMP_TASK_FIELDS):
+                    counts["task"] += 1
+                elif "worker" in record and set(record["worker"]) == set(DUMP_WORKER_FIELDS):
+                    counts["worker"] += 1
+                elif number > 1:
+                    raise ValueError(f"line {number} is neither a task nor a worker")
+                digest.update(line)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BackupError(f"{source} is not a readable queue dump ({exc}); nothing was restored") from None
+    if end is None:
+        raise BackupError(f"{source} is truncated (no end line); nothing was restored")
+    if (
+        end.get("sha256") != digest.hexdigest()
+        or end.get("tasks") != counts["task"]
+        or end.get("workers") != counts["worker"]
+    ):
+        raise BackupError(f"{source} is damaged (checksum or row counts differ); nothing was restored")
+
+
+def _check_header(source: Path, record: dict[str, Any]) -> None:
+    if record.get("format") != DUMP_FORMAT:
+        raise BackupError(f"{source} is not a PrismQ Queue dump; nothing was restored")
+    version = record.get("schema_version")
+    if not isinstance(version, int) or version > SCHEMA_VERSION:
+        raise BackupError(
+            f"{source} has schema version {version}, newer than this release ({SCHEMA_VERSION}); "
+            "upgrade prismq-queue to restore it"
+        )
+
+
+def _dump_batches(source: Path) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """Rows of a verified dump, as ``(kind, rows)`` batches in file order."""
+    with open(source, "rb") as handle:
+        lines = (json.loads(line) for line in itertools.islice(handle, 1, None))
+        records = ((kind, rec[kind]) for rec in lines for kind in ("task", "worker") if kind in rec)
+        for kind, group in itertools.groupby(records, key=lambda item: item[0]):
+            for batch in chunked(list(r for _, r in group), _RESTORE_BATCH):
+                yield kind, list(batch)

@@ -1,0 +1,461 @@
+-- Named queries of the PostgreSQL backend. Each starts with "-- name: <name>".
+-- {task_columns} is replaced by the task column list when the file is loaded; {schema}
+-- is filled by psycopg.sql as a quoted identifier. Values are always bound parameters.
+
+-- ---------------------------------------------------------------------------------------
+-- Schema and versioning
+-- ---------------------------------------------------------------------------------------
+
+-- name: create_schema
+CREATE SCHEMA IF NOT EXISTS {schema};
+
+-- name: lock_migrations
+SELECT pg_advisory_xact_lock(hashtext('prismq_queue_migrate:' || current_schema()));
+
+-- name: current_schema
+SELECT current_schema();
+
+-- name: catalog_state
+SELECT to_regclass('prismq_schema_version') IS NOT NULL, to_regclass('tasks') IS NOT NULL;
+
+-- name: read_schema_version
+SELECT coalesce(max(version), 0) FROM prismq_schema_version;
+
+-- name: write_schema_version
+INSERT INTO prismq_schema_version (version) VALUES (%(version)s);
+
+-- name: clear_schema_version
+DELETE FROM prismq_schema_version;
+
+-- name: schema_tables
+SELECT c.relname FROM pg_class c
+WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind IN ('r', 'S');
+
+-- name: schema_indexes
+SELECT indexname FROM pg_indexes WHERE schemaname = current_schema() AND tablename = 'tasks';
+
+-- name: schema_triggers
+SELECT tgname FROM pg_trigger
+WHERE tgrelid = to_regclass('tasks') AND NOT tgisinternal;
+
+-- name: invalid_indexes
+SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+WHERE i.indrelid = to_regclass('tasks') AND NOT (i.indisvalid AND i.indisready);
+
+-- name: inconsistent_leases
+SELECT count(*) FROM tasks WHERE (status = 'leased') <> (lease_token IS NOT NULL);
+
+-- ---------------------------------------------------------------------------------------
+-- Change tracking
+-- ---------------------------------------------------------------------------------------
+
+-- Takes the schema's advisory lock exclusively without waiting: NULL while a writer is
+-- between its bump and its commit (see migrations/0001_initial.sql).
+-- name: data_version
+SELECT CASE WHEN pg_try_advisory_xact_lock(hashtext('prismq_queue:' || current_schema()))
+            THEN (SELECT last_value FROM prismq_data_version) END;
+
+-- Inside this thread's own transaction: no lock (it would hold back every writer).
+-- name: data_version_in_transaction
+SELECT last_value FROM prismq_data_version;
+
+-- name: listen
+LISTEN prismq_queue;
+
+-- ---------------------------------------------------------------------------------------
+-- Client side
+-- ---------------------------------------------------------------------------------------
+
+-- name: insert_task
+INSERT INTO tasks (task_type, payload, priority, run_after, max_attempts, retry_policy,
+                   idempotency_key, created_at, updated_at)
+VALUES (%(task_type)s, %(payload)s, %(priority)s, %(run_after)s, %(max_attempts)s,
+        %(retry_policy)s, %(idempotency_key)s, %(now)s, %(now)s)
+RETURNING id;
+
+-- name: insert_task_idempotent
+INSERT INTO tasks (task_type, payload, priority, run_after, max_attempts, retry_policy,
+                   idempotency_key, created_at, updated_at)
+VALUES (%(task_type)s, %(payload)s, %(priority)s, %(run_after)s, %(max_attempts)s,
+        %(retry_policy)s, %(idempotency_key)s, %(now)s, %(now)s)
+ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+RETURNING id;
+
+-- name: task_id_by_idempotency_key
+SELECT id FROM tasks WHERE idempotency_key = %(idempotency_key)s;
+
+-- name: get_task
+SELECT {task_columns} FROM tasks WHERE id = %(id)s;
+
+-- name: list_tasks_newest_first
+SELECT {task_columns} FROM tasks
+WHERE (%(statuses)s::text[] IS NULL OR status = ANY (%(statuses)s::text[]))
+  AND (%(task_types)s::text[] IS NULL OR task_type = ANY (%(task_types)s::text[]))
+  AND (%(created_after)s::double precision IS NULL OR created_at >= %(created_after)s::double precision)
+  AND (%(created_before)s::double precision IS NULL OR created_at < %(created_before)s::double precision)
+ORDER BY id DESC
+LIMIT %(limit)s OFFSET %(offset)s;
+
+-- name: list_tasks_oldest_first
+SELECT {task_columns} FROM tasks
+WHERE (%(statuses)s::text[] IS NULL OR status = ANY (%(statuses)s::text[]))
+  AND (%(task_types)s::text[] IS NULL OR task_type = ANY (%(task_types)s::text[]))
+  AND (%(created_after)s::double precision IS NULL OR created_at >= %(created_after)s::double precision)
+  AND (%(created_before)s::double precision IS NULL OR created_at < %(created_before)s::double precision)
+ORDER BY id ASC
+LIMIT %(limit)s OFFSET %(offset)s;
+
+-- name: count_by_status
+SELECT status, count(*) FROM tasks GROUP BY status;
+
+-- name: count_by_type
+SELECT task_type, status, count(*) FROM tasks GROUP BY task_type, status;
+
+-- name: count_ready
+SELECT count(*), min(run_after) FROM tasks WHERE status = 'queued' AND run_after <= %(now)s;
+
+-- name: count_delayed
+SELECT count(*) FROM tasks WHERE status = 'queued' AND run_after > %(now)s;
+
+-- name: count_expired_leases
+SELECT count(*) FROM tasks WHERE status = 'leased' AND lease_until < %(now)s;
+
+-- name: count_finished_since
+SELECT count(*) FROM tasks
+WHERE status IN ('completed', 'dead', 'cancelled') AND finished_at >= %(since)s;
+
+-- name: cancel_queued
+UPDATE tasks
+SET status = 'cancelled', finished_at = %(now)s, updated_at = %(now)s
+WHERE id = %(id)s AND status = 'queued'
+RETURNING {task_columns};
+
+-- name: request_cancel_leased
+UPDATE tasks
+SET cancel_requested = true, updated_at = %(now)s
+WHERE id = %(id)s AND status = 'leased'
+RETURNING {task_columns};
+
+-- name: retry_finished
+UPDATE tasks
+SET status = 'queued', run_after = %(now)s, finished_at = NULL, cancel_requested = false,
+    attempts = CASE WHEN %(reset)s THEN 0 ELSE attempts END,
+    max_attempts = CASE WHEN %(reset)s THEN max_attempts ELSE greatest(max_attempts, attempts + 1) END,
+    updated_at = %(now)s
+WHERE id = %(id)s AND status IN ('dead', 'cancelled')
+RETURNING {task_columns};
+
+-- name: prune
+DELETE FROM tasks
+WHERE status = ANY (%(statuses)s::text[])
+  AND finished_at IS NOT NULL AND finished_at < %(before)s;
+
+-- ---------------------------------------------------------------------------------------
+-- Worker side. Every claim is one statement: a MATERIALIZED CTE reads the ready index in
+-- strategy order and locks rows with FOR UPDATE SKIP LOCKED (concurrent claimers pass
+-- each other's rows instead of waiting), so the LIMIT holds; the UPDATE leases exactly
+-- those rows.
+-- ---------------------------------------------------------------------------------------
+
+-- name: next_run_after_any
+SELECT min(run_after) FROM tasks WHERE status = 'queued';
+
+-- name: next_run_after_types
+SELECT min(earliest.run_after)
+FROM unnest(%(task_types)s::text[]) AS wanted(task_type)
+CROSS JOIN LATERAL (
+    SELECT min(run_after) AS run_after FROM tasks
+    WHERE status = 'queued' AND task_type = wanted.task_type
+) AS earliest;
+
+-- name: reclaim_expired
+WITH expired AS MATERIALIZED (
+    SELECT id FROM tasks
+    WHERE status = 'leased' AND lease_until < %(now)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE tasks
+SET status = CASE WHEN cancel_requested THEN 'cancelled'
+                  WHEN attempts >= max_attempts THEN 'dead'
+                  ELSE 'queued' END,
+    finished_at = CASE WHEN cancel_requested OR attempts >= max_attempts THEN %(now)s END,
+    last_error = 'lease expired: worker ' || locked_by || ' did not finish attempt '
+                 || attempts || ' of ' || max_attempts || ' before its lease ran out',
+    last_traceback = NULL,
+    run_after = %(now)s, lease_until = NULL, locked_by = NULL, lease_token = NULL,
+    updated_at = %(now)s
+WHERE id IN (SELECT id FROM expired) AND status = 'leased';
+
+-- name: claim_oldest_first_any
+WITH picked AS MATERIALIZED (
+    SELECT id FROM tasks
+    WHERE status = 'queued' AND run_after <= %(now)s
+    ORDER BY run_after, id LIMIT %(count)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE tasks
+SET status = 'leased', attempts = attempts + 1, locked_by = %(worker)s, lease_token = %(token)s,
+    lease_until = %(lease_until)s, started_at = %(now)s, updated_at = %(now)s,
+    progress = NULL, progress_message = NULL
+WHERE id IN (SELECT id FROM picked) AND status = 'queued'
+RETURNING {task_columns};
+
+-- name: claim_newest_first_any
+WITH picked AS MATERIALIZED (
+    SELECT id FROM tasks
+    WHERE status = 'queued' AND run_after <= %(now)s
+    ORDER BY run_after DESC, id DESC LIMIT %(count)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE tasks
+SET status = 'leased', attempts = attempts + 1, locked_by = %(worker)s, lease_token = %(token)s,
+    lease_until = %(lease_until)s, started_at = %(now)s, updated_at = %(now)s,
+    progress = NULL, progress_message = NULL
+WHERE id IN (SELECT id FROM picked) AND status = 'queued'
+RETURNING {task_columns};
+
+-- name: claim_priority_any
+WITH picked AS MATERIALIZED (
+    SELECT id FROM tasks
+    WHERE status = 'queued' AND run_after <= %(now)s
+    ORDER BY priority, run_after, id LIMIT %(count)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE tasks
+SET status = 'leased', attempts = attempts + 1, locked_by = %(worker)s, lease_token = %(token)s,
+    lease_until = %(lease_until)s, started_at = %(now)s, updated_at = %(now)s,
+    progress = NULL, progress_message = NULL
+WHERE id IN (SELECT id FROM picked) AND status = 'queued'
+RETURNING {task_columns};
+
+-- name: claim_oldest_first_type
+WITH picked AS MATERIALIZED (
+    SELECT id FROM tasks
+    WHERE status = 'queued' AND task_type = %(task_type)s AND run_after <= %(now)s
+    ORDER BY run_after, id LIMIT %(count)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE tasks
+SET status = 'leased', attempts = attempts + 1, locked_by = %(worker)s, lease_token = %(token)s,
+    lease_until = %(lease_until)s, started_at = %(now)s, updated_at = %(now)s,
+    progress = NULL, progress_message = NULL
+WHERE id IN (SELECT id FROM picked) AND status = 'queued'
+RETURNING {task_columns};
+
+-- name: claim_newest_first_type
+WITH picked AS MATERIALIZED (
+    SELECT id FROM tasks
+    WHERE status = 'queued' AND task_type = %(task_type)s AND run_after <= %(now)s
+    ORDER BY run_after DESC, id DESC LIMIT %(count)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE tasks
+SET status = 'leased', attempts = attempts + 1, locked_by = %(worker)s, lease_token = %(token)s,
+    lease_until = %(lease_until)s, started_at = %(now)s, updated_at = %(now)s,
+    progress = NULL, progress_message = NULL
+WHERE id IN (SELECT id FROM picked) AND status = 'queued'
+RETURNING {task_columns};
+
+-- name: claim_priority_type
+WITH picked AS MATERIALIZED (
+    SELECT id FROM tasks
+    WHERE status = 'queued' AND task_type = %(task_type)s AND run_after <= %(now)s
+    ORDER BY priority, run_after, id LIMIT %(count)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE tasks
+SET status = 'leased', attempts = attempts + 1, locked_by = %(worker)s, lease_token = %(token)s,
+    lease_until = %(lease_until)s, started_at = %(now)s, updated_at = %(now)s,
+    progress = NULL, progress_message = NULL
+WHERE id IN (SELECT id FROM picked) AND status = 'queued'
+RETURNING {task_columns};
+
+-- Several task types merged: each type's best rows are read (and locked, skipping rows
+-- other claimers hold) off its own index, then the overall best are leased; the few extra
+-- rows locked are released at commit.
+-- name: claim_oldest_first_types
+WITH candidates AS MATERIALIZED (
+    SELECT c.id, c.run_after
+    FROM unnest(%(task_types)s::text[]) AS wanted(task_type)
+    CROSS JOIN LATERAL (
+        SELECT id, run_after FROM tasks
+        WHERE status = 'queued' AND task_type = wanted.task_type AND run_after <= %(now)s
+        ORDER BY run_after, id LIMIT %(count)s
+        FOR UPDATE SKIP LOCKED
+    ) AS c
+), picked AS MATERIALIZED (
+    SELECT id FROM candidates ORDER BY run_after, id LIMIT %(count)s
+)
+UPDATE tasks
+SET status = 'leased', attempts = attempts + 1, locked_by = %(worker)s, lease_token = %(token)s,
+    lease_until = %(lease_until)s, started_at = %(now)s, updated_at = %(now)s,
+    progress = NULL, progress_message = NULL
+WHERE id IN (SELECT id FROM picked) AND status = 'queued'
+RETURNING {task_columns};
+
+-- name: claim_newest_first_types
+WITH candidates AS MATERIALIZED (
+    SELECT c.id, c.run_after
+    FROM unnest(%(task_types)s::text[]) AS wanted(task_type)
+    CROSS JOIN LATERAL (
+        SELECT id, run_after FROM tasks
+        WHERE status = 'queued' AND task_type = wanted.task_type AND run_after <= %(now)s
+        ORDER BY run_after DESC, id DESC LIMIT %(count)s
+        FOR UPDATE SKIP LOCKED
+    ) AS c
+), picked AS MATERIALIZED (
+    SELECT id FROM candidates ORDER BY run_after DESC, id DESC LIMIT %(count)s
+)
+UPDATE tasks
+SET status = 'leased', attempts = attempts + 1, locked_by = %(worker)s, lease_token = %(token)s,
+    lease_until = %(lease_until)s, started_at = %(now)s, updated_at = %(now)s,
+    progress = NULL, progress_message = NULL
+WHERE id IN (SELECT id FROM picked) AND status = 'queued'
+RETURNING {task_columns};
+
+-- name: claim_priority_types
+WITH candidates AS MATERIALIZED (
+    SELECT c.id, c.priority, c.run_after
+    FROM unnest(%(task_types)s::text[]) AS wanted(task_type)
+    CROSS JOIN LATERAL (
+        SELECT id, priority, run_after FROM tasks
+        WHERE status = 'queued' AND task_type = wanted.task_type AND run_after <= %(now)s
+        ORDER BY priority, run_after, id LIMIT %(count)s
+        FOR UPDATE SKIP LOCKED
+    ) AS c
+), picked AS MATERIALIZED (
+    SELECT id FROM candidates ORDER BY priority, run_after, id LIMIT %(count)s
+)
+UPDATE tasks
+SET status = 'leased', attempts = attempts + 1, locked_by = %(worker)s, lease_token = %(token)s,
+    lease_until = %(lease_until)s, started_at = %(now)s, updated_at = %(now)s,
+    progress = NULL, progress_message = NULL
+WHERE id IN (SELECT id FROM picked) AND status = 'queued'
+RETURNING {task_columns};
+
+-- Distinct task types with queued work, by skipping through the type index (one index
+-- probe per type, however many tasks each has).
+-- name: queued_task_types
+WITH RECURSIVE seen(task_type) AS (
+    SELECT min(task_type) FROM tasks WHERE status = 'queued'
+    UNION ALL
+    SELECT (SELECT min(t.task_type) FROM tasks t WHERE t.status = 'queued' AND t.task_type > seen.task_type)
+    FROM seen WHERE seen.task_type IS NOT NULL
+)
+SELECT task_type FROM seen WHERE task_type IS NOT NULL;
+
+-- name: ready_task_types
+SELECT wanted.task_type
+FROM unnest(%(task_types)s::text[]) WITH ORDINALITY AS wanted(task_type, position)
+WHERE EXISTS (
+    SELECT 1 FROM tasks
+    WHERE status = 'queued' AND task_type = wanted.task_type AND run_after <= %(now)s
+)
+ORDER BY wanted.position;
+
+-- name: renew_lease
+UPDATE tasks SET lease_until = %(lease_until)s, updated_at = %(now)s
+WHERE id = %(id)s AND status = 'leased' AND locked_by = %(worker)s AND lease_token = %(token)s
+RETURNING {task_columns};
+
+-- name: update_progress
+UPDATE tasks SET progress = %(percent)s, progress_message = %(message)s, updated_at = %(now)s
+WHERE id = %(id)s AND status = 'leased' AND locked_by = %(worker)s AND lease_token = %(token)s
+RETURNING {task_columns};
+
+-- name: complete_task
+UPDATE tasks
+SET status = 'completed', result = %(result)s::text, finished_at = %(now)s, updated_at = %(now)s,
+    progress = 100, lease_until = NULL, locked_by = NULL, lease_token = NULL
+WHERE id = %(id)s AND status = 'leased' AND locked_by = %(worker)s AND lease_token = %(token)s;
+
+-- name: finish_attempt
+UPDATE tasks
+SET status = %(status)s::text,
+    run_after = coalesce(%(run_after)s::double precision, run_after),
+    attempts = CASE WHEN %(count_attempt)s THEN attempts ELSE greatest(attempts - 1, 0) END,
+    last_error = coalesce(%(error)s::text, last_error),
+    last_traceback = CASE WHEN %(error)s::text IS NULL THEN last_traceback ELSE %(traceback)s::text END,
+    finished_at = CASE WHEN %(status)s::text IN ('dead', 'cancelled') THEN %(now)s END,
+    lease_until = NULL, locked_by = NULL, lease_token = NULL, updated_at = %(now)s
+WHERE id = %(id)s AND status = 'leased' AND locked_by = %(worker)s AND lease_token = %(token)s
+RETURNING {task_columns};
+
+-- name: lease_holder
+SELECT status, locked_by, lease_token FROM tasks WHERE id = %(id)s;
+
+-- ---------------------------------------------------------------------------------------
+-- Worker registry
+-- ---------------------------------------------------------------------------------------
+
+-- name: upsert_worker
+INSERT INTO workers (worker_id, hostname, pid, task_types, strategy, started_at, last_heartbeat)
+VALUES (%(worker_id)s, %(hostname)s, %(pid)s, %(task_types)s, %(strategy)s, %(started_at)s,
+        %(last_heartbeat)s)
+ON CONFLICT (worker_id) DO UPDATE SET
+    hostname = excluded.hostname, pid = excluded.pid, task_types = excluded.task_types,
+    strategy = excluded.strategy, started_at = excluded.started_at,
+    last_heartbeat = excluded.last_heartbeat;
+
+-- name: heartbeat_worker
+UPDATE workers SET last_heartbeat = %(now)s WHERE worker_id = %(worker_id)s;
+
+-- name: delete_worker
+DELETE FROM workers WHERE worker_id = %(worker_id)s;
+
+-- name: list_workers
+SELECT worker_id, hostname, pid, task_types, strategy, started_at, last_heartbeat
+FROM workers ORDER BY worker_id;
+
+-- ---------------------------------------------------------------------------------------
+-- Maintenance
+-- ---------------------------------------------------------------------------------------
+
+-- name: vacuum_tasks
+VACUUM (ANALYZE) tasks;
+
+-- name: vacuum_workers
+VACUUM (ANALYZE) workers;
+
+-- name: analyze
+ANALYZE tasks, workers;
+
+-- name: dump_tasks
+SELECT id, task_type, payload, status, priority, attempts, max_attempts, retry_policy,
+       run_after, lease_until, locked_by, lease_token, cancel_requested, progress,
+       progress_message, result, last_error, last_traceback, idempotency_key, created_at,
+       started_at, finished_at, updated_at
+FROM tasks ORDER BY id;
+
+-- name: dump_workers
+SELECT worker_id, hostname, pid, task_types, strategy, started_at, last_heartbeat
+FROM workers ORDER BY worker_id;
+
+-- name: delete_all_tasks
+DELETE FROM tasks;
+
+-- name: delete_all_workers
+DELETE FROM workers;
+
+-- name: restore_task
+INSERT INTO tasks (id, task_type, payload, status, priority, attempts, max_attempts,
+                   retry_policy, run_after, lease_until, locked_by, lease_token,
+                   cancel_requested, progress, progress_message, result, last_error,
+                   last_traceback, idempotency_key, created_at, started_at, finished_at,
+                   updated_at)
+VALUES (%(id)s, %(task_type)s, %(payload)s, %(status)s, %(priority)s, %(attempts)s,
+        %(max_attempts)s, %(retry_policy)s, %(run_after)s, %(lease_until)s, %(locked_by)s,
+        %(lease_token)s, %(cancel_requested)s, %(progress)s, %(progress_message)s, %(result)s,
+        %(last_error)s, %(last_traceback)s, %(idempotency_key)s, %(created_at)s,
+        %(started_at)s, %(finished_at)s, %(updated_at)s);
+
+-- Never hand out an id again, even one only the replaced content had used.
+-- name: advance_task_ids
+SELECT setval(pg_get_serial_sequence('tasks', 'id'),
+              greatest((SELECT coalesce(max(id), 0) FROM tasks),
+                       nextval(pg_get_serial_sequence('tasks', 'id'))));
+
+-- name: restore_worker
+INSERT INTO workers (worker_id, hostname, pid, task_types, strategy, started_at, last_heartbeat)
+VALUES (%(worker_id)s, %(hostname)s, %(pid)s, %(task_types)s, %(strategy)s, %(started_at)s,
+        %(last_heartbeat)s);

@@ -1,0 +1,279 @@
+"""``prismq-queue`` commands."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..client import QueueClient
+from ..config import default_db_path
+from ..database import QueueDatabase
+from ..errors import ConfigError, QueueError, ValidationError
+from ..models import TaskStatus
+from ..runtime.logs import configure_logging
+from ..runtime.settings import WorkerSettings, load_settings, settings_from_mapping
+from . import output
+from .parsing import UsageError, build_parser, parse_json
+
+__all__ = ["main"]
+
+
+def _open(args: argparse.Namespace, initialize: bool = True) -> QueueDatabase:
+    db = QueueDatabase(args.db)
+    if initialize:
+        db.initialize_schema()
+    return db
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    with _open(args, initialize=False) as db:
+        version = db.initialize_schema()
+        if args.json:
+            output.emit_json({"database": db.location, "schema_version": version})
+        else:
+            output.console.print(f"Queue database ready: {db.location} (schema version {version})")
+    return 0
+
+
+def cmd_enqueue(args: argparse.Namespace) -> int:
+    if args.payload == "-":
+        payload = parse_json(sys.stdin.read())
+    elif args.payload is None:
+        payload = None
+    else:
+        payload = parse_json(args.payload)
+    with _open(args) as db:
+        task_id = QueueClient(db).enqueue(
+            args.task_type,
+            payload,
+            priority=args.priority,
+            delay=args.delay,
+            max_attempts=args.max_attempts,
+            idempotency_key=args.idempotency_key,
+        )
+        if args.json:
+            output.emit_json({"id": task_id})
+        else:
+            output.console.print(f"Enqueued task {task_id} ({args.task_type})")
+    return 0
+
+
+def _worker_settings(args: argparse.Namespace) -> WorkerSettings:
+    overrides: dict[str, Any] = {
+        "database": args.db,
+        "registry": args.handlers,
+        "strategy": args.strategy,
+        "weights": args.weights,
+        "task_types": args.task_types,
+        "concurrency": args.concurrency,
+        "processes": args.processes,
+        "lease_duration": args.lease,
+        "task_timeout": args.timeout,
+        "grace_period": args.grace,
+        "burst": args.burst,
+        "max_tasks": args.max_tasks,
+        "worker_id": args.worker_id,
+    }
+    if args.config:
+        return load_settings(args.config, **overrides)
+    settings = settings_from_mapping(overrides)
+    settings.build_registry()
+    settings.build_strategy()
+    return settings
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    if str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))
+        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path.cwd()), os.environ.get("PYTHONPATH")]))
+    settings = _worker_settings(args)
+    if settings.processes > 1:
+        from ..runtime.supervisor import Supervisor
+
+        return Supervisor(settings).run()
+    db = settings.open_database()
+    try:
+        worker = settings.make_worker(db)
+        worker.run(settings.build_registry(), install_signal_handlers=True, **settings.runner_options())
+    finally:
+        db.close()
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    with _open(args) as db:
+        stats = QueueClient(db).stats()
+    if args.json:
+        output.emit_json(output.stats_to_dict(stats))
+    else:
+        for table in output.stats_tables(stats, _now(), args.task_types):
+            output.console.print(table)
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    with _open(args) as db:
+        tasks = QueueClient(db).list(
+            status=args.status,
+            task_type=args.task_type,
+            limit=args.limit,
+            offset=args.offset,
+            newest_first=not args.oldest_first,
+        )
+    if args.json:
+        output.emit_json([output.task_to_dict(t) for t in tasks])
+    else:
+        output.console.print(output.tasks_table(tasks))
+    return 0
+
+
+def _single(args: argparse.Namespace, action: Callable[[QueueClient, int], Any], verb: str) -> int:
+    with _open(args) as db:
+        task = action(QueueClient(db), args.task_id)
+    if args.json:
+        output.emit_json(output.task_to_dict(task))
+    elif verb == "show":
+        output.console.print(output.task_table(task))
+    else:
+        note = " (the worker will stop it at its next heartbeat)" if task.cancel_requested and task.status is TaskStatus.LEASED else ""
+        output.console.print(f"Task {task.id} is now {task.status.value}{note}")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    return _single(args, QueueClient.get, "show")
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    return _single(args, QueueClient.retry, "retry")
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    return _single(args, QueueClient.cancel, "cancel")
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    statuses = args.status or ["completed", "cancelled"]
+    with _open(args) as db:
+        deleted = QueueClient(db).prune(args.older_than, statuses)
+    if args.json:
+        output.emit_json({"deleted": deleted, "statuses": statuses, "older_than_seconds": args.older_than})
+    else:
+        output.console.print(f"Deleted {deleted} finished task(s) ({', '.join(statuses)})")
+    return 0
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    destination = Path(args.destination)
+    if destination.is_dir():
+        destination = destination / f"queue-{_now().strftime('%Y%m%d-%H%M%S')}.db"
+    with _open(args) as db:
+        written = db.backup(destination)
+    if args.json:
+        output.emit_json({"backup": str(written), "bytes": written.stat().st_size})
+    else:
+        output.console.print(f"Backup written: {written} ({written.stat().st_size:,} bytes)")
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise UsageError("restore replaces every task in the database; pass --yes to confirm")
+        answer = input(f"Replace the content of the queue database with {args.source}? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            output.console.print("Nothing was restored.")
+            return 1
+    with _open(args) as db:
+        db.restore(args.source)
+        counts = QueueClient(db).count_by_status()
+    if args.json:
+        output.emit_json({"restored_from": args.source, "by_status": counts})
+    else:
+        output.console.print(f"Restored from {args.source}: {sum(counts.values())} task(s)")
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from .doctor import run_doctor
+
+    with _open(args, initialize=False) as db:
+        report = run_doctor(db, stale_after=args.stale_after)
+    if args.json:
+        output.emit_json(report)
+    else:
+        output.console.print(output.doctor_table(report))
+    return 0 if report["healthy"] else 1
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    if not args.debug:
+        logging.getLogger().setLevel(logging.WARNING)
+    return run_demo(args.db, tasks=args.tasks, processes=args.processes, concurrency=args.concurrency)
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "init": cmd_init,
+    "enqueue": cmd_enqueue,
+    "worker": cmd_worker,
+    "stats": cmd_stats,
+    "list": cmd_list,
+    "show": cmd_show,
+    "retry": cmd_retry,
+    "cancel": cmd_cancel,
+    "prune": cmd_prune,
+    "backup": cmd_backup,
+    "restore": cmd_restore,
+    "doctor": cmd_doctor,
+    "demo": cmd_demo,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``prismq-queue`` with ``argv`` (``sys.argv[1:]`` by default); return the exit code."""
+    parser = build_parser()
+    debug = "--debug" in (sys.argv[1:] if argv is None else argv)
+    try:
+        args = parser.parse_args(argv)
+        if args.version:
+            output.console.print(f"prismq-queue {__version__}")
+            return 0
+        if not args.command:
+            raise UsageError("prismq-queue: choose a command, e.g. 'prismq-queue demo' (see --help)")
+        configure_logging(logging.DEBUG if args.debug else logging.INFO)
+        return COMMANDS[args.command](args)
+    except UsageError as exc:
+        output.error_console.print(f"error: {exc}", markup=False)
+        return 2
+    except (ValidationError, ConfigError) as exc:
+        if debug:
+            traceback.print_exc()
+        output.error_console.print(f"error: {exc}", markup=False)
+        return 2
+    except QueueError as exc:
+        if debug:
+            traceback.print_exc()
+        output.error_console.print(f"error: {type(exc).__name__}: {exc}", markup=False)
+        return 1
+    except KeyboardInterrupt:
+        output.error_console.print("interrupted", markup=False)
+        return 130
+
+
+def default_location() -> str:
+    """Where the CLI's database is when ``--db`` is not given."""
+    return str(default_db_path())

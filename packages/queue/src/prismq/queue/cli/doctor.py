@@ -1,0 +1,89 @@
+"""``prismq-queue doctor``: health checks an operator can act on."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timezone
+from typing import Any
+
+from ..client import QueueClient
+from ..database import QueueDatabase
+from ..errors import QueueError
+
+__all__ = ["WAL_WARN_BYTES", "run_doctor"]
+
+WAL_WARN_BYTES = 64 * 1024 * 1024
+"""A WAL file above this size means checkpoints cannot keep up (a long reader?)."""
+
+
+def _check(name: str, status: str, detail: str) -> dict[str, str]:
+    return {"check": name, "status": status, "detail": detail}
+
+
+def _latest_schema_version(db: QueueDatabase) -> int | None:
+    if db.backend_name == "sqlite":
+        from ..backends.sqlite import SCHEMA_VERSION
+
+        return SCHEMA_VERSION
+    return getattr(db.backend, "latest_schema_version", None)
+
+
+def run_doctor(db: QueueDatabase, stale_after: float = 120.0) -> dict[str, Any]:
+    """Run every check; each is ``ok``, ``warn`` or ``fail`` with a detail saying what to do.
+
+    Returns:
+        ``{"database": ..., "healthy": bool, "checks": [...]}``; healthy means no ``fail``.
+    """
+    checks: list[dict[str, str]] = []
+    version = db.schema_version()
+    latest = _latest_schema_version(db)
+    if version == 0:
+        checks.append(_check("schema", "fail", "not initialised; run 'prismq-queue init'"))
+    elif latest is not None and version < latest:
+        checks.append(_check("schema", "warn", f"version {version}, this release writes {latest}; run 'prismq-queue init'"))
+    else:
+        checks.append(_check("schema", "ok", f"version {version}"))
+    try:
+        problems = db.integrity_check()
+    except QueueError as exc:
+        problems = [str(exc)]
+    if problems == ["ok"]:
+        checks.append(_check("integrity", "ok", "integrity_check passed"))
+    else:
+        checks.append(_check("integrity", "fail", "; ".join(problems[:5]) + " — restore the latest backup"))
+    if db.path is not None:
+        mode = getattr(db.backend, "journal_mode", "")
+        checks.append(
+            _check("journal mode", "ok" if mode == "wal" else "warn",
+                   mode if mode == "wal" else f"{mode}: WAL is off, readers will block the writer")
+        )
+        wal = f"{db.path}-wal"
+        wal_size = os.path.getsize(wal) if os.path.exists(wal) else 0
+        checks.append(
+            _check("WAL size", "warn" if wal_size > WAL_WARN_BYTES else "ok",
+                   f"{wal_size:,} bytes" + (" — run 'prismq-queue' with a checkpoint, look for long readers"
+                                            if wal_size > WAL_WARN_BYTES else ""))
+        )
+    if version == 0:
+        return {"database": db.location, "healthy": False, "checks": checks}
+    client = QueueClient(db)
+    stats = client.stats()
+    checks.append(
+        _check("expired leases", "warn" if stats.expired_leases else "ok",
+               f"{stats.expired_leases} task(s) whose worker stopped renewing; the next claim reclaims them"
+               if stats.expired_leases else "none")
+    )
+    now = datetime.now(timezone.utc)
+    stale = [w for w in stats.workers if w.is_stale(now, stale_after)]
+    checks.append(
+        _check("stale workers", "warn" if stale else "ok",
+               ", ".join(f"{w.worker_id} (pid {w.pid} on {w.hostname})" for w in stale)
+               + " — silent longer than the threshold; check those processes" if stale else "none")
+    )
+    dead = stats.by_status.get("dead", 0)
+    checks.append(
+        _check("dead tasks", "warn" if dead else "ok",
+               f"{dead} task(s) failed for good; inspect with 'prismq-queue list --status dead'" if dead else "none")
+    )
+    healthy = not any(c["status"] == "fail" for c in checks)
+    return {"database": db.location, "healthy": healthy, "checks": checks}

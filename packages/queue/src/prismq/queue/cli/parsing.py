@@ -1,0 +1,150 @@
+"""Argument parsing for ``prismq-queue``: one clear line and exit code 2 on bad usage."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from typing import Any, NoReturn
+
+__all__ = ["UsageError", "build_parser", "parse_duration", "parse_json", "parse_weights"]
+
+
+class UsageError(Exception):
+    """The command line is wrong; printed as one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message} (see --help)")
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> float:
+    """``90``, ``90s``, ``30m``, ``12h``, ``7d`` or ``2w`` to seconds."""
+    match = _DURATION.match(text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration; use e.g. 90s, 30m, 12h, 7d")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def parse_json(text: str) -> Any:
+    """A JSON document; NaN and Infinity are refused."""
+
+    def reject(constant: str) -> None:
+        raise ValueError(f"{constant} is not valid JSON")
+
+    try:
+        return json.loads(text, parse_constant=reject)
+    except ValueError as exc:
+        raise UsageError(f"payload is not valid JSON: {exc}") from None
+
+
+def parse_weights(text: str) -> tuple[tuple[str, float], ...]:
+    """``a=3,b=1`` to weight pairs."""
+    pairs = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, value = part.partition("=")
+        try:
+            weight = float(value)
+        except ValueError:
+            weight = -1.0
+        if not sep or not name or weight < 0:
+            raise argparse.ArgumentTypeError(f"{part!r} is not TYPE=WEIGHT with a weight >= 0")
+        pairs.append((name.strip(), weight))
+    return tuple(pairs)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def _task_types(text: str) -> tuple[str, ...]:
+    types = tuple(t.strip() for t in text.split(",") if t.strip())
+    if not types:
+        raise argparse.ArgumentTypeError("give at least one task type, e.g. --task-types email,report")
+    return types
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full parser with every subcommand."""
+    parser = _Parser(prog="prismq-queue", description="PrismQ Queue: a durable task queue on SQLite.")
+    parser.add_argument("--db", help="database path or URL (default: PRISMQ_QUEUE_DB_PATH or the platform default)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    def command(name: str, help_text: str, json_output: bool = True) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if json_output:
+            p.add_argument("--json", action="store_true", help="print JSON for scripts")
+        return p
+
+    command("init", "create or migrate the queue database")
+
+    p = command("enqueue", "add a task")
+    p.add_argument("task_type", help="the task type, e.g. send_email")
+    p.add_argument("payload", nargs="?", help="JSON payload, or - to read it from stdin")
+    p.add_argument("--priority", type=int, default=100, help="0 (most urgent) to 1000; default 100")
+    p.add_argument("--delay", type=parse_duration, help="wait before it may run, e.g. 30s, 5m")
+    p.add_argument("--max-attempts", type=_positive_int, help="claims allowed before it goes dead")
+    p.add_argument("--idempotency-key", help="enqueue at most once per key")
+
+    p = command("worker", "run workers until stopped (Ctrl+C finishes running tasks first)", json_output=False)
+    p.add_argument("--handlers", help="handler registry, module:attribute (default attribute: registry)")
+    p.add_argument("--config", help="worker config file (.toml, .json, .yaml)")
+    p.add_argument("--strategy", choices=["fifo", "lifo", "priority", "weighted_random"], help="default fifo")
+    p.add_argument("--weights", type=parse_weights, help="weighted_random weights, e.g. email=3,report=1")
+    p.add_argument("--task-types", type=_task_types, help="claim only these types, comma-separated")
+    p.add_argument("--concurrency", type=_positive_int, help="tasks at once per process (default 1)")
+    p.add_argument("--processes", type=_positive_int, help="worker processes (default 1)")
+    p.add_argument("--lease", type=parse_duration, help="lease duration, e.g. 60s")
+    p.add_argument("--timeout", type=parse_duration, help="per-task timeout (default ten leases)")
+    p.add_argument("--grace", type=parse_duration, help="shutdown grace period (default 30s)")
+    p.add_argument("--burst", action="store_true", default=None, help="exit when no task is ready")
+    p.add_argument("--max-tasks", type=_positive_int, help="exit after this many tasks per process")
+    p.add_argument("--worker-id", help="worker id (prefix with several processes)")
+
+    p = command("stats", "counts by status and type, backlog age, throughput, workers")
+    p.add_argument("--type", dest="task_types", type=_task_types, help="show only these task types")
+
+    p = command("list", "list tasks, newest first")
+    p.add_argument("--status", action="append", help="filter by status (repeatable)")
+    p.add_argument("--type", action="append", dest="task_type", help="filter by task type (repeatable)")
+    p.add_argument("--limit", type=_positive_int, default=50)
+    p.add_argument("--offset", type=int, default=0)
+    p.add_argument("--oldest-first", action="store_true")
+
+    for name, help_text in (("show", "show one task"), ("retry", "queue a dead or cancelled task again"),
+                            ("cancel", "cancel a queued or running task")):
+        p = command(name, help_text)
+        p.add_argument("task_id", type=int)
+
+    p = command("prune", "delete finished tasks older than an age")
+    p.add_argument("--older-than", type=parse_duration, required=True, help="e.g. 7d, 12h")
+    p.add_argument("--status", action="append", help="statuses to delete (default completed, cancelled)")
+
+    p = command("backup", "write an online backup of the database")
+    p.add_argument("destination", help="backup file, or an existing folder (a dated name is chosen)")
+
+    p = command("restore", "replace the database's content with a verified backup")
+    p.add_argument("source")
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+
+    p = command("doctor", "check integrity, WAL size, schema, stale leases and workers")
+    p.add_argument("--stale-after", type=parse_duration, default=120.0, help="worker silence that counts as stale")
+
+    p = command("demo", "run a mixed demo workload on a fresh database and show the results", json_output=False)
+    p.add_argument("--tasks", type=_positive_int, default=600, help="tasks to enqueue (default 600)")
+    p.add_argument("--processes", type=_positive_int, default=2, help="worker processes (default 2)")
+    p.add_argument("--concurrency", type=_positive_int, default=4, help="tasks at once per process")
+    return parser

@@ -1,0 +1,246 @@
+"""Worker settings from keyword arguments or a TOML, JSON or YAML config file.
+
+```toml
+[worker]
+database = "queue.db"        # relative paths are relative to this file's folder
+strategy = "fifo"            # fifo | lifo | priority | weighted_random
+concurrency = 4
+processes = 2
+lease_duration = 60
+
+[handlers]
+video_processing = "myapp.tasks:process_video"
+```
+
+Every key is checked when the file is loaded, and every handler is imported, so a typo
+fails at start-up with the file and key named, not at the first task.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from ..database import QueueDatabase
+from ..errors import ConfigError
+from ..strategies import SchedulingStrategy, WeightedRandomStrategy, resolve_strategy
+from ..worker import QueueWorker
+from .registry import HandlerRegistry
+
+__all__ = ["WorkerSettings", "load_settings", "settings_from_mapping"]
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """Everything needed to start workers, in a form that crosses process boundaries.
+
+    Attributes:
+        database: Database path or URL (``None``: ``PRISMQ_QUEUE_DB_PATH`` or the default).
+        registry: A ``"module:attribute"`` reference to a :class:`HandlerRegistry`.
+        handlers: ``(task_type, "module:function")`` pairs (from a config file).
+        worker_id: Worker id, or prefix when several processes run (``-1``, ``-2``, ...).
+        strategy: Scheduling strategy name.
+        weights: Weighted Random weights per task type.
+        default_weight: Weighted Random weight of unlisted types.
+        task_types: Claim only these types (``None``: every type with a handler).
+        concurrency: Tasks run at once per process.
+        processes: Worker processes a supervisor runs.
+        lease_duration: Lease length in seconds (``None``: environment or 60).
+        task_timeout: Default per-task timeout in seconds (``None``: ten leases).
+        grace_period: Seconds running tasks get to finish at shutdown.
+        idle_timeout: Longest idle sleep between claims.
+        burst: Exit when the queue is drained.
+        max_tasks: Exit after this many tasks (per process).
+        wake_mode: ``auto``, ``notify``, ``inotify`` or ``poll``.
+    """
+
+    database: str | None = None
+    registry: str | None = None
+    handlers: tuple[tuple[str, str], ...] = ()
+    worker_id: str | None = None
+    strategy: str = "fifo"
+    weights: tuple[tuple[str, float], ...] = ()
+    default_weight: float = 1.0
+    task_types: tuple[str, ...] | None = None
+    concurrency: int = 1
+    processes: int = 1
+    lease_duration: float | None = None
+    task_timeout: float | None = None
+    grace_period: float = 30.0
+    idle_timeout: float = 1.0
+    burst: bool = False
+    max_tasks: int | None = None
+    wake_mode: str = "auto"
+
+    def build_registry(self) -> HandlerRegistry:
+        """Import the handlers now (fails fast with ConfigError)."""
+        if not self.registry and not self.handlers:
+            raise ConfigError(
+                "no handlers: pass --handlers module:registry, or list [handlers] in the config file"
+            )
+        registry = HandlerRegistry.load(self.registry) if self.registry else HandlerRegistry()
+        if self.handlers:
+            registry.update(HandlerRegistry.from_mapping(dict(self.handlers)))
+        return registry
+
+    def build_strategy(self) -> SchedulingStrategy:
+        """The configured strategy object."""
+        strategy = resolve_strategy(self.strategy)
+        if isinstance(strategy, WeightedRandomStrategy):
+            return WeightedRandomStrategy(dict(self.weights), default_weight=self.default_weight)
+        if self.weights:
+            raise ConfigError(f"weights apply to the weighted_random strategy only, not {strategy.name!r}")
+        return strategy
+
+    def open_database(self) -> QueueDatabase:
+        """Open (and initialise) the configured database."""
+        db = QueueDatabase(self.database)
+        db.initialize_schema()
+        return db
+
+    def make_worker(self, db: QueueDatabase, worker_id: str | None = None) -> QueueWorker:
+        """A :class:`QueueWorker` with these settings."""
+        return QueueWorker(
+            db,
+            worker_id=worker_id or self.worker_id,
+            strategy=self.build_strategy(),
+            lease_duration=self.lease_duration,
+            task_types=self.task_types,
+        )
+
+    def runner_options(self) -> dict[str, Any]:
+        """Keyword arguments for :class:`~prismq.queue.runtime.WorkerRunner`."""
+        return {
+            "concurrency": self.concurrency,
+            "burst": self.burst,
+            "max_tasks": self.max_tasks,
+            "task_timeout": self.task_timeout,
+            "grace_period": self.grace_period,
+            "idle_timeout": self.idle_timeout,
+            "wake_mode": self.wake_mode,
+        }
+
+
+_WORKER_KEYS = {f.name for f in fields(WorkerSettings)} - {"handlers"}
+
+
+def _read(path: Path) -> dict[str, Any]:
+    suffix = path.suffix.lower()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    try:
+        if suffix == ".toml":
+            if sys.version_info >= (3, 11):
+                import tomllib
+            else:  # pragma: no cover - exercised on 3.10
+                import tomli as tomllib
+            data = tomllib.loads(text)
+        elif suffix == ".json":
+            data = json.loads(text)
+        elif suffix in (".yaml", ".yml"):
+            try:
+                import yaml
+            except ImportError:
+                raise ConfigError(
+                    f"{path}: YAML config files need PyYAML; pip install 'prismq-queue[yaml]'"
+                ) from None
+            data = yaml.safe_load(text)
+        else:
+            raise ConfigError(f"{path}: unknown config format {suffix!r}; use .toml, .json, .yaml or .yml")
+    except ConfigError:
+        raise
+    except Exception as exc:
+        raise ConfigError(f"{path} is not valid {suffix.lstrip('.').upper()}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a table/object with [worker] and [handlers]")
+    return data
+
+
+def _check_type(path: Path, key: str, value: Any, kind: str) -> Any:
+    ok = {
+        "str": isinstance(value, str),
+        "int": isinstance(value, int) and not isinstance(value, bool),
+        "num": isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value),
+        "bool": isinstance(value, bool),
+        "list": isinstance(value, list) and all(isinstance(v, str) for v in value),
+        "table": isinstance(value, dict),
+    }[kind]
+    if not ok:
+        expected = {
+            "str": "a string",
+            "int": "an integer",
+            "num": "a number",
+            "bool": "true or false",
+            "list": "a list of strings",
+            "table": "a table of task type = weight",
+        }[kind]
+        raise ConfigError(f"{path}: worker.{key} must be {expected}, got {value!r}")
+    return value
+
+
+_KINDS = {
+    "database": "str", "registry": "str", "worker_id": "str", "strategy": "str", "weights": "table",
+    "default_weight": "num", "task_types": "list", "concurrency": "int", "processes": "int",
+    "lease_duration": "num", "task_timeout": "num", "grace_period": "num", "idle_timeout": "num",
+    "burst": "bool", "max_tasks": "int", "wake_mode": "str",
+}  # fmt: skip
+
+
+def load_settings(path: str | Path, **overrides: Any) -> WorkerSettings:
+    """Load worker settings from a ``.toml``, ``.json``, ``.yaml`` or ``.yml`` file.
+
+    Args:
+        path: The config file.
+        **overrides: Settings that win over the file (``None`` values are ignored).
+
+    Raises:
+        ConfigError: The file is unreadable or malformed, has an unknown key, a value of
+            the wrong type, or a handler that cannot be imported.
+    """
+    path = Path(path)
+    data = _read(path)
+    unknown = set(data) - {"worker", "handlers"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown section(s) {sorted(unknown)}; expected [worker] and [handlers]")
+    worker = data.get("worker", {})
+    handlers = data.get("handlers", {})
+    if not isinstance(worker, dict) or not isinstance(handlers, dict):
+        raise ConfigError(f"{path}: [worker] and [handlers] must be tables")
+    values: dict[str, Any] = {}
+    for key, value in worker.items():
+        if key not in _WORKER_KEYS:
+            raise ConfigError(f"{path}: unknown key worker.{key}; known keys: {', '.join(sorted(_WORKER_KEYS))}")
+        values[key] = _check_type(path, key, value, _KINDS[key])
+    for task_type, reference in handlers.items():
+        if not isinstance(reference, str):
+            raise ConfigError(f"{path}: handlers.{task_type} must be a 'module:function' string")
+    if "database" in values and "://" not in values["database"]:
+        values["database"] = str((path.parent / values["database"]).resolve())
+    if "weights" in values:
+        weights = values["weights"]
+        for name, weight in weights.items():
+            _check_type(path, f"weights.{name}", weight, "num")
+        values["weights"] = tuple(weights.items())
+    if "task_types" in values:
+        values["task_types"] = tuple(values["task_types"])
+    values["handlers"] = tuple(handlers.items())
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    settings = WorkerSettings(**values)
+    settings.build_registry()
+    settings.build_strategy()
+    return settings
+
+
+def settings_from_mapping(options: Mapping[str, Any]) -> WorkerSettings:
+    """Settings from keyword options (``None`` values are left at their defaults)."""
+    unknown = set(options) - _WORKER_KEYS - {"handlers"}
+    if unknown:
+        raise ConfigError(f"unknown worker setting(s): {', '.join(sorted(unknown))}")
+    return WorkerSettings(**{k: v for k, v in options.items() if v is not None})

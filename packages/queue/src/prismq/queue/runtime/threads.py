@@ -1,0 +1,71 @@
+"""A small pool of daemon threads that can replace a thread stuck in a hung handler."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any
+
+__all__ = ["DaemonThreadPool"]
+
+_STOP = object()
+
+
+class DaemonThreadPool:
+    """Run callables on ``size`` daemon threads.
+
+    Unlike ``ThreadPoolExecutor``, a thread stuck in a call can be written off with
+    :meth:`replace_stuck_thread`: a fresh thread takes its place, so a hung handler costs
+    one thread, not one slot of the worker's concurrency. Daemon threads never keep the
+    process alive at exit.
+    """
+
+    def __init__(self, size: int, name: str) -> None:
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._name = name
+        self._count = 0
+        self._lock = threading.Lock()
+        self._live = 0
+        for _ in range(size):
+            self._spawn()
+
+    def _spawn(self) -> None:
+        with self._lock:
+            self._count += 1
+            self._live += 1
+            number = self._count
+        threading.Thread(target=self._serve, name=f"{self._name}-{number}", daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                with self._lock:
+                    self._live -= 1
+                return
+            future, func, args = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(func(*args))
+            except BaseException as exc:  # handed to the waiting coroutine
+                future.set_exception(exc)
+
+    def submit(self, func: Callable[..., Any], *args: Any) -> Future[Any]:
+        """Queue ``func(*args)``; returns its future."""
+        future: Future[Any] = Future()
+        self._queue.put((future, func, args))
+        return future
+
+    def replace_stuck_thread(self) -> None:
+        """Add a thread to stand in for one that is stuck in a call."""
+        self._spawn()
+
+    def shutdown(self) -> None:
+        """Ask every idle thread to exit once the queued calls are done (does not wait)."""
+        with self._lock:
+            live = self._live
+        for _ in range(live):
+            self._queue.put(_STOP)

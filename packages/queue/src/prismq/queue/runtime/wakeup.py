@@ -1,0 +1,172 @@
+"""Cheap idle waiting: wake a worker soon after another process enqueues.
+
+An idle worker must neither hammer the database nor sleep through new work. Three
+waiters, chosen by :func:`make_waiter`:
+
+- :class:`BackendWaiter`: the backend pushes changes (PostgreSQL ``LISTEN/NOTIFY``).
+- :class:`InotifyWaiter` (Linux): the kernel reports writes to the database folder (the
+  ``-wal`` file grows on every commit); the waiter confirms with ``PRAGMA data_version``.
+  Idles near 0% CPU and wakes within about a millisecond.
+- :class:`PollingWaiter` (everywhere): reads ``PRAGMA data_version`` every few
+  milliseconds. It takes no lock; ``data_version`` changes whenever another connection
+  commits.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import select
+import sys
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+__all__ = ["BackendWaiter", "ChangeWaiter", "InotifyWaiter", "PollingWaiter", "make_waiter"]
+
+
+class ChangeWaiter(Protocol):
+    """Blocks until the queue may have changed, or a timeout passes."""
+
+    def wait(self, timeout: float) -> bool:
+        """Return True as soon as a change may have happened, False after ``timeout``."""
+        ...
+
+    def close(self) -> None:
+        """Release what the waiter holds."""
+        ...
+
+
+class PollingWaiter:
+    """Poll ``data_version`` (no lock taken) every ``interval`` seconds.
+
+    Every change since the previous :meth:`wait` returned is reported, so a commit that
+    lands between a worker's empty claim and its next wait is never missed.
+
+    Args:
+        backend: A backend with ``data_version()``.
+        interval: Seconds between reads (8 ms costs well under 1% of a core).
+    """
+
+    def __init__(self, backend: Any, interval: float = 0.008) -> None:
+        self.backend = backend
+        self.interval = interval
+        self._last: int | None = None
+
+    def changed(self) -> bool:
+        """True when ``data_version`` moved since the last check (and remember it)."""
+        version = self.backend.data_version()
+        if version != self._last:
+            self._last = version
+            return True
+        return False
+
+    def wait(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.changed():
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            time.sleep(min(self.interval, remaining))
+
+    def close(self) -> None:
+        self._last = None
+
+
+_IN_MODIFY = 0x00000002
+_IN_CLOSE_WRITE = 0x00000008
+_IN_MOVED_TO = 0x00000080
+_IN_CREATE = 0x00000100
+_IN_NONBLOCK = 0o4000
+_IN_CLOEXEC = 0o2000000
+
+
+class InotifyWaiter:
+    """Linux: sleep in ``select`` on an inotify watch of the database's folder.
+
+    Any write in the folder wakes the waiter, which then confirms a real commit by
+    ``data_version``; a slow poll (``fallback_interval``) covers filesystems that do not
+    report events (network shares).
+
+    Raises:
+        OSError: inotify is unavailable (not Linux, or the watch limit is reached).
+    """
+
+    def __init__(self, backend: Any, database_path: Path, fallback_interval: float = 0.25) -> None:
+        if not sys.platform.startswith("linux"):
+            raise OSError("inotify is only available on Linux")
+        libc_name = ctypes.util.find_library("c")
+        libc = ctypes.CDLL(libc_name, use_errno=True)
+        fd = libc.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC)
+        if fd < 0:
+            raise OSError(ctypes.get_errno(), "inotify_init1 failed")
+        folder = os.fsencode(str(Path(database_path).resolve().parent))
+        mask = _IN_MODIFY | _IN_CLOSE_WRITE | _IN_MOVED_TO | _IN_CREATE
+        if libc.inotify_add_watch(fd, folder, mask) < 0:
+            err = ctypes.get_errno()
+            os.close(fd)
+            raise OSError(err, "inotify_add_watch failed")
+        self._fd = fd
+        self._poller = PollingWaiter(backend)
+        self.fallback_interval = fallback_interval
+
+    def _drain(self) -> None:
+        try:
+            while os.read(self._fd, 65536):
+                pass
+        except BlockingIOError:
+            pass
+
+    def wait(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while True:
+            if self._poller.changed():
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            readable, _, _ = select.select([self._fd], [], [], min(remaining, self.fallback_interval))
+            if readable:
+                self._drain()
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+class BackendWaiter:
+    """Use the backend's own change notification (``wait_for_change(timeout)``)."""
+
+    def __init__(self, backend: Any) -> None:
+        self.backend = backend
+
+    def wait(self, timeout: float) -> bool:
+        return bool(self.backend.wait_for_change(timeout))
+
+    def close(self) -> None:
+        closer = getattr(self.backend, "stop_listening", None)
+        if callable(closer):
+            closer()
+
+
+def make_waiter(backend: Any, mode: str = "auto") -> ChangeWaiter:
+    """Pick the cheapest waiter this backend and platform support.
+
+    Args:
+        backend: The queue backend.
+        mode: ``"auto"``, ``"notify"`` (backend push), ``"inotify"`` or ``"poll"``.
+    """
+    if mode in ("auto", "notify") and callable(getattr(backend, "wait_for_change", None)):
+        return BackendWaiter(backend)
+    path = getattr(backend, "path", None)
+    if mode in ("auto", "inotify") and path is not None and sys.platform.startswith("linux"):
+        try:
+            return InotifyWaiter(backend, path)
+        except OSError:
+            if mode == "inotify":
+                raise
+    return PollingWaiter(backend)
