@@ -11,7 +11,7 @@ from types import TracebackType
 from typing import Any
 
 from .backends.base import Backend
-from .config import default_db_path
+from .config import ENV_DB_PATH, default_db_path
 from .errors import BackendUnavailableError, ConfigError
 
 __all__ = ["QueueDatabase"]
@@ -45,7 +45,7 @@ class QueueDatabase:
 
     Args:
         target: A file path, ``sqlite:///`` URL or ``postgresql://`` URL. ``None`` uses
-            ``PRISMQ_QUEUE_DB_PATH`` or the platform default (see
+            ``PRISMQ_QUEUE_DB_PATH`` (a path or a URL) or the platform default (see
             :func:`prismq.queue.config.default_db_path`).
         pragmas: SQLite PRAGMA overrides, merged over
             :data:`~prismq.queue.backends.sqlite.DEFAULT_PRAGMAS` (SQLite only).
@@ -55,8 +55,11 @@ class QueueDatabase:
         backend: A ready backend object, instead of ``target`` (for custom backends).
 
     Raises:
-        NotAQueueDatabaseError: The file is not SQLite, or holds other data (left untouched).
-        SchemaVersionError: The file was written by a newer release (left untouched).
+        NotAQueueDatabaseError: The file is not SQLite (raised here). A SQLite file that
+            holds other data is refused when the first connection opens (at the first call),
+            and is left untouched.
+        SchemaVersionError: The file was written by a newer release; raised when the first
+            connection opens, leaving the file untouched.
         ReadOnlyStorageError: The file or folder cannot be created or written.
         ConfigError: A PRAGMA or URL is malformed.
 
@@ -64,8 +67,8 @@ class QueueDatabase:
         >>> import tempfile, pathlib
         >>> folder = tempfile.mkdtemp()
         >>> db = QueueDatabase(pathlib.Path(folder) / "queue.db")
-        >>> db.initialize_schema()
-        1
+        >>> db.initialize_schema() == db.schema_version()
+        True
         >>> db.integrity_check()
         ['ok']
         >>> db.close()
@@ -81,6 +84,9 @@ class QueueDatabase:
         backend: Backend | None = None,
     ) -> None:
         self.clock = clock
+        if target is None:
+            configured = os.environ.get(ENV_DB_PATH, "").strip()
+            target = configured or None
         if backend is not None:
             self.backend: Backend = backend
         elif target is not None and os.fspath(target).startswith(_POSTGRES_SCHEMES):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 from .errors import PayloadError, PriorityError, ScheduleError, TaskTypeError, ValidationError
@@ -31,6 +32,9 @@ DEFAULT_MAX_PAYLOAD_BYTES = 1_048_576
 
 MAX_TASK_TYPE_LENGTH = 200
 MAX_IDEMPOTENCY_KEY_LENGTH = 500
+
+_CONTROL_CHARS = re.compile("[\x00-\x1f\x7f]")
+"""Characters a task type may not contain: C0 controls and DEL."""
 
 _encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
@@ -62,13 +66,16 @@ def encode_json(value: Any, what: str, limit: int) -> str:
         ) from None
     except RecursionError:
         raise PayloadError(f"{what} is nested too deeply to encode as JSON") from None
-    try:
-        size = len(text.encode("utf-8"))
-    except UnicodeEncodeError:
-        raise PayloadError(
-            f"{what} contains a string that is not valid Unicode (a lone surrogate); "
-            "decode bytes before enqueueing"
-        ) from None
+    if text.isascii():  # the common case: one byte per character, no surrogates possible
+        size = len(text)
+    else:
+        try:
+            size = len(text.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise PayloadError(
+                f"{what} contains a string that is not valid Unicode (a lone surrogate); "
+                "decode bytes before enqueueing"
+            ) from None
     if size > limit:
         raise PayloadError(
             f"{what} is {size} bytes encoded, over the limit of {limit} bytes; store large "
@@ -99,12 +106,13 @@ def validate_task_type(task_type: object) -> str:
         raise TaskTypeError(
             f"task_type is {len(task_type)} characters long; the limit is {MAX_TASK_TYPE_LENGTH}"
         )
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in task_type):
+    if _CONTROL_CHARS.search(task_type):
         raise TaskTypeError("task_type must not contain control characters (newlines, tabs, NUL)")
-    try:
-        task_type.encode("utf-8")
-    except UnicodeEncodeError:
-        raise TaskTypeError("task_type is not valid Unicode (it contains a lone surrogate)") from None
+    if not task_type.isascii():
+        try:
+            task_type.encode("utf-8")
+        except UnicodeEncodeError:
+            raise TaskTypeError("task_type is not valid Unicode (it contains a lone surrogate)") from None
     return task_type
 
 

@@ -117,7 +117,7 @@ class QueueWorker:
             raise ValidationError("task_types is empty; pass None to claim every type")
         self.reclaim_interval = validate_delay(reclaim_interval, "reclaim_interval")
         self.max_result_bytes = max_result_bytes
-        self.heartbeat_interval = min(max(self.lease_duration / 4, 0.05), 10.0)
+        self.heartbeat_interval = min(max(self.lease_duration / 4, 0.05), 5.0)
         self._held: dict[int, Task] = {}
         self._last_reclaim = float("-inf")
         self._last_heartbeat = float("-inf")

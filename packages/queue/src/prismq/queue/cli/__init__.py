@@ -6,7 +6,6 @@ Exit codes: 0 success, 1 the operation failed, 2 bad usage or bad input.
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
 
 from .app import main
 

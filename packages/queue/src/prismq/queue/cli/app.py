@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 import traceback
+import unicodedata
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -97,7 +98,9 @@ def _worker_settings(args: argparse.Namespace) -> WorkerSettings:
 def cmd_worker(args: argparse.Namespace) -> int:
     if str(Path.cwd()) not in sys.path:
         sys.path.insert(0, str(Path.cwd()))
-        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path.cwd()), os.environ.get("PYTHONPATH")]))
+        os.environ["PYTHONPATH"] = os.pathsep.join(
+            filter(None, [str(Path.cwd()), os.environ.get("PYTHONPATH")])
+        )
     settings = _worker_settings(args)
     if settings.processes > 1:
         from ..runtime.supervisor import Supervisor
@@ -147,7 +150,11 @@ def _single(args: argparse.Namespace, action: Callable[[QueueClient, int], Any],
     elif verb == "show":
         output.console.print(output.task_table(task))
     else:
-        note = " (the worker will stop it at its next heartbeat)" if task.cancel_requested and task.status is TaskStatus.LEASED else ""
+        note = (
+            " (the worker will stop it at its next heartbeat)"
+            if task.cancel_requested and task.status is TaskStatus.LEASED
+            else ""
+        )
         output.console.print(f"Task {task.id} is now {task.status.value}{note}")
     return 0
 
@@ -243,6 +250,20 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 }
 
 
+def _one_line(text: str) -> str:
+    """``text`` with control characters, line breaks and lone surrogates escaped.
+
+    Error messages echo what the user typed; a newline (or NEL, U+2028...) in an argument
+    must not split the one-line error, and a lone surrogate must not break the output.
+    """
+    return "".join(
+        ch.encode("unicode_escape", "backslashreplace").decode("ascii")
+        if unicodedata.category(ch) in ("Cc", "Cs", "Zl", "Zp")
+        else ch
+        for ch in text
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``prismq-queue`` with ``argv`` (``sys.argv[1:]`` by default); return the exit code."""
     parser = build_parser()
@@ -257,17 +278,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure_logging(logging.DEBUG if args.debug else logging.INFO)
         return COMMANDS[args.command](args)
     except UsageError as exc:
-        output.error_console.print(f"error: {exc}", markup=False)
+        output.error_console.print(_one_line(f"error: {exc}"), markup=False)
         return 2
     except (ValidationError, ConfigError) as exc:
         if debug:
             traceback.print_exc()
-        output.error_console.print(f"error: {exc}", markup=False)
+        output.error_console.print(_one_line(f"error: {exc}"), markup=False)
         return 2
     except QueueError as exc:
         if debug:
             traceback.print_exc()
-        output.error_console.print(f"error: {type(exc).__name__}: {exc}", markup=False)
+        output.error_console.print(_one_line(f"error: {type(exc).__name__}: {exc}"), markup=False)
         return 1
     except KeyboardInterrupt:
         output.error_console.print("interrupted", markup=False)

@@ -75,18 +75,34 @@ def _workload(count: int, seed: int = 7) -> list[TaskSpec]:
     for index in range(count):
         roll = rng.random()
         if roll < 0.35:
-            specs.append(TaskSpec("demo.resize_image", {"width": rng.choice([640, 1280, 1920])},
-                                  priority=rng.choice([50, 100])))
+            specs.append(
+                TaskSpec(
+                    "demo.resize_image",
+                    {"width": rng.choice([640, 1280, 1920])},
+                    priority=rng.choice([50, 100]),
+                )
+            )
         elif roll < 0.65:
             specs.append(TaskSpec("demo.send_email", {"to": f"user{index}@example.com"}, priority=10))
         elif roll < 0.8:
-            specs.append(TaskSpec("demo.generate_report", {"pages": rng.randint(2, 6)}, priority=200,
-                                  delay=rng.uniform(0.5, 2.0)))
+            specs.append(
+                TaskSpec(
+                    "demo.generate_report",
+                    {"pages": rng.randint(2, 6)},
+                    priority=200,
+                    delay=rng.uniform(0.5, 2.0),
+                )
+            )
         elif roll < 0.95:
             specs.append(TaskSpec("demo.flaky_upload", {"file": f"f{index}.bin"}, retry_policy=fast_retry))
         else:
-            specs.append(TaskSpec("demo.broken_import", {"row": index},
-                                  retry_policy=RetryPolicy(max_attempts=2, base_delay=0.2, jitter=0.0)))
+            specs.append(
+                TaskSpec(
+                    "demo.broken_import",
+                    {"row": index},
+                    retry_policy=RetryPolicy(max_attempts=2, base_delay=0.2, jitter=0.0),
+                )
+            )
     return specs
 
 
@@ -102,7 +118,9 @@ def _prepare_database(target: str | None) -> QueueDatabase:
     db.initialize_schema()
     if sum(QueueClient(db).count_by_status().values()):
         db.close()
-        raise ConfigError(f"the demo needs an empty database and {target} already holds tasks; pass a new --db path")
+        raise ConfigError(
+            f"the demo needs an empty database and {target} already holds tasks; pass a new --db path"
+        )
     return db
 
 
@@ -148,15 +166,23 @@ def run_demo(target: str | None, *, tasks: int = 600, processes: int = 2, concur
     done = 0
     try:
         with Progress(
-            TextColumn("[bold]Running"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[detail]}"),
-            TimeElapsedColumn(), console=output.console, transient=False,
+            TextColumn("[bold]Running"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[detail]}"),
+            TimeElapsedColumn(),
+            console=output.console,
+            transient=False,
         ) as progress:
             bar = progress.add_task("tasks", total=tasks, detail="")
             while not finished.is_set():
                 counts = client.count_by_status()
                 done = counts["completed"] + counts["dead"] + counts["cancelled"]
-                progress.update(bar, completed=done,
-                                detail=f"{counts['leased']} running, {counts['queued']} waiting, {counts['dead']} dead")
+                progress.update(
+                    bar,
+                    completed=done,
+                    detail=f"{counts['leased']} running, {counts['queued']} waiting, {counts['dead']} dead",
+                )
                 if done >= tasks:
                     break
                 if time.perf_counter() - run_started > 50:
@@ -174,8 +200,11 @@ def run_demo(target: str | None, *, tasks: int = 600, processes: int = 2, concur
         if table.title != "Workers":
             output.console.print(table)
     completed = stats.by_status["completed"]
-    retried = sum(1 for t in client.list(status="completed", task_type="demo.flaky_upload", limit=10_000)
-                  if t.attempts > 1)
+    retried = sum(
+        1
+        for t in client.list(status="completed", task_type="demo.flaky_upload", limit=10_000)
+        if t.attempts > 1
+    )
     output.console.print(
         f"[bold]{completed}[/] completed, [bold]{stats.by_status['dead']}[/] dead (after retries), "
         f"{retried} succeeded on a retry, in {elapsed:.2f} s with {processes} worker processes "

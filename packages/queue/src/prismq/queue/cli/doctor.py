@@ -40,7 +40,11 @@ def run_doctor(db: QueueDatabase, stale_after: float = 120.0) -> dict[str, Any]:
     if version == 0:
         checks.append(_check("schema", "fail", "not initialised; run 'prismq-queue init'"))
     elif latest is not None and version < latest:
-        checks.append(_check("schema", "warn", f"version {version}, this release writes {latest}; run 'prismq-queue init'"))
+        checks.append(
+            _check(
+                "schema", "warn", f"version {version}, this release writes {latest}; run 'prismq-queue init'"
+            )
+        )
     else:
         checks.append(_check("schema", "ok", f"version {version}"))
     try:
@@ -54,36 +58,65 @@ def run_doctor(db: QueueDatabase, stale_after: float = 120.0) -> dict[str, Any]:
     if db.path is not None:
         mode = getattr(db.backend, "journal_mode", "")
         checks.append(
-            _check("journal mode", "ok" if mode == "wal" else "warn",
-                   mode if mode == "wal" else f"{mode}: WAL is off, readers will block the writer")
+            _check(
+                "journal mode",
+                "ok" if mode == "wal" else "warn",
+                mode if mode == "wal" else f"{mode}: WAL is off, readers will block the writer",
+            )
         )
         wal = f"{db.path}-wal"
         wal_size = os.path.getsize(wal) if os.path.exists(wal) else 0
         checks.append(
-            _check("WAL size", "warn" if wal_size > WAL_WARN_BYTES else "ok",
-                   f"{wal_size:,} bytes" + (" — run 'prismq-queue' with a checkpoint, look for long readers"
-                                            if wal_size > WAL_WARN_BYTES else ""))
+            _check(
+                "WAL size",
+                "warn" if wal_size > WAL_WARN_BYTES else "ok",
+                f"{wal_size:,} bytes"
+                + (
+                    " — run 'prismq-queue' with a checkpoint, look for long readers"
+                    if wal_size > WAL_WARN_BYTES
+                    else ""
+                ),
+            )
         )
     if version == 0:
         return {"database": db.location, "healthy": False, "checks": checks}
     client = QueueClient(db)
-    stats = client.stats()
+    try:
+        stats = client.stats()
+    except QueueError as exc:
+        # A damaged file fails here too; report it instead of aborting the whole check-up.
+        checks.append(_check("queue state", "fail", f"cannot read the tasks: {exc}"))
+        return {"database": db.location, "healthy": False, "checks": checks}
     checks.append(
-        _check("expired leases", "warn" if stats.expired_leases else "ok",
-               f"{stats.expired_leases} task(s) whose worker stopped renewing; the next claim reclaims them"
-               if stats.expired_leases else "none")
+        _check(
+            "expired leases",
+            "warn" if stats.expired_leases else "ok",
+            f"{stats.expired_leases} task(s) whose worker stopped renewing; the next claim reclaims them"
+            if stats.expired_leases
+            else "none",
+        )
     )
     now = datetime.now(timezone.utc)
     stale = [w for w in stats.workers if w.is_stale(now, stale_after)]
     checks.append(
-        _check("stale workers", "warn" if stale else "ok",
-               ", ".join(f"{w.worker_id} (pid {w.pid} on {w.hostname})" for w in stale)
-               + " — silent longer than the threshold; check those processes" if stale else "none")
+        _check(
+            "stale workers",
+            "warn" if stale else "ok",
+            ", ".join(f"{w.worker_id} (pid {w.pid} on {w.hostname})" for w in stale)
+            + " — silent longer than the threshold; check those processes"
+            if stale
+            else "none",
+        )
     )
     dead = stats.by_status.get("dead", 0)
     checks.append(
-        _check("dead tasks", "warn" if dead else "ok",
-               f"{dead} task(s) failed for good; inspect with 'prismq-queue list --status dead'" if dead else "none")
+        _check(
+            "dead tasks",
+            "warn" if dead else "ok",
+            f"{dead} task(s) failed for good; inspect with 'prismq-queue list --status dead'"
+            if dead
+            else "none",
+        )
     )
     healthy = not any(c["status"] == "fail" for c in checks)
     return {"database": db.location, "healthy": healthy, "checks": checks}

@@ -13,7 +13,16 @@ from rich.table import Table
 from ..backends.base import QueueStats
 from ..models import Task, TaskStatus, WorkerInfo
 
-__all__ = ["console", "doctor_table", "emit_json", "stats_to_dict", "stats_tables", "task_table", "task_to_dict", "tasks_table"]
+__all__ = [
+    "console",
+    "doctor_table",
+    "emit_json",
+    "stats_tables",
+    "stats_to_dict",
+    "task_table",
+    "task_to_dict",
+    "tasks_table",
+]
 
 console = Console(highlight=False, soft_wrap=True)
 error_console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -106,9 +115,12 @@ def stats_tables(stats: QueueStats, now: datetime, type_filter: tuple[str, ...] 
     overview.add_row("delayed", str(stats.delayed))
     overview.add_row("oldest ready task waits", _age(stats.oldest_ready_age))
     overview.add_row("expired leases", str(stats.expired_leases))
-    overview.add_row("finished, last minute", f"{stats.finished_last_minute} ({stats.finished_last_minute / 60:.1f}/s)")
     overview.add_row(
-        "finished, last 5 minutes", f"{stats.finished_last_5_minutes} ({stats.finished_last_5_minutes / 300:.1f}/s)"
+        "finished, last minute", f"{stats.finished_last_minute} ({stats.finished_last_minute / 60:.1f}/s)"
+    )
+    overview.add_row(
+        "finished, last 5 minutes",
+        f"{stats.finished_last_5_minutes} ({stats.finished_last_5_minutes / 300:.1f}/s)",
     )
     by_type = Table(title="By task type")
     by_type.add_column("Task type")

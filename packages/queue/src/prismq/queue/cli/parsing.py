@@ -78,7 +78,9 @@ def _task_types(text: str) -> tuple[str, ...]:
 def build_parser() -> argparse.ArgumentParser:
     """The full parser with every subcommand."""
     parser = _Parser(prog="prismq-queue", description="PrismQ Queue: a durable task queue on SQLite.")
-    parser.add_argument("--db", help="database path or URL (default: PRISMQ_QUEUE_DB_PATH or the platform default)")
+    parser.add_argument(
+        "--db", help="database path or URL (default: PRISMQ_QUEUE_DB_PATH or the platform default)"
+    )
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -99,7 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-attempts", type=_positive_int, help="claims allowed before it goes dead")
     p.add_argument("--idempotency-key", help="enqueue at most once per key")
 
-    p = command("worker", "run workers until stopped (Ctrl+C finishes running tasks first)", json_output=False)
+    p = command(
+        "worker", "run workers until stopped (Ctrl+C finishes running tasks first)", json_output=False
+    )
     p.add_argument("--handlers", help="handler registry, module:attribute (default attribute: registry)")
     p.add_argument("--config", help="worker config file (.toml, .json, .yaml)")
     p.add_argument("--strategy", choices=["fifo", "lifo", "priority", "weighted_random"], help="default fifo")
@@ -124,8 +128,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--offset", type=int, default=0)
     p.add_argument("--oldest-first", action="store_true")
 
-    for name, help_text in (("show", "show one task"), ("retry", "queue a dead or cancelled task again"),
-                            ("cancel", "cancel a queued or running task")):
+    for name, help_text in (
+        ("show", "show one task"),
+        ("retry", "queue a dead or cancelled task again"),
+        ("cancel", "cancel a queued or running task"),
+    ):
         p = command(name, help_text)
         p.add_argument("task_id", type=int)
 
@@ -141,9 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
 
     p = command("doctor", "check integrity, WAL size, schema, stale leases and workers")
-    p.add_argument("--stale-after", type=parse_duration, default=120.0, help="worker silence that counts as stale")
+    p.add_argument(
+        "--stale-after", type=parse_duration, default=120.0, help="worker silence that counts as stale"
+    )
 
-    p = command("demo", "run a mixed demo workload on a fresh database and show the results", json_output=False)
+    p = command(
+        "demo", "run a mixed demo workload on a fresh database and show the results", json_output=False
+    )
     p.add_argument("--tasks", type=_positive_int, default=600, help="tasks to enqueue (default 600)")
     p.add_argument("--processes", type=_positive_int, default=2, help="worker processes (default 2)")
     p.add_argument("--concurrency", type=_positive_int, default=4, help="tasks at once per process")

@@ -42,7 +42,9 @@ class TaskContext:
         logger: A logger whose records carry task id, type, attempt and worker id.
     """
 
-    def __init__(self, task: Task, worker: QueueWorker, logger: logging.LoggerAdapter[logging.Logger]) -> None:
+    def __init__(
+        self, task: Task, worker: QueueWorker, logger: logging.LoggerAdapter[logging.Logger]
+    ) -> None:
         self.task = task
         self.worker_id = worker.worker_id
         self.logger = logger

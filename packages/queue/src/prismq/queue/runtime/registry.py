@@ -6,7 +6,7 @@ import importlib
 import inspect
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar, Union
+from typing import Any, TypeVar
 
 from ..errors import ConfigError
 from ..validation import validate_task_type
@@ -14,7 +14,7 @@ from .context import TaskContext
 
 __all__ = ["Handler", "HandlerRegistry", "import_object"]
 
-HandlerFunc = Callable[[TaskContext], Union[Any, Awaitable[Any]]]
+HandlerFunc = Callable[[TaskContext], Any | Awaitable[Any]]
 F = TypeVar("F", bound=HandlerFunc)
 
 
@@ -80,9 +80,15 @@ class HandlerRegistry:
         if not callable(func):
             raise ConfigError(f"handler for {task_type!r} must be callable, got {type(func).__name__}")
         if task_type in self._handlers:
-            raise ConfigError(f"task type {task_type!r} already has a handler ({self._handlers[task_type].func!r})")
-        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
-            raise ConfigError(f"timeout for {task_type!r} must be a positive number of seconds, got {timeout!r}")
+            raise ConfigError(
+                f"task type {task_type!r} already has a handler ({self._handlers[task_type].func!r})"
+            )
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0
+        ):
+            raise ConfigError(
+                f"timeout for {task_type!r} must be a positive number of seconds, got {timeout!r}"
+            )
         handler = Handler(task_type, func, _is_async(func), None if timeout is None else float(timeout))
         self._handlers[task_type] = handler
         return handler
@@ -122,7 +128,9 @@ class HandlerRegistry:
         registry = cls()
         for task_type, reference in handlers.items():
             if not isinstance(reference, str):
-                raise ConfigError(f"handler for {task_type!r} must be a 'module:function' string, got {reference!r}")
+                raise ConfigError(
+                    f"handler for {task_type!r} must be a 'module:function' string, got {reference!r}"
+                )
             registry.register(task_type, import_object(reference, f"handler for {task_type!r}"))
         return registry
 
@@ -156,16 +164,23 @@ def import_object(reference: str, what: str) -> Any:
     """
     module_name, sep, attr_path = reference.partition(":")
     parts = attr_path.split(".") if attr_path else []
-    if not sep or not module_name or not parts or not all(p.isidentifier() for p in parts) or not all(
-        p.isidentifier() for p in module_name.split(".")
+    if (
+        not sep
+        or not module_name
+        or not parts
+        or not all(p.isidentifier() for p in parts)
+        or not all(p.isidentifier() for p in module_name.split("."))
     ):
         raise ConfigError(
-            f"{what}: {reference!r} is not a 'package.module:name' reference (dotted module, colon, attribute)"
+            f"{what}: {reference!r} is not a 'package.module:name' reference "
+            "(dotted module, colon, attribute)"
         )
     try:
         obj: Any = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ConfigError(f"{what}: cannot import module {module_name!r} ({exc}); check the name and sys.path") from None
+        raise ConfigError(
+            f"{what}: cannot import module {module_name!r} ({exc}); check the name and sys.path"
+        ) from None
     for part in parts:
         try:
             obj = getattr(obj, part)

@@ -154,6 +154,7 @@ class WorkerRunner:
         self._async_calls: dict[int, asyncio.Future[Any]] = {}
         self._cancel_reasons: dict[int, str] = {}
         self._stop: asyncio.Event | None = None
+        self._pending_wait: asyncio.Future[Any] | None = None
         self._immediate = False
         self._signals_seen = 0
 
@@ -210,6 +211,7 @@ class WorkerRunner:
         self._wait_pool = DaemonThreadPool(1, "prismq-queue-wait")
         waiter = await self._call(make_waiter, self.worker.backend, self.wake_mode)
         restore_signals = self._install_signals(loop) if self.install_signal_handlers else (lambda: None)
+        watcher = self._watch_stop_flag(loop)
         heartbeat = asyncio.ensure_future(self._heartbeat_loop())
         self.log.info(
             "worker started: types=%s strategy=%s concurrency=%d",
@@ -224,6 +226,7 @@ class WorkerRunner:
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
             await self._shutdown()
+            watcher.set()
             # Close on the wait thread, after any wait still in progress there.
             self._wait_pool.submit(waiter.close)
             restore_signals()
@@ -232,6 +235,27 @@ class WorkerRunner:
             self._db_pool.shutdown()
             self.log.info("worker stopped: %s", self.summary)
         return self.summary
+
+    def _watch_stop_flag(self, loop: asyncio.AbstractEventLoop) -> threading.Event:
+        """Relay an outside stop flag to the loop from a thread that blocks on it.
+
+        Returns an event that ends the relay thread when the run is over.
+        """
+        finished = threading.Event()
+        flag = self.stop_flag
+        wait = getattr(flag, "wait", None)
+        if flag is None or not callable(wait):
+            return finished
+
+        def relay() -> None:
+            while not finished.is_set():
+                if wait(0.5):
+                    self.summary.stopped_by_signal = True
+                    loop.call_soon_threadsafe(self.request_stop)
+                    return
+
+        threading.Thread(target=relay, name="prismq-queue-stop-relay", daemon=True).start()
+        return finished
 
     async def _call(self, func: Callable[..., T], *args: Any) -> T:
         return await asyncio.wrap_future(self._db_pool.submit(func, *args))
@@ -278,19 +302,33 @@ class WorkerRunner:
             timeout = min(timeout, max(next_at - self.worker.db.now(), 0.0))
         if timeout <= 0:
             return
-        woke = asyncio.wrap_future(self._wait_pool.submit(waiter.wait, timeout))
-        await self._wait_any(timeout + 0.05, extra=woke)
+        # One wait at a time on the wait thread: a wait still running from an earlier idle
+        # spell is reused, so a change it reports is never lost behind a queued second wait.
+        if self._pending_wait is None or self._pending_wait.done():
+            self._pending_wait = asyncio.wrap_future(self._wait_pool.submit(waiter.wait, timeout))
+        await self._wait_any(timeout + 0.05, extra=self._pending_wait)
 
     async def _wait_any(self, timeout: float, extra: asyncio.Future[Any] | None = None) -> None:
+        """Wait until a running task ends, ``extra`` resolves, a stop is asked, or ``timeout``."""
         assert self._stop is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         waiting: set[asyncio.Future[Any]] = set(self._inflight.values())
         stop_wait = asyncio.ensure_future(self._stop.wait())
         waiting.add(stop_wait)
         if extra is not None:
             waiting.add(extra)
-        poll_for = timeout if self.stop_flag is None else min(timeout, 0.1)
         try:
-            await asyncio.wait(waiting, timeout=poll_for, return_when=asyncio.FIRST_COMPLETED)
+            while True:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return
+                # A stop flag without wait() can only be polled: look at it every 0.1 s.
+                polled = self.stop_flag is not None and not callable(getattr(self.stop_flag, "wait", None))
+                slice_ = min(remaining, 0.1) if polled else remaining
+                done, _ = await asyncio.wait(waiting, timeout=slice_, return_when=asyncio.FIRST_COMPLETED)
+                if done or self._should_stop():
+                    return
         finally:
             stop_wait.cancel()
 
@@ -322,7 +360,9 @@ class WorkerRunner:
             if not handler.is_async:
                 self._handler_pool.replace_stuck_thread()
             self.summary.timed_out += 1
-            error = TaskTimeoutError(f"handler for {task.task_type!r} ran longer than its timeout of {timeout:g} s")
+            error = TaskTimeoutError(
+                f"handler for {task.task_type!r} ran longer than its timeout of {timeout:g} s"
+            )
             log.error("%s", error)
             await self._fail(task, error, retry=True, log=log)
         except asyncio.CancelledError:
@@ -331,7 +371,9 @@ class WorkerRunner:
                 raise
             await self._after_interruption(task, reason, log)
         except TaskCancelled:
-            await self._outcome(self.worker.acknowledge_cancel, task, log, "cancelled", "cancelled on request")
+            await self._outcome(
+                self.worker.acknowledge_cancel, task, log, "cancelled", "cancelled on request"
+            )
         except TaskFailed as exc:
             await self._fail(task, exc, retry=exc.retry, log=log)
         except Exception as exc:
@@ -357,7 +399,9 @@ class WorkerRunner:
 
     async def _after_interruption(self, task: Task, reason: str, log: Any) -> None:
         if reason == "cancel":
-            await self._outcome(self.worker.acknowledge_cancel, task, log, "cancelled", "cancelled on request")
+            await self._outcome(
+                self.worker.acknowledge_cancel, task, log, "cancelled", "cancelled on request"
+            )
         elif reason == "lost":
             self.summary.lease_lost += 1
             log.warning("lease was lost; the attempt was stopped")
@@ -378,7 +422,9 @@ class WorkerRunner:
             self.summary.retried += 1
             log.info("failed; retry at %s", updated.run_after.isoformat())
 
-    async def _outcome(self, method: Callable[..., Any], task: Task, log: Any, counter: str, *args: Any) -> None:
+    async def _outcome(
+        self, method: Callable[..., Any], task: Task, log: Any, counter: str, *args: Any
+    ) -> None:
         try:
             await self._call(method, task.id, *args)
         except LeaseLostError as exc:

@@ -216,7 +216,9 @@ def load_settings(path: str | Path, **overrides: Any) -> WorkerSettings:
     values: dict[str, Any] = {}
     for key, value in worker.items():
         if key not in _WORKER_KEYS:
-            raise ConfigError(f"{path}: unknown key worker.{key}; known keys: {', '.join(sorted(_WORKER_KEYS))}")
+            raise ConfigError(
+                f"{path}: unknown key worker.{key}; known keys: {', '.join(sorted(_WORKER_KEYS))}"
+            )
         values[key] = _check_type(path, key, value, _KINDS[key])
     for task_type, reference in handlers.items():
         if not isinstance(reference, str):

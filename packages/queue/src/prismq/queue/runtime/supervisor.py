@@ -171,14 +171,19 @@ class Supervisor:
                     if crashed:
                         logger.error(
                             "worker %s (pid %s) exited with code %s%s",
-                            worker_id, proc.pid, proc.exitcode, "; restarting" if restart else "",
+                            worker_id,
+                            proc.pid,
+                            proc.exitcode,
+                            "; restarting" if restart else "",
                         )
                     if self.on_exit is not None:
                         self.on_exit(report)
                     if restart:
                         delay = delay * 2 if time.monotonic() - started < 10 else self.restart_delay
                         delay = min(delay, 30.0)
-                        if self._stop.wait(min(delay, 30.0) if delay > self.restart_delay else self.restart_delay):
+                        if self._stop.wait(
+                            min(delay, 30.0) if delay > self.restart_delay else self.restart_delay
+                        ):
                             continue
                         self.restarts += 1
                         self._spawn(slot)

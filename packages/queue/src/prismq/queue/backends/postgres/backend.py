@@ -163,6 +163,7 @@ class PostgresBackend:
         self.db = ConnectionManager(
             url,
             schema if schema is not None else url_schema,
+            Q,
             min_size=min_size,
             max_size=max_size,
             busy_retries=busy_retries,
@@ -178,7 +179,7 @@ class PostgresBackend:
 
     # -- life cycle and schema -------------------------------------------------
     def initialize_schema(self) -> int:
-        return self.db.migrate(Q)
+        return self.db.migrate()
 
     def schema_version(self) -> int:
         def work(conn: psycopg.Connection[Any]) -> int:
@@ -735,7 +736,7 @@ class PostgresBackend:
         """
         source = Path(source).expanduser()
         verify_dump(source)
-        self.db.migrate(Q)
+        self.db.migrate()
 
         def work(conn: psycopg.Connection[Any]) -> None:
             conn.execute(Q["delete_all_tasks"])
@@ -748,12 +749,13 @@ class PostgresBackend:
         self.db.write(work)
 
     def explain_claims(self) -> dict[str, list[str]]:
+        # Plans for a claim when every queued task is ready (the common, costly case).
         base = {
             "worker": "w",
             "token": "t",
             "lease_until": 1.0,
-            "now": 0.0,
-            "count": 1,
+            "now": time.time() + 365 * 86400.0,
+            "count": 10,
             "task_type": "x",
             "task_types": ["x", "y"],
         }

@@ -145,6 +145,11 @@ def translate_error(exc: BaseException, location: str, secret: str | None = None
             f"the PostgreSQL user lacks a privilege on {location}: {text}. Grant it access to the "
             "queue's schema."
         )
+    if isinstance(exc, pg_errors.UndefinedTable):
+        return StorageError(
+            f"the queue's tables are missing at {location} ({text}); create them with "
+            "QueueDatabase.initialize_schema() (or 'prismq-queue init')."
+        )
     if isinstance(exc, psycopg.OperationalError):
         return BackendUnavailableError(f"PostgreSQL at {location} is unavailable: {text}")
     return StorageError(f"PostgreSQL error on {location}: {text}")
@@ -166,6 +171,7 @@ class ConnectionManager:
         url: A ``postgresql://`` URL or libpq connection string (``schema=`` removed).
         schema: The schema to keep the tables in (``search_path``), or ``None`` for the
             server's default (normally ``public``).
+        queries: The backend's named queries (schema checks and migrations use them).
         min_size: Connections the pool keeps open.
         max_size: Most connections the pool opens.
         busy_retries: Retries of a transaction that hit a deadlock, serialization failure
@@ -183,6 +189,7 @@ class ConnectionManager:
         self,
         url: str,
         schema: str | None,
+        queries: dict[str, str],
         *,
         min_size: int = 1,
         max_size: int = 10,
@@ -212,6 +219,7 @@ class ConnectionManager:
         self.server = _server_name(url)
         self.busy_retries = busy_retries
         self.busy_backoff = busy_backoff
+        self.queries = queries
         self._state = _ThreadState()
         self._closed = False
         self._probe()
@@ -250,12 +258,11 @@ class ConnectionManager:
 
     def _probe(self) -> None:
         """Connect once: fail fast with a clear message, refuse newer or foreign schemas."""
-        from .backend import Q  # the queries live with the backend
-
+        q = self.queries
         with contextlib.closing(self.connect()) as conn:
             try:
-                has_version, has_tasks = conn.execute(Q["catalog_state"]).fetchone()  # type: ignore[misc]
-                version = conn.execute(Q["read_schema_version"]).fetchone()[0] if has_version else 0  # type: ignore[index]
+                has_version, has_tasks = conn.execute(q["catalog_state"]).fetchone()  # type: ignore[misc]
+                version = conn.execute(q["read_schema_version"]).fetchone()[0] if has_version else 0  # type: ignore[index]
             except psycopg.Error as exc:
                 raise translate_error(exc, self.location, self._password) from None
         self._check_version(int(version), bool(has_tasks))
@@ -386,18 +393,21 @@ class ConnectionManager:
             raise translate_error(exc, self.location, self._password) from None
 
     # -- schema ----------------------------------------------------------------
-    def migrate(self, queries: dict[str, str]) -> int:
+    def migrate(self) -> int:
         """Create the schema or apply pending migrations in one transaction.
 
         Concurrent callers serialise on an advisory lock, so exactly one creates the
         tables. Returns the schema version.
         """
+        queries = self.queries
+        create = None
         if self.schema is not None:
-            statement = sql.SQL(queries["create_schema"]).format(schema=sql.Identifier(self.schema))  # type: ignore[arg-type]
-            self.write(lambda c: c.execute(statement))
+            create = sql.SQL(queries["create_schema"]).format(schema=sql.Identifier(self.schema))  # type: ignore[arg-type]
 
         def work(conn: psycopg.Connection[Any]) -> int:
-            conn.execute(queries["lock_migrations"])
+            conn.execute(queries["lock_migrations"], {"schema": self.schema})
+            if create is not None:
+                conn.execute(create)
             has_version, has_tasks = conn.execute(queries["catalog_state"]).fetchone()  # type: ignore[misc]
             version = conn.execute(queries["read_schema_version"]).fetchone()[0] if has_version else 0  # type: ignore[index]
             self._check_version(int(version), bool(has_tasks))

@@ -9,8 +9,11 @@
 -- name: create_schema
 CREATE SCHEMA IF NOT EXISTS {schema};
 
+-- Serialises schema creation and migrations per schema (the configured one, else the
+-- first schema of the search_path).
 -- name: lock_migrations
-SELECT pg_advisory_xact_lock(hashtext('prismq_queue_migrate:' || current_schema()));
+SELECT pg_advisory_xact_lock(
+    hashtext('prismq_queue_migrate:' || coalesce(%(schema)s::text, current_schema(), '')));
 
 -- name: current_schema
 SELECT current_schema();
@@ -53,11 +56,11 @@ SELECT count(*) FROM tasks WHERE (status = 'leased') <> (lease_token IS NOT NULL
 -- between its bump and its commit (see migrations/0001_initial.sql).
 -- name: data_version
 SELECT CASE WHEN pg_try_advisory_xact_lock(hashtext('prismq_queue:' || current_schema()))
-            THEN (SELECT last_value FROM prismq_data_version) END;
+            THEN (SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM prismq_data_version) END;
 
 -- Inside this thread's own transaction: no lock (it would hold back every writer).
 -- name: data_version_in_transaction
-SELECT last_value FROM prismq_data_version;
+SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM prismq_data_version;
 
 -- name: listen
 LISTEN prismq_queue;
@@ -151,7 +154,11 @@ WHERE status = ANY (%(statuses)s::text[])
   AND finished_at IS NOT NULL AND finished_at < %(before)s;
 
 -- ---------------------------------------------------------------------------------------
--- Worker side. Every claim is one statement: a MATERIALIZED CTE reads the ready index in
+-- Worker side. A task type is tested as a closed range ("task_type >= x AND task_type <=
+-- x", the same rows as "=") and orders start with task_type: the planner then keeps that
+-- order and reads the per-type index even in a generic (prepared) plan, instead of
+-- filtering the global index, which reads past every other type's rows when x is rare.
+-- Every claim is one statement: a MATERIALIZED CTE reads the ready index in
 -- strategy order and locks rows with FOR UPDATE SKIP LOCKED (concurrent claimers pass
 -- each other's rows instead of waiting), so the LIMIT holds; the UPDATE leases exactly
 -- those rows.
@@ -164,8 +171,10 @@ SELECT min(run_after) FROM tasks WHERE status = 'queued';
 SELECT min(earliest.run_after)
 FROM unnest(%(task_types)s::text[]) AS wanted(task_type)
 CROSS JOIN LATERAL (
-    SELECT min(run_after) AS run_after FROM tasks
-    WHERE status = 'queued' AND task_type = wanted.task_type
+    SELECT run_after FROM tasks
+    WHERE status = 'queued' AND task_type >= wanted.task_type AND task_type <= wanted.task_type
+    ORDER BY task_type, run_after
+    LIMIT 1
 ) AS earliest;
 
 -- name: reclaim_expired
@@ -231,8 +240,9 @@ RETURNING {task_columns};
 -- name: claim_oldest_first_type
 WITH picked AS MATERIALIZED (
     SELECT id FROM tasks
-    WHERE status = 'queued' AND task_type = %(task_type)s AND run_after <= %(now)s
-    ORDER BY run_after, id LIMIT %(count)s
+    WHERE status = 'queued' AND task_type >= %(task_type)s AND task_type <= %(task_type)s
+      AND run_after <= %(now)s
+    ORDER BY task_type, run_after, id LIMIT %(count)s
     FOR UPDATE SKIP LOCKED
 )
 UPDATE tasks
@@ -245,8 +255,9 @@ RETURNING {task_columns};
 -- name: claim_newest_first_type
 WITH picked AS MATERIALIZED (
     SELECT id FROM tasks
-    WHERE status = 'queued' AND task_type = %(task_type)s AND run_after <= %(now)s
-    ORDER BY run_after DESC, id DESC LIMIT %(count)s
+    WHERE status = 'queued' AND task_type >= %(task_type)s AND task_type <= %(task_type)s
+      AND run_after <= %(now)s
+    ORDER BY task_type DESC, run_after DESC, id DESC LIMIT %(count)s
     FOR UPDATE SKIP LOCKED
 )
 UPDATE tasks
@@ -259,8 +270,9 @@ RETURNING {task_columns};
 -- name: claim_priority_type
 WITH picked AS MATERIALIZED (
     SELECT id FROM tasks
-    WHERE status = 'queued' AND task_type = %(task_type)s AND run_after <= %(now)s
-    ORDER BY priority, run_after, id LIMIT %(count)s
+    WHERE status = 'queued' AND task_type >= %(task_type)s AND task_type <= %(task_type)s
+      AND run_after <= %(now)s
+    ORDER BY task_type, priority, run_after, id LIMIT %(count)s
     FOR UPDATE SKIP LOCKED
 )
 UPDATE tasks
@@ -279,8 +291,9 @@ WITH candidates AS MATERIALIZED (
     FROM unnest(%(task_types)s::text[]) AS wanted(task_type)
     CROSS JOIN LATERAL (
         SELECT id, run_after FROM tasks
-        WHERE status = 'queued' AND task_type = wanted.task_type AND run_after <= %(now)s
-        ORDER BY run_after, id LIMIT %(count)s
+        WHERE status = 'queued' AND task_type >= wanted.task_type AND task_type <= wanted.task_type
+          AND run_after <= %(now)s
+        ORDER BY task_type, run_after, id LIMIT %(count)s
         FOR UPDATE SKIP LOCKED
     ) AS c
 ), picked AS MATERIALIZED (
@@ -299,8 +312,9 @@ WITH candidates AS MATERIALIZED (
     FROM unnest(%(task_types)s::text[]) AS wanted(task_type)
     CROSS JOIN LATERAL (
         SELECT id, run_after FROM tasks
-        WHERE status = 'queued' AND task_type = wanted.task_type AND run_after <= %(now)s
-        ORDER BY run_after DESC, id DESC LIMIT %(count)s
+        WHERE status = 'queued' AND task_type >= wanted.task_type AND task_type <= wanted.task_type
+          AND run_after <= %(now)s
+        ORDER BY task_type DESC, run_after DESC, id DESC LIMIT %(count)s
         FOR UPDATE SKIP LOCKED
     ) AS c
 ), picked AS MATERIALIZED (
@@ -319,8 +333,9 @@ WITH candidates AS MATERIALIZED (
     FROM unnest(%(task_types)s::text[]) AS wanted(task_type)
     CROSS JOIN LATERAL (
         SELECT id, priority, run_after FROM tasks
-        WHERE status = 'queued' AND task_type = wanted.task_type AND run_after <= %(now)s
-        ORDER BY priority, run_after, id LIMIT %(count)s
+        WHERE status = 'queued' AND task_type >= wanted.task_type AND task_type <= wanted.task_type
+          AND run_after <= %(now)s
+        ORDER BY task_type, priority, run_after, id LIMIT %(count)s
         FOR UPDATE SKIP LOCKED
     ) AS c
 ), picked AS MATERIALIZED (
@@ -344,13 +359,17 @@ WITH RECURSIVE seen(task_type) AS (
 )
 SELECT task_type FROM seen WHERE task_type IS NOT NULL;
 
+-- One index probe per type (LIMIT 1 keeps it a probe rather than a join).
 -- name: ready_task_types
 SELECT wanted.task_type
 FROM unnest(%(task_types)s::text[]) WITH ORDINALITY AS wanted(task_type, position)
-WHERE EXISTS (
+CROSS JOIN LATERAL (
     SELECT 1 FROM tasks
-    WHERE status = 'queued' AND task_type = wanted.task_type AND run_after <= %(now)s
-)
+    WHERE status = 'queued' AND task_type >= wanted.task_type AND task_type <= wanted.task_type
+      AND run_after <= %(now)s
+    ORDER BY task_type, run_after
+    LIMIT 1
+) AS ready
 ORDER BY wanted.position;
 
 -- name: renew_lease

@@ -8,6 +8,7 @@ import os
 import secrets
 import sqlite3
 from collections.abc import Iterator, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -50,32 +51,62 @@ _CANDIDATE_KEYS = {
 CHECKPOINT_MODES = ("PASSIVE", "FULL", "RESTART", "TRUNCATE")
 
 
+_decode_json = json.JSONDecoder().decode
+_UTC = timezone.utc
+_from_epoch = datetime.fromtimestamp
+# Decoded retry policies by their stored text: nearly every task of a queue carries one of a
+# handful of policies, so decoding each once saves a JSON parse per claimed task.
+_POLICY_CACHE: dict[str, dict[str, Any]] = {}
+_POLICY_CACHE_SIZE = 256
+
+
+def _decode_policy(text: Any) -> dict[str, Any]:
+    """Decode a stored retry policy; a fresh dict per call (the caller may change it)."""
+    cached = _POLICY_CACHE.get(text) if type(text) is str else None
+    if cached is None:
+        cached = json.loads(text)
+        flat = isinstance(cached, dict) and all(
+            v is None or isinstance(v, (str, int, float)) for v in cached.values()
+        )
+        if not flat or type(text) is not str:
+            return cached  # type: ignore[no-any-return]
+        if len(_POLICY_CACHE) < _POLICY_CACHE_SIZE:
+            _POLICY_CACHE[text] = cached
+    return dict(cached)
+
+
 def row_to_task(row: Sequence[Any]) -> Task:
-    """Build a :class:`Task` from a row in ``TASK_COLUMNS`` order."""
-    to_dt = epoch_to_datetime
+    """Build a :class:`Task` from a row in ``TASK_COLUMNS`` order.
+
+    This runs once per claimed or returned task, so it avoids per-call lookups: the JSON
+    decoder and ``datetime.fromtimestamp`` are bound once, and retry policies are decoded
+    through a small cache (see :func:`_decode_policy`).
+    """
+    utc, from_epoch = _UTC, _from_epoch
+    lease_until, started_at, finished_at, result = row[9], row[20], row[21], row[15]
     return Task(
         id=row[0],
         task_type=row[1],
-        payload=json.loads(row[2]),
+        payload=_decode_json(row[2]),
         status=_STATUS[row[3]],
         priority=row[4],
         attempts=row[5],
         max_attempts=row[6],
-        retry_policy=json.loads(row[7]),
-        run_after=to_dt(row[8]),  # type: ignore[arg-type]
-        lease_until=to_dt(row[9]),
+        retry_policy=_decode_policy(row[7]),
+        run_after=from_epoch(row[8], utc),
+        lease_until=None if lease_until is None else from_epoch(lease_until, utc),
         locked_by=row[10],
         lease_token=row[11],
         cancel_requested=bool(row[12]),
         progress=row[13],
         progress_message=row[14],
-        result=None if row[15] is None else json.loads(row[15]),
+        result=None if result is None else _decode_json(result),
         last_error=row[16],
         last_traceback=row[17],
         idempotency_key=row[18],
-        created_at=to_dt(row[19]),  # type: ignore[arg-type]
-        started_at=to_dt(row[20]),
-        finished_at=to_dt(row[21]),
+        created_at=from_epoch(row[19], utc),
+        started_at=None if started_at is None else from_epoch(started_at, utc),
+        finished_at=None if finished_at is None else from_epoch(finished_at, utc),
     )
 
 
@@ -159,6 +190,8 @@ class SQLiteBackend:
                     )
                     for t in tasks
                 ]
+                if len(rows) == 1:  # a single enqueue: the cursor knows the id, no extra query
+                    return [(int(conn.execute(Q["insert_task"], rows[0]).lastrowid or 0), True)]
                 conn.executemany(Q["insert_task"], rows)
                 last = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
                 first = last - len(rows) + 1

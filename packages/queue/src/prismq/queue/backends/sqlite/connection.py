@@ -236,18 +236,24 @@ class ConnectionManager:
             os.close(fd)
 
     def _check_header(self) -> None:
+        # The header is read through SQLite, never with open()/close() on the file: closing
+        # any descriptor of a file drops every POSIX lock this process holds on it, including
+        # the locks of this process's live connections; another process closing its last
+        # connection would then checkpoint and delete the -wal and -shm files under them.
+        # SQLite's own VFS defers such closes while a connection of this process holds locks.
         try:
-            with open(self.path, "rb") as handle:
-                header = handle.read(len(SQLITE_HEADER))
-        except OSError as exc:
-            raise ReadOnlyStorageError(
-                f"cannot read {self.path}: {exc.strerror or exc}; check its permissions"
-            ) from None
-        if header and header != SQLITE_HEADER:
+            probe = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=rw", uri=True)
+            try:
+                probe.execute("PRAGMA schema_version").fetchone()
+            finally:
+                probe.close()
+        except sqlite3.DatabaseError as exc:
+            if "not a database" not in str(exc).lower():
+                raise translate_error(exc, self.location) from None
             raise NotAQueueDatabaseError(
                 f"{self.path} is not an SQLite database (its header does not match); it was left "
                 "untouched. Point the queue at a new path or at an existing queue database."
-            )
+            ) from None
 
     def _connect(self) -> sqlite3.Connection:
         timeout = int(self.pragmas["busy_timeout"]) / 1000.0

@@ -43,6 +43,15 @@ WHERE run_id = :run_id
   AND (:fence IS NULL OR (owner = :fence AND status IN ('queued', 'running')))
 RETURNING task_id;
 
+-- name: save_active_run
+-- Progress and start of a run its owner is executing (many at once, no result wanted).
+UPDATE runs
+SET status = :status, progress_percent = :progress_percent,
+    progress_message = :progress_message, items_processed = :items_processed,
+    items_total = :items_total, attempts = :attempts, started_at = :started_at,
+    completed_at = NULL, updated_at = :now
+WHERE run_id = :run_id AND owner = :fence AND status IN ('queued', 'running');
+
 -- name: touch_task
 -- An active run: mirror its progress and start time on its leased task.
 UPDATE tasks

@@ -1,0 +1,1 @@
+"""One module per measurement; each exposes ``NAME``, ``TITLE`` and ``run(settings)``."""

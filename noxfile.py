@@ -1,0 +1,218 @@
+"""Every check of the project, one nox session each.
+
+Run them all (what CI runs):   uvx nox
+Run some:                      uvx nox -s lint docs doctest browser
+List them:                     uvx nox -l
+
+Sessions need Python and uv (or virtualenv); ``docs``, ``browser`` and ``lint`` also need
+Node.js with npm, and ``browser`` needs Chromium at /usr/bin/chromium (Debian's package
+``chromium``). ``.ci/run`` installs all of that on a fresh Debian machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import nox
+
+nox.needs_version = ">=2025.2.9"
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.error_on_missing_interpreters = True
+nox.options.sessions = ["lint", "tests", "doctest", "docs", "browser", "bench_smoke"]
+
+ROOT = Path(__file__).resolve().parent
+PACKAGE = "packages/queue"
+TOOLS = ROOT / "_meta" / "tools"
+MERMAID_SOURCE = ROOT / "node_modules" / "mermaid" / "dist" / "mermaid.min.js"
+MERMAID_TARGET = ROOT / "_meta" / "docs" / "assets" / "javascripts" / "mermaid.min.js"
+DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+RUFF = "ruff==0.17.6"
+TEST_DEPS = ["pytest>=8.1", "hypothesis>=6", "pytest-timeout>=2.3", "pytest-markdown-docs==0.9.2"]
+DOCS_DEPS = [
+    "mkdocs==1.6.1",
+    "mkdocs-material==9.8.2",
+    "mkdocs-mermaid2-plugin==1.2.3",
+    "mkdocstrings==1.0.8",
+    "mkdocstrings-python==2.0.11",
+    "pymdown-extensions==13.1.2",
+]
+PYTHON_PATHS = ["packages", "tests", "benchmarks", "diagrams", "_meta", "noxfile.py"]
+MARKDOWN_SOURCES = ["README.md", "CONTRIBUTING.md", "_meta/docs"]
+MARKDOWNLINT_GLOBS = ["_meta/docs/**/*.md", "README.md", "CONTRIBUTING.md", "#node_modules"]
+# Hosts that must never appear in the built HTML: the site is served with no network.
+CDN_PATTERN = re.compile(r"unpkg\.com|jsdelivr\.net|googleapis\.com|gstatic\.com|cdnjs\.|//cdn\.", re.I)
+
+
+def _postgres_env() -> dict[str, str]:
+    """The PostgreSQL test server's URL; CI and the rest of the environment pass through."""
+    return {"PRISMQ_TEST_POSTGRES_URL": os.environ.get("PRISMQ_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL)}
+
+
+def _existing(paths: list[str]) -> list[str]:
+    return [p for p in paths if (ROOT / p).exists()]
+
+
+def _markdown_files() -> list[str]:
+    """The Markdown files whose Python examples run (no .py file: those are code, not docs)."""
+    found = [p for p in MARKDOWN_SOURCES if p.endswith(".md") and (ROOT / p).exists()]
+    for folder in (p for p in MARKDOWN_SOURCES if (ROOT / p).is_dir()):
+        found += sorted(path.relative_to(ROOT).as_posix() for path in (ROOT / folder).rglob("*.md"))
+    return found
+
+
+def _npm_is_current() -> bool:
+    """True when node_modules holds exactly the versions package-lock.json pins."""
+    installed = ROOT / "node_modules" / ".package-lock.json"
+    if not installed.exists():
+        return False
+    locked = json.loads((ROOT / "package-lock.json").read_text(encoding="utf-8"))["packages"]
+    present = json.loads(installed.read_text(encoding="utf-8"))["packages"]
+    for name, entry in locked.items():
+        if not name or entry.get("optional"):
+            continue
+        if present.get(name, {}).get("version") != entry.get("version"):
+            return False
+    return all(name in locked for name in present)
+
+
+def _npm_ci(session: nox.Session) -> None:
+    """Install the npm tooling (Mermaid, markdownlint-cli2, playwright-core) when stale."""
+    if _npm_is_current():
+        session.log("node_modules matches package-lock.json")
+        return
+    session.run("npm", "ci", "--no-audit", "--no-fund", external=True)
+
+
+def _place_mermaid(session: nox.Session) -> None:
+    """Copy the pinned Mermaid bundle into the docs, where mkdocs-mermaid2 loads it from."""
+    _npm_ci(session)
+    MERMAID_TARGET.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(MERMAID_SOURCE, MERMAID_TARGET)
+    session.log(f"copied {MERMAID_SOURCE.relative_to(ROOT)} -> {MERMAID_TARGET.relative_to(ROOT)}")
+
+
+def _build_site(session: nox.Session, site_dir: Path) -> None:
+    # Ruff formats the signatures in the API reference.
+    session.install(*DOCS_DEPS, RUFF)
+    _place_mermaid(session)
+    session.run(
+        "mkdocs",
+        "build",
+        "--strict",
+        "--clean",
+        "--site-dir",
+        str(site_dir),
+        env={"NO_MKDOCS_2_WARNING": "1"},
+    )
+    offenders = [
+        f"{page.relative_to(site_dir)}: {match.group(0)}"
+        for page in sorted(site_dir.rglob("*.html"))
+        for match in CDN_PATTERN.finditer(page.read_text(encoding="utf-8"))
+    ]
+    if offenders:
+        session.error("the built HTML loads from a CDN:\n  " + "\n  ".join(offenders))
+    session.log(f"built {site_dir} with no CDN reference in its HTML")
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The test suite (SQLite and PostgreSQL). Posargs go to pytest."""
+    session.install("-e", f"{PACKAGE}[cli,postgres]", *TEST_DEPS)
+    # Exit code 5 (no test collected) fails the session like any other non-zero code.
+    session.run("pytest", "tests", *session.posargs, env=_postgres_env())
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """Ruff over the code and the docs' Python examples; markdownlint over the Markdown."""
+    session.install(RUFF)
+    paths = _existing(PYTHON_PATHS)
+    session.run("ruff", "check", *paths)
+    session.run("ruff", "format", "--check", *paths)
+
+    markdown = _existing(MARKDOWN_SOURCES)
+    # Ruff formats Markdown code blocks in preview; fix with: ruff format --preview FILE.md
+    session.run("ruff", "format", "--preview", "--check", *markdown)
+    # Ruff lints Python only in .py files: copy every fence out, then lint them as code.
+    with tempfile.TemporaryDirectory(prefix="doc-fences-") as folder:
+        session.run("python", str(TOOLS / "doc_fences.py"), "extract", folder, *markdown)
+        if any(Path(folder).iterdir()):
+            session.run(
+                "ruff", "check", "--config", str(ROOT / "pyproject.toml"), "--ignore", "D,RUF100", folder
+            )
+
+    _npm_ci(session)
+    session.run(
+        "npx",
+        "--no-install",
+        "markdownlint-cli2",
+        "--config",
+        ".markdownlint.yaml",
+        *MARKDOWNLINT_GLOBS,
+        external=True,
+    )
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the site with ``mkdocs build --strict`` into site/."""
+    _build_site(session, ROOT / "site")
+
+
+@nox.session
+def doctest(session: nox.Session) -> None:
+    """Run every Python example of the Markdown docs and of the docstrings."""
+    session.install("-e", f"{PACKAGE}[cli,postgres]", *TEST_DEPS)
+    env = {"PYTHONPATH": str(TOOLS)}
+    plugin = ("-p", "markdown_docs_fixtures")
+    markdown_docs = ("--markdown-docs", "--markdown-docs-syntax=superfences")
+    session.run("pytest", *markdown_docs, *plugin, *_markdown_files(), *session.posargs, env=env)
+    session.run(
+        "pytest",
+        "--doctest-modules",
+        "--import-mode=importlib",
+        "-o",
+        "consider_namespace_packages=true",
+        *plugin,
+        f"{PACKAGE}/src",
+        env=env,
+    )
+    # Every fence above really ran (none hidden in an admonition, a tab or an indent),
+    # and the generated diagrams are current.
+    session.run("pytest", "tests/docs")
+
+
+@nox.session
+def browser(session: nox.Session) -> None:
+    """Build the site, serve it on 127.0.0.1 and check every page in headless Chromium."""
+    with tempfile.TemporaryDirectory(prefix="prismq-site-") as folder:
+        site_dir = Path(folder) / "site"
+        _build_site(session, site_dir)
+        session.run("node", str(TOOLS / "browser" / "check_site.mjs"), str(site_dir), external=True)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """The full benchmark run against the peer queues. Posargs go to benchmarks/run.py."""
+    session.install("-e", f"{PACKAGE}[cli]", "huey", "persist-queue", "litequeue")
+    session.run("python", "benchmarks/run.py", *session.posargs)
+
+
+@nox.session
+def bench_smoke(session: nox.Session) -> None:
+    """A seconds-long benchmark run that proves the harness works."""
+    session.install("-e", f"{PACKAGE}[cli]")
+    session.run("python", "benchmarks/run.py", "--smoke", *session.posargs)
+
+
+@nox.session
+def soak(session: nox.Session) -> None:
+    """The reliability tests at soak size (minutes; not part of the default run)."""
+    session.install("-e", f"{PACKAGE}[cli,postgres]", *TEST_DEPS)
+    session.run("pytest", "tests/reliability", *session.posargs, env={**_postgres_env(), "PRISMQ_SOAK": "1"})

@@ -1,0 +1,350 @@
+"""Hostile and bad input: fuzzing the public API and the CLI.
+
+Nothing may write partial data or raise anything but a QueueError subclass; accepted
+payloads round-trip exactly; SQL-looking strings are data, never SQL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import sqlite3
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+from reliability_support import sized
+
+from prismq.queue import (
+    PayloadError,
+    QueueClient,
+    QueueDatabase,
+    QueueError,
+    TaskSpec,
+    TaskTypeError,
+    ValidationError,
+)
+from prismq.queue.cli import main as cli_main
+from prismq.queue.validation import DEFAULT_MAX_PAYLOAD_BYTES
+
+INJECTIONS = [
+    "'; DROP TABLE tasks; --",
+    '"; DROP TABLE tasks; --',
+    "x' OR '1'='1",
+    "queued' OR 1=1 --",
+    "completed\"); DELETE FROM tasks; --",
+    "%s",
+    "%(task_type)s",
+    "{task_columns}",
+    ":now",
+    "?",
+    "Robert'); DROP TABLE tasks;--",
+    "\\",
+    "' UNION SELECT name FROM sqlite_master --",
+    "[1]",
+    "json_each('[1,2]')",
+]
+
+LONE_SURROGATES = ["\ud800", "a\udfffb", "\udc00x"]
+
+json_text = st.one_of(
+    st.text(max_size=30),
+    st.sampled_from(INJECTIONS + LONE_SURROGATES + ["", "\x00", "é", "😀", "\u202e", "\ufeff"]),
+)
+json_leaf = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**80), max_value=2**80),
+    st.floats(allow_nan=True, allow_infinity=True),
+    json_text,
+)
+json_values = st.recursive(
+    json_leaf,
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(json_text, inner, max_size=5),
+    max_leaves=25,
+)
+
+
+def nest(depth: int) -> Any:
+    value: Any = "bottom"
+    for level in range(depth):
+        value = [value] if level % 2 else {"k": value}
+    return value
+
+
+payloads = st.one_of(
+    json_values,
+    st.sampled_from([1, 2, 50, 400, 5_000, 10_000]).map(nest),
+    st.sampled_from(["x" * (DEFAULT_MAX_PAYLOAD_BYTES - 2), "x" * (DEFAULT_MAX_PAYLOAD_BYTES + 1)]),
+    st.sampled_from([{"s": "é" * (DEFAULT_MAX_PAYLOAD_BYTES // 2)}, {"tuple": (1, 2)}, {1: "int key"}]),
+    st.sampled_from([{1, 2}, b"bytes", object()]),
+)
+task_types = st.one_of(st.sampled_from([*INJECTIONS, *LONE_SURROGATES, "ok", " ", "a\nb", "t" * 201]), st.text(max_size=210))
+
+
+def expected_payload(payload: Any) -> tuple[bool, Any]:
+    """(accepted?, what comes back) by JSON's own rules, independently of the library."""
+    try:
+        text = json.dumps(payload, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+        size = len(text.encode("utf-8"))
+        decoded = json.loads(text)
+    except (ValueError, TypeError, RecursionError, UnicodeEncodeError):
+        return False, None
+    return size <= DEFAULT_MAX_PAYLOAD_BYTES, decoded
+
+
+class Fuzzed:
+    """One database for a fuzz test, with what the test believes is stored."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / "fuzz.db"
+        self.db = QueueDatabase(self.path)
+        self.db.initialize_schema()
+        self.client = QueueClient(self.db)
+        self.by_type: Counter[str] = Counter()
+        self.keys: dict[str, int] = {}
+
+    def check(self) -> None:
+        raw = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            tables = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            total = raw.execute("SELECT count(*) FROM tasks").fetchone()[0]
+        finally:
+            raw.close()
+        assert {"tasks", "workers"} <= tables, tables
+        assert total == sum(self.by_type.values())
+        assert sum(self.client.count_by_status().values()) == total
+
+
+@pytest.fixture(scope="module")
+def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fuzzed]:
+    state = Fuzzed(tmp_path_factory.mktemp("fuzz"))
+    yield state
+    assert state.db.integrity_check() == ["ok"]
+    state.db.close()
+
+
+FUZZ = settings(
+    max_examples=sized(150, 1500),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large],
+)
+
+
+@FUZZ
+@given(task_type=task_types, payload=payloads)
+def test_enqueue_any_payload_and_type(fuzzed: Fuzzed, task_type: Any, payload: Any) -> None:
+    accepted, decoded = expected_payload(payload)
+    try:
+        task_id = fuzzed.client.enqueue(task_type, payload)
+    except QueueError as exc:
+        assert isinstance(exc, ValidationError), exc
+        if isinstance(exc, PayloadError):
+            assert not accepted, f"a valid payload was refused: {exc}"
+        else:
+            assert isinstance(exc, TaskTypeError)
+    else:
+        assert accepted, "an invalid payload was stored"
+        task = fuzzed.client.get(task_id)
+        assert task.payload == decoded and task.task_type == task_type
+        assert json.dumps(task.payload, sort_keys=True) == json.dumps(decoded, sort_keys=True)
+        fuzzed.by_type[task_type] += 1
+    fuzzed.check()
+
+
+@FUZZ
+@given(specs=st.lists(st.tuples(task_types, json_values), min_size=1, max_size=8))
+def test_enqueue_many_is_all_or_nothing(fuzzed: Fuzzed, specs: list[tuple[Any, Any]]) -> None:
+    try:
+        ids = fuzzed.client.enqueue_many(TaskSpec(t, p) for t, p in specs)
+    except QueueError as exc:
+        assert isinstance(exc, ValidationError) and "task #" in str(exc)
+    else:
+        assert len(ids) == len(specs) == len(set(ids))
+        for task_id, (task_type, payload) in zip(ids, specs):
+            ok, decoded = expected_payload(payload)
+            assert ok
+            task = fuzzed.client.get(task_id)
+            assert (task.task_type, task.payload) == (task_type, decoded)
+            fuzzed.by_type[task_type] += 1
+    fuzzed.check()
+
+
+statuses = st.one_of(
+    st.sampled_from(["queued", "leased", "completed", "dead", "cancelled", "QUEUED", "queued "]),
+    st.sampled_from(INJECTIONS),
+    st.text(max_size=20),
+    st.lists(st.sampled_from(["queued", "completed", *INJECTIONS]), max_size=3),
+)
+
+
+@FUZZ
+@given(status=st.one_of(st.none(), statuses), task_type=st.one_of(st.none(), task_types, st.lists(task_types, max_size=3)))
+def test_list_filters_are_data_not_sql(fuzzed: Fuzzed, status: Any, task_type: Any) -> None:
+    assume(status is not None or task_type is not None)
+    if not fuzzed.by_type:
+        fuzzed.client.enqueue("'; DROP TABLE tasks; --", {"seed": True})
+        fuzzed.by_type["'; DROP TABLE tasks; --"] += 1
+    try:
+        tasks = fuzzed.client.list(status=status, task_type=task_type, limit=10_000)
+    except QueueError as exc:
+        assert isinstance(exc, ValidationError), exc
+    else:
+        wanted_types = None if task_type is None else ({task_type} if isinstance(task_type, str) else set(task_type))
+        wanted_status = None if status is None else ({status} if isinstance(status, str) else set(status))
+        for task in tasks:
+            assert wanted_types is None or task.task_type in wanted_types
+            assert wanted_status is None or task.status.value in wanted_status
+        if wanted_status is None and wanted_types is not None:
+            assert len(tasks) == sum(fuzzed.by_type[t] for t in wanted_types)
+    fuzzed.check()
+
+
+@FUZZ
+@given(key=st.one_of(st.sampled_from(INJECTIONS + LONE_SURROGATES), st.text(max_size=600)))
+def test_idempotency_keys_are_data(fuzzed: Fuzzed, key: str) -> None:
+    try:
+        first = fuzzed.client.enqueue("idem", {"k": 1}, idempotency_key=key)
+    except QueueError as exc:
+        assert isinstance(exc, ValidationError)
+    else:
+        if key in fuzzed.keys:
+            assert first == fuzzed.keys[key]
+        else:
+            fuzzed.keys[key] = first
+            fuzzed.by_type["idem"] += 1
+        assert fuzzed.client.enqueue("idem", {"k": 2}, idempotency_key=key) == first
+        assert fuzzed.client.get(first).idempotency_key == key
+    fuzzed.check()
+
+
+@FUZZ
+@given(
+    priority=st.one_of(st.integers(-(2**70), 2**70), st.floats(), st.booleans(), st.text(max_size=5)),
+    delay=st.one_of(st.none(), st.floats(), st.integers(-5, 10**12), st.text(max_size=5)),
+    max_attempts=st.one_of(st.none(), st.integers(-5, 2000), st.floats(), st.booleans()),
+)
+def test_numeric_arguments(fuzzed: Fuzzed, priority: Any, delay: Any, max_attempts: Any) -> None:
+    try:
+        task_id = fuzzed.client.enqueue("numbers", None, priority=priority, delay=delay, max_attempts=max_attempts)
+    except QueueError as exc:
+        assert isinstance(exc, ValidationError), exc
+    else:
+        fuzzed.by_type["numbers"] += 1
+        task = fuzzed.client.get(task_id)
+        assert task.priority == priority and 0 <= task.priority <= 1000
+        assert math.isfinite(task.run_after.timestamp())
+    fuzzed.check()
+
+
+# -- the CLI ------------------------------------------------------------------------
+
+COMMANDS = ["init", "enqueue", "stats", "list", "show", "retry", "cancel", "prune", "backup", "restore", "doctor"]
+OPTIONS = [
+    "--json", "--priority", "--delay", "--max-attempts", "--idempotency-key", "--status", "--type",
+    "--limit", "--offset", "--oldest-first", "--older-than", "--stale-after", "--yes", "--version",
+    "--debug", "--bogus", "-", "--", "-x",
+]  # fmt: skip
+WORDS = [
+    "1", "0", "-1", "999999999999999999999", "1.5", "nan", "inf", "30s", "7d", "2w", "-5m", "1e9",
+    "{}", "[]", '{"a": 1}', "{bad json", "NaN", '{"x": Infinity}', "null", '"str"',
+    "queued", "completed", "dead", "email", "x" * 300, "backup-out.db", "../escape.db", "sub/",
+    *INJECTIONS[:6], "\ud800", "é", "a\nb", "",
+]  # fmt: skip
+argv_token = st.one_of(st.sampled_from(COMMANDS), st.sampled_from(OPTIONS), st.sampled_from(WORDS), st.text(max_size=12))
+
+
+def run_cli(argv: list[str], stdin: str = "") -> tuple[int, str, str]:
+    from prismq.queue.cli import output
+
+    out, err = io.StringIO(), io.StringIO()
+    saved = output.console.file, output.error_console.file, sys.stdin
+    output.console.file, output.error_console.file, sys.stdin = out, err, io.StringIO(stdin)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = cli_main(argv)
+            except SystemExit as exc:  # argparse's --help
+                code = exc.code if isinstance(exc.code, int) else 2
+    finally:
+        output.console.file, output.error_console.file, sys.stdin = saved
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def cli_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("cli") / "a" / "b"
+    folder.mkdir(parents=True)
+    (folder / "sub").mkdir()
+    return folder
+
+
+@settings(
+    max_examples=sized(300, 3000),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(command=st.sampled_from(COMMANDS), rest=st.lists(argv_token, max_size=6), stdin=json_text)
+def test_cli_exit_codes_and_one_line_errors(
+    cli_folder: Path, monkeypatch: pytest.MonkeyPatch, command: str, rest: list[str], stdin: str
+) -> None:
+    monkeypatch.chdir(cli_folder)
+    db = cli_folder / "cli.db"
+    argv = ["--db", str(db), command, *rest]
+    code, out, err = run_cli(argv, stdin)
+    assert code in (0, 1, 2), (argv, code, err)
+    assert "Traceback" not in err or "--debug" in rest, (argv, err)
+    if code == 2 and "--debug" not in rest:
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("error:"), (argv, err)
+    if code == 1 and "--debug" not in rest and command != "doctor":
+        assert err.startswith("error:"), (argv, err)
+    # Nothing the CLI did left the database damaged.
+    if db.exists():
+        with QueueDatabase(db) as check:
+            assert check.integrity_check() == ["ok"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "code"),
+    [
+        (["enqueue", "email", "{bad json"], 2),
+        (["enqueue", "email", '{"x": NaN}'], 2),
+        (["enqueue", "'; DROP TABLE tasks; --", '{"a": 1}'], 0),
+        (["enqueue", "a\nb"], 2),
+        (["enqueue", "email", "--priority", "5000"], 2),
+        (["enqueue", "email", "--delay", "-5m"], 2),
+        (["list", "--status", "queued' OR 1=1 --"], 2),
+        (["list", "--type", "'; DROP TABLE tasks; --", "--json"], 0),
+        (["show", "999999"], 1),
+        (["show", "abc"], 2),
+        (["prune", "--older-than", "banana"], 2),
+        (["restore", "missing.db"], 2),
+        (["restore", "missing.db", "--yes"], 1),
+        (["frobnicate"], 2),
+        ([], 2),
+    ],
+)
+def test_cli_known_bad_inputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, argv: list[str], code: int) -> None:
+    monkeypatch.chdir(tmp_path)
+    with QueueDatabase(tmp_path / "q.db") as db:
+        db.initialize_schema()
+    got, out, err = run_cli(["--db", str(tmp_path / "q.db"), *argv])
+    assert got == code, (argv, out, err)
+    if code == 2:
+        assert len(err.strip().splitlines()) == 1 and err.startswith("error:")
+    if code == 1:
+        assert err.startswith("error:") and "Traceback" not in err
+    if code == 0 and argv[0] == "list":
+        assert json.loads(out) == []
+    with QueueDatabase(tmp_path / "q.db") as db:
+        assert db.integrity_check() == ["ok"]
+        counts = QueueClient(db).count_by_status()
+        assert sum(counts.values()) == (1 if argv[:2] == ["enqueue", "'; DROP TABLE tasks; --"] else 0)

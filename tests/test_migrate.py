@@ -1,0 +1,150 @@
+"""prismq.queue.migrate: copying a queue between databases, on both backends.
+
+The ``make_db`` database (SQLite or PostgreSQL, per case) is the target of a copy from an
+SQLite file, and the source of a copy back into another SQLite file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import FakeClock
+
+from prismq.queue import QueueClient, QueueDatabase, QueueWorker, TaskStatus
+from prismq.queue.errors import ConfigError
+from prismq.queue.migrate import MigrationError, migrate
+
+
+def fill(database: QueueDatabase, clock: FakeClock) -> dict[str, int]:
+    """One task in every state a queue can hold; returns their ids by name."""
+    client = QueueClient(database)
+    ids = {
+        "ready": client.enqueue("mail", {"to": "a@example.com", "n": 1.5}, priority=5),
+        "delayed": client.enqueue("mail", {"later": True}, delay=3600),
+        "keyed": client.enqueue("report", {"k": 1}, idempotency_key="report-1"),
+        "running": client.enqueue("video", {"id": 7}),
+        "stopping": client.enqueue("video", {"id": 8}),
+        "done": client.enqueue("video", {"id": 9}),
+        "dead": client.enqueue("video", {"id": 10}, max_attempts=1),
+        "cancelled": client.enqueue("mail", {}),
+    }
+    client.cancel(ids["cancelled"])
+    worker = QueueWorker(database, worker_id="old-worker", task_types=["video"])
+    held = {t.id: t for t in worker.claim_batch(4)}
+    assert set(held) == {ids["running"], ids["stopping"], ids["done"], ids["dead"]}
+    worker.update_progress(ids["running"], 40, "halfway")
+    worker.complete_task(ids["done"], {"frames": [1, 2, 3], "ok": True})
+    worker.fail_task(ids["dead"], "broken input")
+    client.cancel(ids["stopping"])  # running: cancellation requested
+    clock.advance(5)
+    return ids
+
+
+@pytest.fixture
+def sqlite_source(tmp_path: Path, clock: FakeClock) -> QueueDatabase:
+    database = QueueDatabase(tmp_path / "source.db", clock=clock)
+    database.initialize_schema()
+    yield database
+    database.close()
+
+
+def test_copy_keeps_ids_states_and_results(
+    sqlite_source: QueueDatabase, make_db: Callable[..., QueueDatabase], clock: FakeClock
+) -> None:
+    ids = fill(sqlite_source, clock)
+    target = make_db(clock=clock)
+    seen: list[tuple[int, int]] = []
+    report = migrate(
+        sqlite_source, target, batch_size=3, progress=lambda done, total: seen.append((done, total))
+    )
+    assert report.verified
+    assert report.tasks_copied == 8
+    assert report.leases_requeued == 2
+    assert seen == [(3, 8), (6, 8), (8, 8)]
+    assert report.by_status == {"queued": 4, "completed": 1, "dead": 1, "cancelled": 2}
+    assert report.target == target.location
+    assert "verified" in report.summary()
+
+    source_tasks = {t.id: t for t in QueueClient(sqlite_source).list(limit=100)}
+    copied = {t.id: t for t in QueueClient(target).list(limit=100)}
+    assert set(copied) == set(ids.values())
+    for name in ("ready", "delayed", "keyed", "done", "dead", "cancelled"):
+        assert copied[ids[name]] == source_tasks[ids[name]], name
+    assert copied[ids["done"]].result == {"frames": [1, 2, 3], "ok": True}
+    running = copied[ids["running"]]
+    assert running.status is TaskStatus.QUEUED
+    assert running.attempts == 0
+    assert (running.locked_by, running.lease_token, running.lease_until) == (None, None, None)
+    stopping = copied[ids["stopping"]]
+    assert stopping.status is TaskStatus.CANCELLED
+    assert stopping.finished_at is not None
+    # The copy is a working queue: ids continue, keys still deduplicate, work is claimable.
+    client = QueueClient(target)
+    assert client.enqueue("mail", {}) > max(ids.values())
+    assert client.enqueue("report", {"k": 1}, idempotency_key="report-1") == ids["keyed"]
+    claimed = QueueWorker(target, worker_id="new-worker", strategy="priority").claim_next_task()
+    assert claimed is not None
+    assert claimed.id == ids["ready"]
+
+
+def test_running_again_is_idempotent_and_catches_up(
+    sqlite_source: QueueDatabase, make_db: Callable[..., QueueDatabase], clock: FakeClock
+) -> None:
+    ids = fill(sqlite_source, clock)
+    target = make_db(clock=clock)
+    first = migrate(sqlite_source, target)
+    again = migrate(sqlite_source, target)
+    assert again.checksum == first.checksum
+    assert QueueClient(target).count_by_status() == QueueClient(sqlite_source).count_by_status() | {
+        "leased": 0,
+        "queued": 4,
+        "cancelled": 2,
+    }
+    worker = QueueWorker(sqlite_source, worker_id="late", task_types=["mail"])
+    task = worker.claim_next_task()
+    assert task is not None
+    worker.complete_task(task, "sent")
+    third = migrate(sqlite_source, target)
+    assert third.checksum != first.checksum
+    assert QueueClient(target).get(task.id).result == "sent"
+    assert QueueClient(target).get(ids["ready"]).status is TaskStatus.COMPLETED
+
+
+def test_copy_back_to_sqlite(make_db: Callable[..., QueueDatabase], clock: FakeClock, tmp_path: Path) -> None:
+    source = make_db(clock=clock)
+    fill(source, clock)
+    with QueueDatabase(tmp_path / "back.db", clock=clock) as back:
+        report = migrate(source, back, batch_size=2)
+        assert report.verified
+        assert report.tasks_copied == 8
+        originals = {t.id: t for t in QueueClient(source).list(limit=100)}
+        for task in QueueClient(back).list(limit=100):
+            if originals[task.id].status is not TaskStatus.LEASED:
+                assert task == originals[task.id]
+        assert back.integrity_check() == ["ok"]
+
+
+def test_conflicting_idempotency_key_in_target_is_reported(
+    sqlite_source: QueueDatabase, make_db: Callable[..., QueueDatabase], clock: FakeClock
+) -> None:
+    QueueClient(sqlite_source).enqueue("a", {})
+    QueueClient(sqlite_source).enqueue("b", {}, idempotency_key="shared")
+    target = make_db(clock=clock)
+    client = QueueClient(target)
+    client.enqueue_many([{"task_type": "x"}, {"task_type": "y"}])
+    assert client.enqueue("other", {}, idempotency_key="shared") == 3
+    with pytest.raises(MigrationError, match=r"copying tasks 1\.\.2"):
+        migrate(sqlite_source, target)
+
+
+def test_same_database_and_bad_batch_size_are_refused(
+    make_db: Callable[..., QueueDatabase], sqlite_source: QueueDatabase
+) -> None:
+    database = make_db()
+    with pytest.raises(MigrationError, match="same database"):
+        migrate(database, make_db())
+    for bad in (0, -1, 100_001, 2.5, True):
+        with pytest.raises(ConfigError):
+            migrate(sqlite_source, database, batch_size=bad)  # type: ignore[arg-type]
