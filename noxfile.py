@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 
 import nox
+from nox.command import CommandFailed
 
 nox.needs_version = ">=2025.2.9"
 nox.options.default_venv_backend = "uv|virtualenv"
@@ -31,6 +32,7 @@ TOOLS = ROOT / "_meta" / "tools"
 MERMAID_SOURCE = ROOT / "node_modules" / "mermaid" / "dist" / "mermaid.min.js"
 MERMAID_TARGET = ROOT / "_meta" / "docs" / "assets" / "javascripts" / "mermaid.min.js"
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
+TEST_TIMEOUT = 300
 
 RUFF = "ruff==0.17.6"
 TEST_DEPS = ["pytest>=8.1", "hypothesis>=6", "pytest-timeout>=2.3", "pytest-markdown-docs==0.9.2"]
@@ -47,6 +49,14 @@ MARKDOWN_SOURCES = ["README.md", "CONTRIBUTING.md", "_meta/docs"]
 MARKDOWNLINT_GLOBS = ["_meta/docs/**/*.md", "README.md", "CONTRIBUTING.md", "#node_modules"]
 # Hosts that must never appear in the built HTML: the site is served with no network.
 CDN_PATTERN = re.compile(r"unpkg\.com|jsdelivr\.net|googleapis\.com|gstatic\.com|cdnjs\.|//cdn\.", re.I)
+
+
+def _package(*extras: str) -> str:
+    """The editable install spec of the library with these extras, plus ``test`` when defined."""
+    text = (ROOT / PACKAGE / "pyproject.toml").read_text(encoding="utf-8")
+    if re.search(r"^test\s*=", text, re.MULTILINE):
+        extras = (*extras, "test")
+    return f"{PACKAGE}[{','.join(extras)}]"
 
 
 def _postgres_env() -> dict[str, str]:
@@ -123,32 +133,47 @@ def _build_site(session: nox.Session, site_dir: Path) -> None:
 @nox.session
 def tests(session: nox.Session) -> None:
     """The test suite (SQLite and PostgreSQL). Posargs go to pytest."""
-    session.install("-e", f"{PACKAGE}[cli,postgres]", *TEST_DEPS)
+    session.install("-e", _package("cli", "postgres"), *TEST_DEPS)
+    # A hung test fails after TEST_TIMEOUT seconds instead of eating the CI budget.
+    timeout = (
+        [] if any(arg.startswith("--timeout") for arg in session.posargs) else [f"--timeout={TEST_TIMEOUT}"]
+    )
     # Exit code 5 (no test collected) fails the session like any other non-zero code.
-    session.run("pytest", "tests", *session.posargs, env=_postgres_env())
+    session.run("pytest", "tests", *timeout, *session.posargs, env=_postgres_env())
 
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """Ruff over the code and the docs' Python examples; markdownlint over the Markdown."""
-    session.install(RUFF)
-    paths = _existing(PYTHON_PATHS)
-    session.run("ruff", "check", *paths)
-    session.run("ruff", "format", "--check", *paths)
+    """Ruff over the code and the docs' Python examples; markdownlint over the Markdown.
 
+    Every check runs even when an earlier one fails, so one run reports everything.
+    """
+    session.install(RUFF)
+    _npm_ci(session)
+    failed: list[str] = []
+
+    def check(name: str, *args: str, external: bool = False) -> None:
+        try:
+            session.run(*args, external=external)
+        except CommandFailed:
+            failed.append(name)
+
+    paths = _existing(PYTHON_PATHS)
+    check("ruff check", "ruff", "check", *paths)
+    check("ruff format", "ruff", "format", "--check", *paths)
     markdown = _existing(MARKDOWN_SOURCES)
     # Ruff formats Markdown code blocks in preview; fix with: ruff format --preview FILE.md
-    session.run("ruff", "format", "--preview", "--check", *markdown)
+    check("ruff format (Markdown)", "ruff", "format", "--preview", "--check", *markdown)
     # Ruff lints Python only in .py files: copy every fence out, then lint them as code.
     with tempfile.TemporaryDirectory(prefix="doc-fences-") as folder:
         session.run("python", str(TOOLS / "doc_fences.py"), "extract", folder, *markdown)
         if any(Path(folder).iterdir()):
-            session.run(
-                "ruff", "check", "--config", str(ROOT / "pyproject.toml"), "--ignore", "D,RUF100", folder
+            config = str(ROOT / "pyproject.toml")
+            check(
+                "ruff check (Markdown)", "ruff", "check", "--config", config, "--ignore", "D,RUF100", folder
             )
-
-    _npm_ci(session)
-    session.run(
+    check(
+        "markdownlint",
         "npx",
         "--no-install",
         "markdownlint-cli2",
@@ -157,6 +182,8 @@ def lint(session: nox.Session) -> None:
         *MARKDOWNLINT_GLOBS,
         external=True,
     )
+    if failed:
+        session.error("failed: " + ", ".join(failed))
 
 
 @nox.session
@@ -168,7 +195,7 @@ def docs(session: nox.Session) -> None:
 @nox.session
 def doctest(session: nox.Session) -> None:
     """Run every Python example of the Markdown docs and of the docstrings."""
-    session.install("-e", f"{PACKAGE}[cli,postgres]", *TEST_DEPS)
+    session.install("-e", _package("cli", "postgres"), *TEST_DEPS)
     env = {"PYTHONPATH": str(TOOLS)}
     plugin = ("-p", "markdown_docs_fixtures")
     markdown_docs = ("--markdown-docs", "--markdown-docs-syntax=superfences")
@@ -194,7 +221,16 @@ def browser(session: nox.Session) -> None:
     with tempfile.TemporaryDirectory(prefix="prismq-site-") as folder:
         site_dir = Path(folder) / "site"
         _build_site(session, site_dir)
-        session.run("node", str(TOOLS / "browser" / "check_site.mjs"), str(site_dir), external=True)
+        requests_log = Path(session.create_tmp()) / "browser-requests.txt"
+        session.run(
+            "node",
+            str(TOOLS / "browser" / "check_site.mjs"),
+            str(site_dir),
+            "--requests",
+            str(requests_log),
+            external=True,
+        )
+        session.log(f"every request URL the browser made: {requests_log}")
 
 
 @nox.session
@@ -214,5 +250,5 @@ def bench_smoke(session: nox.Session) -> None:
 @nox.session
 def soak(session: nox.Session) -> None:
     """The reliability tests at soak size (minutes; not part of the default run)."""
-    session.install("-e", f"{PACKAGE}[cli,postgres]", *TEST_DEPS)
+    session.install("-e", _package("cli", "postgres"), *TEST_DEPS)
     session.run("pytest", "tests/reliability", *session.posargs, env={**_postgres_env(), "PRISMQ_SOAK": "1"})

@@ -34,16 +34,17 @@ def _value(row: dict[str, Any]) -> str:
     value = row.get("value")
     if value is None:
         return "–"
+    unit = row["unit"]
     target = row.get("target") or ""
-    if "%" in target:
+    if row.get("baseline") is None:  # an absolute number, held to an absolute target
+        return f"{_num(value, unit)} {unit}"
+    if "tasks/s" in target:
+        return f"{value:,.0f} tasks/s"
+    if "%" in target or (not target and unit == "tasks/s"):
         return f"{value:.0%} of baseline"
     if "×" in target:
         return f"{value:.2f}×"
-    if "tasks/s" in target:
-        return f"{value:,.0f} tasks/s"
-    if row.get("baseline") is not None:
-        return f"{value:.0%} of baseline" if row["unit"] == "tasks/s" else f"{value:.2f}× baseline"
-    return _num(value, row["unit"])
+    return f"{value:.2f}× baseline"
 
 
 def _verdict(row: dict[str, Any]) -> str:
@@ -93,9 +94,9 @@ def _backlog_table(scenario: dict[str, Any]) -> list[str]:
 
 def _cpu_table(rows: list[dict[str, Any]]) -> list[str]:
     lines = [
-        "CPU time per task, all worker processes together (less sensitive to machine load than rates):",
+        "CPU time per task (all worker processes together; less sensitive to machine load than rates):",
         "",
-        "| Drain | PrismQ Queue | Raw queue | Ratio |",
+        "| Measurement | PrismQ Queue | Baseline | Ratio |",
         "| --- | ---: | ---: | ---: |",
     ]
     for row in rows:
@@ -103,7 +104,7 @@ def _cpu_table(rows: list[dict[str, Any]]) -> list[str]:
         if p is None or r is None:
             continue
         lines.append(f"| {row['label']} | {p:,.1f} µs | {r:,.1f} µs | {p / r:.2f}× |")
-    return lines
+    return lines if len(lines) > 4 else []
 
 
 def _checks(results: dict[str, Any]) -> list[str]:
@@ -167,7 +168,7 @@ def render(results: dict[str, Any]) -> str:
                 "follows pages per task: each index a row enters or leaves costs one more page.",
                 "",
             ]
-        if name == "drain":
+        if name in ("enqueue", "drain"):
             lines += _cpu_table(scenario["rows"])
             lines.append("")
     checks = _checks(results)

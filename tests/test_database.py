@@ -225,6 +225,20 @@ def test_timestamps_are_stored_as_real(db_path: Path) -> None:
         raw.close()
 
 
+def test_whole_second_clock_values_are_still_stored_as_real(db_path: Path) -> None:
+    with QueueDatabase(db_path, clock=lambda: 1_800_000_000) as database:  # an int clock
+        database.initialize_schema()
+        QueueClient(database).enqueue("job", run_after=1_900_000_000)
+    raw = sqlite3.connect(db_path)
+    try:
+        row = raw.execute(
+            "SELECT typeof(created_at), typeof(run_after), typeof(updated_at) FROM tasks"
+        ).fetchone()
+        assert row == ("real", "real", "real")
+    finally:
+        raw.close()
+
+
 def test_non_sqlite_file_is_refused_and_untouched(db_path: Path) -> None:
     content = b"this is a plain text file, not a database\n" * 100
     db_path.write_bytes(content)

@@ -224,7 +224,12 @@ def test_restore_replaces_content_with_wal_files_present(
         assert QueueClient(other).get(new_id).task_type == "after-restore"
     finally:
         other.close()
-    # And what a fresh process would read from disk.
+    # And what a fresh process would read from disk: the restored rows, still in WAL mode.
+    raw = sqlite3.connect(db_path)
+    try:
+        assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        raw.close()
     assert [row[1] for row in rows_in(db_path)].count("saved") == 50
     assert "later" not in {row[1] for row in rows_in(db_path)}
 

@@ -6,15 +6,18 @@ SQLite file, and the source of a copy back into another SQLite file.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
-from conftest import FakeClock
 
 from prismq.queue import QueueClient, QueueDatabase, QueueWorker, TaskStatus
 from prismq.queue.errors import ConfigError
 from prismq.queue.migrate import MigrationError, migrate
+
+if TYPE_CHECKING:
+    from conftest import FakeClock
 
 
 def fill(database: QueueDatabase, clock: FakeClock) -> dict[str, int]:
@@ -43,7 +46,7 @@ def fill(database: QueueDatabase, clock: FakeClock) -> dict[str, int]:
 
 
 @pytest.fixture
-def sqlite_source(tmp_path: Path, clock: FakeClock) -> QueueDatabase:
+def sqlite_source(tmp_path: Path, clock: FakeClock) -> Iterator[QueueDatabase]:
     database = QueueDatabase(tmp_path / "source.db", clock=clock)
     database.initialize_schema()
     yield database

@@ -204,7 +204,7 @@ def test_idempotency_key_is_atomic_across_connections(pg: tuple[str, str]) -> No
 # -- LISTEN / NOTIFY ---------------------------------------------------------------------
 def test_notify_wakes_a_waiter_from_another_process(pg: tuple[str, str], pgdb: QueueDatabase) -> None:
     backend = pgdb.backend
-    assert backend.wait_for_change(0) is False  # type: ignore[attr-defined]  # starts listening
+    assert backend.wait_for_change(0) is True  # type: ignore[attr-defined]  # starts listening: look again
     child = SPAWN.Process(target=enqueue_later, args=(*pg, 0.5))
     started = time.monotonic()
     child.start()
@@ -214,11 +214,14 @@ def test_notify_wakes_a_waiter_from_another_process(pg: tuple[str, str], pgdb: Q
     finally:
         child.join(timeout=30)
     assert QueueClient(pgdb).count_by_status()["queued"] == 1
+    assert backend.wait_for_change(0) is False  # type: ignore[attr-defined]  # nothing new since
+    backend.stop_listening()  # type: ignore[attr-defined]
+    assert backend.wait_for_change(0) is True  # type: ignore[attr-defined]  # listening again: look
 
 
 def test_wait_for_change_times_out_and_ignores_other_schemas(pgdb: QueueDatabase, postgres_url: str) -> None:
     backend = pgdb.backend
-    assert backend.wait_for_change(0) is False  # type: ignore[attr-defined]
+    assert backend.wait_for_change(0) is True  # type: ignore[attr-defined]  # starts listening
     other_schema = f"{backend.schema}_other"  # type: ignore[attr-defined]
     try:
         with open_db(postgres_url, other_schema) as other:
@@ -228,16 +231,15 @@ def test_wait_for_change_times_out_and_ignores_other_schemas(pgdb: QueueDatabase
         assert backend.wait_for_change(0.3) is False  # type: ignore[attr-defined]
         assert time.monotonic() - started >= 0.25
     finally:
-        from conftest import drop_postgres_schema
-
-        drop_postgres_schema(postgres_url, other_schema)
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {other_schema} CASCADE")
 
 
 def test_notify_only_when_work_becomes_queued(pgdb: QueueDatabase) -> None:
     backend = pgdb.backend
     client = QueueClient(pgdb)
     task_id = client.enqueue("job", {})
-    assert backend.wait_for_change(0) is False  # type: ignore[attr-defined]
+    assert backend.wait_for_change(0) is True  # type: ignore[attr-defined]  # starts listening
     worker = QueueWorker(pgdb, worker_id="w", register=False)
     task = worker.claim_next_task()
     assert task is not None

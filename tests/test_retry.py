@@ -6,6 +6,8 @@ import random
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from prismq.queue import (
     QueueClient,
@@ -241,3 +243,46 @@ def test_retry_without_reset_allows_exactly_one_more_attempt(clocked_db: QueueDa
     assert claimed is not None
     assert claimed.attempts == 3
     assert worker.fail_task(claimed, "last").status is TaskStatus.DEAD
+
+
+# -- properties ----------------------------------------------------------------------------
+
+finite = {"allow_nan": False, "allow_infinity": False}
+
+
+@given(
+    base=st.floats(min_value=0, max_value=1e6, **finite),
+    multiplier=st.floats(min_value=1, max_value=100, **finite),
+    max_delay=st.floats(min_value=0, max_value=1e6, **finite),
+    failed=st.integers(min_value=0, max_value=2000),
+)
+def test_delay_without_jitter_is_the_capped_exponential(
+    base: float, multiplier: float, max_delay: float, failed: int
+) -> None:
+    policy = RetryPolicy(
+        max_attempts=5, base_delay=base, multiplier=multiplier, max_delay=max_delay, jitter=0
+    )
+    delay = policy.delay_for(failed)
+    try:
+        nominal = min(base * multiplier ** max(failed - 1, 0), max_delay)
+    except OverflowError:
+        nominal = max_delay
+    assert delay == pytest.approx(nominal)
+    assert 0 <= delay <= max_delay
+
+
+@given(
+    base=st.floats(min_value=0, max_value=1e6, **finite),
+    max_delay=st.floats(min_value=0, max_value=1e6, **finite),
+    jitter=st.floats(min_value=0, max_value=1, **finite),
+    failed=st.integers(min_value=1, max_value=50),
+    seed=st.integers(min_value=0, max_value=2**32),
+)
+def test_delay_with_jitter_stays_in_bounds(
+    base: float, max_delay: float, jitter: float, failed: int, seed: int
+) -> None:
+    policy = RetryPolicy(base_delay=base, max_delay=max_delay, jitter=jitter)
+    nominal = min(base * 2.0 ** (failed - 1), max_delay)
+    delay = policy.delay_for(failed, random.Random(seed))
+    assert 0 <= delay <= max_delay
+    assert nominal * (1 - jitter) - 1e-6 <= delay <= nominal * (1 + jitter) + 1e-6

@@ -7,6 +7,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from prismq.queue import (
     PayloadError,
@@ -216,3 +218,33 @@ def test_validate_task_id_accepts_a_task_and_refuses_others(client: QueueClient)
             validate_task_id(bad)
     with pytest.raises(ValidationError):
         client.get("1")  # type: ignore[arg-type]
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(alphabet=st.characters(exclude_categories=("Cs",))),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(
+            st.text(alphabet=st.characters(exclude_categories=("Cs",)), max_size=8), children, max_size=4
+        )
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(payload=json_values)
+def test_any_json_payload_round_trips(client: QueueClient, payload: Any) -> None:
+    assert client.get(client.enqueue("prop", payload)).payload == payload
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(priority=st.one_of(st.integers(max_value=-1), st.integers(min_value=1001), st.booleans(), st.floats()))
+def test_any_out_of_range_priority_is_refused(client: QueueClient, priority: Any) -> None:
+    with pytest.raises(PriorityError):
+        client.enqueue("prop", priority=priority)
+    assert total_rows(client) == 0

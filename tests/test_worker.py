@@ -426,6 +426,23 @@ def test_release_task_does_not_count_the_attempt(
     assert qc.get(task_id).status is TaskStatus.LEASED
 
 
+@pytest.mark.parametrize("delay", [-1, float("nan"), float("inf"), "soon"])
+def test_release_with_bad_delay_changes_nothing_and_keeps_the_lease(
+    clocked_db: QueueDatabase, qc: QueueClient, delay: Any
+) -> None:
+    task_id = qc.enqueue("job")
+    worker = QueueWorker(clocked_db, "w")
+    task = worker.claim_next_task()
+    assert task is not None
+    with pytest.raises(ScheduleError):
+        worker.release_task(task, delay=delay)
+    assert qc.get(task_id) == task
+    # Still held: the worker can carry on with its lease.
+    assert task_id in worker.held_tasks
+    worker.complete_task(task, "finished after all")
+    assert qc.get_result(task_id) == "finished after all"
+
+
 def test_acknowledge_cancel(clocked_db: QueueDatabase, qc: QueueClient) -> None:
     task_id = qc.enqueue("job")
     worker = QueueWorker(clocked_db, "w")

@@ -17,7 +17,7 @@ from typing import Any
 from common import Settings, median, payload, ratio, scratch_dir, target_row
 from raw_queue import RawQueue
 
-from prismq.queue import QueueClient, QueueDatabase, TaskSpec
+from prismq.queue import QueueClient, QueueDatabase, RetryPolicy, TaskSpec
 from prismq.queue.backends.sqlite.backend import Q
 
 NAME = "enqueue"
@@ -27,53 +27,54 @@ SINGLE_TARGET = 0.70
 MANY_TARGET = 200_000.0
 
 
-def _prismq_single(folder: Path, n: int, settings: Settings) -> float:
+def _prismq_single(folder: Path, n: int, settings: Settings) -> tuple[float, float]:
     with QueueDatabase(folder / "prismq.db", pragmas=settings.pragmas) as db:
         db.initialize_schema()
         client = QueueClient(db)
         client.enqueue("warmup", payload(-1))
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         for i in range(n):
             client.enqueue("noop", payload(i))
-        elapsed = time.perf_counter() - start
-    return n / elapsed
+        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+    return n / elapsed, cpu / n * 1e6
 
 
-def _raw_single(folder: Path, n: int, settings: Settings) -> float:
+def _raw_single(folder: Path, n: int, settings: Settings) -> tuple[float, float]:
     raw = RawQueue(folder / "raw.db", settings.pragmas)
     try:
         raw.create_schema()
         raw.enqueue("warmup", payload(-1))
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         for i in range(n):
             raw.enqueue("noop", payload(i))
-        elapsed = time.perf_counter() - start
+        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     finally:
         raw.close()
-    return n / elapsed
+    return n / elapsed, cpu / n * 1e6
 
 
-def _raw_on_prismq_schema(folder: Path, n: int, settings: Settings) -> float:
+def _raw_on_prismq_schema(folder: Path, n: int, settings: Settings) -> tuple[float, float]:
     """The raw loop, inserting into a PrismQ Queue file with PrismQ's insert statement."""
     import json
 
     with QueueDatabase(folder / "schema.db", pragmas=settings.pragmas) as db:
         db.initialize_schema()
     raw = RawQueue(folder / "schema.db", settings.pragmas)
-    policy = '{"max_attempts":3,"base_delay":1.0,"max_delay":300.0,"multiplier":2.0,"jitter":0.1}'
+    policy = json.dumps(RetryPolicy().to_dict(), separators=(",", ":"))
     sql = Q["insert_task"]
     conn = raw.conn
     try:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         for i in range(n):
             now = time.time()
             conn.execute("BEGIN IMMEDIATE")
-            conn.execute(sql, ("noop", json.dumps(payload(i)), 100, now, 3, policy, None, now, now))
+            text = json.dumps(payload(i), separators=(",", ":"))
+            conn.execute(sql, ("noop", text, 100, now, 3, policy, None, now, now))
             conn.execute("COMMIT")
-        elapsed = time.perf_counter() - start
+        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     finally:
         raw.close()
-    return n / elapsed
+    return n / elapsed, cpu / n * 1e6
 
 
 def _prismq_many(folder: Path, n: int, batch: int, settings: Settings) -> tuple[float, list[int]]:
@@ -110,13 +111,16 @@ def run(settings: Settings) -> dict[str, Any]:
     n = settings.enqueue_tasks
     sides = {"prismq": _prismq_single, "raw": _raw_single, "raw_on_prismq_schema": _raw_on_prismq_schema}
     single: dict[str, list[float]] = {k: [] for k in sides}
+    cpu: dict[str, list[float]] = {k: [] for k in sides}
     for rep in range(settings.repeat):
         order = list(sides)
         if rep % 2:
             order.reverse()
         for side in order:
             with scratch_dir() as folder:
-                single[side].append(sides[side](folder, n, settings))
+                rate, cpu_us = sides[side](folder, n, settings)
+            single[side].append(rate)
+            cpu[side].append(cpu_us)
 
     m, batch = settings.enqueue_many_tasks, settings.enqueue_many_batch
     many: dict[str, list[float]] = {"prismq": [], "raw": []}
@@ -143,6 +147,8 @@ def run(settings: Settings) -> dict[str, Any]:
             value=ratio(p, r),
             target=f"≥ {SINGLE_TARGET:.0%} of raw",
             met=ratio(p, r) >= SINGLE_TARGET,
+            cpu_us_per_task=median(cpu["prismq"]),
+            baseline_cpu_us_per_task=median(cpu["raw"]),
         ),
         target_row(
             "enqueue(), vs the raw INSERT on PrismQ's own schema",
@@ -151,6 +157,8 @@ def run(settings: Settings) -> dict[str, Any]:
             baseline=s,
             baseline_name="raw sqlite3 INSERT into PrismQ's table (same indexes)",
             value=ratio(p, s),
+            cpu_us_per_task=median(cpu["prismq"]),
+            baseline_cpu_us_per_task=median(cpu["raw_on_prismq_schema"]),
         ),
         target_row(
             f"enqueue_many(), batches of {batch:,}",
@@ -172,6 +180,6 @@ def run(settings: Settings) -> dict[str, Any]:
                 "ok": ids_ok,
             }
         ],
-        "samples": {"single": single, "many": many},
+        "samples": {"single": single, "single_cpu_us_per_task": cpu, "many": many},
         "params": {"tasks_single": n, "tasks_many": m, "batch": batch, "repeat": settings.repeat},
     }

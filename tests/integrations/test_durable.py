@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from prismq.queue import ConfigError, QueueClient, QueueWorker, TaskStatus
+from prismq.queue import ConfigError, QueueClient, QueueDatabase, QueueWorker, TaskStatus
 from prismq.queue.backends.sqlite import SCHEMA_VERSION
 from prismq.queue.integrations import BackgroundTaskManager, Run, RunRegistry, RunStatus
 
@@ -264,3 +264,12 @@ def test_registry_with_runs_in_memory_refuses_a_queue(durable: Mode) -> None:
     registry.add_run(Run(run_id="mem", module_id="m"))
     with pytest.raises(ConfigError, match="attach the queue"):
         BackgroundTaskManager(registry, queue=durable.database())
+
+
+def test_runs_need_an_sqlite_queue_for_now() -> None:
+    class ServerBackend:
+        name = "postgresql"
+        location = "postgresql://db.example/queue"
+
+    with pytest.raises(ConfigError, match="SQLite"):
+        RunRegistry(queue=QueueDatabase(backend=ServerBackend()))  # type: ignore[arg-type]

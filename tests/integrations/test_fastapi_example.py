@@ -49,7 +49,9 @@ def api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[TestC
 def wait_for(client: TestClient, run_id: str, predicate: Any, timeout: float = 10.0) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
-        body = client.get(f"/runs/{run_id}").json()
+        response = client.get(f"/runs/{run_id}")
+        assert response.status_code == 200, response.text  # recorded before POST replied
+        body = response.json()
         if predicate(body):
             return body
         assert time.monotonic() < deadline, f"run never reached the expected state: {body}"

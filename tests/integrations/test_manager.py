@@ -420,3 +420,25 @@ def test_a_shut_down_manager_refuses_new_runs(mode: Mode) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
         run_async(scenario())
+
+
+def test_cancel_right_after_start_still_records_the_cancellation(mode: Mode) -> None:
+    async def scenario() -> None:
+        registry = mode.registry()
+        manager = mode.manager(registry)
+
+        async def work() -> None:
+            await asyncio.sleep(3600)
+
+        manager.start_task(make_run("instant"), work())
+        assert await manager.cancel_task("instant") is True
+        await manager.flush()
+        run = await asyncio.to_thread(registry.get_run, "instant")
+        assert run is not None
+        assert run.status is RunStatus.CANCELLED
+        assert run.completed_at is not None
+        await manager.shutdown()
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        run_async(scenario())

@@ -10,6 +10,7 @@ minutes. Tests that only make sense at soak size carry ``@pytest.mark.soak`` and
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
@@ -77,16 +78,14 @@ def kill_all(processes: list[Any]) -> None:
 def with_signal(pid: int | None, signum: int) -> None:
     if pid is None:
         return
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signum)
-    except ProcessLookupError:
-        pass
 
 
 # -- chaos: a worker that logs every handler execution ------------------------------
 
 
-def chaos_worker(db_path: str, log_path: str, worker_id: str, total: int, handler_sleep: float) -> None:
+def chaos_worker(db_path: str, log_path: str, worker_id: str, handler_sleep: float) -> None:
     """Claim/complete until every task is finished; log each step to ``log_path``.
 
     Lines: ``start ID ATTEMPT TOKEN`` before the handler, ``completing ...`` after it,
@@ -226,7 +225,7 @@ def contention_writer(db_path: str, slot: int, seconds: float, out: Any) -> None
                 busy += 1
             else:
                 errors.append(f"{type(exc).__name__}: {exc}")
-        except Exception as exc:  # noqa: BLE001 - reported to the parent, which fails the test
+        except Exception as exc:
             if "locked" in str(exc).lower():
                 busy += 1
             else:
@@ -255,7 +254,7 @@ def contention_reader(db_path: str, slot: int, seconds: float, out: Any) -> None
             reads += 1
         except QueueBusyError:
             busy += 1
-        except Exception as exc:  # noqa: BLE001 - reported to the parent, which fails the test
+        except Exception as exc:
             if "locked" in str(exc).lower():
                 busy += 1
             else:
@@ -283,7 +282,7 @@ def run_python_as_nobody(code: str, *args: str) -> tuple[int, str, str]:
     """Run ``code`` in a fresh interpreter that drops root privileges (to nobody) first."""
     import subprocess
 
-    proc = subprocess.run(  # noqa: S603 - our own interpreter and code
+    proc = subprocess.run(
         [sys.executable, "-c", DROP_PRIVILEGES + code, *args],
         capture_output=True,
         text=True,

@@ -47,8 +47,10 @@ def test_worker_paused_past_its_lease_is_fenced_off(tmp_path: Path) -> None:
         with_signal(proc.pid, signal.SIGSTOP)
         time.sleep(1.2)
         stolen = other.claim_next_task()
-        assert stolen is not None and stolen.id == task_id
-        assert stolen.attempts == 2 and stolen.lease_token != first_token
+        assert stolen is not None
+        assert stolen.id == task_id
+        assert stolen.attempts == 2
+        assert stolen.lease_token != first_token
         other.update_progress(task_id, 10, "second worker at work")
         before = client.get(task_id)
 
@@ -65,14 +67,18 @@ def test_worker_paused_past_its_lease_is_fenced_off(tmp_path: Path) -> None:
     for name in ("renew_lease", "update_progress", "fail_task", "complete_task", "release_task"):
         exc_name, message = results[name]
         assert exc_name == "LeaseLostError", f"{name}: {results[name]}"
-        assert "second-worker" in message and "lease" in message, message
+        assert "second-worker" in message, message
+        assert "lease" in message, message
     # complete_many skips a lost lease (and logs it) instead of raising.
     assert results["complete_many"] == ["ok", "[]"]
 
     after = client.get(task_id)
     assert after == before, "a fenced-off call changed the task"
-    assert after.status.value == "leased" and after.locked_by == "second-worker"
-    assert after.progress == 10 and after.result is None and after.last_error is not None
+    assert after.status.value == "leased"
+    assert after.locked_by == "second-worker"
+    assert after.progress == 10
+    assert after.result is None
+    assert after.last_error is not None
     other.complete_task(task_id, {"by": "second-worker"})
     assert client.get(task_id).result == {"by": "second-worker"}
     assert db.integrity_check() == ["ok"]
@@ -103,7 +109,8 @@ def run_contention(tmp_path: Path, seconds: float, writers: int = 8, readers: in
 
     writer_reports = [r for r in reports if r[0] == "writer"]
     reader_reports = [r for r in reports if r[0] == "reader"]
-    assert len(writer_reports) == writers and len(reader_reports) == readers
+    assert len(writer_reports) == writers
+    assert len(reader_reports) == readers
     enqueued: list[int] = []
     completed: list[int] = []
     for _, slot, ids, done, busy, errors in writer_reports:
@@ -131,7 +138,8 @@ def run_contention(tmp_path: Path, seconds: float, writers: int = 8, readers: in
     assert sum(counts.values()) == len(enqueued), counts
     assert counts["completed"] == len(completed), counts
     assert counts["queued"] == len(enqueued) - len(completed)
-    assert counts["leased"] == 0 and counts["dead"] == 0
+    assert counts["leased"] == 0
+    assert counts["dead"] == 0
     if stored_completed is not None:
         assert stored_completed == set(completed)
 

@@ -5,6 +5,8 @@ every step the database and the model must agree: counts by status, each task's 
 attempts and lease, and LeaseLostError raised exactly when the model says the lease is gone.
 """
 
+# ruff: noqa: PT017 - each rule checks whichever outcome the call had against the model
+
 from __future__ import annotations
 
 import shutil
@@ -115,11 +117,13 @@ class LifecycleMachine(RuleBasedStateMachine):
             assert task is None
             return
         expected = min(ready)[1]
-        assert task is not None and task.id == expected
+        assert task is not None
+        assert task.id == expected
         m = self.model[expected]
         m.status, m.attempts, m.locked_by, m.token = "leased", m.attempts + 1, worker, task.lease_token
         m.lease_until = now + LEASE
-        assert task.attempts == m.attempts and task.lease_token
+        assert task.attempts == m.attempts
+        assert task.lease_token
         self.held[worker][expected] = task.lease_token  # type: ignore[assignment]
 
     @rule(worker=st.sampled_from(WORKERS), data=st.data())
@@ -129,7 +133,8 @@ class LifecycleMachine(RuleBasedStateMachine):
         if self._lease_held(worker, task_id):
             task = self.workers[worker].renew_lease(task_id)
             self.model[task_id].lease_until = now + LEASE
-            assert task.lease_until is not None and task.lease_until.timestamp() == now + LEASE
+            assert task.lease_until is not None
+            assert task.lease_until.timestamp() == now + LEASE
         else:
             try:
                 self.workers[worker].renew_lease(task_id)
@@ -183,7 +188,8 @@ class LifecycleMachine(RuleBasedStateMachine):
             else:
                 m.status, m.finished_at = "dead", now
             m.lease_until = m.locked_by = m.token = None
-            assert task.status.value == m.status and task.last_error == "model failure"
+            assert task.status.value == m.status
+            assert task.last_error == "model failure"
         self.held[worker].pop(task_id, None)
 
     @rule(seconds=st.sampled_from([0.5, 2.0, LEASE + 0.5, RETRY_DELAY]))
@@ -198,12 +204,15 @@ class LifecycleMachine(RuleBasedStateMachine):
         try:
             task = self.client.cancel(task_id)
         except TaskStateError:
-            assert m is not None and m.status in ("completed", "dead", "cancelled")
+            assert m is not None
+            assert m.status in ("completed", "dead", "cancelled")
             return
         except Exception as exc:
-            assert m is None and type(exc).__name__ == "TaskNotFoundError"
+            assert m is None
+            assert type(exc).__name__ == "TaskNotFoundError"
             return
-        assert m is not None and m.status in ("queued", "leased")
+        assert m is not None
+        assert m.status in ("queued", "leased")
         if m.status == "queued":
             m.status, m.finished_at = "cancelled", self.clock()
         else:
@@ -218,15 +227,19 @@ class LifecycleMachine(RuleBasedStateMachine):
         try:
             task = self.client.retry(task_id)
         except TaskStateError:
-            assert m is not None and m.status not in ("dead", "cancelled")
+            assert m is not None
+            assert m.status not in ("dead", "cancelled")
             return
         except Exception as exc:
-            assert m is None and type(exc).__name__ == "TaskNotFoundError"
+            assert m is None
+            assert type(exc).__name__ == "TaskNotFoundError"
             return
-        assert m is not None and m.status in ("dead", "cancelled")
+        assert m is not None
+        assert m.status in ("dead", "cancelled")
         m.status, m.attempts, m.run_after = "queued", 0, self.clock()
         m.finished_at, m.cancel_requested = None, False
-        assert task.status.value == "queued" and task.attempts == 0
+        assert task.status.value == "queued"
+        assert task.attempts == 0
 
     @precondition(lambda self: bool(self.model))
     @rule(older_than=st.sampled_from([0.0, 1.0, 100.0]))
@@ -254,14 +267,20 @@ class LifecycleMachine(RuleBasedStateMachine):
         for tid, task in stored.items():
             m = self.model[tid]
             assert task.status.value == m.status, (tid, task.status, m.status)
-            assert task.attempts == m.attempts and task.max_attempts == m.max_attempts
+            assert task.attempts == m.attempts
+            assert task.max_attempts == m.max_attempts
             assert task.cancel_requested == m.cancel_requested
             if m.status == "leased":
-                assert task.lease_token and task.lease_until is not None and task.locked_by
-                assert task.lease_token == m.token and task.locked_by == m.locked_by
+                assert task.lease_token
+                assert task.lease_until is not None
+                assert task.locked_by
+                assert task.lease_token == m.token
+                assert task.locked_by == m.locked_by
                 assert task.lease_until.timestamp() == m.lease_until
             else:
-                assert task.lease_token is None and task.lease_until is None and task.locked_by is None
+                assert task.lease_token is None
+                assert task.lease_until is None
+                assert task.locked_by is None
             assert (task.finished_at is not None) == (m.status in ("completed", "dead", "cancelled"))
             assert task.run_after.timestamp() == m.run_after
 

@@ -1,8 +1,10 @@
 #!/usr/bin/env node
 // Load every page of the built documentation site in headless Chromium and check it.
 //
-// Usage: node _meta/tools/browser/check_site.mjs SITE_DIR [--screenshots DIR]
+// Usage: node _meta/tools/browser/check_site.mjs SITE_DIR [--screenshots DIR] [--requests FILE]
 //
+// --screenshots DIR saves a full-page PNG of every page; --requests FILE writes every
+// request URL the browser made, one per line.
 // The site is served from SITE_DIR on 127.0.0.1 (a free port chosen by the OS), and every
 // page is opened in Debian's Chromium (/usr/bin/chromium, or $PRISMQ_CHROMIUM) through
 // playwright-core, with a fresh profile. The run fails (exit code 1) when:
@@ -12,7 +14,16 @@
 //   - the API reference page lacks the real signatures ("QueueDatabase(", "claim_next_task");
 //   - any request went anywhere but 127.0.0.1 (every request URL is recorded; off-site
 //     ones are also blocked so nothing leaves the machine).
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, existsSync, mkdirSync } from "node:fs";
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import { createServer } from "node:http";
 import { tmpdir } from "node:os";
 import { extname, join, relative, resolve, sep } from "node:path";
@@ -48,10 +59,12 @@ const TYPES = {
 };
 
 function parseArgs(argv) {
-  const args = { site: null, screenshots: null };
+  const args = { site: null, screenshots: null, requests: null };
   for (let i = 0; i < argv.length; i += 1) {
     if (argv[i] === "--screenshots") {
       args.screenshots = resolve(argv[(i += 1)]);
+    } else if (argv[i] === "--requests") {
+      args.requests = resolve(argv[(i += 1)]);
     } else if (!args.site) {
       args.site = resolve(argv[i]);
     } else {
@@ -59,7 +72,7 @@ function parseArgs(argv) {
     }
   }
   if (!args.site || !existsSync(join(args.site, "index.html"))) {
-    throw new Error("usage: check_site.mjs SITE_DIR [--screenshots DIR] (SITE_DIR must hold index.html)");
+    throw new Error("usage: check_site.mjs SITE_DIR [--screenshots DIR] [--requests FILE] (SITE_DIR holds index.html)");
   }
   return args;
 }
@@ -204,6 +217,7 @@ async function main() {
     await new Promise((done) => server.close(done));
     rmSync(profile, { recursive: true, force: true });
   }
+  if (args.requests) writeFileSync(args.requests, requests.map((url) => `${url}\n`).join(""));
   const offsite = [...new Set(requests.filter((url) => !isLocal(new URL(url))))];
   for (const url of offsite) failures.push(`request left 127.0.0.1: ${url}`);
   if (diagrams === 0) failures.push("no Mermaid diagram on any page");

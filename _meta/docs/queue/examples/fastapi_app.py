@@ -93,6 +93,7 @@ def create_app(db_path: str | None = None) -> FastAPI:
             rerunnable=body.rerunnable,
         )
         manager.start_task(run, modules[body.module_id](run))
+        await manager.flush()  # recorded before the reply: a GET right after finds it
         return run.to_dict()
 
     @app.get("/runs")
@@ -110,6 +111,7 @@ def create_app(db_path: str | None = None) -> FastAPI:
 
     @app.get("/runs/{run_id}")
     def get_run(run_id: str, request: Request) -> dict[str, Any]:
+        # Any process sharing the database file answers the same, from the registry.
         run = request.app.state.registry.get_run(run_id)
         if run is None:
             raise HTTPException(404, f"no run {run_id!r}")

@@ -23,6 +23,8 @@ from .models import DEFAULT_PRIORITY, TERMINAL_STATUSES, Task, TaskStatus, Worke
 from .retry import RetryPolicy
 from .validation import (
     DEFAULT_MAX_PAYLOAD_BYTES,
+    MAX_EPOCH_SECONDS,
+    MAX_TASK_ID,
     encode_json,
     validate_delay,
     validate_idempotency_key,
@@ -164,6 +166,10 @@ class QueueClient:
             when = _epoch(run_after, "run_after")
         else:
             when = now
+        if not 0 <= when <= MAX_EPOCH_SECONDS:
+            raise ScheduleError(
+                f"run_after must be between 1970 and the year 3000, got {when!r} epoch seconds"
+            )
         policy = self._policy_for(task_type, retry_policy)
         if max_attempts is None:
             attempts = policy.max_attempts
@@ -325,8 +331,8 @@ class QueueClient:
         """
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 10_000:
             raise ValidationError(f"limit must be an integer from 1 to 10000, got {limit!r}")
-        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-            raise ValidationError(f"offset must be an integer >= 0, got {offset!r}")
+        if isinstance(offset, bool) or not isinstance(offset, int) or not 0 <= offset <= MAX_TASK_ID:
+            raise ValidationError(f"offset must be an integer from 0 to {MAX_TASK_ID}, got {offset!r}")
         query = TaskQuery(
             statuses=_coerce_statuses(status),
             task_types=_coerce_types(task_type),

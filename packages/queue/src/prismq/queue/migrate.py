@@ -45,9 +45,9 @@ COLUMNS = (*(c.strip() for c in TASK_COLUMNS.split(",")), "updated_at")
 """Every column of ``tasks``, in the order rows are read and hashed."""
 
 _BOOLEAN_COLUMNS = ("cancel_requested",)
-_SQL_STYLES = {
-    "sqlite": ("prismq.queue.backends.sqlite", ":{}"),
-    "postgresql": ("prismq.queue.backends.postgres", "%({})s"),
+_SQL_PACKAGES = {
+    "sqlite": "prismq.queue.backends.sqlite",
+    "postgresql": "prismq.queue.backends.postgres",
 }
 
 
@@ -94,23 +94,16 @@ class _Tasks:
 
     def __init__(self, database: QueueDatabase) -> None:
         backend = database.backend
-        style = _SQL_STYLES.get(backend.name)
+        package = _SQL_PACKAGES.get(backend.name)
         manager = getattr(backend, "db", None)
-        if style is None or manager is None:
+        if package is None or manager is None:
             raise ConfigError(
                 f"migrate copies between the sqlite and postgresql backends, not {backend.name!r}"
             )
-        package, marker = style
         self.location = database.location
         self.name = backend.name
         self.db = manager
-        self.q = load_queries(
-            package,
-            "transfer.sql",
-            columns=", ".join(COLUMNS),
-            values=", ".join(marker.format(c) for c in COLUMNS),
-            updates=", ".join(f"{c} = excluded.{c}" for c in COLUMNS if c != "id"),
-        )
+        self.q = load_queries(package, "transfer.sql")
 
     def count(self) -> int:
         return int(self.db.read(lambda c: c.execute(self.q["count_tasks"]).fetchone()[0]))

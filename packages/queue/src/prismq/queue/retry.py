@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from .errors import ScheduleError
+from .validation import MAX_DELAY_SECONDS
 
 __all__ = ["RetryPolicy"]
 
@@ -59,6 +60,10 @@ class RetryPolicy:
                 raise ScheduleError(f"{name} must be a number, got {value!r}")
             if not math.isfinite(value) or value < 0:
                 raise ScheduleError(f"{name} must be a finite number >= 0, got {value!r}")
+        if self.max_delay > MAX_DELAY_SECONDS:
+            raise ScheduleError(
+                f"max_delay must be at most {MAX_DELAY_SECONDS:.0f} s (100 years), got {self.max_delay!r}"
+            )
         if self.multiplier < 1:
             raise ScheduleError(f"multiplier must be >= 1, got {self.multiplier!r}")
         if self.jitter > 1:

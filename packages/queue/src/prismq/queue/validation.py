@@ -16,7 +16,10 @@ from .models import MAX_PRIORITY, MIN_PRIORITY
 
 __all__ = [
     "DEFAULT_MAX_PAYLOAD_BYTES",
+    "MAX_DELAY_SECONDS",
+    "MAX_EPOCH_SECONDS",
     "MAX_IDEMPOTENCY_KEY_LENGTH",
+    "MAX_TASK_ID",
     "MAX_TASK_TYPE_LENGTH",
     "decode_json",
     "encode_json",
@@ -31,6 +34,16 @@ DEFAULT_MAX_PAYLOAD_BYTES = 1_048_576
 """Default limit of an encoded payload or result: 1 MiB."""
 
 MAX_TASK_TYPE_LENGTH = 200
+
+MAX_DELAY_SECONDS = 3_155_760_000.0
+"""Longest delay, lease, age or timeout accepted: 100 years. Longer ones would put times
+past what ``datetime`` can represent, making the stored task unreadable."""
+
+MAX_EPOCH_SECONDS = 32_503_680_000.0
+"""Latest ``run_after`` accepted: 3000-01-01 UTC (the limit of every platform's clock API)."""
+
+MAX_TASK_ID = 2**63 - 1
+"""Largest id SQLite (and PostgreSQL ``bigint``) can store."""
 MAX_IDEMPOTENCY_KEY_LENGTH = 500
 
 _CONTROL_CHARS = re.compile("[\x00-\x1f\x7f]")
@@ -146,6 +159,10 @@ def validate_delay(delay: object, name: str = "delay") -> float:
         raise ScheduleError(f"{name} must be finite, got {delay!r}")
     if delay < 0:
         raise ScheduleError(f"{name} must be >= 0 seconds, got {delay!r}; use 0 to run now")
+    if delay > MAX_DELAY_SECONDS:
+        raise ScheduleError(
+            f"{name} must be at most {MAX_DELAY_SECONDS:.0f} seconds (100 years), got {delay!r}"
+        )
     return float(delay)
 
 
@@ -179,4 +196,6 @@ def validate_task_id(task_id: object) -> int:
     inner = getattr(task_id, "id", task_id) if not isinstance(task_id, int) else task_id
     if isinstance(inner, bool) or not isinstance(inner, int):
         raise ValidationError(f"task id must be an integer or a Task, got {task_id!r}")
+    if not -MAX_TASK_ID - 1 <= inner <= MAX_TASK_ID:
+        raise ValidationError(f"task id {inner} is out of range; ids are 64-bit integers")
     return inner

@@ -404,10 +404,12 @@ class QueueWorker:
             delay: Seconds before it may be claimed again.
         """
         update = self._update_for(task_id, "release")
+        # Checked before the try: a refused delay must not drop the lease this worker holds.
+        seconds = validate_delay(delay)
         now = self.db.now()
         try:
             return self.backend.finish_attempt(
-                update, TaskStatus.QUEUED, now + validate_delay(delay), None, None, False, now
+                update, TaskStatus.QUEUED, now + seconds, None, None, False, now
             )
         finally:
             self._held.pop(update.task_id, None)

@@ -59,6 +59,7 @@ import secrets
 import socket
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
+from datetime import datetime, timezone
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -71,7 +72,6 @@ from .runs import (
     RunRegistry,
     RunStatus,
     RunStore,
-    _from_epoch,
     check_progress,
     record_to_run,
     run_to_active_record,
@@ -239,22 +239,37 @@ class BackgroundTaskManager:
         self._background: set[asyncio.Task[Any]] = set()
         self._client: Any = None
         self._closed = False
+        self._entered: set[str] = set()
 
     # -- store access ------------------------------------------------------------
+    def _submit(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+        """Start a store call now and return its future (on the writer thread when durable).
+
+        Calls submitted in order are executed in order.
+        """
+        if self._writer is not None:
+            return asyncio.wrap_future(self._writer.submit(fn, *args))
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        try:
+            future.set_result(fn(*args))
+        except Exception as exc:
+            future.set_exception(exc)
+        return future
+
     async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run a store call: off the loop on the writer thread when durable.
+        """Run a store call and wait for it.
 
         The wait is shielded: a cancelled caller stops waiting, the write still happens.
         """
         if self._writer is None:
             return fn(*args)
-        return await asyncio.shield(asyncio.wrap_future(self._writer.submit(fn, *args)))
+        return await asyncio.shield(self._submit(fn, *args))
 
     def _lease_until(self) -> float:
         return self._store.now() + self.lease_duration
 
-    def _stamp(self) -> Any:
-        return _from_epoch(self._store.now())
+    def _stamp(self) -> datetime:
+        return datetime.fromtimestamp(self._store.now(), tz=timezone.utc)
 
     # -- life cycle --------------------------------------------------------------
     async def start(self) -> None:
@@ -268,16 +283,18 @@ class BackgroundTaskManager:
         await asyncio.shield(self._starting)
 
     def _ensure_started(self) -> None:
-        if self._starting is None:
-            self._starting = self._spawn(self._start())
+        starting = self._starting
+        if starting is None or (starting.done() and (starting.cancelled() or starting.exception())):
+            self._starting = self._spawn(self._start())  # first use, or retry after a failure
 
     async def _start(self) -> None:
-        await self._recover()
-        self._started = True
-        if self._writer is not None:
+        if self._writer is not None and self._heartbeat is None:
+            # Renewal first: even if recovery fails now, leases stay alive and it is retried.
             self._heartbeat = asyncio.get_running_loop().create_task(
                 self._heartbeat_loop(), name=f"prismq-runs-heartbeat:{self.owner_id}"
             )
+        await self._recover()
+        self._started = True
 
     def _spawn(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coroutine)
@@ -306,12 +323,19 @@ class BackgroundTaskManager:
                 logger.exception("renewing the leases of manager %s failed; retrying", self.owner_id)
 
     async def _beat(self) -> None:
-        if self._tasks:
+        # Only runs recorded before the renewal was sent can be judged by its answer.
+        recorded = [
+            run_id
+            for run_id, run in self._runs.items()
+            if run.task_id is not None and run.status.is_active and self.is_task_active(run_id)
+        ]
+        if recorded:
             held = await self._call(self._store.renew, self.owner_id, self._lease_until())
-            for run_id, task in list(self._tasks.items()):
+            for run_id in recorded:
+                task = self._tasks.get(run_id)
                 run = self._runs.get(run_id)
-                if task.done() or run is None or run.task_id is None or run.status.is_terminal:
-                    continue  # not recorded yet, or already finishing
+                if task is None or task.done() or run is None or run.status.is_terminal:
+                    continue  # finished meanwhile
                 if run_id not in held:
                     logger.warning(
                         "manager %s lost the lease of run %s (another manager marked it interrupted); "
@@ -333,6 +357,8 @@ class BackgroundTaskManager:
             timeout: Seconds to wait for the coroutines to stop after cancellation.
         """
         self._closed = True
+        for run_id in list(self._tasks):
+            await self._let_start(run_id)
         for run_id, task in list(self._tasks.items()):
             if not task.done():
                 self._reasons.setdefault(run_id, RunStatus.INTERRUPTED.value)
@@ -340,9 +366,10 @@ class BackgroundTaskManager:
         pending = [t for t in self._tasks.values() if not t.done()]
         if pending:
             await asyncio.wait(pending, timeout=timeout)
-        for task in [self._heartbeat, self._starting, *self._background]:
-            if task is not None and not task.done():
-                task.cancel()
+        helpers: list[asyncio.Task[Any] | None] = [self._heartbeat, self._starting, *self._background]
+        for helper in helpers:
+            if helper is not None and not helper.done():
+                helper.cancel()
         await self.flush()
         if self._writer is not None:
             await asyncio.get_running_loop().run_in_executor(None, self._writer.close)
@@ -375,6 +402,10 @@ class BackgroundTaskManager:
         sets ``exit_code``; a non-zero one makes the run ``failed``. The run may already
         be in the registry (``registry.add_run(run)`` first, as before) or not.
 
+        Recording the run is submitted at once, without waiting for it; ``await
+        manager.flush()`` when it must be visible in the registry before you go on (for
+        example before replying to the request that started it).
+
         Raises:
             RuntimeError: No event loop is running in this thread, or the manager was
                 shut down.
@@ -401,25 +432,42 @@ class BackgroundTaskManager:
 
     def _launch(self, run: Run, coroutine: Awaitable[Any], *, claimed: bool) -> None:
         self._runs[run.run_id] = run
+        claim = None
+        if not claimed:
+            # Submitted now, so a flush() right after start_task covers the new run.
+            claim = self._submit(self._store.claim, run_to_record(run), self.owner_id, self._lease_until())
         task = asyncio.get_running_loop().create_task(
-            self._execute(run, coroutine, claimed), name=f"prismq-run:{run.run_id}"
+            self._execute(run, coroutine, claim), name=f"prismq-run:{run.run_id}"
         )
         self._tasks[run.run_id] = task
-        task.add_done_callback(lambda _t, run_id=run.run_id: self._forget(run_id))
+        task.add_done_callback(lambda _t: self._forget(run.run_id, coroutine, claim))
         self._ensure_started()
 
-    def _forget(self, run_id: str) -> None:
+    def _forget(self, run_id: str, coroutine: Awaitable[Any], claim: asyncio.Future[Any] | None) -> None:
         self._tasks.pop(run_id, None)
         self._runs.pop(run_id, None)
         self._reasons.pop(run_id, None)
+        if run_id in self._entered:
+            self._entered.discard(run_id)
+            return
+        # Cancelled from outside before its first step: nothing of _execute ran.
+        _close(coroutine)
+        if claim is not None and claim.done() and not claim.cancelled():
+            claim.exception()  # retrieved: the lease simply expires into "interrupted"
 
-    async def _execute(self, run: Run, coroutine: Awaitable[Any], claimed: bool) -> None:
+    async def _let_start(self, run_id: str) -> None:
+        """Give a just-launched run its first step, so cancelling it runs its handlers."""
+        for _ in range(3):
+            if run_id in self._entered or not self.is_task_active(run_id):
+                return
+            await asyncio.sleep(0)
+
+    async def _execute(self, run: Run, coroutine: Awaitable[Any], claim: asyncio.Future[Any] | None) -> None:
+        self._entered.add(run.run_id)
         started = False
         try:
-            if not claimed:
-                stored = await self._call(
-                    self._store.claim, run_to_record(run), self.owner_id, self._lease_until()
-                )
+            if claim is not None:
+                stored = await asyncio.shield(claim)
                 if stored is None:
                     _close(coroutine)
                     logger.error(
@@ -482,7 +530,8 @@ class BackgroundTaskManager:
             return
         if not done[0]:
             logger.warning(
-                "run %s ended %s here, but another manager had taken it over; not recorded",
+                "run %s ended %s here but was not recorded: this manager no longer holds it "
+                "(another manager took it over, or it was never recorded)",
                 run.run_id,
                 status.value,
             )
@@ -563,6 +612,7 @@ class BackgroundTaskManager:
         """
         task = self._tasks.get(run_id)
         if task is not None and not task.done():
+            await self._let_start(run_id)
             self._reasons[run_id] = RunStatus.CANCELLED.value
             task.cancel()
             await asyncio.wait([task], timeout=timeout)

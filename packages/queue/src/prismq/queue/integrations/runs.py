@@ -33,6 +33,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import ConfigError, QueueError, ValidationError
+from ..models import epoch_to_datetime
 from ..validation import DEFAULT_MAX_PAYLOAD_BYTES, encode_json
 
 if TYPE_CHECKING:
@@ -107,10 +108,6 @@ def _aware(value: datetime | None) -> datetime | None:
 
 def _to_epoch(value: datetime | None) -> float | None:
     return None if value is None else value.timestamp()
-
-
-def _from_epoch(value: float | None) -> datetime | None:
-    return None if value is None else datetime.fromtimestamp(value, tz=timezone.utc)
 
 
 @dataclass
@@ -267,9 +264,9 @@ def record_to_run(record: dict[str, Any]) -> Run:
         module_id=record["module_id"],
         module_name=record["module_name"],
         status=RunStatus(record["status"]),
-        created_at=_from_epoch(record["created_at"]),  # type: ignore[arg-type]
-        started_at=_from_epoch(record["started_at"]),
-        completed_at=_from_epoch(record["completed_at"]),
+        created_at=epoch_to_datetime(record["created_at"]),  # type: ignore[arg-type]
+        started_at=epoch_to_datetime(record["started_at"]),
+        completed_at=epoch_to_datetime(record["completed_at"]),
         progress_percent=record["progress_percent"],
         progress_message=record["progress_message"],
         items_processed=record["items_processed"],
@@ -280,7 +277,7 @@ def record_to_run(record: dict[str, Any]) -> Run:
         rerunnable=bool(record["rerunnable"]),
         attempts=record["attempts"],
         task_id=record["task_id"],
-        updated_at=_from_epoch(record["updated_at"]),
+        updated_at=epoch_to_datetime(record["updated_at"]),
     )
 
 
@@ -655,7 +652,7 @@ class RunRegistry:
         validate_run(run)
         stored = self.store.insert(run_to_record(run), self._locker, self.now() + self.lease_duration)
         run.task_id = stored["task_id"]
-        run.updated_at = _from_epoch(stored["updated_at"])
+        run.updated_at = epoch_to_datetime(stored["updated_at"])
 
     def update_run(self, run: Run) -> None:
         """Overwrite a run's record with the object's fields (its id and module stay).
@@ -667,7 +664,7 @@ class RunRegistry:
         stored = self.store.update(run_to_record(run))
         if stored is None:
             raise RunNotFoundError(f"no run with id {run.run_id!r}")
-        run.updated_at = _from_epoch(stored["updated_at"])
+        run.updated_at = epoch_to_datetime(stored["updated_at"])
 
     def cleanup_old_runs(self, max_age_days: float = 30) -> int:
         """Delete runs that finished more than ``max_age_days`` ago (active runs stay).

@@ -235,8 +235,11 @@ def load_settings(path: str | Path, **overrides: Any) -> WorkerSettings:
     values["handlers"] = tuple(handlers.items())
     values.update({k: v for k, v in overrides.items() if v is not None})
     settings = WorkerSettings(**values)
-    settings.build_registry()
-    settings.build_strategy()
+    try:
+        settings.build_registry()
+        settings.build_strategy()
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     return settings
 
 

@@ -45,6 +45,24 @@ class ChildExit:
     restarted: bool
 
 
+class _PolledStopFlag:
+    """The supervisor's stop event as a child sees it: ``is_set()`` only, no ``wait()``.
+
+    A child must not block in ``multiprocessing.Event.wait()``: a child that dies or exits
+    while waiting (a kill, or the end of a burst run with the wait still pending on a daemon
+    thread) leaves the event's condition counting a sleeper that never wakes, and the
+    supervisor's next ``set()`` then blocks for ever. Without ``wait()`` the runner polls the
+    flag (every 0.1 s).
+    """
+
+    def __init__(self, event: Any) -> None:
+        self._event = event
+
+    def is_set(self) -> bool:
+        """True once the supervisor asked the children to stop."""
+        return bool(self._event.is_set())
+
+
 def _child_main(settings: WorkerSettings, worker_id: str, stop_flag: Any, log_level: int) -> None:
     """Entry point of a worker process (must stay importable for ``spawn``)."""
     configure_logging(log_level)
@@ -117,7 +135,12 @@ class Supervisor:
             worker_id = f"{worker_id}.{self._generation}"
         proc = self._ctx.Process(
             target=_child_main,
-            args=(replace(self.settings, processes=1), worker_id, self._stop, logging.getLogger().level),
+            args=(
+                replace(self.settings, processes=1),
+                worker_id,
+                _PolledStopFlag(self._stop),
+                logging.getLogger().level,
+            ),
             name=worker_id,
             daemon=False,
         )

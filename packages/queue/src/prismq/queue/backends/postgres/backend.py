@@ -189,11 +189,7 @@ class PostgresBackend:
         return self.db.read(work)
 
     def close(self) -> None:
-        with self._listen_lock:
-            if self._listener is not None:
-                with contextlib.suppress(psycopg.Error):
-                    self._listener.close()
-                self._listener = None
+        self.stop_listening()
         self.db.close()
 
     @contextlib.contextmanager
@@ -371,10 +367,13 @@ class PostgresBackend:
             else:
                 time.sleep(poll_interval)
 
-        The first call opens a dedicated connection and starts listening; notifications
-        that arrive between calls are kept, so the next call returns at once. A ``True``
-        is a hint to claim again, not a promise that a claim will succeed (another worker
-        may be faster).
+        The first call opens a dedicated connection, starts listening and returns True at
+        once: work enqueued before the listening began sends no notification the caller
+        could wait for, so it should look (claim) again. From then on notifications that
+        arrive between calls are kept, so a commit between an empty claim and the next
+        call is never missed: that call returns at once. A ``True`` is a hint to claim
+        again, not a promise that a claim will succeed (another worker may be faster).
+        After a connection failure the next call reconnects (and returns True again).
 
         Args:
             timeout: Most seconds to wait (0 just checks for pending notifications).
@@ -390,7 +389,10 @@ class PostgresBackend:
         if not self._listen_lock.acquire(timeout=max(timeout, 0.0)):
             return False
         try:
-            conn = self._listening_connection()
+            if self._listener is None or self._listener.closed:
+                self._listener = self._listen()
+                return True
+            conn = self._listener
             try:
                 while True:
                     remaining = max(deadline - time.monotonic(), 0.0)
@@ -409,9 +411,15 @@ class PostgresBackend:
         finally:
             self._listen_lock.release()
 
-    def _listening_connection(self) -> psycopg.Connection[Any]:
-        if self._listener is not None and not self._listener.closed:
-            return self._listener
+    def stop_listening(self) -> None:
+        """Close the connection :meth:`wait_for_change` listens on (reopened on next use)."""
+        with self._listen_lock:
+            if self._listener is not None:
+                with contextlib.suppress(psycopg.Error):
+                    self._listener.close()
+                self._listener = None
+
+    def _listen(self) -> psycopg.Connection[Any]:
         conn = self.db.connect()
         try:
             self._listen_schema = conn.execute(Q["current_schema"]).fetchone()[0]  # type: ignore[index]
@@ -419,7 +427,6 @@ class PostgresBackend:
         except psycopg.Error as exc:
             conn.close()
             raise translate_error(exc, self.location) from None
-        self._listener = conn
         return conn
 
     # -- worker side -----------------------------------------------------------
