@@ -358,6 +358,8 @@ class QueueClient:
 
     def list_workers(self, stale_after: float | None = None) -> list[WorkerInfo]:
         """Registered workers; with ``stale_after``, only those silent for that many seconds."""
+        if stale_after is not None:
+            stale_after = validate_delay(stale_after, "stale_after")
         workers = self.backend.list_workers()
         if stale_after is None:
             return workers
@@ -451,6 +453,7 @@ class QueueClient:
             TaskNotFoundError: No such task.
         """
         deadline = None if timeout is None else time.monotonic() + validate_delay(timeout, "timeout")
+        poll_interval = validate_delay(poll_interval, "poll_interval")
         pause = 0.001
         last_version = None
         while True:

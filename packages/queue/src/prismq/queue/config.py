@@ -43,11 +43,11 @@ WINDOWS_DEFAULT_DB_PATH = r"C:\Data\PrismQ\queue\queue.db"
 
 
 def default_db_path(platform: str | None = None, environ: Mapping[str, str] | None = None) -> Path:
-    """Where the database lives when no path is given.
+    r"""Where the database lives when no path is given.
 
     ``PRISMQ_QUEUE_DB_PATH`` wins when set. Otherwise:
 
-    - Windows: ``C:\\Data\\PrismQ\\queue\\queue.db``
+    - Windows: ``C:\Data\PrismQ\queue\queue.db``
     - macOS: ``~/Library/Application Support/PrismQ/queue/queue.db``
     - Linux and other POSIX systems: ``$XDG_DATA_HOME/prismq/queue/queue.db``, where
       ``XDG_DATA_HOME`` defaults to ``~/.local/share``.

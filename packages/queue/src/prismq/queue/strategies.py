@@ -9,7 +9,7 @@ ready tasks.
 | :class:`FIFOStrategy` | the task that became ready earliest | ``(run_after)`` |
 | :class:`LIFOStrategy` | the task that became ready latest | ``(run_after)``, read backwards |
 | :class:`PriorityStrategy` | the lowest priority number, then earliest ready | ``(priority, run_after)`` |
-| :class:`WeightedRandomStrategy` | a task type drawn by weight, then earliest ready | ``(task_type, run_after)`` |
+| :class:`WeightedRandomStrategy` | a type drawn by weight, then earliest ready | ``(task_type, run_after)`` |
 
 "Ready" means status ``queued`` and ``run_after`` reached.
 """
@@ -152,6 +152,7 @@ class WeightedRandomStrategy(SchedulingStrategy):
         return float(self.weights.get(task_type, self.default_weight))
 
     def allocate(self, available_types: Sequence[str], count: int) -> dict[str, int] | None:
+        """Draw ``count`` task types by weight; return how many tasks to claim of each."""
         types = list(dict.fromkeys(available_types))
         if not types or count <= 0:
             return {}

@@ -6,6 +6,7 @@ on top of them.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from .backends.base import TaskUpdate
 from .config import DEFAULT_LEASE_DURATION, ENV_LEASE_DURATION, ENV_WORKER_ID, QueueConfig
 from .database import QueueDatabase
-from .errors import LeaseLostError, ScheduleError, ValidationError
+from .errors import LeaseLostError, ScheduleError, TaskNotFoundError, ValidationError
 from .models import Task, TaskStatus, WorkerInfo
 from .retry import RetryPolicy
 from .strategies import SchedulingStrategy, resolve_strategy
@@ -335,7 +336,7 @@ class QueueWorker:
             return []
         done = self.backend.complete_tasks(updates, encoded, self.db.now())
         completed = []
-        for update, ok in zip(updates, done):
+        for update, ok in zip(updates, done, strict=True):
             self._held.pop(update.task_id, None)
             if ok:
                 completed.append(update.task_id)
@@ -390,10 +391,31 @@ class QueueWorker:
             status, run_after = TaskStatus.QUEUED, now + policy.delay_for(held.attempts)
         else:
             status, run_after = TaskStatus.DEAD, None
+        return self._finish(update, status, run_after, message, traceback, True, now)
+
+    def _finish(
+        self,
+        update: TaskUpdate,
+        status: TaskStatus,
+        run_after: float | None,
+        error: str | None,
+        traceback: str | None,
+        count_attempt: bool,
+        now: float,
+    ) -> Task:
+        """End the held attempt; the lease is forgotten once the change is made or lost.
+
+        A transient failure (busy database, full disk) keeps the lease in
+        :attr:`held_tasks`, so the caller can retry the same call.
+        """
         try:
-            task = self.backend.finish_attempt(update, status, run_after, message, traceback, True, now)
-        finally:
+            task = self.backend.finish_attempt(
+                update, status, run_after, error, traceback, count_attempt, now
+            )
+        except (LeaseLostError, TaskNotFoundError):
             self._held.pop(update.task_id, None)
+            raise
+        self._held.pop(update.task_id, None)
         return task
 
     def release_task(self, task_id: int | Task, delay: float = 0.0) -> Task:
@@ -407,22 +429,12 @@ class QueueWorker:
         # Checked before the try: a refused delay must not drop the lease this worker holds.
         seconds = validate_delay(delay)
         now = self.db.now()
-        try:
-            return self.backend.finish_attempt(
-                update, TaskStatus.QUEUED, now + seconds, None, None, False, now
-            )
-        finally:
-            self._held.pop(update.task_id, None)
+        return self._finish(update, TaskStatus.QUEUED, now + seconds, None, None, False, now)
 
     def acknowledge_cancel(self, task_id: int | Task, reason: str = "cancelled on request") -> Task:
         """Stop a held task whose cancellation was requested: its status becomes cancelled."""
         update = self._update_for(task_id, "cancel")
-        try:
-            return self.backend.finish_attempt(
-                update, TaskStatus.CANCELLED, None, reason, None, True, self.db.now()
-            )
-        finally:
-            self._held.pop(update.task_id, None)
+        return self._finish(update, TaskStatus.CANCELLED, None, reason, None, True, self.db.now())
 
     # -- running handlers ------------------------------------------------------
     def run(self, registry: HandlerRegistry, **options: Any) -> RunSummary:
@@ -450,10 +462,8 @@ class QueueWorker:
         """Release held tasks (unless ``release`` is False) and leave the registry."""
         if release:
             for tid in list(self._held):
-                try:
+                with contextlib.suppress(LeaseLostError):
                     self.release_task(tid)
-                except LeaseLostError:
-                    pass
         self.deregister()
 
     def __enter__(self) -> QueueWorker:

@@ -30,7 +30,7 @@ def load_queries(package: str, filename: str = "queries.sql", **placeholders: st
     text = resources.files(package).joinpath(filename).read_text(encoding="utf-8")
     parts = _NAME.split(text)
     queries: dict[str, str] = {}
-    for name, body in zip(parts[1::2], parts[2::2]):
+    for name, body in zip(parts[1::2], parts[2::2], strict=True):
         lines = [ln for ln in body.strip().splitlines() if not ln.lstrip().startswith("--")]
         statement = "\n".join(lines).strip().rstrip(";")
         for key, value in placeholders.items():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import multiprocessing.synchronize
 import os
 import signal
 import sys
@@ -244,7 +245,7 @@ class WorkerRunner:
         finished = threading.Event()
         flag = self.stop_flag
         wait = getattr(flag, "wait", None)
-        if flag is None or not callable(wait):
+        if flag is None or not callable(wait) or _is_process_event(flag):
             return finished
 
         def relay() -> None:
@@ -323,8 +324,10 @@ class WorkerRunner:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     return
-                # A stop flag without wait() can only be polled: look at it every 0.1 s.
-                polled = self.stop_flag is not None and not callable(getattr(self.stop_flag, "wait", None))
+                # A stop flag without a safe wait() can only be polled: look at it every 0.1 s.
+                polled = self.stop_flag is not None and (
+                    not callable(getattr(self.stop_flag, "wait", None)) or _is_process_event(self.stop_flag)
+                )
                 slice_ = min(remaining, 0.1) if polled else remaining
                 done, _ = await asyncio.wait(waiting, timeout=slice_, return_when=asyncio.FIRST_COMPLETED)
                 if done or self._should_stop():
@@ -515,6 +518,11 @@ class WorkerRunner:
             await self._call(self.worker.deregister)
         except QueueError as exc:
             self.log.warning("could not leave the worker registry: %s", exc)
+
+
+def _is_process_event(flag: object) -> bool:
+    """A ``multiprocessing.Event``: polled only, since a killed process can leave wait() stuck."""
+    return isinstance(flag, multiprocessing.synchronize.Event)
 
 
 def run_worker(worker: QueueWorker, registry: HandlerRegistry, **options: Any) -> RunSummary:

@@ -23,7 +23,7 @@ from ..config import default_worker_id
 from .logs import configure_logging
 from .settings import WorkerSettings
 
-__all__ = ["ChildExit", "Supervisor"]
+__all__ = ["ChildExit", "SharedStopFlag", "Supervisor"]
 
 logger = logging.getLogger("prismq.queue.supervisor")
 
@@ -45,22 +45,34 @@ class ChildExit:
     restarted: bool
 
 
-class _PolledStopFlag:
-    """The supervisor's stop event as a child sees it: ``is_set()`` only, no ``wait()``.
+class SharedStopFlag:
+    """A stop flag shared with spawned children through one byte of shared memory.
 
-    A child must not block in ``multiprocessing.Event.wait()``: a child that dies or exits
-    while waiting (a kill, or the end of a burst run with the wait still pending on a daemon
-    thread) leaves the event's condition counting a sleeper that never wakes, and the
-    supervisor's next ``set()`` then blocks for ever. Without ``wait()`` the runner polls the
-    flag (every 0.1 s).
+    It takes no lock, so a child killed at any moment cannot leave it blocked (a
+    ``multiprocessing.Event`` can: a child killed inside ``wait()`` or ``is_set()`` may
+    hold its internal lock or count as a sleeper for ever, and the next ``set()`` hangs).
+    ``wait()`` polls every 50 ms.
     """
 
-    def __init__(self, event: Any) -> None:
-        self._event = event
+    def __init__(self, ctx: Any) -> None:
+        self._value = ctx.RawValue("b", 0)
+
+    def set(self) -> None:
+        """Ask every holder to stop."""
+        self._value.value = 1
 
     def is_set(self) -> bool:
-        """True once the supervisor asked the children to stop."""
-        return bool(self._event.is_set())
+        """True once :meth:`set` was called."""
+        return bool(self._value.value)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Sleep until set or until ``timeout`` seconds passed; return :meth:`is_set`."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.is_set():
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05 if deadline is None else max(min(0.05, deadline - time.monotonic()), 0))
+        return True
 
 
 def _child_main(settings: WorkerSettings, worker_id: str, stop_flag: Any, log_level: int) -> None:
@@ -113,7 +125,7 @@ class Supervisor:
         self.on_exit = on_exit
         self.restarts = 0
         self._ctx = multiprocessing.get_context("spawn")
-        self._stop = self._ctx.Event()
+        self._stop = SharedStopFlag(self._ctx)
         self._signals = 0
         self._children: dict[int, tuple[Any, str, float]] = {}
         self._prefix = settings.worker_id or default_worker_id()
@@ -138,7 +150,7 @@ class Supervisor:
             args=(
                 replace(self.settings, processes=1),
                 worker_id,
-                _PolledStopFlag(self._stop),
+                self._stop,
                 logging.getLogger().level,
             ),
             name=worker_id,

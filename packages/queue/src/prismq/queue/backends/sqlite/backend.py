@@ -476,7 +476,7 @@ class SQLiteBackend:
 
         def work(conn: sqlite3.Connection) -> list[bool]:
             done = []
-            for update, result in zip(updates, results_json):
+            for update, result in zip(updates, results_json, strict=True):
                 params = {**self._fenced(update), "result": result, "now": now}
                 done.append(conn.execute(sql, params).rowcount == 1)
             return done
