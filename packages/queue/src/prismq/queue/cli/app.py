@@ -225,6 +225,47 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 0 if report["healthy"] else 1
 
 
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ..migrate import migrate
+
+    with QueueDatabase(args.source or args.db) as source, QueueDatabase(args.target) as target:
+        source.initialize_schema()
+        progress = Progress(
+            TextColumn("[bold]Copying tasks"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=output.error_console if args.json else output.console,
+            disable=args.json,
+        )
+        with progress:
+            bar = progress.add_task("copy", total=None)
+            report = migrate(
+                source,
+                target,
+                batch_size=args.batch_size,
+                progress=lambda done, total: progress.update(bar, completed=done, total=total),
+            )
+    if args.json:
+        output.emit_json(
+            {
+                "source": report.source,
+                "target": report.target,
+                "tasks_copied": report.tasks_copied,
+                "by_status": report.by_status,
+                "leases_requeued": report.leases_requeued,
+                "checksum": report.checksum,
+                "verified": report.verified,
+                "seconds": round(report.seconds, 3),
+            }
+        )
+    else:
+        output.console.print(report.summary())
+    return 0 if report.verified else 1
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -246,6 +287,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "backup": cmd_backup,
     "restore": cmd_restore,
     "doctor": cmd_doctor,
+    "migrate": cmd_migrate,
     "demo": cmd_demo,
 }
 

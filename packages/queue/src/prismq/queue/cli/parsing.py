@@ -152,6 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--stale-after", type=parse_duration, default=120.0, help="worker silence that counts as stale"
     )
 
+    p = command("migrate", "copy every task to another database (SQLite <-> PostgreSQL), verified")
+    p.add_argument("--from", dest="source", help="source path or URL (default: --db)")
+    p.add_argument("--to", dest="target", required=True, help="target path or URL, e.g. postgresql://host/db")
+    p.add_argument("--batch-size", type=_positive_int, default=1000, help="rows per transaction (default 1000)")
+
     p = command(
         "demo", "run a mixed demo workload on a fresh database and show the results", json_output=False
     )
