@@ -69,7 +69,8 @@ def test_migrate_human_output_and_refusals(tmp_path: Path) -> None:
     _fill(source)
     proc = _cli("--db", str(source), "migrate", "--to", str(tmp_path / "b.db"))
     assert proc.returncode == 0, proc.stderr
-    assert "copied 26 tasks" in proc.stdout and "verified" in proc.stdout
+    assert "copied 26 tasks" in proc.stdout
+    assert "verified" in proc.stdout
 
     same = _cli("migrate", "--from", str(source), "--to", str(source))
     assert same.returncode == 1
