@@ -32,7 +32,7 @@ TOOLS = ROOT / "_meta" / "tools"
 MERMAID_SOURCE = ROOT / "node_modules" / "mermaid" / "dist" / "mermaid.min.js"
 MERMAID_TARGET = ROOT / "_meta" / "docs" / "assets" / "javascripts" / "mermaid.min.js"
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
-TEST_TIMEOUT = 300
+TEST_TIMEOUT = 180
 
 RUFF = "ruff==0.17.6"
 TEST_DEPS = ["pytest>=8.1", "hypothesis>=6", "pytest-timeout>=2.3", "pytest-markdown-docs==0.9.2"]
