@@ -162,8 +162,8 @@ def lint(session: nox.Session) -> None:
     check("ruff check", "ruff", "check", *paths)
     check("ruff format", "ruff", "format", "--check", *paths)
     markdown = _existing(MARKDOWN_SOURCES)
-    # Ruff formats Markdown code blocks in preview; fix with: ruff format --preview FILE.md
-    check("ruff format (Markdown)", "ruff", "format", "--preview", "--check", *markdown)
+    # Ruff formats the Python blocks of Markdown files too; fix with: ruff format FILE.md
+    check("ruff format (Markdown)", "ruff", "format", "--check", *markdown)
     # Ruff lints Python only in .py files: copy every fence out, then lint them as code.
     with tempfile.TemporaryDirectory(prefix="doc-fences-") as folder:
         session.run("python", str(TOOLS / "doc_fences.py"), "extract", folder, *markdown)
@@ -196,7 +196,8 @@ def docs(session: nox.Session) -> None:
 def doctest(session: nox.Session) -> None:
     """Run every Python example of the Markdown docs and of the docstrings."""
     session.install("-e", _package("cli", "postgres"), *TEST_DEPS)
-    env = {"PYTHONPATH": str(TOOLS)}
+    # The PostgreSQL examples get a schema of their own on the test server (see the plugin).
+    env = {**_postgres_env(), "PYTHONPATH": str(TOOLS)}
     plugin = ("-p", "markdown_docs_fixtures")
     markdown_docs = ("--markdown-docs", "--markdown-docs-syntax=superfences")
     session.run("pytest", *markdown_docs, *plugin, *_markdown_files(), *session.posargs, env=env)

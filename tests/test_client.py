@@ -139,9 +139,25 @@ def test_idempotency_key_is_free_again_after_prune(clocked_db: QueueDatabase, cl
     client = QueueClient(clocked_db)
     first = client.enqueue("job", idempotency_key="k")
     client.cancel(first)
+    newest = client.enqueue("other")
     clock.advance(100)
     assert client.prune(10) == 1
-    assert client.enqueue("job", idempotency_key="k") != first
+    again = client.enqueue("job", idempotency_key="k")
+    assert again != first
+    assert again > newest
+
+
+def test_prune_keeps_the_newest_task_so_ids_are_never_reused(
+    clocked_db: QueueDatabase, clock: FakeClock
+) -> None:
+    client = QueueClient(clocked_db)
+    ids = client.enqueue_many([{"task_type": "job"} for _ in range(3)])
+    for task_id in ids:
+        client.cancel(task_id)
+    clock.advance(100)
+    assert client.prune(10) == 2
+    assert [t.id for t in client.list()] == [ids[-1]]
+    assert client.enqueue("job") == ids[-1] + 1
 
 
 # -- enqueue_many ------------------------------------------------------------------------
@@ -512,8 +528,11 @@ def test_prune_only_old_finished_tasks(clocked_db: QueueDatabase, clock: FakeClo
     # The recent completion is too young.
     assert client.prune(60) == 0
     clock.advance(61)
+    # The newest task is never pruned (ids are never reused): once a newer one exists, it goes.
+    assert client.prune(60, statuses=[TaskStatus.COMPLETED]) == 0
+    newer = client.enqueue("job")
     assert client.prune(60, statuses=[TaskStatus.COMPLETED]) == 1
-    assert {t.id for t in client.list()} == {queued, leased}
+    assert {t.id for t in client.list()} == {queued, leased, newer}
 
 
 @pytest.mark.parametrize("statuses", [["queued"], ["leased"], ["completed", "leased"]])

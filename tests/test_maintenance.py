@@ -96,7 +96,7 @@ def test_analyze_fills_planner_statistics(sqlite_db: QueueDatabase) -> None:
     sqlite_db.analyze()
     conn = sqlite_db.backend.connection()  # type: ignore[attr-defined]
     indexed = {row[0] for row in conn.execute("SELECT idx FROM sqlite_stat1 WHERE tbl = 'tasks'")}
-    assert "idx_tasks_ready_fifo" in indexed
+    assert "idx_tasks_ready_type" in indexed
 
 
 def test_integrity_check_ok(sqlite_db: QueueDatabase) -> None:

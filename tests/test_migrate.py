@@ -1,7 +1,8 @@
 """prismq.queue.migrate: copying a queue between databases, on both backends.
 
 The ``make_db`` database (SQLite or PostgreSQL, per case) is the target of a copy from an
-SQLite file, and the source of a copy back into another SQLite file.
+SQLite file, and the source of a copy back into another SQLite file. Tasks and the runs of
+``prismq.queue.integrations`` are copied both ways.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import pytest
 
 from prismq.queue import QueueClient, QueueDatabase, QueueWorker, TaskStatus
 from prismq.queue.errors import ConfigError
+from prismq.queue.integrations import Run, RunRegistry, RunStatus
 from prismq.queue.migrate import MigrationError, migrate
 
 if TYPE_CHECKING:
@@ -151,3 +153,142 @@ def test_same_database_and_bad_batch_size_are_refused(
     for bad in (0, -1, 100_001, 2.5, True):
         with pytest.raises(ConfigError):
             migrate(sqlite_source, database, batch_size=bad)  # type: ignore[arg-type]
+
+
+def fill_runs(database: QueueDatabase) -> RunRegistry:
+    """Runs in every state a registry holds, the active ones leased by a live registry."""
+    registry = RunRegistry(queue=database, lease_duration=3600)
+    registry.add_run(
+        Run(
+            run_id="done",
+            module_id="ingest",
+            module_name="Ingest",
+            status=RunStatus.COMPLETED,
+            parameters={"n": 3, "tags": ["a", "ü"]},
+            progress_percent=100.0,
+            items_processed=3,
+            items_total=3,
+            exit_code=0,
+            attempts=1,
+        )
+    )
+    registry.add_run(
+        Run(run_id="broken", module_id="ingest", status=RunStatus.FAILED, error_message="boom", exit_code=2)
+    )
+    registry.add_run(Run(run_id="waiting", module_id="report", rerunnable=True))
+    registry.add_run(
+        Run(
+            run_id="busy",
+            module_id="ingest",
+            status=RunStatus.RUNNING,
+            rerunnable=True,
+            progress_percent=40.0,
+            progress_message="halfway",
+            items_processed=4,
+            items_total=10,
+            attempts=1,
+        )
+    )
+    return registry
+
+
+def test_runs_are_copied_after_their_tasks_and_counted(
+    sqlite_source: QueueDatabase, make_db: Callable[..., QueueDatabase], clock: FakeClock
+) -> None:
+    fill(sqlite_source, clock)
+    source_runs = fill_runs(sqlite_source)
+    target = make_db(clock=clock)
+    seen: list[tuple[int, int]] = []
+    report = migrate(sqlite_source, target, batch_size=3, progress=lambda d, t: seen.append((d, t)))
+    assert report.verified
+    assert (report.tasks_copied, report.runs_copied, report.runs_interrupted) == (12, 4, 2)
+    assert report.leases_requeued == 2  # the queue's own running tasks; run tasks go dead
+    assert seen[-1] == (16, 16)
+    assert [done for done, _ in seen] == sorted(done for done, _ in seen)
+    assert "and 4 runs" in report.summary()
+    assert "2 active runs interrupted" in report.summary()
+
+    copied = RunRegistry(queue=target)
+    for run_id in ("done", "broken"):
+        original, copy = source_runs.get_run(run_id), copied.get_run(run_id)
+        assert copy is not None
+        assert original is not None
+        assert copy.to_dict() == original.to_dict()
+    assert copied.get_run("done").parameters == {"n": 3, "tags": ["a", "ü"]}  # type: ignore[union-attr]
+    for run_id in ("waiting", "busy"):
+        run = copied.get_run(run_id)
+        assert run is not None
+        assert run.status is RunStatus.INTERRUPTED
+        assert "migrated" in (run.error_message or "")
+        task = QueueClient(target).get(run.task_id)  # type: ignore[arg-type]
+        assert task.status is TaskStatus.DEAD
+        assert task.task_type == f"prismq.run:{run.module_id}"
+    busy = copied.get_run("busy")
+    assert busy is not None
+    assert (busy.progress_percent, busy.items_processed, busy.items_total) == (40.0, 4, 10)
+    assert [r.run_id for r in copied.get_runs_by_module("ingest")] == [
+        r.run_id for r in source_runs.get_runs_by_module("ingest")
+    ]
+    assert QueueClient(target).count_by_type()["prismq.run:ingest"] == {"completed": 1, "dead": 2}
+    # No manager holds the interrupted runs on the target: one takes the re-runnable ones.
+    taken = copied.store.take_rerunnable(["ingest", "report"], "new-manager", clock() + 60)
+    assert sorted(r["run_id"] for r in taken) == ["busy", "waiting"]
+    for record in taken:
+        task = QueueClient(target).get(record["task_id"])
+        assert (task.status, task.locked_by) == (TaskStatus.LEASED, "new-manager")
+
+
+def test_runs_copy_again_idempotently_and_the_checksum_covers_them(
+    sqlite_source: QueueDatabase, make_db: Callable[..., QueueDatabase], clock: FakeClock
+) -> None:
+    registry = fill_runs(sqlite_source)
+    target = make_db(clock=clock)
+    first = migrate(sqlite_source, target)
+    again = migrate(sqlite_source, target)
+    assert again.checksum == first.checksum
+    assert again.runs_copied == first.runs_copied == 4
+    assert len(RunRegistry(queue=target).get_all_runs()) == 4
+    done = registry.get_run("done")
+    assert done is not None
+    done.progress_message = "re-counted"
+    registry.update_run(done)
+    third = migrate(sqlite_source, target)
+    assert third.checksum != first.checksum  # a run-only change shows in the checksum
+    assert third.tasks_copied == first.tasks_copied
+    copied = RunRegistry(queue=target).get_run("done")
+    assert copied is not None
+    assert copied.progress_message == "re-counted"
+
+
+def test_runs_copy_back_to_sqlite(
+    make_db: Callable[..., QueueDatabase], clock: FakeClock, tmp_path: Path
+) -> None:
+    source = make_db(clock=clock)
+    fill(source, clock)
+    registry = fill_runs(source)
+    with QueueDatabase(tmp_path / "back.db", clock=clock) as back:
+        report = migrate(source, back, batch_size=2)
+        assert report.verified
+        assert (report.runs_copied, report.runs_interrupted) == (4, 2)
+        copied = RunRegistry(queue=back)
+        for original in registry.get_all_runs():
+            copy = copied.get_run(original.run_id)
+            assert copy is not None
+            if original.status.is_active:
+                assert copy.status is RunStatus.INTERRUPTED
+            else:
+                assert copy.to_dict() == original.to_dict()
+        assert back.integrity_check() == ["ok"]
+        # A copy of the copy writes the same rows: the same checksum, tasks and runs.
+        with QueueDatabase(tmp_path / "again.db", clock=clock) as again:
+            assert migrate(back, again).checksum == migrate(back, source).checksum
+
+
+def test_a_run_whose_task_id_holds_another_run_in_the_target_is_reported(
+    sqlite_source: QueueDatabase, make_db: Callable[..., QueueDatabase], clock: FakeClock
+) -> None:
+    RunRegistry(queue=sqlite_source).add_run(Run(run_id="theirs", module_id="m", status=RunStatus.COMPLETED))
+    target = make_db(clock=clock)
+    RunRegistry(queue=target).add_run(Run(run_id="ours", module_id="m", status=RunStatus.COMPLETED))
+    with pytest.raises(MigrationError, match=r"runs of tasks 1\.\.1"):
+        migrate(sqlite_source, target)

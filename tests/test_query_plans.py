@@ -49,10 +49,15 @@ def test_plans_cover_every_claim_statement(big_db: QueueDatabase) -> None:
     plans = big_db.backend.explain_claims()
     names = set(plans)
     for ordering in ("oldest_first", "newest_first", "priority"):
-        assert f"claim_{ordering}_any" in names
         assert f"claim_{ordering}_type" in names
         assert f"candidates_{ordering}_type" in names
-    assert {"has_ready_of_type", "queued_task_types", "reclaim_expired", "lease_by_ids"} <= names
+    assert {
+        "has_ready_of_type",
+        "queued_task_types",
+        "next_run_after_type",
+        "reclaim_expired",
+        "lease_by_ids",
+    } <= names
     assert all(plans[name] for name in names)
 
 
@@ -71,10 +76,11 @@ def test_no_temp_btree_and_no_table_scan(big_db: QueueDatabase) -> None:
 def test_claims_read_the_ready_indexes(big_db: QueueDatabase) -> None:
     plans = big_db.backend.explain_claims()
     expected = {
-        "claim_oldest_first_any": "idx_tasks_ready_fifo",
-        "claim_newest_first_any": "idx_tasks_ready_fifo",
-        "claim_priority_any": "idx_tasks_ready_priority",
         "claim_oldest_first_type": "idx_tasks_ready_type",
+        "claim_newest_first_type": "idx_tasks_ready_type",
+        "candidates_priority_type": "idx_tasks_ready_type_priority",
+        "queued_task_types": "idx_tasks_ready_type",
+        "next_run_after_type": "idx_tasks_ready_type",
         "claim_priority_type": "idx_tasks_ready_type_priority",
         "reclaim_expired": "idx_tasks_leased",
     }
@@ -85,10 +91,23 @@ def test_claims_read_the_ready_indexes(big_db: QueueDatabase) -> None:
 def test_detector_catches_bad_plans() -> None:
     # The patterns above must be able to fail.
     assert BARE_SCAN.search("SCAN tasks")
-    assert not BARE_SCAN.search("SCAN tasks USING INDEX idx_tasks_ready_fifo")
+    assert not BARE_SCAN.search("SCAN tasks USING INDEX idx_tasks_ready_type")
     assert not BARE_SCAN.search("SCAN tasks USING COVERING INDEX idx_tasks_finished")
     assert not BARE_SCAN.search("SCAN json_each VIRTUAL TABLE INDEX 1:")
     assert not BARE_SCAN.search("SCAN seen")
+
+
+def test_claims_over_every_type_merge_the_per_type_heads(big_db: QueueDatabase) -> None:
+    # No task_types filter: the claim walks the queued types and merges their heads, so the
+    # global order holds across types.
+    for strategy, key in (
+        ("fifo", lambda t: (t.run_after, t.id)),
+        ("priority", lambda t: (t.priority, t.run_after, t.id)),
+    ):
+        batch = QueueWorker(big_db, f"any-{strategy}", strategy=strategy).claim_batch(40)
+        assert len(batch) == 40
+        assert [key(t) for t in batch] == sorted(key(t) for t in batch)
+        assert len({t.task_type for t in batch}) >= 1
 
 
 def test_claims_still_work_on_the_big_database(big_db: QueueDatabase) -> None:

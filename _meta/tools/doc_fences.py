@@ -1,9 +1,9 @@
 """Find the Python code fences in the project's Markdown, and write them out for ruff.
 
 The documentation's Python examples are executed by pytest-markdown-docs (``nox -s doctest``)
-and linted by ruff (``nox -s lint``). Ruff lints Markdown code blocks only in preview, so
-``lint`` uses this tool to copy every Python fence into a temporary folder of ``.py`` files
-first::
+and linted by ruff (``nox -s lint``). Ruff formats the code blocks of Markdown files but lints
+only ``.py`` files, so ``lint`` uses this tool to copy every Python fence into a temporary
+folder of ``.py`` files first::
 
     python _meta/tools/doc_fences.py extract OUTPUT_DIR [FILES...]
     python _meta/tools/doc_fences.py list [FILES...]

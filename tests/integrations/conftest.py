@@ -1,4 +1,8 @@
-"""Fixtures for the integrations suite: every behavioural test runs in both modes."""
+"""Fixtures for the integrations suite: every behavioural test runs in every storage mode.
+
+Modes: ``memory`` (the original in-process registry), ``queue-sqlite`` and
+``queue-postgresql`` (runs kept in a queue database on that backend).
+"""
 
 from __future__ import annotations
 
@@ -25,18 +29,40 @@ def run_async(coroutine: Coroutine[Any, Any, T], timeout: float = 30.0) -> T:
 
 
 class Mode:
-    """One storage mode: builds registries and managers that share that storage."""
+    """One storage mode: builds registries and managers that share that storage.
 
-    def __init__(self, name: str, tmp_path: Path) -> None:
+    Args:
+        name: ``"memory"``, ``"queue-sqlite"`` or ``"queue-postgresql"``.
+        tmp_path: Where the SQLite file goes.
+        postgres: ``(url, schema)`` of the test schema, for ``queue-postgresql``.
+    """
+
+    def __init__(self, name: str, tmp_path: Path, postgres: tuple[str, str] | None = None) -> None:
         self.name = name
-        self.durable = name == "queue"
+        self.durable = name.startswith("queue")
+        self.backend_name = name.removeprefix("queue-") if self.durable else None
         self.path = tmp_path / "runs.db"
+        self.postgres = postgres
         self.databases: list[QueueDatabase] = []
         self._shared_registry: RunRegistry | None = None
 
+    @property
+    def target(self) -> str:
+        """What ``QueueDatabase(...)`` opens, as another process would be told: path or URL."""
+        if self.postgres is None:
+            return str(self.path)
+        url, schema = self.postgres
+        return f"{url}{'&' if '?' in url else '?'}schema={schema}"
+
     def database(self) -> QueueDatabase:
-        """A new connection set to the shared database file (as another process would open)."""
-        db = QueueDatabase(self.path)
+        """A new connection set to the shared database (as another process would open)."""
+        if self.postgres is not None:
+            from prismq.queue.backends.postgres import PostgresBackend
+
+            url, schema = self.postgres
+            db = QueueDatabase(backend=PostgresBackend(url, schema=schema, max_size=4))
+        else:
+            db = QueueDatabase(self.path)
         self.databases.append(db)
         return db
 
@@ -62,18 +88,35 @@ class Mode:
             db.close()
 
 
-@pytest.fixture(params=["memory", "queue"])
+def _open_mode(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> Mode:
+    postgres = request.getfixturevalue("postgres_schema") if name == "queue-postgresql" else None
+    return Mode(name, tmp_path, postgres)
+
+
+MODES = [
+    pytest.param("memory", id="memory"),
+    pytest.param("queue-sqlite", id="queue-sqlite"),
+    pytest.param("queue-postgresql", id="queue-postgresql", marks=pytest.mark.postgres),
+]
+DURABLE_MODES = MODES[1:]
+
+
+@pytest.fixture(params=MODES)
 def mode(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Mode]:
-    """The storage mode under test: in-memory, or the SQLite queue database."""
-    selected = Mode(request.param, tmp_path)
+    """The storage mode under test: in memory, or a queue database on either backend.
+
+    The PostgreSQL case works in a schema of its own (``postgres_schema``), and skips
+    when the server is unreachable (fails under ``CI=true``).
+    """
+    selected = _open_mode(request.param, request, tmp_path)
     yield selected
     selected.close()
 
 
-@pytest.fixture
-def durable(tmp_path: Path) -> Iterator[Mode]:
-    """The queue-backed mode alone, for what only a database can do."""
-    selected = Mode("queue", tmp_path)
+@pytest.fixture(params=DURABLE_MODES)
+def durable(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Mode]:
+    """The queue-backed modes alone (SQLite and PostgreSQL), for what only a database can do."""
+    selected = _open_mode(request.param, request, tmp_path)
     yield selected
     selected.close()
 

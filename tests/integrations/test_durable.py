@@ -3,21 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from prismq.queue import ConfigError, QueueClient, QueueDatabase, QueueWorker, TaskStatus
-from prismq.queue.backends.sqlite import SCHEMA_VERSION
 from prismq.queue.integrations import BackgroundTaskManager, Run, RunRegistry, RunStatus
 
 from .conftest import Mode, eventually, run_async
 
 
 def test_schema_has_the_runs_migration(durable: Mode) -> None:
+    if durable.backend_name == "postgresql":
+        from prismq.queue.backends.postgres import SCHEMA_VERSION
+    else:
+        from prismq.queue.backends.sqlite import SCHEMA_VERSION
     db = durable.database()
     RunRegistry(queue=db)
     assert SCHEMA_VERSION >= 2
     assert db.schema_version() == SCHEMA_VERSION
+    assert db.integrity_check() == ["ok"]
 
 
 def test_runs_are_queue_tasks_visible_to_other_connections(durable: Mode) -> None:
@@ -184,6 +191,8 @@ def test_prune_of_finished_run_tasks_removes_their_runs(durable: Mode) -> None:
         manager.start_task(Run(run_id="gone", module_id="m"), work())
         await manager.wait_all()
         client = QueueClient(durable.database())
+        # prune always keeps the newest task (so no id is handed out twice): add one.
+        await asyncio.to_thread(client.enqueue, "later", {})
         assert await asyncio.to_thread(client.prune, 0) == 1
         assert await asyncio.to_thread(manager.registry.get_run, "gone") is None
         await manager.shutdown()
@@ -266,10 +275,28 @@ def test_registry_with_runs_in_memory_refuses_a_queue(durable: Mode) -> None:
         BackgroundTaskManager(registry, queue=durable.database())
 
 
-def test_runs_need_an_sqlite_queue_for_now() -> None:
-    class ServerBackend:
-        name = "postgresql"
-        location = "postgresql://db.example/queue"
+def test_runs_need_a_backend_with_a_run_store() -> None:
+    class OtherBackend:
+        name = "othersql"
+        location = "othersql://db.example/queue"
 
-    with pytest.raises(ConfigError, match="SQLite"):
-        RunRegistry(queue=QueueDatabase(backend=ServerBackend()))  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"stored in postgresql or sqlite .*, not 'othersql'"):
+        RunRegistry(queue=QueueDatabase(backend=OtherBackend()))  # type: ignore[arg-type]
+
+
+def test_the_store_matches_the_backend(durable: Mode) -> None:
+    registry = RunRegistry(queue=durable.database())
+    expected = {"sqlite": "SQLiteRunStore", "postgresql": "PostgresRunStore"}[str(durable.backend_name)]
+    assert type(registry.store).__name__ == expected
+
+
+def test_sqlite_runs_do_not_import_psycopg(tmp_path: Path) -> None:
+    code = (
+        "import sys\n"
+        "from prismq.queue import QueueDatabase\n"
+        "from prismq.queue.integrations import Run, RunRegistry\n"
+        f"registry = RunRegistry(queue=QueueDatabase({str(tmp_path / 'q.db')!r}))\n"
+        "registry.add_run(Run(run_id='r', module_id='m'))\n"
+        "assert 'psycopg' not in sys.modules, 'psycopg was imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

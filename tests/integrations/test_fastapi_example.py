@@ -37,13 +37,26 @@ def load_example() -> ModuleType:
     return module
 
 
+@pytest.fixture(
+    params=[
+        pytest.param("sqlite", id="queue-sqlite"),
+        pytest.param("postgresql", id="queue-postgresql", marks=pytest.mark.postgres),
+    ]
+)
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """What the app is given to open: an SQLite path, or a PostgreSQL URL with its schema."""
+    if request.param == "sqlite":
+        return str(tmp_path / "api.db")
+    url, schema = request.getfixturevalue("postgres_schema")
+    return f"{url}{'&' if '?' in url else '?'}schema={schema}"
+
+
 @pytest.fixture
-def api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[TestClient, Path]]:
+def api(database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[TestClient, str]]:
     monkeypatch.chdir(tmp_path)  # the module-level app would default to ./queue.db
-    db_path = tmp_path / "api.db"
     example = load_example()
-    with TestClient(example.create_app(str(db_path))) as client:
-        yield client, db_path
+    with TestClient(example.create_app(database)) as client:
+        yield client, database
 
 
 def wait_for(client: TestClient, run_id: str, predicate: Any, timeout: float = 10.0) -> dict[str, Any]:
@@ -66,8 +79,8 @@ def test_example_does_not_leak_fastapi_into_the_library() -> None:
         assert "fastapi" not in module.read_text(encoding="utf-8").lower(), module.name
 
 
-def test_start_list_and_complete_a_run(api: tuple[TestClient, Path]) -> None:
-    client, db_path = api
+def test_start_list_and_complete_a_run(api: tuple[TestClient, str]) -> None:
+    client, database = api
     response = client.post(
         "/runs", json={"module_id": "countdown", "parameters": {"steps": 3, "delay": 0.01}}
     )
@@ -84,11 +97,11 @@ def test_start_list_and_complete_a_run(api: tuple[TestClient, Path]) -> None:
     assert [r["run_id"] for r in listed] == [run_id]
     assert client.get("/runs", params={"status": "completed"}).json()[0]["run_id"] == run_id
     assert client.get("/runs", params={"module_id": "nothing"}).json() == []
-    with QueueDatabase(db_path) as db:
+    with QueueDatabase(database) as db:
         assert QueueClient(db).count_by_type()["prismq.run:countdown"] == {"completed": 1}
 
 
-def test_cancel_a_running_run(api: tuple[TestClient, Path]) -> None:
+def test_cancel_a_running_run(api: tuple[TestClient, str]) -> None:
     client, _ = api
     run_id = client.post(
         "/runs", json={"module_id": "countdown", "parameters": {"steps": 1000, "delay": 0.05}}
@@ -103,24 +116,23 @@ def test_cancel_a_running_run(api: tuple[TestClient, Path]) -> None:
     assert client.delete(f"/runs/{run_id}").json()["cancelled"] is False
 
 
-def test_unknown_module_and_run_are_404(api: tuple[TestClient, Path]) -> None:
+def test_unknown_module_and_run_are_404(api: tuple[TestClient, str]) -> None:
     client, _ = api
     assert client.post("/runs", json={"module_id": "nope"}).status_code == 404
     assert client.get("/runs/missing").status_code == 404
 
 
 def test_restart_reruns_an_interrupted_rerunnable_run(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
     example = load_example()
-    db_path = str(tmp_path / "restart.db")
-    with TestClient(example.create_app(db_path)) as client:
+    with TestClient(example.create_app(database)) as client:
         run_id = client.post(
             "/runs", json={"module_id": "countdown", "parameters": {"steps": 4, "delay": 0.2}}
         ).json()["run_id"]
         wait_for(client, run_id, lambda b: b["status"] == "running")
     # Leaving the block shut the server down mid-run: the run was interrupted.
-    with TestClient(example.create_app(db_path)) as client:
+    with TestClient(example.create_app(database)) as client:
         done = wait_for(client, run_id, lambda b: b["status"] == "completed")
         assert done["attempts"] == 2

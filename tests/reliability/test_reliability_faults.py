@@ -262,6 +262,21 @@ def test_backup_destination_errors(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("queue.db")) == []
 
 
+def test_names_too_long_for_the_filesystem(tmp_path: Path) -> None:
+    long_name = "x" * 300
+    with pytest.raises(StorageError, match="choose another path"):
+        QueueDatabase(tmp_path / long_name)
+    db_path = tmp_path / "queue.db"
+    seed(db_path)
+    with QueueDatabase(db_path) as db:
+        with pytest.raises(BackupError, match="choose another path"):
+            db.backup(tmp_path / long_name)
+        with pytest.raises(BackupError, match="cannot read backup file"):
+            db.restore(tmp_path / long_name)
+        assert db.integrity_check() == ["ok"]
+    assert len(snapshot(db_path)) == 20
+
+
 # -- corrupt, foreign and newer files ---------------------------------------------------
 
 

@@ -291,7 +291,7 @@ class LifecycleMachine(RuleBasedStateMachine):
 
 
 LifecycleMachine.TestCase.settings = settings(
-    max_examples=sized(60, 600),
+    max_examples=sized(100, 1000),
     stateful_step_count=sized(40, 80),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],

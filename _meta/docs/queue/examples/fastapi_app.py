@@ -57,7 +57,7 @@ def countdown(manager: BackgroundTaskManager) -> Callable[[Run], Awaitable[int]]
 
 
 def create_app(db_path: str | None = None) -> FastAPI:
-    """Build the app; ``db_path`` selects the queue database file."""
+    """Build the app; ``db_path`` selects the queue database (a file, or a PostgreSQL URL)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -401,6 +401,9 @@ class QueueClient:
     ) -> int:
         """Delete finished tasks that finished more than ``older_than`` ago.
 
+        The newest task in the database is never deleted, so a task id is never handed
+        out twice (a client may hold an old id; it keeps meaning the same task, or none).
+
         Args:
             older_than: Age in seconds (or a ``timedelta``).
             statuses: Terminal statuses to delete (completed and cancelled by default;

@@ -16,10 +16,16 @@ Every task is copied with its id, so ids that callers kept stay valid:
   not counted, as a release would; one whose cancellation was requested becomes
   ``cancelled``. Their workers' leases do not survive the move.
 
+The runs of :mod:`prismq.queue.integrations` (the ``runs`` table) follow their tasks, in
+task id order, upserted by run id. A run that was active (queued or running) goes over
+``interrupted``, its leased task ``dead``, as when its manager's lease runs out: no manager
+holds it on the target, and a manager there re-runs it if it is re-runnable.
+
 The copy is an upsert by id in batches, so it is safe to run again: a second run brings
 the target up to date with the source. The target should be empty or an earlier copy of
-the same source: a target task with a copied id is overwritten. Each batch is read back from the target and
-compared, and the report carries the row count and a SHA-256 over every copied row.
+the same source: a target task with a copied id (or run with a copied run id) is
+overwritten. Each batch is read back from the target and compared, and the report carries
+the row counts and a SHA-256 over every copied row, tasks then runs.
 Stop workers and producers on the source first: rows changed during the copy are copied
 as they were when their batch was read (run it again to catch up). The worker registry is
 not copied; workers register again when they start on the target.
@@ -36,6 +42,7 @@ from typing import Any
 
 from .backends.sqlfile import load_queries
 from .backends.sqlite.backend import TASK_COLUMNS
+from .backends.sqlite.runs import RUN_COLUMNS, RUN_TASK_PREFIX
 from .database import QueueDatabase
 from .errors import ConfigError, QueueError, StorageError
 
@@ -45,6 +52,8 @@ COLUMNS = (*(c.strip() for c in TASK_COLUMNS.split(",")), "updated_at")
 """Every column of ``tasks``, in the order rows are read and hashed."""
 
 _BOOLEAN_COLUMNS = ("cancel_requested",)
+_RUN_BOOLEAN_COLUMNS = ("rerunnable",)
+_ACTIVE_RUN_STATUSES = ("queued", "running")
 _SQL_PACKAGES = {
     "sqlite": "prismq.queue.backends.sqlite",
     "postgresql": "prismq.queue.backends.postgres",
@@ -65,7 +74,10 @@ class MigrationReport:
         tasks_copied: Tasks written to the target (all of the source's).
         by_status: Copied tasks per status, as written to the target.
         leases_requeued: Leased tasks returned to the queue (or cancelled) on the way.
-        checksum: SHA-256 over every copied row, in id order, as written.
+        runs_copied: Runs (of ``prismq.queue.integrations``) written to the target.
+        runs_interrupted: Active runs that went over interrupted (their leased tasks dead).
+        checksum: SHA-256 over every copied row as written: tasks in id order, then runs
+            in task id order.
         verified: True: every batch read back from the target matched.
         seconds: How long the copy took.
     """
@@ -75,6 +87,8 @@ class MigrationReport:
     tasks_copied: int
     by_status: dict[str, int] = field(default_factory=dict)
     leases_requeued: int = 0
+    runs_copied: int = 0
+    runs_interrupted: int = 0
     checksum: str = ""
     verified: bool = False
     seconds: float = 0.0
@@ -83,14 +97,15 @@ class MigrationReport:
         """One line for people: counts, checksum and verification."""
         counts = ", ".join(f"{status} {n}" for status, n in sorted(self.by_status.items()))
         return (
-            f"copied {self.tasks_copied} tasks from {self.source} to {self.target} ({counts or 'none'}); "
-            f"{self.leases_requeued} running tasks requeued; sha256 {self.checksum[:16]}...; "
+            f"copied {self.tasks_copied} tasks from {self.source} to {self.target} ({counts or 'none'}) "
+            f"and {self.runs_copied} runs; {self.leases_requeued} running tasks requeued, "
+            f"{self.runs_interrupted} active runs interrupted; sha256 {self.checksum[:16]}...; "
             f"{'verified' if self.verified else 'NOT verified'} in {self.seconds:.1f} s"
         )
 
 
 class _Tasks:
-    """Row-level reads and upserts of ``tasks`` on one database (SQL in ``transfer.sql``)."""
+    """Row-level reads and upserts of ``tasks`` and ``runs`` on one database (``transfer.sql``)."""
 
     def __init__(self, database: QueueDatabase) -> None:
         backend = database.backend
@@ -119,19 +134,42 @@ class _Tasks:
         return [_normalize(row) for row in rows]
 
     def upsert(self, rows: Sequence[dict[str, Any]]) -> None:
-        sql = self.q["upsert_task"]
+        values = [_for_storage(row, self.name, _BOOLEAN_COLUMNS) for row in rows]
 
         def work(conn: Any) -> None:
-            values = [_for_storage(row, self.name) for row in rows]
-            if self.name == "postgresql":
-                with conn.cursor() as cur:
-                    cur.executemany(sql, values)
-            else:
-                conn.executemany(sql, values)
+            self._executemany(conn, self.q["upsert_task"], values)
             if "advance_task_ids" in self.q:
                 conn.execute(self.q["advance_task_ids"])
 
         self.db.write(work)
+
+    def _executemany(self, conn: Any, sql: str, values: list[dict[str, Any]]) -> None:
+        if self.name == "postgresql":
+            with conn.cursor() as cur:
+                cur.executemany(sql, values)
+        else:
+            conn.executemany(sql, values)
+
+    def has_runs(self) -> bool:
+        """True when the database has the ``runs`` table (schema version 2 or later)."""
+        return bool(self.db.read(lambda c: c.execute(self.q["has_runs"]).fetchone()[0]))
+
+    def count_runs(self) -> int:
+        return int(self.db.read(lambda c: c.execute(self.q["count_runs"]).fetchone()[0]))
+
+    def runs_after(self, after: int, limit: int) -> list[dict[str, Any]]:
+        params = {"after": after, "limit": limit}
+        rows = self.db.read(lambda c: c.execute(self.q["runs_after"], params).fetchall())
+        return [_normalize_run(row) for row in rows]
+
+    def runs_between(self, first: int, last: int) -> list[dict[str, Any]]:
+        params = {"first": first, "last": last}
+        rows = self.db.read(lambda c: c.execute(self.q["runs_between"], params).fetchall())
+        return [_normalize_run(row) for row in rows]
+
+    def upsert_runs(self, rows: Sequence[dict[str, Any]]) -> None:
+        values = [_for_storage(row, self.name, _RUN_BOOLEAN_COLUMNS) for row in rows]
+        self.db.write(lambda conn: self._executemany(conn, self.q["upsert_run"], values))
 
 
 def _normalize(row: Sequence[Any]) -> dict[str, Any]:
@@ -142,9 +180,17 @@ def _normalize(row: Sequence[Any]) -> dict[str, Any]:
     return out
 
 
-def _for_storage(row: dict[str, Any], backend: str) -> dict[str, Any]:
+def _normalize_run(row: Sequence[Any]) -> dict[str, Any]:
+    """A ``runs`` row as a dict with backend-neutral values (booleans as ``bool``)."""
+    out = dict(zip(RUN_COLUMNS, row, strict=True))
+    for name in _RUN_BOOLEAN_COLUMNS:
+        out[name] = bool(out[name])
+    return out
+
+
+def _for_storage(row: dict[str, Any], backend: str, booleans: Sequence[str]) -> dict[str, Any]:
     if backend == "sqlite":
-        return {**row, **{name: int(row[name]) for name in _BOOLEAN_COLUMNS}}
+        return {**row, **{name: int(row[name]) for name in booleans}}
     return row
 
 
@@ -158,6 +204,32 @@ def _requeue(row: dict[str, Any], now: float) -> dict[str, Any]:
     return out
 
 
+def _interrupt_task(row: dict[str, Any], now: float, reason: str) -> dict[str, Any]:
+    """A leased run task as it goes to the target: dead, as when its owner's lease expires."""
+    return {
+        **row,
+        "status": "dead",
+        "lease_until": None,
+        "locked_by": None,
+        "lease_token": None,
+        "last_error": reason,
+        "finished_at": now,
+        "updated_at": now,
+    }
+
+
+def _interrupt_run(row: dict[str, Any], now: float, reason: str) -> dict[str, Any]:
+    """An active run as it goes to the target: interrupted, owned by no manager."""
+    return {
+        **row,
+        "status": "interrupted",
+        "owner": None,
+        "error_message": reason,
+        "completed_at": now,
+        "updated_at": now,
+    }
+
+
 def _same_database(a: QueueDatabase, b: QueueDatabase) -> bool:
     return (a.backend_name, a.location, getattr(a.backend, "schema", None)) == (
         b.backend_name,
@@ -166,8 +238,8 @@ def _same_database(a: QueueDatabase, b: QueueDatabase) -> bool:
     )
 
 
-def _row_bytes(row: dict[str, Any]) -> bytes:
-    return (json.dumps([row[c] for c in COLUMNS], separators=(",", ":")) + "\n").encode("utf-8")
+def _row_bytes(row: dict[str, Any], columns: Sequence[str] = COLUMNS) -> bytes:
+    return (json.dumps([row[c] for c in columns], separators=(",", ":")) + "\n").encode("utf-8")
 
 
 def migrate(
@@ -177,7 +249,7 @@ def migrate(
     batch_size: int = 1000,
     progress: Callable[[int, int], None] | None = None,
 ) -> MigrationReport:
-    """Copy every task from ``source`` to ``target``, keeping ids, and verify the copy.
+    """Copy every task (and run) from ``source`` to ``target``, keeping ids; verify the copy.
 
     The target's schema is created if needed. Running it again is safe: rows are upserted
     by id.
@@ -186,7 +258,8 @@ def migrate(
         source: The database to copy from (left unchanged).
         target: The database to copy into (SQLite or PostgreSQL, either direction).
         batch_size: Rows per read and per write transaction (1 to 100,000).
-        progress: Called as ``progress(copied, total)`` after every batch.
+        progress: Called as ``progress(copied, total)`` after every batch; the counts are
+            of rows, tasks and runs together.
 
     Returns:
         The counts, checksum and verification result.
@@ -205,7 +278,13 @@ def migrate(
     reader, writer = _Tasks(source), _Tasks(target)
     target.initialize_schema()
     total = reader.count()
+    copy_runs = reader.has_runs()
+    total_runs = reader.count_runs() if copy_runs else 0
     now = source.now()
+    reason = (
+        f"interrupted: the queue was migrated to {target.location} while the run was active; "
+        "no manager holds it there"
+    )
     digest_written, digest_read = hashlib.sha256(), hashlib.sha256()
     by_status: dict[str, int] = {}
     copied = requeued = 0
@@ -217,8 +296,11 @@ def migrate(
         outgoing = []
         for row in rows:
             if row["status"] == "leased":
-                row = _requeue(row, now)
-                requeued += 1
+                if row["task_type"].startswith(RUN_TASK_PREFIX):
+                    row = _interrupt_task(row, now, reason)  # its run is interrupted below
+                else:
+                    row = _requeue(row, now)
+                    requeued += 1
             outgoing.append(row)
             by_status[row["status"]] = by_status.get(row["status"], 0) + 1
             digest_written.update(_row_bytes(row))
@@ -242,7 +324,42 @@ def migrate(
         copied += len(outgoing)
         after = last
         if progress is not None:
-            progress(copied, max(total, copied))
+            progress(copied, max(total, copied) + total_runs)
+    runs_copied = runs_interrupted = 0
+    after = 0
+    while copy_runs:
+        rows = reader.runs_after(after, batch_size)
+        if not rows:
+            break
+        outgoing = []
+        for row in rows:
+            if row["status"] in _ACTIVE_RUN_STATUSES:
+                row = _interrupt_run(row, now, reason)
+                runs_interrupted += 1
+            outgoing.append(row)
+            digest_written.update(_row_bytes(row, RUN_COLUMNS))
+        first, last = outgoing[0]["task_id"], outgoing[-1]["task_id"]
+        try:
+            writer.upsert_runs(outgoing)
+        except QueueError as exc:
+            raise MigrationError(
+                f"copying the runs of tasks {first}..{last} to {writer.location} failed: {exc}. "
+                "Every task and the runs before them were copied; fix the cause (a run id or "
+                "task id the target already uses for another run) and run migrate again."
+            ) from None
+        wanted = {row["run_id"] for row in outgoing}
+        stored = [row for row in writer.runs_between(first, last) if row["run_id"] in wanted]
+        for row in stored:
+            digest_read.update(_row_bytes(row, RUN_COLUMNS))
+        if stored != outgoing:
+            raise MigrationError(
+                f"the runs of tasks {first}..{last} read back from {writer.location} differ from "
+                "what was written; the target is not trustworthy. Check it, then run migrate again."
+            )
+        runs_copied += len(outgoing)
+        after = last
+        if progress is not None:
+            progress(copied + runs_copied, max(total, copied) + max(total_runs, runs_copied))
     if digest_written.hexdigest() != digest_read.hexdigest():  # pragma: no cover - caught per batch
         raise MigrationError("the checksum of the copy does not match the checksum of the source rows")
     return MigrationReport(
@@ -251,6 +368,8 @@ def migrate(
         tasks_copied=copied,
         by_status=by_status,
         leases_requeued=requeued,
+        runs_copied=runs_copied,
+        runs_interrupted=runs_interrupted,
         checksum=digest_written.hexdigest(),
         verified=True,
         seconds=time.monotonic() - started,

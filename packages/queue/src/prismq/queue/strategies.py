@@ -6,10 +6,13 @@ ready tasks.
 
 | Strategy | Claims first | Served by index |
 | --- | --- | --- |
-| :class:`FIFOStrategy` | the task that became ready earliest | ``(run_after)`` |
-| :class:`LIFOStrategy` | the task that became ready latest | ``(run_after)``, read backwards |
-| :class:`PriorityStrategy` | the lowest priority number, then earliest ready | ``(priority, run_after)`` |
-| :class:`WeightedRandomStrategy` | a type drawn by weight, then earliest ready | ``(task_type, run_after)`` |
+| :class:`FIFOStrategy` | the task that became ready earliest | ``(task_type, run_after)`` |
+| :class:`LIFOStrategy` | the task that became ready latest | ``(task_type, run_after)``, backwards |
+| :class:`PriorityStrategy` | lowest priority number, then earliest | ``(task_type, priority, run_after)`` |
+| :class:`WeightedRandomStrategy` | a type drawn by weight, then earliest | ``(task_type, run_after)`` |
+
+The ready indexes are per task type: a claim over several types (or every type) reads
+the head of each and merges them in the strategy's order.
 
 "Ready" means status ``queued`` and ``run_after`` reached.
 """

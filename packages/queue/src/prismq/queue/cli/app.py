@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -184,7 +185,10 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 def cmd_backup(args: argparse.Namespace) -> int:
     destination = Path(args.destination)
-    if destination.is_dir():
+    is_folder = False
+    with contextlib.suppress(OSError):  # an unusable name is reported by backup() itself
+        is_folder = destination.is_dir()
+    if is_folder:
         destination = destination / f"queue-{_now().strftime('%Y%m%d-%H%M%S')}.db"
     with _open(args) as db:
         written = db.backup(destination)

@@ -155,7 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("migrate", "copy every task to another database (SQLite <-> PostgreSQL), verified")
     p.add_argument("--from", dest="source", help="source path or URL (default: --db)")
     p.add_argument("--to", dest="target", required=True, help="target path or URL, e.g. postgresql://host/db")
-    p.add_argument("--batch-size", type=_positive_int, default=1000, help="rows per transaction (default 1000)")
+    p.add_argument(
+        "--batch-size", type=_positive_int, default=1000, help="rows per transaction (default 1000)"
+    )
 
     p = command(
         "demo", "run a mixed demo workload on a fresh database and show the results", json_output=False

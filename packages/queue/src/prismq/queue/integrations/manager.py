@@ -6,7 +6,7 @@ The API is the in-memory manager's, unchanged::
     task_manager = BackgroundTaskManager(registry)
     task_manager.start_task(run, coroutine)
 
-    # AFTER (SQLite queue)
+    # AFTER (SQLite queue; or QueueDatabase("postgresql://host/db?schema=jobs"))
     queue = QueueDatabase("queue.db")
     task_manager = BackgroundTaskManager(registry, queue=queue)
     task_manager.start_task(run, coroutine)  # same API

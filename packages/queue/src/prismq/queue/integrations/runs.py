@@ -8,8 +8,8 @@ and how it ended.
 did. ``RunRegistry(queue=db)`` keeps them in the queue database instead, so they survive
 a crash and every process sees them: each run is a queue task of type
 ``prismq.run:<module_id>`` plus a row in the ``runs`` table for what a run has beyond a
-task (see :mod:`prismq.queue.backends.sqlite.runs`). Updates change one row each; no file
-is rewritten.
+task (see :mod:`prismq.queue.backends.sqlite.runs`; the PostgreSQL backend keeps the
+same table). Updates change one row each; no file is rewritten.
 
 Registry methods are synchronous. With ``queue=`` they do database I/O: from an event
 loop call them through ``asyncio.to_thread`` or from synchronous endpoints, or let the
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import enum
+import importlib
 import math
 import os
 import secrets
@@ -321,7 +322,8 @@ class RunStore(Protocol):
     """Where a registry keeps run records (plain dicts, UTC epoch-second times).
 
     :class:`MemoryRunStore` keeps them in this process;
-    :class:`~prismq.queue.backends.sqlite.runs.SQLiteRunStore` in a queue database.
+    :class:`~prismq.queue.backends.sqlite.runs.SQLiteRunStore` and
+    :class:`~prismq.queue.backends.postgres.runs.PostgresRunStore` in a queue database.
     The *owner* methods are what a :class:`BackgroundTaskManager` uses: each active run
     belongs to one manager, which holds a lease on it and renews it while it runs.
     """
@@ -569,18 +571,45 @@ class MemoryRunStore:
         return False
 
 
+RUN_STORES = {
+    "sqlite": ("prismq.queue.backends.sqlite.runs", "SQLiteRunStore"),
+    "postgresql": ("prismq.queue.backends.postgres.runs", "PostgresRunStore"),
+}
+"""The durable run store of each backend (by ``backend.name``): module and class."""
+
+
+def run_store_class(backend_name: str) -> Any:
+    """The run store class for a queue database's backend, imported on first use.
+
+    Only the chosen backend's module is imported, so psycopg is loaded only when a
+    PostgreSQL queue database is in use.
+
+    Raises:
+        ConfigError: The backend has no run store.
+    """
+    try:
+        module_name, class_name = RUN_STORES[backend_name]
+    except KeyError:
+        raise ConfigError(
+            f"durable runs are stored in {' or '.join(sorted(RUN_STORES))} queue databases, "
+            f"not {backend_name!r}"
+        ) from None
+    return getattr(importlib.import_module(module_name), class_name)
+
+
 class RunRegistry:
     """Every run's record: in memory by default, or durable in a queue database.
 
     Args:
-        queue: Keep runs in this queue database (SQLite) instead of in memory; its
-            schema is created or migrated if needed.
+        queue: Keep runs in this queue database (SQLite or PostgreSQL) instead of in
+            memory; its schema is created or migrated if needed.
         lease_duration: With ``queue``, seconds a run added here while active
             (queued or running) stays owned without a manager renewing it; a manager's
             ``start_task`` takes it over. Past that it counts as interrupted.
 
     Raises:
-        ConfigError: The queue database is not SQLite (PostgreSQL is not supported yet).
+        ConfigError: The queue database's backend has no run store (see
+            :data:`RUN_STORES`).
 
     Example:
         >>> registry = RunRegistry()
@@ -617,7 +646,7 @@ class RunRegistry:
 
         Raises:
             ConfigError: The registry already uses another database, already holds runs
-                in memory, or the database is not SQLite.
+                in memory, or the database's backend has no run store.
         """
         if self.queue is queue:
             return
@@ -627,14 +656,9 @@ class RunRegistry:
             raise ConfigError(
                 "this registry already holds runs in memory; attach the queue database before adding runs"
             )
-        if queue.backend_name != "sqlite":
-            raise ConfigError(
-                f"durable runs are stored in SQLite queue databases only for now, not {queue.backend_name}"
-            )
-        from ..backends.sqlite.runs import SQLiteRunStore
-
+        store_class = run_store_class(queue.backend_name)
         queue.initialize_schema()
-        self.store = SQLiteRunStore(queue.backend, queue.now)  # type: ignore[arg-type]
+        self.store = store_class(queue.backend, queue.now)
         self.queue = queue
 
     def now(self) -> float:

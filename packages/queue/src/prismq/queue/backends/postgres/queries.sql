@@ -151,7 +151,8 @@ RETURNING {task_columns};
 -- name: prune
 DELETE FROM tasks
 WHERE status = ANY (%(statuses)s::text[])
-  AND finished_at IS NOT NULL AND finished_at < %(before)s;
+  AND finished_at IS NOT NULL AND finished_at < %(before)s
+  AND id < (SELECT max(id) FROM tasks);  -- the newest task stays, as on SQLite
 
 -- ---------------------------------------------------------------------------------------
 -- Worker side. A task type is tested as a closed range ("task_type >= x AND task_type <=

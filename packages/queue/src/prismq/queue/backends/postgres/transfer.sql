@@ -1,5 +1,6 @@
--- Row-level copy of tasks between databases (prismq.queue.migrate), PostgreSQL side.
--- Columns are listed in full, in the order prismq.queue.migrate.COLUMNS reads them.
+-- Row-level copy of tasks and runs between databases (prismq.queue.migrate), PostgreSQL side.
+-- Columns are listed in full, in the order prismq.queue.migrate reads them (COLUMNS for
+-- tasks, RUN_COLUMNS for runs).
 
 -- name: count_tasks
 SELECT count(*) FROM tasks;
@@ -55,6 +56,61 @@ ON CONFLICT (id) DO UPDATE SET
     created_at = excluded.created_at,
     started_at = excluded.started_at,
     finished_at = excluded.finished_at,
+    updated_at = excluded.updated_at;
+
+-- Runs of the run registry (prismq.queue.integrations), copied after the tasks they belong
+-- to, in task id order (the same order on both backends), upserted by run id.
+
+-- name: has_runs
+SELECT to_regclass('runs') IS NOT NULL;
+
+-- name: count_runs
+SELECT count(*) FROM runs;
+
+-- name: runs_after
+SELECT
+    run_id, task_id, module_id, module_name, status, parameters, rerunnable,
+    progress_percent, progress_message, items_processed, items_total, exit_code,
+    error_message, owner, attempts, created_at, started_at, completed_at, updated_at
+FROM runs WHERE task_id > %(after)s ORDER BY task_id LIMIT %(limit)s;
+
+-- name: runs_between
+SELECT
+    run_id, task_id, module_id, module_name, status, parameters, rerunnable,
+    progress_percent, progress_message, items_processed, items_total, exit_code,
+    error_message, owner, attempts, created_at, started_at, completed_at, updated_at
+FROM runs WHERE task_id BETWEEN %(first)s AND %(last)s ORDER BY task_id;
+
+-- name: upsert_run
+INSERT INTO runs (
+    run_id, task_id, module_id, module_name, status, parameters, rerunnable,
+    progress_percent, progress_message, items_processed, items_total, exit_code,
+    error_message, owner, attempts, created_at, started_at, completed_at, updated_at
+) VALUES (
+    %(run_id)s, %(task_id)s, %(module_id)s, %(module_name)s, %(status)s,
+    %(parameters)s, %(rerunnable)s, %(progress_percent)s, %(progress_message)s,
+    %(items_processed)s, %(items_total)s, %(exit_code)s, %(error_message)s,
+    %(owner)s, %(attempts)s, %(created_at)s, %(started_at)s, %(completed_at)s,
+    %(updated_at)s
+)
+ON CONFLICT (run_id) DO UPDATE SET
+    task_id = excluded.task_id,
+    module_id = excluded.module_id,
+    module_name = excluded.module_name,
+    status = excluded.status,
+    parameters = excluded.parameters,
+    rerunnable = excluded.rerunnable,
+    progress_percent = excluded.progress_percent,
+    progress_message = excluded.progress_message,
+    items_processed = excluded.items_processed,
+    items_total = excluded.items_total,
+    exit_code = excluded.exit_code,
+    error_message = excluded.error_message,
+    owner = excluded.owner,
+    attempts = excluded.attempts,
+    created_at = excluded.created_at,
+    started_at = excluded.started_at,
+    completed_at = excluded.completed_at,
     updated_at = excluded.updated_at;
 
 -- Never hand out a copied id again.

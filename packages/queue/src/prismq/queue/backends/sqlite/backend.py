@@ -349,14 +349,18 @@ class SQLiteBackend:
                 conn.execute(Q["reclaim_expired"], {"now": now})
             if strategy.splits_by_type:
                 rows = self._claim_split(conn, task_types, strategy, params)
-            elif task_types is None:
-                rows = conn.execute(Q[f"claim_{ordering.value}_any"], params).fetchall()
-            elif len(task_types) == 1:
-                rows = conn.execute(
-                    Q[f"claim_{ordering.value}_type"], {**params, "task_type": task_types[0]}
-                ).fetchall()
             else:
-                rows = self._claim_merged(conn, task_types, ordering, params)
+                # Every ready index is per task type: with no filter, claim over the types
+                # that have queued tasks (a few index seeks) and merge their heads.
+                types = _queued_types(conn) if task_types is None else task_types
+                if not types:
+                    rows = []
+                elif len(types) == 1:
+                    rows = conn.execute(
+                        Q[f"claim_{ordering.value}_type"], {**params, "task_type": types[0]}
+                    ).fetchall()
+                else:
+                    rows = self._claim_merged(conn, types, ordering, params)
             return [row_to_task(r) for r in rows]
 
         tasks = self.db.write(work)
@@ -393,10 +397,7 @@ class SQLiteBackend:
     ) -> list[Any]:
         """Weighted draws: pick types by weight, then the oldest ready task of each."""
         now = params["now"]
-        if task_types is None:
-            candidates = [r[0] for r in conn.execute(Q["queued_task_types"])]
-        else:
-            candidates = list(dict.fromkeys(task_types))
+        candidates = _queued_types(conn) if task_types is None else list(dict.fromkeys(task_types))
         available = [
             t
             for t in candidates
@@ -419,11 +420,8 @@ class SQLiteBackend:
 
     def next_run_after(self, task_types: Sequence[str] | None) -> float | None:
         def work(conn: sqlite3.Connection) -> float | None:
-            if task_types is None:
-                return conn.execute(Q["next_run_after_any"]).fetchone()[0]
-            times = [
-                conn.execute(Q["next_run_after_type"], {"task_type": t}).fetchone()[0] for t in task_types
-            ]
+            types = _queued_types(conn) if task_types is None else task_types
+            times = [conn.execute(Q["next_run_after_type"], {"task_type": t}).fetchone()[0] for t in types]
             known = [t for t in times if t is not None]
             return min(known) if known else None
 
@@ -552,13 +550,19 @@ class SQLiteBackend:
 
     def backup(self, destination: Path) -> Path:
         destination = Path(destination).expanduser()
-        if destination.exists() and destination.resolve() == self.path.resolve():
-            raise BackupError("the backup destination is the live database itself; choose another path")
-        if destination.is_dir():
-            raise BackupError(f"{destination} is a directory; give the backup file's path")
         parent = destination.parent
-        if not parent.is_dir():
-            raise BackupError(f"the backup folder {parent} does not exist; create it first")
+        try:
+            if destination.exists() and destination.resolve() == self.path.resolve():
+                raise BackupError("the backup destination is the live database itself; choose another path")
+            if destination.is_dir():
+                raise BackupError(f"{destination} is a directory; give the backup file's path")
+            if not parent.is_dir():
+                raise BackupError(f"the backup folder {parent} does not exist; create it first")
+        except OSError as exc:  # e.g. a name too long for the filesystem
+            reason = exc.strerror or exc
+            raise BackupError(
+                f"cannot use {destination} as a backup destination: {reason}; choose another path"
+            ) from None
         temp = parent / f".{destination.name}.{secrets.token_hex(4)}.partial"
         try:
             fd = os.open(temp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
@@ -608,12 +612,23 @@ class SQLiteBackend:
         plans: dict[str, list[str]] = {}
         conn = self.db.connection()
         names = [n for n in Q if n.startswith(("claim_", "candidates_"))]
-        names += ["has_ready_of_type", "queued_task_types", "reclaim_expired", "lease_by_ids"]
+        names += [
+            "has_ready_of_type",
+            "queued_task_types",
+            "next_run_after_type",
+            "reclaim_expired",
+            "lease_by_ids",
+        ]
         for name in names:
             params = {**base, "ids": "[1]"}
             rows = conn.execute(f"EXPLAIN QUERY PLAN {Q[name]}", params).fetchall()
             plans[name] = [r[3] for r in rows]
         return plans
+
+
+def _queued_types(conn: sqlite3.Connection) -> list[str]:
+    """Task types that have queued tasks: one index seek per type (a loose index scan)."""
+    return [row[0] for row in conn.execute(Q["queued_task_types"])]
 
 
 def _describe_holder(row: Sequence[Any]) -> str:
@@ -630,7 +645,11 @@ def verify_backup(source: Path) -> None:
         BackupError: Missing, not SQLite, truncated or corrupt, not a queue database, or
             from a newer schema.
     """
-    if not source.is_file():
+    try:
+        found = source.is_file()
+    except OSError as exc:  # e.g. a name too long for the filesystem
+        raise BackupError(f"cannot read backup file {source}: {exc.strerror or exc}") from None
+    if not found:
         raise BackupError(f"backup file {source} does not exist")
     with open(source, "rb") as handle:
         if handle.read(len(SQLITE_HEADER)) != SQLITE_HEADER:

@@ -219,7 +219,13 @@ class ConnectionManager:
                 f"cannot create the folder {self.path.parent} for the queue database: "
                 f"{exc.strerror or exc}. Choose a writable location (PRISMQ_QUEUE_DB_PATH)."
             ) from None
-        if self.path.is_dir():
+        try:
+            is_dir = self.path.is_dir()
+        except OSError as exc:  # e.g. a name too long for the filesystem
+            raise StorageError(
+                f"cannot use {self.path} as the queue database: {exc.strerror or exc}; choose another path"
+            ) from None
+        if is_dir:
             raise NotAQueueDatabaseError(
                 f"{self.path} is a directory; give the path of a database file inside it"
             )

@@ -80,7 +80,8 @@ RETURNING {task_columns};
 -- name: prune
 DELETE FROM tasks
 WHERE status IN (SELECT value FROM json_each(:statuses))
-  AND finished_at IS NOT NULL AND finished_at < :before;
+  AND finished_at IS NOT NULL AND finished_at < :before
+  AND id < (SELECT max(id) FROM tasks);
 
 -- name: reclaim_expired
 UPDATE tasks
@@ -101,33 +102,6 @@ SET status = 'leased', attempts = attempts + 1, locked_by = :worker, lease_token
     lease_until = :lease_until, started_at = :now, updated_at = :now,
     progress = NULL, progress_message = NULL
 WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'queued'
-RETURNING {task_columns};
-
--- name: claim_oldest_first_any
-UPDATE tasks
-SET status = 'leased', attempts = attempts + 1, locked_by = :worker, lease_token = :token,
-    lease_until = :lease_until, started_at = :now, updated_at = :now,
-    progress = NULL, progress_message = NULL
-WHERE id IN (SELECT id FROM tasks INDEXED BY idx_tasks_ready_fifo WHERE status = 'queued' AND run_after <= :now
-             ORDER BY run_after, id LIMIT :count)
-RETURNING {task_columns};
-
--- name: claim_newest_first_any
-UPDATE tasks
-SET status = 'leased', attempts = attempts + 1, locked_by = :worker, lease_token = :token,
-    lease_until = :lease_until, started_at = :now, updated_at = :now,
-    progress = NULL, progress_message = NULL
-WHERE id IN (SELECT id FROM tasks INDEXED BY idx_tasks_ready_fifo WHERE status = 'queued' AND run_after <= :now
-             ORDER BY run_after DESC, id DESC LIMIT :count)
-RETURNING {task_columns};
-
--- name: claim_priority_any
-UPDATE tasks
-SET status = 'leased', attempts = attempts + 1, locked_by = :worker, lease_token = :token,
-    lease_until = :lease_until, started_at = :now, updated_at = :now,
-    progress = NULL, progress_message = NULL
-WHERE id IN (SELECT id FROM tasks INDEXED BY idx_tasks_ready_priority WHERE status = 'queued' AND run_after <= :now
-             ORDER BY priority, run_after, id LIMIT :count)
 RETURNING {task_columns};
 
 -- name: claim_oldest_first_type
@@ -233,9 +207,6 @@ DELETE FROM workers WHERE worker_id = ?;
 -- name: list_workers
 SELECT worker_id, hostname, pid, task_types, strategy, started_at, last_heartbeat
 FROM workers ORDER BY worker_id;
-
--- name: next_run_after_any
-SELECT min(run_after) FROM tasks INDEXED BY idx_tasks_ready_fifo WHERE status = 'queued';
 
 -- name: next_run_after_type
 SELECT min(run_after) FROM tasks INDEXED BY idx_tasks_ready_type
