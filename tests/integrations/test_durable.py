@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 
-from prismq.queue import ConfigError, QueueClient, QueueDatabase, QueueWorker, TaskStatus
+from prismq.queue import ConfigError, QueueClient, QueueDatabase, QueueWorker, TaskStatus, ValidationError
 from prismq.queue.integrations import BackgroundTaskManager, Run, RunRegistry, RunStatus
 
 from .conftest import Mode, eventually, run_async
@@ -300,3 +302,21 @@ def test_sqlite_runs_do_not_import_psycopg(tmp_path: Path) -> None:
         "assert 'psycopg' not in sys.modules, 'psycopg was imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_concurrent_adds_of_one_run_id_store_one_run(durable: Mode) -> None:
+    registries = [RunRegistry(queue=durable.database()) for _ in range(4)]
+    barrier = threading.Barrier(len(registries))
+
+    def add(registry: RunRegistry) -> str:
+        barrier.wait()
+        try:
+            registry.add_run(Run(run_id="same", module_id="m", parameters={"by": id(registry)}))
+        except ValidationError:
+            return "refused"
+        return "added"
+
+    with concurrent.futures.ThreadPoolExecutor(len(registries)) as pool:
+        outcomes = sorted(pool.map(add, registries))
+    assert outcomes == ["added", "refused", "refused", "refused"]
+    assert QueueClient(durable.database()).count_by_type() == {"prismq.run:m": {"leased": 1}}

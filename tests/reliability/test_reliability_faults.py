@@ -20,6 +20,7 @@ from reliability_support import IS_ROOT, POSIX, run_python_as_nobody
 
 from prismq.queue import (
     BackupError,
+    ConfigError,
     NotAQueueDatabaseError,
     QueueClient,
     QueueDatabase,
@@ -262,7 +263,7 @@ def test_backup_destination_errors(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("queue.db")) == []
 
 
-def test_names_too_long_for_the_filesystem(tmp_path: Path) -> None:
+def test_names_the_filesystem_cannot_hold(tmp_path: Path) -> None:
     long_name = "x" * 300
     with pytest.raises(StorageError, match="choose another path"):
         QueueDatabase(tmp_path / long_name)
@@ -273,6 +274,14 @@ def test_names_too_long_for_the_filesystem(tmp_path: Path) -> None:
             db.backup(tmp_path / long_name)
         with pytest.raises(BackupError, match="cannot read backup file"):
             db.restore(tmp_path / long_name)
+        # Names no filesystem can hold: a NUL, a lone surrogate.
+        for bad in ("a\x00b.db", "\ud800.db"):
+            with pytest.raises(BackupError):
+                db.backup(tmp_path / bad)
+            with pytest.raises(BackupError):
+                db.restore(tmp_path / bad)
+            with pytest.raises(ConfigError):
+                QueueDatabase(tmp_path / bad)
         assert db.integrity_check() == ["ok"]
     assert len(snapshot(db_path)) == 20
 

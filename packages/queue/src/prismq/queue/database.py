@@ -27,6 +27,12 @@ def _sqlite_path(target: str | os.PathLike[str] | None) -> Path:
         text = text[len("sqlite:///") :]
         if not text:
             raise ConfigError("sqlite:/// URL needs a path, e.g. sqlite:///queue.db")
+    try:
+        os.fsencode(text)
+    except UnicodeEncodeError:
+        raise ConfigError(f"database path {text!r} has characters the filesystem cannot store") from None
+    if "\x00" in text:
+        raise ConfigError(f"database path {text!r} contains a NUL character")
     if text in (":memory:", "") or text.startswith("file::memory:"):
         raise ConfigError(
             "the queue needs a database file shared by every connection; an in-memory "

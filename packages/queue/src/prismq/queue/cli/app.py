@@ -260,6 +260,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
                 "tasks_copied": report.tasks_copied,
                 "by_status": report.by_status,
                 "leases_requeued": report.leases_requeued,
+                "runs_copied": report.runs_copied,
+                "runs_interrupted": report.runs_interrupted,
                 "checksum": report.checksum,
                 "verified": report.verified,
                 "seconds": round(report.seconds, 3),

@@ -558,8 +558,8 @@ class SQLiteBackend:
                 raise BackupError(f"{destination} is a directory; give the backup file's path")
             if not parent.is_dir():
                 raise BackupError(f"the backup folder {parent} does not exist; create it first")
-        except OSError as exc:  # e.g. a name too long for the filesystem
-            reason = exc.strerror or exc
+        except (OSError, ValueError) as exc:  # a name too long, a NUL, an unencodable character
+            reason = getattr(exc, "strerror", None) or exc
             raise BackupError(
                 f"cannot use {destination} as a backup destination: {reason}; choose another path"
             ) from None
@@ -567,9 +567,10 @@ class SQLiteBackend:
         try:
             fd = os.open(temp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
             os.close(fd)
-        except OSError as exc:
+        except (OSError, ValueError) as exc:
             raise BackupError(
-                f"cannot write a backup in {parent}: {exc.strerror or exc}; choose a writable folder"
+                f"cannot write a backup in {parent}: {getattr(exc, 'strerror', None) or exc}; "
+                "choose a writable folder"
             ) from None
         try:
             target = sqlite3.connect(str(temp), isolation_level=None)
