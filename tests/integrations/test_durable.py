@@ -320,3 +320,19 @@ def test_concurrent_adds_of_one_run_id_store_one_run(durable: Mode) -> None:
         outcomes = sorted(pool.map(add, registries))
     assert outcomes == ["added", "refused", "refused", "refused"]
     assert QueueClient(durable.database()).count_by_type() == {"prismq.run:m": {"leased": 1}}
+
+
+def test_backup_and_restore_keep_the_runs(durable: Mode, tmp_path: Path) -> None:
+    db = durable.database()
+    registry = RunRegistry(queue=db)
+    registry.add_run(
+        Run(run_id="kept", module_id="m", status=RunStatus.COMPLETED, parameters={"a": [1]}, exit_code=0)
+    )
+    kept = registry.get_run("kept")
+    backup = db.backup(tmp_path / "runs.backup")
+    registry.add_run(Run(run_id="later", module_id="m", status=RunStatus.FAILED))
+    db.restore(backup)
+    restored = RunRegistry(queue=durable.database())
+    assert [r.run_id for r in restored.get_all_runs()] == ["kept"]
+    assert restored.get_run("kept") == kept
+    assert QueueClient(durable.database()).count_by_type() == {"prismq.run:m": {"completed": 1}}

@@ -34,7 +34,7 @@ Same tables, columns and meaning as the SQLite backend, so :class:`QueueClient` 
   checkpoints on its own and ``CHECKPOINT`` needs superuser); ``vacuum`` runs
   ``VACUUM (ANALYZE)``; ``integrity_check`` checks the schema version and that every
   expected table, index and trigger exists and is valid; ``backup``/``restore`` write and
-  read a checksummed JSON-lines dump of tasks and workers (owner-only file). For a full
+  read a checksummed JSON-lines dump of tasks, runs and workers (owner-only file). For a full
   server backup use ``pg_dump``.
 """
 
@@ -60,6 +60,7 @@ from ...strategies import Ordering, SchedulingStrategy
 from ..base import NewTask, QueueStats, TaskQuery, TaskUpdate, chunked
 from ..sqlfile import load_queries
 from ..sqlite.backend import TASK_COLUMNS, row_to_task
+from ..sqlite.runs import RUN_COLUMNS
 from .connection import SCHEMA_VERSION, ConnectionManager, parse_url, translate_error
 
 __all__ = ["DUMP_FORMAT", "NOTIFY_CHANNEL", "PostgresBackend"]
@@ -82,6 +83,13 @@ DUMP_WORKER_FIELDS = (
     "started_at",
     "last_heartbeat",
 )
+DUMP_RUN_FIELDS = RUN_COLUMNS
+_DUMP_KINDS = {
+    "task": ("dump_tasks", "restore_task", DUMP_TASK_FIELDS),
+    "worker": ("dump_workers", "restore_worker", DUMP_WORKER_FIELDS),
+    "run": ("dump_runs", "restore_run", DUMP_RUN_FIELDS),
+}
+"""Row kinds of a dump, in file order (runs after their tasks): queries and fields."""
 
 _ORDER_KEYS = {
     Ordering.OLDEST_FIRST: lambda t: (t.run_after, t.id),
@@ -89,7 +97,7 @@ _ORDER_KEYS = {
     Ordering.PRIORITY: lambda t: (t.priority, t.run_after, t.id),
 }
 CHECKPOINT_MODES = ("PASSIVE", "FULL", "RESTART", "TRUNCATE")
-EXPECTED_TABLES = ("tasks", "workers", "prismq_schema_version", "prismq_data_version")
+EXPECTED_TABLES = ("tasks", "workers", "runs", "prismq_schema_version", "prismq_data_version")
 EXPECTED_INDEXES = (
     "idx_tasks_ready_fifo",
     "idx_tasks_ready_priority",
@@ -666,10 +674,12 @@ class PostgresBackend:
         return self.db.read(work, snapshot=True) or ["ok"]
 
     def backup(self, destination: Path) -> Path:
-        """Write a checksummed JSON-lines dump of every task and worker.
+        """Write a checksummed JSON-lines dump of every task, worker and run.
 
-        Line 1 is a header (format, schema version, time); then one ``{"task": {...}}`` or
-        ``{"worker": {...}}`` line per row, read in one consistent snapshot; the last line
+        Line 1 is a header (format, schema version, time); then one ``{"task": {...}}``,
+        ``{"worker": {...}}`` or ``{"run": {...}}`` line per row (runs of
+        :mod:`prismq.queue.integrations`, after the tasks they belong to), read in one
+        consistent snapshot; the last line
         holds the row counts and the SHA-256 of every line before it. The file is written
         owner-only under a temporary name and renamed into place. This covers the queue's
         own tables; ``pg_dump`` is the tool for a full server backup.
@@ -705,7 +715,8 @@ class PostgresBackend:
 
     def _write_dump(self, conn: psycopg.Connection[Any], handle: Any) -> None:
         digest = hashlib.sha256()
-        counts = {"task": 0, "worker": 0}
+        counts = dict.fromkeys(_DUMP_KINDS, 0)
+        has_runs = conn.execute(Q["has_runs_table"]).fetchone()[0]  # type: ignore[index]
 
         def emit(record: dict[str, Any]) -> None:
             line = (json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n").encode("utf-8")
@@ -713,10 +724,9 @@ class PostgresBackend:
             handle.write(line)
 
         emit({"format": DUMP_FORMAT, "schema_version": self.schema_version(), "created_at": time.time()})
-        for kind, query, fields in (
-            ("task", "dump_tasks", DUMP_TASK_FIELDS),
-            ("worker", "dump_workers", DUMP_WORKER_FIELDS),
-        ):
+        for kind, (query, _restore, fields) in _DUMP_KINDS.items():
+            if kind == "run" and not has_runs:
+                continue  # a schema from before the run registry (version 1)
             with conn.cursor(name=f"prismq_dump_{kind}") as cur:
                 cur.itersize = _RESTORE_BATCH
                 cur.execute(Q[query])
@@ -727,12 +737,13 @@ class PostgresBackend:
             "end": True,
             "tasks": counts["task"],
             "workers": counts["worker"],
+            "runs": counts["run"],
             "sha256": digest.hexdigest(),
         }
         handle.write((json.dumps(end, separators=(",", ":")) + "\n").encode("utf-8"))
 
     def restore(self, source: Path) -> None:
-        """Replace every task and worker with a verified :meth:`backup` dump.
+        """Replace every task, worker and run with a verified :meth:`backup` dump.
 
         The whole file is checked first (header, schema version, row shape, counts and
         checksum); a damaged or foreign file is refused and nothing changes. The swap is
@@ -750,7 +761,7 @@ class PostgresBackend:
             conn.execute(Q["delete_all_workers"])
             with conn.cursor() as cur:
                 for kind, rows in _dump_batches(source):
-                    cur.executemany(Q["restore_task" if kind == "task" else "restore_worker"], rows)
+                    cur.executemany(Q[_DUMP_KINDS[kind][1]], rows)
             conn.execute(Q["advance_task_ids"])
 
         self.db.write(work)
@@ -787,7 +798,7 @@ def verify_dump(source: Path) -> None:
     if not source.is_file():
         raise BackupError(f"backup file {source} does not exist")
     digest = hashlib.sha256()
-    counts = {"task": 0, "worker": 0}
+    counts = dict.fromkeys(_DUMP_KINDS, 0)
     end: dict[str, Any] | None = None
     try:
         with open(source, "rb") as handle:
@@ -806,8 +817,10 @@ def verify_dump(source: Path) -> None:
                     counts["task"] += 1
                 elif "worker" in record and set(record["worker"]) == set(DUMP_WORKER_FIELDS):
                     counts["worker"] += 1
+                elif "run" in record and set(record["run"]) == set(DUMP_RUN_FIELDS):
+                    counts["run"] += 1
                 elif number > 1:
-                    raise ValueError(f"line {number} is neither a task nor a worker")
+                    raise ValueError(f"line {number} is not a task, run or worker")
                 digest.update(line)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BackupError(f"{source} is not a readable queue dump ({exc}); nothing was restored") from None
@@ -817,6 +830,7 @@ def verify_dump(source: Path) -> None:
         end.get("sha256") != digest.hexdigest()
         or end.get("tasks") != counts["task"]
         or end.get("workers") != counts["worker"]
+        or end.get("runs", 0) != counts["run"]  # dumps from before runs have no count
     ):
         raise BackupError(f"{source} is damaged (checksum or row counts differ); nothing was restored")
 
@@ -836,7 +850,7 @@ def _dump_batches(source: Path) -> Iterator[tuple[str, list[dict[str, Any]]]]:
     """Rows of a verified dump, as ``(kind, rows)`` batches in file order."""
     with open(source, "rb") as handle:
         lines = (json.loads(line) for line in itertools.islice(handle, 1, None))
-        records = ((kind, rec[kind]) for rec in lines for kind in ("task", "worker") if kind in rec)
+        records = ((kind, rec[kind]) for rec in lines for kind in _DUMP_KINDS if kind in rec)
         for kind, group in itertools.groupby(records, key=lambda item: item[0]):
             for batch in chunked(list(r for _, r in group), _RESTORE_BATCH):
                 yield kind, list(batch)

@@ -479,3 +479,24 @@ SELECT setval(pg_get_serial_sequence('tasks', 'id'),
 INSERT INTO workers (worker_id, hostname, pid, task_types, strategy, started_at, last_heartbeat)
 VALUES (%(worker_id)s, %(hostname)s, %(pid)s, %(task_types)s, %(strategy)s, %(started_at)s,
         %(last_heartbeat)s);
+
+-- Runs of the run registry (prismq.queue.integrations, migration 0002) in a dump, after
+-- the tasks they belong to.
+-- name: has_runs_table
+SELECT to_regclass('runs') IS NOT NULL;
+
+-- name: dump_runs
+SELECT run_id, task_id, module_id, module_name, status, parameters, rerunnable,
+       progress_percent, progress_message, items_processed, items_total, exit_code,
+       error_message, owner, attempts, created_at, started_at, completed_at, updated_at
+FROM runs ORDER BY task_id;
+
+-- name: restore_run
+INSERT INTO runs (run_id, task_id, module_id, module_name, status, parameters, rerunnable,
+                  progress_percent, progress_message, items_processed, items_total, exit_code,
+                  error_message, owner, attempts, created_at, started_at, completed_at,
+                  updated_at)
+VALUES (%(run_id)s, %(task_id)s, %(module_id)s, %(module_name)s, %(status)s, %(parameters)s,
+        %(rerunnable)s, %(progress_percent)s, %(progress_message)s, %(items_processed)s,
+        %(items_total)s, %(exit_code)s, %(error_message)s, %(owner)s, %(attempts)s,
+        %(created_at)s, %(started_at)s, %(completed_at)s, %(updated_at)s);
