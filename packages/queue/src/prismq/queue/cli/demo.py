@@ -90,7 +90,7 @@ def _workload(count: int, seed: int = 7) -> list[TaskSpec]:
                     "demo.generate_report",
                     {"pages": rng.randint(2, 6)},
                     priority=200,
-                    delay=rng.uniform(0.5, 2.0),
+                    delay=rng.uniform(0.2, 0.8),
                 )
             )
         elif roll < 0.95:
