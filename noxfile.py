@@ -265,7 +265,7 @@ def browser(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """The full benchmark run against the peer queues. Posargs go to benchmarks/run.py."""
-    session.install("-e", f"{PACKAGE}[cli]", "huey", "persist-queue", "litequeue")
+    session.install("-e", f"{PACKAGE}[cli]", "huey", "persist-queue", "litequeue", "procrastinate")
     session.run("python", "benchmarks/run.py", *session.posargs)
 
 

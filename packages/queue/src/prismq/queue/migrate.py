@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .backends.sqlfile import load_queries
-from .backends.sqlite.backend import TASK_COLUMNS
+from .backends.common import TASK_COLUMNS
 from .backends.sqlite.runs import RUN_COLUMNS, RUN_TASK_PREFIX
 from .database import QueueDatabase
 from .errors import ConfigError, QueueError, StorageError

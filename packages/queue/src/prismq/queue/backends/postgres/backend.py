@@ -54,12 +54,12 @@ from typing import Any
 
 import psycopg
 
-from ...errors import BackupError, ConfigError, LeaseLostError, TaskNotFoundError, TaskStateError
-from ...models import Task, TaskStatus, WorkerInfo, epoch_to_datetime
-from ...strategies import Ordering, SchedulingStrategy
-from ..base import NewTask, QueueStats, TaskQuery, TaskUpdate, chunked
+from ...errors import BackupError, ConfigError
+from ...models import Task, WorkerInfo
+from ...strategies import SchedulingStrategy
+from ..base import NewTask, chunked
+from ..common import ORDER_KEYS, TASK_COLUMNS, SQLQueueBackend, row_to_task
 from ..sqlfile import load_queries
-from ..sqlite.backend import TASK_COLUMNS, row_to_task
 from ..sqlite.runs import RUN_COLUMNS
 from .connection import SCHEMA_VERSION, ConnectionManager, parse_url, translate_error
 
@@ -91,11 +91,6 @@ _DUMP_KINDS = {
 }
 """Row kinds of a dump, in file order (runs after their tasks): queries and fields."""
 
-_ORDER_KEYS = {
-    Ordering.OLDEST_FIRST: lambda t: (t.run_after, t.id),
-    Ordering.NEWEST_FIRST: lambda t: (-t.run_after.timestamp(), -t.id),
-    Ordering.PRIORITY: lambda t: (t.priority, t.run_after, t.id),
-}
 CHECKPOINT_MODES = ("PASSIVE", "FULL", "RESTART", "TRUNCATE")
 EXPECTED_TABLES = ("tasks", "workers", "runs", "prismq_schema_version", "prismq_data_version")
 EXPECTED_INDEXES = (
@@ -111,27 +106,7 @@ EXPECTED_TRIGGERS = ("tasks_changed_insert", "tasks_changed_update", "tasks_chan
 _RESTORE_BATCH = 1000
 
 
-def _row_to_worker(row: Sequence[Any]) -> WorkerInfo:
-    types = json.loads(row[3]) if row[3] is not None else None
-    return WorkerInfo(
-        worker_id=row[0],
-        hostname=row[1],
-        pid=row[2],
-        task_types=tuple(types) if types is not None else None,
-        strategy=row[4],
-        started_at=epoch_to_datetime(row[5]),  # type: ignore[arg-type]
-        last_heartbeat=epoch_to_datetime(row[6]),  # type: ignore[arg-type]
-    )
-
-
-def _describe_holder(row: Sequence[Any]) -> str:
-    status, locked_by, _token = row
-    if status == "leased":
-        return f"it is now leased by {locked_by!r}"
-    return f"it is now {status}"
-
-
-class PostgresBackend:
+class PostgresBackend(SQLQueueBackend):
     """Queue storage in a PostgreSQL database, for workers on many machines.
 
     Args:
@@ -155,6 +130,7 @@ class PostgresBackend:
     """
 
     name = "postgresql"
+    queries = Q
 
     def __init__(
         self,
@@ -196,14 +172,15 @@ class PostgresBackend:
 
         return self.db.read(work)
 
+    def _array(self, values: list[Any]) -> list[Any]:
+        return values
+
+    def _flag(self, value: bool) -> bool:
+        return bool(value)
+
     def close(self) -> None:
         self.stop_listening()
         self.db.close()
-
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[psycopg.Connection[Any]]:
-        with self.db.transaction() as conn:
-            yield conn
 
     # -- client side -----------------------------------------------------------
     def insert_tasks(self, tasks: Sequence[NewTask], now: float) -> list[tuple[int, bool]]:
@@ -250,102 +227,6 @@ class PostgresBackend:
         if all(t.idempotency_key is None for t in tasks):
             return self.db.write(plain)
         return self.db.write(keyed)
-
-    def get_task(self, task_id: int) -> Task | None:
-        row = self.db.read(lambda c: c.execute(Q["get_task"], {"id": task_id}).fetchone())
-        return None if row is None else row_to_task(row)
-
-    def list_tasks(self, query: TaskQuery) -> list[Task]:
-        params = {
-            "statuses": None if query.statuses is None else [s.value for s in query.statuses],
-            "task_types": None if query.task_types is None else list(query.task_types),
-            "created_after": query.created_after,
-            "created_before": query.created_before,
-            "limit": query.limit,
-            "offset": query.offset,
-        }
-        name = "list_tasks_newest_first" if query.newest_first else "list_tasks_oldest_first"
-        rows = self.db.read(lambda c: c.execute(Q[name], params).fetchall())
-        return [row_to_task(r) for r in rows]
-
-    def count_by_status(self) -> dict[str, int]:
-        rows = self.db.read(lambda c: c.execute(Q["count_by_status"]).fetchall())
-        counts = {s.value: 0 for s in TaskStatus}
-        counts.update({status: n for status, n in rows})
-        return counts
-
-    def count_by_type(self) -> dict[str, dict[str, int]]:
-        rows = self.db.read(lambda c: c.execute(Q["count_by_type"]).fetchall())
-        out: dict[str, dict[str, int]] = {}
-        for task_type, status, n in rows:
-            out.setdefault(task_type, {})[status] = n
-        return out
-
-    def stats(self, now: float) -> QueueStats:
-        def work(conn: psycopg.Connection[Any]) -> QueueStats:
-            by_status = {s.value: 0 for s in TaskStatus}
-            by_status.update(dict(conn.execute(Q["count_by_status"]).fetchall()))
-            by_type: dict[str, dict[str, int]] = {}
-            for task_type, status, n in conn.execute(Q["count_by_type"]):
-                by_type.setdefault(task_type, {})[status] = n
-            ready, oldest = conn.execute(Q["count_ready"], {"now": now}).fetchone()  # type: ignore[misc]
-            delayed = conn.execute(Q["count_delayed"], {"now": now}).fetchone()[0]  # type: ignore[index]
-            expired = conn.execute(Q["count_expired_leases"], {"now": now}).fetchone()[0]  # type: ignore[index]
-            last1 = conn.execute(Q["count_finished_since"], {"since": now - 60}).fetchone()[0]  # type: ignore[index]
-            last5 = conn.execute(Q["count_finished_since"], {"since": now - 300}).fetchone()[0]  # type: ignore[index]
-            workers = [_row_to_worker(r) for r in conn.execute(Q["list_workers"])]
-            return QueueStats(
-                by_status=by_status,
-                by_type=by_type,
-                ready=ready,
-                delayed=delayed,
-                oldest_ready_age=None if oldest is None else max(now - oldest, 0.0),
-                expired_leases=expired,
-                finished_last_minute=last1,
-                finished_last_5_minutes=last5,
-                workers=workers,
-            )
-
-        return self.db.read(work, snapshot=True)
-
-    def _require(self, conn: psycopg.Connection[Any], task_id: int) -> Task:
-        row = conn.execute(Q["get_task"], {"id": task_id}).fetchone()
-        if row is None:
-            raise TaskNotFoundError(f"no task with id {task_id}")
-        return row_to_task(row)
-
-    def cancel_task(self, task_id: int, now: float) -> Task:
-        def work(conn: psycopg.Connection[Any]) -> Task:
-            params = {"id": task_id, "now": now}
-            row = conn.execute(Q["cancel_queued"], params).fetchone()
-            if row is None:
-                row = conn.execute(Q["request_cancel_leased"], params).fetchone()
-            if row is not None:
-                return row_to_task(row)
-            task = self._require(conn, task_id)
-            raise TaskStateError(
-                f"task {task_id} is already {task.status.value}; only queued or running tasks "
-                "can be cancelled"
-            )
-
-        return self.db.write(work)
-
-    def retry_task(self, task_id: int, now: float, reset_attempts: bool) -> Task:
-        def work(conn: psycopg.Connection[Any]) -> Task:
-            params = {"id": task_id, "now": now, "reset": bool(reset_attempts)}
-            row = conn.execute(Q["retry_finished"], params).fetchone()
-            if row is not None:
-                return row_to_task(row)
-            task = self._require(conn, task_id)
-            raise TaskStateError(
-                f"task {task_id} is {task.status.value}; only dead or cancelled tasks can be retried"
-            )
-
-        return self.db.write(work)
-
-    def prune(self, finished_before: float, statuses: Sequence[TaskStatus]) -> int:
-        params = {"before": finished_before, "statuses": [s.value for s in statuses]}
-        return self.db.write(lambda c: c.execute(Q["prune"], params).rowcount)
 
     def data_version(self) -> int:
         """A number that changes when a committed statement changed tasks.
@@ -477,7 +358,7 @@ class PostgresBackend:
 
         tasks = self.db.write(work)
         if len(tasks) > 1:
-            tasks.sort(key=_ORDER_KEYS[ordering])
+            tasks.sort(key=ORDER_KEYS[ordering])
         return tasks
 
     def _claim_split(
@@ -517,87 +398,6 @@ class PostgresBackend:
         params = {"task_types": list(dict.fromkeys(task_types))}
         return self.db.read(lambda c: c.execute(Q["next_run_after_types"], params).fetchone()[0])  # type: ignore[index]
 
-    def reclaim_expired(self, now: float) -> int:
-        return self.db.write(lambda c: c.execute(Q["reclaim_expired"], {"now": now}).rowcount)
-
-    def _fenced(self, update: TaskUpdate) -> dict[str, Any]:
-        return {"id": update.task_id, "worker": update.worker_id, "token": update.lease_token}
-
-    def _lost(self, conn: psycopg.Connection[Any], update: TaskUpdate, action: str) -> LeaseLostError:
-        row = conn.execute(Q["lease_holder"], {"id": update.task_id}).fetchone()
-        if row is None:
-            raise TaskNotFoundError(f"no task with id {update.task_id}")
-        return LeaseLostError(
-            f"cannot {action} task {update.task_id}: worker {update.worker_id!r} no longer holds "
-            f"its lease ({_describe_holder(row)}); the task was reclaimed after the lease expired, "
-            "so this attempt's outcome is discarded"
-        )
-
-    def diagnose_lost_lease(self, update: TaskUpdate) -> str:
-        row = self.db.read(lambda c: c.execute(Q["lease_holder"], {"id": update.task_id}).fetchone())
-        return "the task no longer exists" if row is None else _describe_holder(row)
-
-    def renew_lease(self, update: TaskUpdate, lease_until: float, now: float) -> Task:
-        def work(conn: psycopg.Connection[Any]) -> Task:
-            params = {**self._fenced(update), "lease_until": lease_until, "now": now}
-            row = conn.execute(Q["renew_lease"], params).fetchone()
-            if row is None:
-                raise self._lost(conn, update, "renew the lease of")
-            return row_to_task(row)
-
-        return self.db.write(work)
-
-    def update_progress(self, update: TaskUpdate, percent: float, message: str | None, now: float) -> Task:
-        def work(conn: psycopg.Connection[Any]) -> Task:
-            params = {**self._fenced(update), "percent": percent, "message": message, "now": now}
-            row = conn.execute(Q["update_progress"], params).fetchone()
-            if row is None:
-                raise self._lost(conn, update, "report progress on")
-            return row_to_task(row)
-
-        return self.db.write(work)
-
-    def complete_tasks(
-        self, updates: Sequence[TaskUpdate], results_json: Sequence[str | None], now: float
-    ) -> list[bool]:
-        sql = Q["complete_task"]
-
-        def work(conn: psycopg.Connection[Any]) -> list[bool]:
-            done = []
-            for update, result in zip(updates, results_json, strict=True):
-                params = {**self._fenced(update), "result": result, "now": now}
-                done.append(conn.execute(sql, params).rowcount == 1)
-            return done
-
-        return self.db.write(work)
-
-    def finish_attempt(
-        self,
-        update: TaskUpdate,
-        status: TaskStatus,
-        run_after: float | None,
-        error: str | None,
-        traceback: str | None,
-        count_attempt: bool,
-        now: float,
-    ) -> Task:
-        def work(conn: psycopg.Connection[Any]) -> Task:
-            params = {
-                **self._fenced(update),
-                "status": status.value,
-                "run_after": run_after,
-                "error": error,
-                "traceback": traceback,
-                "count_attempt": bool(count_attempt),
-                "now": now,
-            }
-            row = conn.execute(Q["finish_attempt"], params).fetchone()
-            if row is None:
-                raise self._lost(conn, update, f"move to {status.value}")
-            return row_to_task(row)
-
-        return self.db.write(work)
-
     # -- worker registry -------------------------------------------------------
     def register_worker(self, info: WorkerInfo) -> None:
         row = {
@@ -610,16 +410,6 @@ class PostgresBackend:
             "last_heartbeat": info.last_heartbeat.timestamp(),
         }
         self.db.write(lambda c: c.execute(Q["upsert_worker"], row))
-
-    def heartbeat_worker(self, worker_id: str, now: float) -> None:
-        self.db.write(lambda c: c.execute(Q["heartbeat_worker"], {"now": now, "worker_id": worker_id}))
-
-    def deregister_worker(self, worker_id: str) -> None:
-        self.db.write(lambda c: c.execute(Q["delete_worker"], {"worker_id": worker_id}))
-
-    def list_workers(self) -> list[WorkerInfo]:
-        rows = self.db.read(lambda c: c.execute(Q["list_workers"]).fetchall())
-        return [_row_to_worker(r) for r in rows]
 
     # -- maintenance -----------------------------------------------------------
     def checkpoint(self, mode: str = "PASSIVE") -> tuple[int, int, int]:
@@ -642,9 +432,6 @@ class PostgresBackend:
             conn.execute(Q["vacuum_workers"])
 
         self.db.read(work)
-
-    def analyze(self) -> None:
-        self.db.read(lambda c: c.execute(Q["analyze"]))
 
     def integrity_check(self) -> list[str]:
         def work(conn: psycopg.Connection[Any]) -> list[str]:

@@ -17,7 +17,7 @@ RETURNING id;
 SELECT id FROM tasks WHERE idempotency_key = ?;
 
 -- name: get_task
-SELECT {task_columns} FROM tasks WHERE id = ?;
+SELECT {task_columns} FROM tasks WHERE id = :id;
 
 -- name: list_tasks_newest_first
 SELECT {task_columns} FROM tasks
@@ -188,7 +188,7 @@ WHERE id = :id AND status = 'leased' AND locked_by = :worker AND lease_token = :
 RETURNING {task_columns};
 
 -- name: lease_holder
-SELECT status, locked_by, lease_token FROM tasks WHERE id = ?;
+SELECT status, locked_by, lease_token FROM tasks WHERE id = :id;
 
 -- name: upsert_worker
 INSERT INTO workers (worker_id, hostname, pid, task_types, strategy, started_at, last_heartbeat)
@@ -199,10 +199,10 @@ ON CONFLICT (worker_id) DO UPDATE SET
     last_heartbeat = excluded.last_heartbeat;
 
 -- name: heartbeat_worker
-UPDATE workers SET last_heartbeat = ? WHERE worker_id = ?;
+UPDATE workers SET last_heartbeat = :now WHERE worker_id = :worker_id;
 
 -- name: delete_worker
-DELETE FROM workers WHERE worker_id = ?;
+DELETE FROM workers WHERE worker_id = :worker_id;
 
 -- name: list_workers
 SELECT worker_id, hostname, pid, task_types, strategy, started_at, last_heartbeat
@@ -211,3 +211,6 @@ FROM workers ORDER BY worker_id;
 -- name: next_run_after_type
 SELECT min(run_after) FROM tasks INDEXED BY idx_tasks_ready_type
 WHERE status = 'queued' AND task_type = :task_type;
+
+-- name: analyze
+ANALYZE;

@@ -1,0 +1,343 @@
+"""What the SQL backends share: the task row layout, row mapping and common operations.
+
+The operations here have the same logic on every database; only the SQL text, loaded per
+backend, differs.
+
+A backend subclasses :class:`SQLQueueBackend`, sets ``queries`` (its named statements, all
+using named parameters) and ``db`` (its connection manager with ``read``, ``write`` and
+``transaction``), and says how it binds a list and a flag (:meth:`SQLQueueBackend._array`,
+:meth:`SQLQueueBackend._flag`). Claims, inserts, schema and maintenance stay in each
+backend, where the databases really differ.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime, timezone
+from typing import Any, ClassVar
+
+from ..errors import LeaseLostError, TaskNotFoundError, TaskStateError
+from ..models import Task, TaskStatus, WorkerInfo, epoch_to_datetime
+from ..strategies import Ordering
+from .base import QueueStats, TaskQuery, TaskUpdate
+
+__all__ = [
+    "ORDER_KEYS",
+    "TASK_COLUMNS",
+    "SQLQueueBackend",
+    "describe_holder",
+    "row_to_task",
+    "row_to_worker",
+]
+
+TASK_COLUMNS = (
+    "id, task_type, payload, status, priority, attempts, max_attempts, retry_policy, "
+    "run_after, lease_until, locked_by, lease_token, cancel_requested, progress, "
+    "progress_message, result, last_error, last_traceback, idempotency_key, created_at, "
+    "started_at, finished_at"
+)
+
+_STATUS = {status.value: status for status in TaskStatus}
+ORDER_KEYS: dict[Ordering, Callable[[Task], Any]] = {
+    # Strategy order of claimed tasks (a claim's RETURNING rows come in no particular order).
+    Ordering.OLDEST_FIRST: lambda t: (t.run_after, t.id),
+    Ordering.NEWEST_FIRST: lambda t: (-t.run_after.timestamp(), -t.id),
+    Ordering.PRIORITY: lambda t: (t.priority, t.run_after, t.id),
+}
+
+
+_decode_json = json.JSONDecoder().decode
+_UTC = timezone.utc
+_from_epoch = datetime.fromtimestamp
+# Decoded retry policies by their stored text: nearly every task of a queue carries one of a
+# handful of policies, so decoding each once saves a JSON parse per claimed task.
+_POLICY_CACHE: dict[str, dict[str, Any]] = {}
+_POLICY_CACHE_SIZE = 256
+
+
+def _decode_policy(text: Any) -> dict[str, Any]:
+    """Decode a stored retry policy; a fresh dict per call (the caller may change it)."""
+    cached = _POLICY_CACHE.get(text) if type(text) is str else None
+    if cached is None:
+        cached = json.loads(text)
+        flat = isinstance(cached, dict) and all(
+            v is None or isinstance(v, (str, int, float)) for v in cached.values()
+        )
+        if not flat or type(text) is not str:
+            return cached  # type: ignore[no-any-return]
+        if len(_POLICY_CACHE) < _POLICY_CACHE_SIZE:
+            _POLICY_CACHE[text] = cached
+    return dict(cached)
+
+
+def row_to_task(row: Sequence[Any]) -> Task:
+    """Build a :class:`Task` from a row in ``TASK_COLUMNS`` order.
+
+    This runs once per claimed or returned task, so it avoids per-call lookups: the JSON
+    decoder and ``datetime.fromtimestamp`` are bound once, and retry policies are decoded
+    through a small cache (see :func:`_decode_policy`).
+    """
+    utc, from_epoch = _UTC, _from_epoch
+    lease_until, started_at, finished_at, result = row[9], row[20], row[21], row[15]
+    return Task(
+        id=row[0],
+        task_type=row[1],
+        payload=_decode_json(row[2]),
+        status=_STATUS[row[3]],
+        priority=row[4],
+        attempts=row[5],
+        max_attempts=row[6],
+        retry_policy=_decode_policy(row[7]),
+        run_after=from_epoch(row[8], utc),
+        lease_until=None if lease_until is None else from_epoch(lease_until, utc),
+        locked_by=row[10],
+        lease_token=row[11],
+        cancel_requested=bool(row[12]),
+        progress=row[13],
+        progress_message=row[14],
+        result=None if result is None else _decode_json(result),
+        last_error=row[16],
+        last_traceback=row[17],
+        idempotency_key=row[18],
+        created_at=from_epoch(row[19], utc),
+        started_at=None if started_at is None else from_epoch(started_at, utc),
+        finished_at=None if finished_at is None else from_epoch(finished_at, utc),
+    )
+
+
+def row_to_worker(row: Sequence[Any]) -> WorkerInfo:
+    """Build a :class:`WorkerInfo` from a ``workers`` row."""
+    types = json.loads(row[3]) if row[3] is not None else None
+    return WorkerInfo(
+        worker_id=row[0],
+        hostname=row[1],
+        pid=row[2],
+        task_types=tuple(types) if types is not None else None,
+        strategy=row[4],
+        started_at=epoch_to_datetime(row[5]),  # type: ignore[arg-type]
+        last_heartbeat=epoch_to_datetime(row[6]),  # type: ignore[arg-type]
+    )
+
+
+def describe_holder(row: Sequence[Any]) -> str:
+    """Say who holds a task now, from a ``lease_holder`` row (for lease-lost messages)."""
+    status, locked_by, _token = row
+    if status == "leased":
+        return f"it is now leased by {locked_by!r}"
+    return f"it is now {status}"
+
+
+class SQLQueueBackend:
+    """Operations shared by the SQL backends (see the module docstring)."""
+
+    queries: ClassVar[dict[str, str]]
+    db: Any
+
+    def _array(self, values: list[Any]) -> Any:
+        """Bind a list parameter (SQLite: JSON text for ``json_each``; PostgreSQL: an array)."""
+        raise NotImplementedError
+
+    def _flag(self, value: bool) -> Any:
+        """Bind a boolean parameter (SQLite: 0/1; PostgreSQL: a boolean)."""
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Any]:
+        with self.db.transaction() as conn:
+            yield conn
+
+    def get_task(self, task_id: int) -> Task | None:
+        row = self.db.read(lambda c: c.execute(self.queries["get_task"], {"id": task_id}).fetchone())
+        return None if row is None else row_to_task(row)
+
+    def list_tasks(self, query: TaskQuery) -> list[Task]:
+        params = {
+            "statuses": None if query.statuses is None else self._array([s.value for s in query.statuses]),
+            "task_types": None if query.task_types is None else self._array(list(query.task_types)),
+            "created_after": query.created_after,
+            "created_before": query.created_before,
+            "limit": query.limit,
+            "offset": query.offset,
+        }
+        name = "list_tasks_newest_first" if query.newest_first else "list_tasks_oldest_first"
+        rows = self.db.read(lambda c: c.execute(self.queries[name], params).fetchall())
+        return [row_to_task(r) for r in rows]
+
+    def count_by_status(self) -> dict[str, int]:
+        rows = self.db.read(lambda c: c.execute(self.queries["count_by_status"]).fetchall())
+        counts = {s.value: 0 for s in TaskStatus}
+        counts.update({status: n for status, n in rows})
+        return counts
+
+    def count_by_type(self) -> dict[str, dict[str, int]]:
+        rows = self.db.read(lambda c: c.execute(self.queries["count_by_type"]).fetchall())
+        out: dict[str, dict[str, int]] = {}
+        for task_type, status, n in rows:
+            out.setdefault(task_type, {})[status] = n
+        return out
+
+    def stats(self, now: float) -> QueueStats:
+        def work(conn: Any) -> QueueStats:
+            by_status = {s.value: 0 for s in TaskStatus}
+            by_status.update(dict(conn.execute(self.queries["count_by_status"]).fetchall()))
+            by_type: dict[str, dict[str, int]] = {}
+            for task_type, status, n in conn.execute(self.queries["count_by_type"]):
+                by_type.setdefault(task_type, {})[status] = n
+            ready, oldest = conn.execute(self.queries["count_ready"], {"now": now}).fetchone()
+            delayed = conn.execute(self.queries["count_delayed"], {"now": now}).fetchone()[0]
+            expired = conn.execute(self.queries["count_expired_leases"], {"now": now}).fetchone()[0]
+            last1 = conn.execute(self.queries["count_finished_since"], {"since": now - 60}).fetchone()[0]
+            last5 = conn.execute(self.queries["count_finished_since"], {"since": now - 300}).fetchone()[0]
+            workers = [row_to_worker(r) for r in conn.execute(self.queries["list_workers"])]
+            return QueueStats(
+                by_status=by_status,
+                by_type=by_type,
+                ready=ready,
+                delayed=delayed,
+                oldest_ready_age=None if oldest is None else max(now - oldest, 0.0),
+                expired_leases=expired,
+                finished_last_minute=last1,
+                finished_last_5_minutes=last5,
+                workers=workers,
+            )
+
+        return self.db.read(work, snapshot=True)
+
+    def _require(self, conn: Any, task_id: int) -> Task:
+        row = conn.execute(self.queries["get_task"], {"id": task_id}).fetchone()
+        if row is None:
+            raise TaskNotFoundError(f"no task with id {task_id}")
+        return row_to_task(row)
+
+    def cancel_task(self, task_id: int, now: float) -> Task:
+        def work(conn: Any) -> Task:
+            params = {"id": task_id, "now": now}
+            row = conn.execute(self.queries["cancel_queued"], params).fetchone()
+            if row is None:
+                row = conn.execute(self.queries["request_cancel_leased"], params).fetchone()
+            if row is not None:
+                return row_to_task(row)
+            task = self._require(conn, task_id)
+            raise TaskStateError(
+                f"task {task_id} is already {task.status.value}; only queued or running tasks "
+                "can be cancelled"
+            )
+
+        return self.db.write(work)
+
+    def retry_task(self, task_id: int, now: float, reset_attempts: bool) -> Task:
+        def work(conn: Any) -> Task:
+            params = {"id": task_id, "now": now, "reset": self._flag(reset_attempts)}
+            row = conn.execute(self.queries["retry_finished"], params).fetchone()
+            if row is not None:
+                return row_to_task(row)
+            task = self._require(conn, task_id)
+            raise TaskStateError(
+                f"task {task_id} is {task.status.value}; only dead or cancelled tasks can be retried"
+            )
+
+        return self.db.write(work)
+
+    def prune(self, finished_before: float, statuses: Sequence[TaskStatus]) -> int:
+        params = {"before": finished_before, "statuses": self._array([s.value for s in statuses])}
+        return self.db.write(lambda c: c.execute(self.queries["prune"], params).rowcount)
+
+    def reclaim_expired(self, now: float) -> int:
+        return self.db.write(lambda c: c.execute(self.queries["reclaim_expired"], {"now": now}).rowcount)
+
+    def _fenced(self, update: TaskUpdate) -> dict[str, Any]:
+        return {"id": update.task_id, "worker": update.worker_id, "token": update.lease_token}
+
+    def _lost(self, conn: Any, update: TaskUpdate, action: str) -> LeaseLostError:
+        row = conn.execute(self.queries["lease_holder"], {"id": update.task_id}).fetchone()
+        if row is None:
+            raise TaskNotFoundError(f"no task with id {update.task_id}")
+        return LeaseLostError(
+            f"cannot {action} task {update.task_id}: worker {update.worker_id!r} no longer holds "
+            f"its lease ({describe_holder(row)}); the task was reclaimed after the lease expired, "
+            "so this attempt's outcome is discarded"
+        )
+
+    def diagnose_lost_lease(self, update: TaskUpdate) -> str:
+        row = self.db.read(
+            lambda c: c.execute(self.queries["lease_holder"], {"id": update.task_id}).fetchone()
+        )
+        return "the task no longer exists" if row is None else describe_holder(row)
+
+    def renew_lease(self, update: TaskUpdate, lease_until: float, now: float) -> Task:
+        def work(conn: Any) -> Task:
+            params = {**self._fenced(update), "lease_until": lease_until, "now": now}
+            row = conn.execute(self.queries["renew_lease"], params).fetchone()
+            if row is None:
+                raise self._lost(conn, update, "renew the lease of")
+            return row_to_task(row)
+
+        return self.db.write(work)
+
+    def update_progress(self, update: TaskUpdate, percent: float, message: str | None, now: float) -> Task:
+        def work(conn: Any) -> Task:
+            params = {**self._fenced(update), "percent": percent, "message": message, "now": now}
+            row = conn.execute(self.queries["update_progress"], params).fetchone()
+            if row is None:
+                raise self._lost(conn, update, "report progress on")
+            return row_to_task(row)
+
+        return self.db.write(work)
+
+    def complete_tasks(
+        self, updates: Sequence[TaskUpdate], results_json: Sequence[str | None], now: float
+    ) -> list[bool]:
+        sql = self.queries["complete_task"]
+
+        def work(conn: Any) -> list[bool]:
+            done = []
+            for update, result in zip(updates, results_json, strict=True):
+                params = {**self._fenced(update), "result": result, "now": now}
+                done.append(conn.execute(sql, params).rowcount == 1)
+            return done
+
+        return self.db.write(work)
+
+    def finish_attempt(
+        self,
+        update: TaskUpdate,
+        status: TaskStatus,
+        run_after: float | None,
+        error: str | None,
+        traceback: str | None,
+        count_attempt: bool,
+        now: float,
+    ) -> Task:
+        def work(conn: Any) -> Task:
+            params = {
+                **self._fenced(update),
+                "status": status.value,
+                "run_after": run_after,
+                "error": error,
+                "traceback": traceback,
+                "count_attempt": self._flag(count_attempt),
+                "now": now,
+            }
+            row = conn.execute(self.queries["finish_attempt"], params).fetchone()
+            if row is None:
+                raise self._lost(conn, update, f"move to {status.value}")
+            return row_to_task(row)
+
+        return self.db.write(work)
+
+    def heartbeat_worker(self, worker_id: str, now: float) -> None:
+        self.db.write(
+            lambda c: c.execute(self.queries["heartbeat_worker"], {"now": now, "worker_id": worker_id})
+        )
+
+    def deregister_worker(self, worker_id: str) -> None:
+        self.db.write(lambda c: c.execute(self.queries["delete_worker"], {"worker_id": worker_id}))
+
+    def list_workers(self) -> list[WorkerInfo]:
+        rows = self.db.read(lambda c: c.execute(self.queries["list_workers"]).fetchall())
+        return [row_to_worker(r) for r in rows]
+
+    def analyze(self) -> None:
+        self.db.read(lambda c: c.execute(self.queries["analyze"]))
