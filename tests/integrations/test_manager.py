@@ -340,10 +340,13 @@ def test_shutdown_interrupts_and_a_registered_module_reruns(mode: Mode) -> None:
         registry = mode.registry()
         first = mode.manager(registry)
         started = asyncio.Event()
+        running: list[str] = []
         observed: list[str] = []
 
         async def endless() -> None:
-            started.set()
+            running.append("running")
+            if len(running) == 2:
+                started.set()
             try:
                 await asyncio.sleep(3600)
             except asyncio.CancelledError:
@@ -352,8 +355,7 @@ def test_shutdown_interrupts_and_a_registered_module_reruns(mode: Mode) -> None:
 
         first.start_task(make_run("keep", "ingest", rerunnable=True, parameters={"n": 3}), endless())
         first.start_task(make_run("drop", "ingest"), endless())
-        await started.wait()
-        await asyncio.sleep(0.01)
+        await asyncio.wait_for(started.wait(), timeout=30)  # both coroutines are inside their body
         await first.shutdown()
         assert observed == ["stopped", "stopped"]
         for run_id in ("keep", "drop"):

@@ -245,10 +245,14 @@ class LifecycleMachine(RuleBasedStateMachine):
     @rule(older_than=st.sampled_from([0.0, 1.0, 100.0]))
     def prune(self, older_than: float) -> None:
         before = self.clock() - older_than
+        newest = max(self.model)  # never pruned, so no task id is ever handed out twice
         doomed = [
             tid
             for tid, t in self.model.items()
-            if t.status in ("completed", "cancelled") and t.finished_at is not None and t.finished_at < before
+            if t.status in ("completed", "cancelled")
+            and t.finished_at is not None
+            and t.finished_at < before
+            and tid != newest
         ]
         assert self.client.prune(older_than) == len(doomed)
         for tid in doomed:

@@ -40,9 +40,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .backends.sqlfile import load_queries
 from .backends.common import TASK_COLUMNS
-from .backends.sqlite.runs import RUN_COLUMNS, RUN_TASK_PREFIX
+from .backends.runstore import RUN_COLUMNS, RUN_TASK_PREFIX
+from .backends.sqlfile import load_queries
 from .database import QueueDatabase
 from .errors import ConfigError, QueueError, StorageError
 

@@ -59,8 +59,8 @@ from ...models import Task, WorkerInfo
 from ...strategies import SchedulingStrategy
 from ..base import NewTask, chunked
 from ..common import ORDER_KEYS, TASK_COLUMNS, SQLQueueBackend, row_to_task
+from ..runstore import RUN_COLUMNS
 from ..sqlfile import load_queries
-from ..sqlite.runs import RUN_COLUMNS
 from .connection import SCHEMA_VERSION, ConnectionManager, parse_url, translate_error
 
 __all__ = ["DUMP_FORMAT", "NOTIFY_CHANNEL", "PostgresBackend"]

@@ -21,7 +21,7 @@ VALUES (:run_id, :task_id, :module_id, :module_name, :status, :parameters, :reru
         :error_message, :owner, :attempts, :created_at, :started_at, :completed_at, :now);
 
 -- name: get_run
-SELECT {run_columns} FROM runs WHERE run_id = ?;
+SELECT {run_columns} FROM runs WHERE run_id = :run_id;
 
 -- name: list_runs
 SELECT {run_columns} FROM runs
