@@ -190,10 +190,15 @@ def _drain(name: str, path: Path, n: int, processes: int) -> dict[str, Any]:
         time.sleep(1.0)
         started = time.perf_counter()
         go.set()
-        deadline = started + 600
-        while sum(_count_ids(out_dir).values()) < n and time.perf_counter() < deadline:
-            time.sleep(0.02)
-        elapsed = time.perf_counter() - started
+        # Wait for every task, or until the consumer makes no progress for 15 s (huey's
+        # consumer logs and drops tasks when SQLite reports "database is locked").
+        done, last_change = 0, time.perf_counter()
+        while done < n and time.perf_counter() - last_change < 15:
+            time.sleep(0.05)
+            now_done = sum(_count_ids(out_dir).values())
+            if now_done != done:
+                done, last_change = now_done, time.perf_counter()
+        elapsed = (last_change if done < n else time.perf_counter()) - started
         os.kill(proc.pid, signal.SIGTERM) if hasattr(signal, "SIGTERM") else proc.terminate()
         proc.join(timeout=30)
         if proc.is_alive():

@@ -333,11 +333,18 @@ def drain_once(side: str, url: str, schemas: Schemas, processes: int, n: int, ba
         try:
             while len(finished) < processes:
                 try:
-                    kind, index, data = results.get(timeout=max(deadline - time.monotonic(), 0.1))
+                    kind, index, data = results.get(timeout=1.0)
                 except queue_module.Empty:
-                    raise RuntimeError(
-                        f"{side} workers did not finish within {WORKER_TIMEOUT:.0f} s"
-                    ) from None
+                    dead = [i for i, proc in enumerate(procs) if i not in finished and not proc.is_alive()]
+                    if dead:  # died without reporting (e.g. could not start)
+                        for i in dead:
+                            finished[i] = (time.time(), [], f"worker {i} exited with {procs[i].exitcode}")
+                        start.set()
+                    elif time.monotonic() > deadline:
+                        raise RuntimeError(
+                            f"{side} workers did not finish within {WORKER_TIMEOUT:.0f} s"
+                        ) from None
+                    continue
                 if kind == "ready":
                     ready += 1
                     if ready == processes:
