@@ -131,6 +131,52 @@ def _count(value: Any) -> str:
     return "–" if value is None else f"{value:,}"
 
 
+def _chart(title: str, labels: list[str], values: list[float], unit: str) -> list[str]:
+    """A Mermaid bar chart (rendered on the site from the local mermaid.min.js)."""
+    if not values:
+        return []
+    top = max(values) * 1.1 or 1.0
+    quoted = ", ".join('"' + label.replace('"', "") + '"' for label in labels)
+    return [
+        "```mermaid",
+        "xychart-beta",
+        f'    title "{title}"',
+        f"    x-axis [{quoted}]",
+        f'    y-axis "{unit}" 0 --> {top:.0f}',
+        f"    bar [{', '.join(f'{v:.0f}' for v in values)}]",
+        "```",
+        "",
+    ]
+
+
+def _drain_chart(scenario: dict[str, Any]) -> list[str]:
+    labels: list[str] = []
+    values: list[float] = []
+    for row in scenario["rows"]:
+        if row["unit"] != "tasks/s" or row.get("baseline") is None or "batch" in row["label"]:
+            continue
+        processes = row["label"].rsplit(",", 1)[-1].strip().split(" ")[0]
+        labels += [f"PrismQ {processes}p", f"raw {processes}p"]
+        values += [row["prismq"], row["baseline"]]
+    return _chart("Claim + complete, one task per transaction (tasks/s)", labels, values, "tasks/s")
+
+
+def _peers_chart(scenario: dict[str, Any]) -> list[str]:
+    counts = scenario.get("params", {}).get("processes") or []
+    if not counts:
+        return []
+    top = max(counts)
+    labels: list[str] = []
+    values: list[float] = []
+    for name, sample in scenario.get("samples", {}).items():
+        drain = sample.get("drain") if isinstance(sample, dict) else None
+        result = (drain or {}).get(top) or (drain or {}).get(str(top))
+        if result:
+            labels.append(name)
+            values.append(result["rate"])
+    return _chart(f"Drain with {top} worker processes (tasks/s)", labels, values, "tasks/s")
+
+
 def render(results: dict[str, Any]) -> str:
     """The Markdown fragment for a results document."""
     m = results["machine"]
@@ -171,6 +217,15 @@ def render(results: dict[str, Any]) -> str:
         if name in ("enqueue", "drain"):
             lines += _cpu_table(scenario["rows"])
             lines.append("")
+        if name == "drain":
+            lines += _drain_chart(scenario)
+        if name == "peers":
+            lines += _peers_chart(scenario)
+            guarantees = scenario.get("guarantees", {})
+            if guarantees:
+                lines += ["| Library | What happens to a task whose worker dies |", "| --- | --- |"]
+                lines += [f"| {name_} | {text} |" for name_, text in guarantees.items()]
+                lines.append("")
     checks = _checks(results)
     if checks:
         lines += ["### Exactly-once checks", "", *checks, ""]

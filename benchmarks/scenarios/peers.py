@@ -275,12 +275,12 @@ def run(settings: Settings) -> dict[str, Any]:
         rows.append(
             target_row(
                 f"PrismQ Queue drain vs huey defaults, {top} processes",
-                unit="x",
+                unit="tasks/s",
                 prismq=prismq["drain"][top]["rate"],
                 baseline=samples["huey"]["drain"][top]["rate"],
                 baseline_name="huey (SqliteHuey, own consumer, defaults)",
                 value=ratio,
-                target=">= 3x huey",
+                target="≥ 3× huey",
                 met=ratio >= 3,
             )
         )

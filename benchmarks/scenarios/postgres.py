@@ -25,9 +25,10 @@ no targets. When the server cannot be reached the scenario returns one row sayin
 What a worker that dies mid-task means for each side (see :data:`GUARANTEES`): PrismQ hands
 out leases with a fencing token, and an expired lease is reclaimed, so the task runs again
 elsewhere and the dead worker's late writes are refused; procrastinate leaves the job in
-``doing``: its docs call it *stalled* (the worker stopped sending heartbeats), and stalled
-jobs must be found (``JobManager.get_stalled_jobs``) and retried explicitly, e.g. by a
-periodic task.
+``doing``, forever unless something retries it: its docs ("Retry stalled jobs") have the
+application add a periodic task that finds stalled jobs (``JobManager.get_stalled_jobs``:
+jobs of workers without a heartbeat for 30 s) and calls ``retry_job``, and warn that a job
+retried while it is in fact still running may run twice.
 """
 
 from __future__ import annotations
@@ -61,8 +62,9 @@ GUARANTEES = {
         "expires and runs again; the dead worker's late completion is refused"
     ),
     "procrastinate": (
-        "job stays 'doing' when its worker dies; the docs call it stalled (no heartbeat) and "
-        "it must be retried explicitly (get_stalled_jobs + retry_job, e.g. in a periodic task)"
+        "a job whose worker is killed stays 'doing' forever unless retried explicitly: its docs "
+        "(Retry stalled jobs) add a periodic task calling get_stalled_jobs + retry_job (workers "
+        "without a heartbeat for 30 s); a job retried while still running may run twice"
     ),
 }
 
@@ -330,13 +332,18 @@ def drain_once(side: str, url: str, schemas: Schemas, processes: int, n: int, ba
         finished: dict[int, tuple[float, list[int], str | None]] = {}
         ready, t0 = 0, time.time()
         deadline = time.monotonic() + WORKER_TIMEOUT
+        gone: dict[int, float] = {}
         try:
             while len(finished) < processes:
                 try:
                     kind, index, data = results.get(timeout=1.0)
                 except queue_module.Empty:
-                    dead = [i for i, proc in enumerate(procs) if i not in finished and not proc.is_alive()]
-                    if dead:  # died without reporting (e.g. could not start)
+                    now = time.monotonic()
+                    for i, proc in enumerate(procs):  # died without reporting (e.g. could not start)?
+                        if i not in finished and not proc.is_alive():
+                            gone.setdefault(i, now)
+                    dead = [i for i, since in gone.items() if i not in finished and now - since > 3.0]
+                    if dead:
                         for i in dead:
                             finished[i] = (time.time(), [], f"worker {i} exited with {procs[i].exitcode}")
                         start.set()
@@ -696,6 +703,10 @@ def run(settings: Settings) -> dict[str, Any]:
                     baseline_name="procrastinate worker, listen_notify=True" if theirs else None,
                 )
             )
+    for side, name in (("prismq", "PrismQ Queue"), ("procrastinate", "procrastinate")):
+        rows.append(
+            target_row(f"when a worker dies, {name}: {GUARANTEES[side]}", unit="", prismq=float("nan"))
+        )
     if not peer:
         why = "skipped in smoke runs" if smoke else "not installed (nox -s bench installs it)"
         rows.append(target_row(f"procrastinate: {why}", unit="", prismq=float("nan")))
