@@ -265,15 +265,15 @@ def browser(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """The full benchmark run against the peer queues. Posargs go to benchmarks/run.py."""
-    session.install("-e", f"{PACKAGE}[cli]", "huey", "persist-queue", "litequeue", "procrastinate")
-    session.run("python", "benchmarks/run.py", *session.posargs)
+    session.install("-e", f"{PACKAGE}[cli,postgres]", "huey", "persist-queue", "litequeue", "procrastinate")
+    session.run("python", "benchmarks/run.py", *session.posargs, env=_postgres_env())
 
 
 @nox.session
 def bench_smoke(session: nox.Session) -> None:
     """A seconds-long benchmark run that proves the harness works."""
-    session.install("-e", f"{PACKAGE}[cli]")
-    session.run("python", "benchmarks/run.py", "--smoke", *session.posargs)
+    session.install("-e", f"{PACKAGE}[cli,postgres]")
+    session.run("python", "benchmarks/run.py", "--smoke", *session.posargs, env=_postgres_env())
 
 
 @nox.session

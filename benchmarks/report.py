@@ -221,11 +221,11 @@ def render(results: dict[str, Any]) -> str:
             lines += _drain_chart(scenario)
         if name == "peers":
             lines += _peers_chart(scenario)
-            guarantees = scenario.get("guarantees", {})
-            if guarantees:
-                lines += ["| Library | What happens to a task whose worker dies |", "| --- | --- |"]
-                lines += [f"| {name_} | {text} |" for name_, text in guarantees.items()]
-                lines.append("")
+        guarantees = scenario.get("guarantees", {})
+        if isinstance(guarantees, dict) and guarantees:
+            lines += ["| Library | What happens to a task whose worker dies |", "| --- | --- |"]
+            lines += [f"| {name_} | {text} |" for name_, text in guarantees.items()]
+            lines.append("")
     checks = _checks(results)
     if checks:
         lines += ["### Exactly-once checks", "", *checks, ""]
