@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import secrets
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timezone
 from typing import Any, ClassVar
 
 from ..errors import LeaseLostError, TaskNotFoundError, TaskStateError
 from ..models import Task, TaskStatus, WorkerInfo, epoch_to_datetime
-from ..strategies import Ordering
+from ..strategies import Ordering, SchedulingStrategy
 from .base import QueueStats, TaskQuery, TaskUpdate
 
 __all__ = [
@@ -142,6 +143,44 @@ class SQLQueueBackend:
     def _flag(self, value: bool) -> Any:
         """Bind a boolean parameter (SQLite: 0/1; PostgreSQL: a boolean)."""
         raise NotImplementedError
+
+    def _claim_rows(
+        self,
+        conn: Any,
+        task_types: Sequence[str] | None,
+        strategy: SchedulingStrategy,
+        params: dict[str, Any],
+    ) -> list[Any]:
+        """Lease up to ``params["count"]`` ready tasks inside the open transaction; return rows."""
+        raise NotImplementedError
+
+    def claim(
+        self,
+        worker_id: str,
+        task_types: Sequence[str] | None,
+        strategy: SchedulingStrategy,
+        count: int,
+        lease_duration: float,
+        now: float,
+        reclaim_first: bool = False,
+    ) -> list[Task]:
+        params: dict[str, Any] = {
+            "worker": worker_id,
+            "token": secrets.token_hex(8),
+            "lease_until": now + lease_duration,
+            "now": now,
+            "count": count,
+        }
+
+        def work(conn: Any) -> list[Task]:
+            if reclaim_first:
+                conn.execute(self.queries["reclaim_expired"], {"now": now})
+            return [row_to_task(r) for r in self._claim_rows(conn, task_types, strategy, params)]
+
+        tasks = self.db.write(work)
+        if len(tasks) > 1:
+            tasks.sort(key=ORDER_KEYS[strategy.ordering])
+        return tasks
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Any]:

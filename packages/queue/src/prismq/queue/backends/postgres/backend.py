@@ -55,10 +55,10 @@ from typing import Any
 import psycopg
 
 from ...errors import BackupError, ConfigError
-from ...models import Task, WorkerInfo
+from ...models import WorkerInfo
 from ...strategies import SchedulingStrategy
 from ..base import NewTask, chunked
-from ..common import ORDER_KEYS, TASK_COLUMNS, SQLQueueBackend, row_to_task
+from ..common import TASK_COLUMNS, SQLQueueBackend
 from ..runstore import RUN_COLUMNS
 from ..sqlfile import load_queries
 from .connection import SCHEMA_VERSION, ConnectionManager, parse_url, translate_error
@@ -319,47 +319,28 @@ class PostgresBackend(SQLQueueBackend):
         return conn
 
     # -- worker side -----------------------------------------------------------
-    def claim(
+    def _claim_rows(
         self,
-        worker_id: str,
+        conn: psycopg.Connection[Any],
         task_types: Sequence[str] | None,
         strategy: SchedulingStrategy,
-        count: int,
-        lease_duration: float,
-        now: float,
-        reclaim_first: bool = False,
-    ) -> list[Task]:
-        params: dict[str, Any] = {
-            "worker": worker_id,
-            "token": secrets.token_hex(8),
-            "lease_until": now + lease_duration,
-            "now": now,
-            "count": count,
-        }
+        params: dict[str, Any],
+    ) -> list[Any]:
         ordering = strategy.ordering
-
-        def work(conn: psycopg.Connection[Any]) -> list[Task]:
-            if reclaim_first:
-                conn.execute(Q["reclaim_expired"], {"now": now})
-            if strategy.splits_by_type:
-                rows = self._claim_split(conn, task_types, strategy, params)
-            elif task_types is None:
-                rows = conn.execute(Q[f"claim_{ordering.value}_any"], params).fetchall()
-            elif len(set(task_types)) == 1:
-                rows = conn.execute(
-                    Q[f"claim_{ordering.value}_type"], {**params, "task_type": task_types[0]}
-                ).fetchall()
-            else:
-                rows = conn.execute(
-                    Q[f"claim_{ordering.value}_types"],
-                    {**params, "task_types": list(dict.fromkeys(task_types))},
-                ).fetchall()
-            return [row_to_task(r) for r in rows]
-
-        tasks = self.db.write(work)
-        if len(tasks) > 1:
-            tasks.sort(key=ORDER_KEYS[ordering])
-        return tasks
+        if strategy.splits_by_type:
+            rows = self._claim_split(conn, task_types, strategy, params)
+        elif task_types is None:
+            rows = conn.execute(Q[f"claim_{ordering.value}_any"], params).fetchall()
+        elif len(set(task_types)) == 1:
+            rows = conn.execute(
+                Q[f"claim_{ordering.value}_type"], {**params, "task_type": task_types[0]}
+            ).fetchall()
+        else:
+            rows = conn.execute(
+                Q[f"claim_{ordering.value}_types"],
+                {**params, "task_types": list(dict.fromkeys(task_types))},
+            ).fetchall()
+        return rows
 
     def _claim_split(
         self,

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import BackupError, ConfigError
-from ...models import Task, WorkerInfo
+from ...models import WorkerInfo
 from ...strategies import Ordering, SchedulingStrategy
 from ..base import NewTask
-from ..common import ORDER_KEYS, TASK_COLUMNS, SQLQueueBackend, row_to_task
+from ..common import TASK_COLUMNS, SQLQueueBackend
 from ..sqlfile import load_queries
 from .connection import (
     APPLICATION_ID,
@@ -146,48 +146,29 @@ class SQLiteBackend(SQLQueueBackend):
         return int(self.db.read(lambda c: c.execute("PRAGMA data_version").fetchone()[0]))
 
     # -- worker side -----------------------------------------------------------
-    def claim(
+    def _claim_rows(
         self,
-        worker_id: str,
+        conn: sqlite3.Connection,
         task_types: Sequence[str] | None,
         strategy: SchedulingStrategy,
-        count: int,
-        lease_duration: float,
-        now: float,
-        reclaim_first: bool = False,
-    ) -> list[Task]:
-        params: dict[str, Any] = {
-            "worker": worker_id,
-            "token": secrets.token_hex(8),
-            "lease_until": now + lease_duration,
-            "now": now,
-            "count": count,
-        }
+        params: dict[str, Any],
+    ) -> list[Any]:
         ordering = strategy.ordering
-
-        def work(conn: sqlite3.Connection) -> list[Task]:
-            if reclaim_first:
-                conn.execute(Q["reclaim_expired"], {"now": now})
-            if strategy.splits_by_type:
-                rows = self._claim_split(conn, task_types, strategy, params)
+        if strategy.splits_by_type:
+            rows = self._claim_split(conn, task_types, strategy, params)
+        else:
+            # Every ready index is per task type: with no filter, claim over the types
+            # that have queued tasks (a few index seeks) and merge their heads.
+            types = _queued_types(conn) if task_types is None else task_types
+            if not types:
+                rows = []
+            elif len(types) == 1:
+                rows = conn.execute(
+                    Q[f"claim_{ordering.value}_type"], {**params, "task_type": types[0]}
+                ).fetchall()
             else:
-                # Every ready index is per task type: with no filter, claim over the types
-                # that have queued tasks (a few index seeks) and merge their heads.
-                types = _queued_types(conn) if task_types is None else task_types
-                if not types:
-                    rows = []
-                elif len(types) == 1:
-                    rows = conn.execute(
-                        Q[f"claim_{ordering.value}_type"], {**params, "task_type": types[0]}
-                    ).fetchall()
-                else:
-                    rows = self._claim_merged(conn, types, ordering, params)
-            return [row_to_task(r) for r in rows]
-
-        tasks = self.db.write(work)
-        if len(tasks) > 1:
-            tasks.sort(key=ORDER_KEYS[ordering])
-        return tasks
+                rows = self._claim_merged(conn, types, ordering, params)
+        return rows
 
     def _claim_merged(
         self,
