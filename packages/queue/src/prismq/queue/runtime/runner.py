@@ -228,8 +228,12 @@ class WorkerRunner:
                 await heartbeat
             await self._shutdown()
             watcher.set()
-            # Close on the wait thread, after any wait still in progress there.
-            self._wait_pool.submit(waiter.close)
+            # Stop the idle wait and close the waiter on its own thread, and wait for both:
+            # once run() returns, no thread of this worker is inside a database call, so the
+            # caller may close the database.
+            waiter.interrupt()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.wrap_future(self._wait_pool.submit(waiter.close)), 30)
             restore_signals()
             self._handler_pool.shutdown()
             self._wait_pool.shutdown()

@@ -19,6 +19,7 @@ import ctypes.util
 import os
 import select
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Protocol
@@ -31,6 +32,10 @@ class ChangeWaiter(Protocol):
 
     def wait(self, timeout: float) -> bool:
         """Return True as soon as a change may have happened, False after ``timeout``."""
+        ...
+
+    def interrupt(self) -> None:
+        """Make a wait in progress (on another thread) return soon."""
         ...
 
     def close(self) -> None:
@@ -63,6 +68,7 @@ class PollingWaiter:
         self.settle_after = settle_after
         self._last: int | None = None
         self._last_change = time.monotonic()
+        self._interrupted = threading.Event()
         path = getattr(backend, "path", None)
         self._watched = [f"{path}-wal", str(path)] if path is not None else []
         self._signature: tuple[Any, ...] | None = None
@@ -109,7 +115,12 @@ class PollingWaiter:
             if remaining <= 0:
                 return False
             pace = self.interval if now - self._last_change < self.settle_after else self.idle_interval
-            time.sleep(min(pace, remaining))
+            if self._interrupted.wait(min(pace, remaining)):
+                return False
+
+    def interrupt(self) -> None:
+        """Make a wait in progress return at its next pause."""
+        self._interrupted.set()
 
     def close(self) -> None:
         """Release the waiter's resources."""
@@ -150,6 +161,8 @@ class InotifyWaiter:
             os.close(fd)
             raise OSError(err, "inotify_add_watch failed")
         self._fd = fd
+        self._wake_read, self._wake_write = os.pipe()
+        self._interrupted = False
         self._poller = PollingWaiter(backend)
         self.fallback_interval = fallback_interval
 
@@ -169,14 +182,26 @@ class InotifyWaiter:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
-            readable, _, _ = select.select([self._fd], [], [], min(remaining, self.fallback_interval))
+            if self._interrupted:
+                return False
+            pause = min(remaining, self.fallback_interval)
+            readable, _, _ = select.select([self._fd, self._wake_read], [], [], pause)
+            if self._wake_read in readable:
+                return False
             if readable:
                 self._drain()
 
+    def interrupt(self) -> None:
+        """Wake a wait in progress at once (through a pipe it also selects on)."""
+        if not self._interrupted:
+            self._interrupted = True
+            os.write(self._wake_write, b"x")
+
     def close(self) -> None:
-        """Release the waiter's resources."""
+        """Release the waiter's resources (call it when no wait is in progress)."""
         if self._fd >= 0:
-            os.close(self._fd)
+            for fd in (self._fd, self._wake_read, self._wake_write):
+                os.close(fd)
             self._fd = -1
 
 
@@ -189,6 +214,9 @@ class BackendWaiter:
     def wait(self, timeout: float) -> bool:
         """Block until a change may have happened (True) or ``timeout`` passed (False)."""
         return bool(self.backend.wait_for_change(timeout))
+
+    def interrupt(self) -> None:
+        """A wait returns within its timeout slice; nothing to do."""
 
     def close(self) -> None:
         """Release the waiter's resources."""
