@@ -214,7 +214,12 @@ class QueueDatabase:
         self.backend.restore(Path(source))
 
     def close(self) -> None:
-        """Close every connection this object opened."""
+        """Close every connection this object opened, on every thread.
+
+        Call it once the threads using the database are done (``QueueWorker.run`` returns
+        only after its own threads have left the database); later calls raise
+        :class:`~prismq.queue.errors.StorageError`.
+        """
         self.backend.close()
 
     def __enter__(self) -> QueueDatabase:
