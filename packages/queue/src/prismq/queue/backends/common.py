@@ -154,6 +154,29 @@ class SQLQueueBackend:
         """Lease up to ``params["count"]`` ready tasks inside the open transaction; return rows."""
         raise NotImplementedError
 
+    def _claim_by_weight(
+        self, conn: Any, strategy: SchedulingStrategy, available: list[str], params: dict[str, Any]
+    ) -> list[Any]:
+        """Weighted Random: draw task types by weight, lease the oldest ready tasks of each.
+
+        A type that yields fewer tasks than drawn (all its tasks delayed, or fewer left) is
+        dropped and the rest of the claim is drawn again among the remaining types.
+        """
+        rows: list[Any] = []
+        remaining = params["count"]
+        while remaining > 0 and available:
+            allocation = strategy.allocate(available, remaining) or {}
+            for task_type, wanted in allocation.items():
+                got = conn.execute(
+                    self.queries["claim_oldest_first_type"],
+                    {**params, "task_type": task_type, "count": wanted},
+                ).fetchall()
+                rows.extend(got)
+                remaining -= len(got)
+                if len(got) < wanted:
+                    available.remove(task_type)
+        return rows
+
     def claim(
         self,
         worker_id: str,

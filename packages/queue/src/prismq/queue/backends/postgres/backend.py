@@ -358,20 +358,7 @@ class PostgresBackend(SQLQueueBackend):
             r[0]
             for r in conn.execute(Q["ready_task_types"], {"task_types": candidates, "now": params["now"]})
         ]
-        rows: list[Any] = []
-        remaining = params["count"]
-        while remaining > 0 and available:
-            allocation = strategy.allocate(available, remaining) or {}
-            for task_type, wanted in allocation.items():
-                got = conn.execute(
-                    Q["claim_oldest_first_type"],
-                    {**params, "task_type": task_type, "count": wanted},
-                ).fetchall()
-                rows.extend(got)
-                remaining -= len(got)
-                if len(got) < wanted:
-                    available.remove(task_type)
-        return rows
+        return self._claim_by_weight(conn, strategy, available, params)
 
     def next_run_after(self, task_types: Sequence[str] | None) -> float | None:
         if task_types is None:
