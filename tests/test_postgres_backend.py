@@ -499,3 +499,15 @@ def test_uninitialised_schema_says_how_to_create_it(postgres_schema: tuple[str, 
         assert database.schema_version() == 0
         with pytest.raises(StorageError, match="initialize_schema"):
             QueueClient(database).enqueue("job", {})
+
+
+def test_vacuum_and_analyze_cover_every_table_and_keep_data(pgdb: QueueDatabase) -> None:
+    client = QueueClient(pgdb)
+    ids = client.enqueue_many([{"task_type": "job", "payload": {"n": n}} for n in range(50)])
+    for task_id in ids[:25]:
+        client.cancel(task_id)
+    assert client.prune(0) == 25
+    pgdb.vacuum()
+    pgdb.analyze()
+    assert pgdb.integrity_check() == ["ok"]
+    assert [t.id for t in client.list(limit=100, newest_first=False)] == ids[25:]

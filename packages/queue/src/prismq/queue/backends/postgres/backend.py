@@ -398,6 +398,7 @@ class PostgresBackend(SQLQueueBackend):
         def work(conn: psycopg.Connection[Any]) -> None:
             conn.execute(Q["vacuum_tasks"])
             conn.execute(Q["vacuum_workers"])
+            conn.execute(Q["vacuum_runs"])
 
         self.db.read(work)
 

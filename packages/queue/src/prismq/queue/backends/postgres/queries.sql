@@ -437,8 +437,11 @@ VACUUM (ANALYZE) tasks;
 -- name: vacuum_workers
 VACUUM (ANALYZE) workers;
 
+-- name: vacuum_runs
+VACUUM (ANALYZE) runs;
+
 -- name: analyze
-ANALYZE tasks, workers;
+ANALYZE tasks, workers, runs;
 
 -- name: dump_tasks
 SELECT id, task_type, payload, status, priority, attempts, max_attempts, retry_policy,
