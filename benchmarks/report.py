@@ -150,15 +150,24 @@ def _chart(title: str, labels: list[str], values: list[float], unit: str) -> lis
 
 
 def _drain_chart(scenario: dict[str, Any]) -> list[str]:
-    labels: list[str] = []
-    values: list[float] = []
+    """Bars per process count: PrismQ's two loops, then raw (rows in the drain's order)."""
+    by_count: dict[str, dict[str, float]] = {}
     for row in scenario["rows"]:
         if row["unit"] != "tasks/s" or row.get("baseline") is None or "batch" in row["label"]:
             continue
         processes = row["label"].rsplit(",", 1)[-1].strip().split(" ")[0]
-        labels += [f"PrismQ {processes}p", f"raw {processes}p"]
-        values += [row["prismq"], row["baseline"]]
-    return _chart("Claim + complete, one task per transaction (tasks/s)", labels, values, "tasks/s")
+        bars = by_count.setdefault(processes, {})
+        loop = "fold" if row["label"].startswith("complete_and_claim") else "2 tx"
+        bars[f"PrismQ {loop} {processes}p"] = row["prismq"]
+        bars[f"raw {processes}p"] = row["baseline"]
+    labels: list[str] = []
+    values: list[float] = []
+    for bars in by_count.values():
+        raw = [key for key in bars if key.startswith("raw")]
+        for key in [k for k in bars if k not in raw] + raw:
+            labels.append(key)
+            values.append(bars[key])
+    return _chart("Claim + complete, one task at a time (tasks/s)", labels, values, "tasks/s")
 
 
 def _peers_chart(scenario: dict[str, Any]) -> list[str]:

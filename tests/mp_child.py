@@ -23,18 +23,33 @@ def wait_for(go_file: Path, timeout: float = 60.0) -> None:
 
 
 def drain(db_path: str, out_file: str, go_file: str, worker_id: str, batch: int) -> None:
-    """Claim and complete until nothing is queued; record every completed id."""
+    """Claim and complete until nothing is queued; record every completed id.
+
+    ``batch`` 0 drains with ``complete_and_claim`` (each completion claims the next task in
+    the same transaction), 1 with ``claim_next_task`` + ``complete_task``, more with
+    ``claim_batch`` + ``complete_many``.
+    """
     with QueueDatabase(db_path) as db:
         client = QueueClient(db)
         worker = QueueWorker(db, worker_id, lease_duration=120)
         wait_for(Path(go_file))
         with open(out_file, "w", encoding="utf-8") as out:
+            held = None
             while True:
-                tasks = worker.claim_batch(batch)
+                if held is not None:
+                    following = worker.complete_and_claim(held, {"by": worker_id})
+                    out.write(f"{held.id}\n")
+                    out.flush()
+                    held = following
+                    continue
+                tasks = worker.claim_batch(max(batch, 1))
                 if not tasks:
                     if client.count_by_status()["queued"] == 0:
                         break
                     time.sleep(0.002)
+                    continue
+                if batch == 0:
+                    held = tasks[0]
                     continue
                 if batch == 1:
                     worker.complete_task(tasks[0], {"by": worker_id})

@@ -180,6 +180,56 @@ def test_enqueue_many_accepts_dicts_and_generators(client: QueueClient) -> None:
     assert [client.get(i).payload for i in ids] == [0, 1, 2, 3, 4]
 
 
+def test_enqueue_many_applies_each_tasks_own_policy(db: QueueDatabase) -> None:
+    slow = RetryPolicy(max_attempts=7, base_delay=5.0)
+    own = RetryPolicy(max_attempts=2, base_delay=9.0)
+    client = QueueClient(db, retry_policies={"slow": slow})
+    specs = [
+        TaskSpec("fast"),
+        TaskSpec("slow"),
+        {"task_type": "slow", "max_attempts": 4},
+        TaskSpec("slow", retry_policy=own),
+        {"task_type": "fast", "retry_policy": own, "max_attempts": 9},
+        TaskSpec("slow"),
+        TaskSpec("fast"),
+    ]
+    tasks = [client.get(i) for i in client.enqueue_many(specs)]
+    default = RetryPolicy().to_dict()
+    assert [(t.max_attempts, t.retry_policy) for t in tasks] == [
+        (3, default),
+        (7, slow.to_dict()),
+        (4, slow.to_dict()),
+        (2, own.to_dict()),
+        (9, own.to_dict()),
+        (7, slow.to_dict()),
+        (3, default),
+    ]
+
+
+def test_each_enqueue_stores_its_own_short_lived_policy(client: QueueClient) -> None:
+    # Policies made and dropped per call may reuse a freed object's id; the stored policy
+    # must still be the one given.
+    ids = [client.enqueue("job", retry_policy=RetryPolicy(n, base_delay=n)) for n in range(1, 21)]
+    for n, task_id in enumerate(ids, start=1):
+        task = client.get(task_id)
+        assert task.max_attempts == n
+        assert task.retry_policy == RetryPolicy(max_attempts=n, base_delay=n).to_dict()
+
+
+def test_enqueue_many_dicts_and_specs_store_the_same(client: QueueClient) -> None:
+    fields = {"task_type": "job", "payload": {"a": [1, "é"]}, "priority": 7, "delay": 30, "max_attempts": 5}
+    first, second = client.enqueue_many([TaskSpec(**fields), fields])  # type: ignore[arg-type]
+    a, b = client.get(first), client.get(second)
+    assert (a.task_type, a.payload, a.priority, a.run_after, a.max_attempts, a.retry_policy) == (
+        b.task_type,
+        b.payload,
+        b.priority,
+        b.run_after,
+        b.max_attempts,
+        b.retry_policy,
+    )
+
+
 def test_enqueue_many_empty(client: QueueClient) -> None:
     assert client.enqueue_many([]) == []
     assert sum(client.count_by_status().values()) == 0

@@ -569,3 +569,70 @@ def test_opening_the_file_again_keeps_other_processes_off_the_live_wal(
         assert total_rows(db_path) == 2
     finally:
         second.close()
+
+
+def test_version_2_database_upgrades_to_the_current_schema(db_path: Path) -> None:
+    from prismq.queue.backends.sqlite.connection import APPLICATION_ID, MIGRATIONS, _split_statements
+
+    # A file as version 2 wrote it: one queued task, one whose lease expired, one finished.
+    raw = sqlite3.connect(db_path)
+    for _number, _name, sql in MIGRATIONS[:2]:
+        for statement in _split_statements(sql):
+            raw.execute(statement)
+    raw.execute("PRAGMA user_version = 2")
+    raw.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    long_ago = time.time() - 86_400
+    insert = (
+        "INSERT INTO tasks (task_type, payload, status, attempts, run_after, lease_until, locked_by, "
+        "lease_token, finished_at, created_at, updated_at) VALUES (?, '{}', ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    )
+    raw.execute(insert, ("job", "completed", 1, long_ago, None, None, None, long_ago, long_ago, long_ago))
+    raw.execute(insert, ("job", "leased", 1, long_ago, long_ago + 60, "gone", "t0", None, long_ago, long_ago))
+    raw.execute(insert, ("job", "queued", 0, long_ago, None, None, None, None, long_ago, long_ago))
+    raw.execute(
+        "INSERT INTO runs (run_id, task_id, module_id, module_name, status, created_at, updated_at) "
+        "VALUES ('run-1', 3, 'mod', 'Module', 'queued', ?, ?)",
+        (long_ago, long_ago),
+    )
+    before = raw.execute("SELECT * FROM tasks ORDER BY id").fetchall()
+    raw.commit()
+    raw.close()
+
+    with QueueDatabase(db_path) as db:
+        assert db.initialize_schema() == SCHEMA_VERSION
+        indexes = {
+            row[0]
+            for row in db.backend.connection().execute(  # type: ignore[attr-defined]
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'tasks'"
+            )
+        }
+        assert "idx_tasks_leased_finished" in indexes
+        assert not {"idx_tasks_leased", "idx_tasks_finished"} & indexes
+        conn = db.backend.connection()  # type: ignore[attr-defined]
+        # Every row and value survived the table rebuild, and so did the run that refers to a task.
+        assert conn.execute("SELECT * FROM tasks ORDER BY id").fetchall() == before
+        assert conn.execute("SELECT run_id, task_id FROM runs").fetchall() == [("run-1", 3)]
+        assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+        assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+        # The rebuilt table still refuses a status outside the five.
+        with pytest.raises(sqlite3.IntegrityError, match="CHECK constraint failed"):
+            conn.execute("UPDATE tasks SET status = 'bogus' WHERE id = 1")
+        # Foreign keys hold again: deleting the task deletes its run.
+        conn.execute("DELETE FROM tasks WHERE id = 3")
+        assert conn.execute("SELECT count(*) FROM runs").fetchone()[0] == 0
+        conn.execute(  # put task 3 back, still queued, for the claims below
+            "INSERT INTO tasks (id, task_type, payload, run_after, created_at, updated_at) "
+            "VALUES (3, 'job', '{}', ?, ?, ?)",
+            (long_ago, long_ago, long_ago),
+        )
+        client = QueueClient(db)
+        stats = client.stats()
+        assert stats.expired_leases == 1
+        # The expired lease is reclaimed through the new index, then both tasks run.
+        worker = QueueWorker(db, "after-upgrade")
+        claimed = worker.claim_batch(5)
+        assert sorted(t.id for t in claimed) == [2, 3]
+        assert worker.complete_many(claimed) == [t.id for t in claimed]
+        assert client.prune(older_than=3600) == 1
+        assert client.count_by_status()["completed"] == 2
+        assert db.integrity_check() == ["ok"]

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 LATE_CALLS: dict[str, Callable[[QueueWorker, Task], Any]] = {
     "complete": lambda w, t: w.complete_task(t, {"late": True}),
+    "complete-and-claim": lambda w, t: w.complete_and_claim(t, {"late": True}),
     "fail-retry": lambda w, t: w.fail_task(t, "late failure"),
     "fail-final": lambda w, t: w.fail_task(t, "late failure", retry=False),
     "renew": lambda w, t: w.renew_lease(t),

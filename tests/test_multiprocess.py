@@ -88,7 +88,7 @@ def read_line(proc: subprocess.Popen[str]) -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("batch", [1, 20], ids=["claim_next_task", "claim_batch"])
+@pytest.mark.parametrize("batch", [0, 1, 20], ids=["complete_and_claim", "claim_next_task", "claim_batch"])
 def test_processes_complete_every_task_exactly_once(
     sqlite_db: QueueDatabase, db_path: Path, tmp_path: Path, children: Children, batch: int
 ) -> None:

@@ -82,7 +82,10 @@ def test_claims_read_the_ready_indexes(big_db: QueueDatabase) -> None:
         "queued_task_types": "idx_tasks_ready_type",
         "next_run_after_type": "idx_tasks_ready_type",
         "claim_priority_type": "idx_tasks_ready_type_priority",
-        "reclaim_expired": "idx_tasks_leased",
+        "reclaim_expired": "idx_tasks_leased_finished",
+        "count_expired_leases": "idx_tasks_leased_finished",
+        "count_finished_since": "idx_tasks_leased_finished",
+        "prune": "idx_tasks_leased_finished",
     }
     for name, index in expected.items():
         assert any(index in line for line in plans[name]), (name, plans[name])

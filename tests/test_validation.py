@@ -156,6 +156,27 @@ def test_deeply_nested_payload_is_a_payload_error(client: QueueClient) -> None:
     assert total_rows(client) == 0
 
 
+@pytest.mark.parametrize("shape", ["list", "dict"])
+def test_circular_payload_is_a_payload_error(client: QueueClient, shape: str) -> None:
+    payload: Any = [] if shape == "list" else {}
+    if shape == "list":
+        payload.append(payload)
+    else:
+        payload["self"] = payload
+    with pytest.raises(PayloadError, match="Circular reference detected"):
+        client.enqueue("job", payload)
+    with pytest.raises(PayloadError, match="task #1: payload is not JSON-serialisable"):
+        client.enqueue_many([TaskSpec("job"), TaskSpec("job", payload)])
+    assert total_rows(client) == 0
+
+
+def test_shared_but_acyclic_payload_is_fine() -> None:
+    shared = [1, {"k": "v"}]
+    assert encode_json([shared, shared, {"again": shared}], "payload", 1000) == (
+        '[[1,{"k":"v"}],[1,{"k":"v"}],{"again":[1,{"k":"v"}]}]'
+    )
+
+
 @pytest.mark.parametrize("index", [0, 3, 7])
 def test_enqueue_many_bad_item_rejects_whole_batch(client: QueueClient, index: int) -> None:
     specs: list[Any] = [TaskSpec("job", {"n": n}) for n in range(8)]

@@ -7,7 +7,8 @@ twice, a loss is a task that never ran. Some peers are not made for several proc
 on one file; their duplicates and losses are results, not benchmark errors.
 
 Libraries (each skipped with a note when it is not installed; ``nox -s bench`` installs
-them): PrismQ Queue (``claim_next_task`` + ``complete_task``), the minimal raw sqlite3
+them): PrismQ Queue (``complete_and_claim``, the one-task-at-a-time loop its worker
+runtime uses: each completion claims the next task in the same transaction), the minimal raw sqlite3
 queue, huey (``SqliteHuey`` run by its own consumer with process workers and default
 settings), persist-queue (``SQLiteAckQueue``: ``get`` + ``ack``) and litequeue
 (``LiteQueue``: ``pop`` + ``done``).
@@ -122,9 +123,10 @@ def _drain_child(name: str, path: str, out: str, go: Any) -> None:
         db = QueueDatabase(path)
         worker = QueueWorker(db, worker_id=f"bench-{os.getpid()}")
         go.wait()
-        while (task := worker.claim_next_task()) is not None:
+        task = worker.claim_next_task()
+        while task is not None:
             ids.append(task.payload["n"])
-            worker.complete_task(task)
+            task = worker.complete_and_claim(task)
         worker.close()
         db.close()
     elif name == "raw":

@@ -22,7 +22,15 @@ from prismq.queue import QueueClient, QueueDatabase, QueueWorker, TaskSpec
 NAME = "writes"
 TITLE = "Write amplification (WAL pages per task)"
 
-STEPS = ("enqueue", "enqueue_many", "claim", "complete", "claim_batch", "complete_many")
+STEPS = (
+    "enqueue",
+    "enqueue_many",
+    "claim",
+    "complete",
+    "claim_batch",
+    "complete_many",
+    "complete_and_claim",
+)
 
 
 def _frames(conn: sqlite3.Connection) -> int:
@@ -57,6 +65,12 @@ def _prismq(path: Path, n: int, batch: int, pragmas: dict[str, Any]) -> dict[str
         for tasks in claimed:
             worker.complete_many(tasks)
         out["complete_many"] = _frames(conn) / n
+        task = worker.claim_next_task()
+        _frames(conn)
+        for _ in range(n - 1):
+            assert task is not None
+            task = worker.complete_and_claim(task)
+        out["complete_and_claim"] = _frames(conn) / (n - 1)
         worker.close()
     return out
 
@@ -104,14 +118,17 @@ def run(settings: Settings) -> dict[str, Any]:
         "complete": "complete one task per transaction",
         "claim_batch": f"claim {batch} per transaction",
         "complete_many": f"complete {batch} per transaction",
+        "complete_and_claim": "complete_and_claim (complete one, claim the next: one transaction)",
     }
+    # The raw queue has no combined call: its claim and its completion, two transactions.
+    raw["complete_and_claim"] = raw["claim"] + raw["complete"]
     rows = [
         target_row(
             labels[step],
             unit="pages/task",
             prismq=prismq[step],
             baseline=raw[step],
-            baseline_name="raw queue",
+            baseline_name="raw queue: claim + complete" if step == "complete_and_claim" else "raw queue",
             value=ratio(prismq[step], raw[step]),
         )
         for step in STEPS

@@ -404,3 +404,51 @@ def test_runtime_log_records_carry_task_fields(
     messages = {(r.task_id, r.getMessage()) for r in about_tasks}
     assert (ok_id, "working on it") in messages
     assert any(tid == bad_id and "nope" in msg for tid, msg in messages)
+
+
+@pytest.mark.parametrize("concurrency", [1, 3])
+def test_each_completion_claims_the_next_task_in_the_same_transaction(
+    file_db: QueueDatabase, concurrency: int
+) -> None:
+    client = QueueClient(file_db)
+    ids = client.enqueue_many([{"task_type": "job", "payload": {"n": n}} for n in range(30)])
+    registry = HandlerRegistry()
+    ran: list[int] = []
+
+    @registry.handler("job")
+    def job(ctx: TaskContext) -> int:
+        ran.append(ctx.task_id)
+        return int(ctx.payload["n"])
+
+    worker = QueueWorker(file_db, "w")
+    folded: list[int] = []
+    plain_complete = worker.complete_and_claim
+
+    def counting(task_id: int, result: Any = None) -> Any:
+        folded.append(task_id)
+        return plain_complete(task_id, result)
+
+    worker.complete_and_claim = counting  # type: ignore[method-assign]
+    summary = worker.run(registry, burst=True, concurrency=concurrency)
+
+    assert summary.completed == 30
+    assert sorted(ran) == ids
+    assert [client.get_result(task_id) for task_id in ids] == list(range(30))
+    # Every completion went through complete_and_claim (one commit per task).
+    assert sorted(folded) == ids
+    assert client.count_by_status()["completed"] == 30
+    assert worker.held_tasks == {}
+
+
+def test_max_tasks_is_not_overshot_by_claims_made_with_completions(file_db: QueueDatabase) -> None:
+    client = QueueClient(file_db)
+    client.enqueue_many([{"task_type": "job"} for _ in range(20)])
+    registry = HandlerRegistry()
+    registry.register("job", lambda ctx: None)
+    summary = QueueWorker(file_db, "w").run(registry, max_tasks=7, concurrency=3)
+    assert summary.started == 7
+    assert summary.completed == 7
+    counts = client.count_by_status()
+    assert counts["completed"] == 7
+    assert counts["queued"] == 13
+    assert counts["leased"] == 0

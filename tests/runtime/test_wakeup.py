@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from runtime_helpers import PYTHON, ThreadedWorker, child_env
+from runtime_helpers import PYTHON, ThreadedWorker, child_env, wait_until
 
 from prismq.queue import QueueClient, QueueDatabase
 from prismq.queue.models import TaskStatus
@@ -113,3 +113,155 @@ def test_waiter_reports_commits_and_times_out_when_quiet(
         thread.join(15)
         waiter.close()
         other.close()
+
+
+class _Clock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class _FileBackend:
+    """A backend stand-in: a database path the test writes to, and a version it sets."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.version = 1
+        self.reads = 0
+
+    def data_version(self) -> int:
+        self.reads += 1
+        return self.version
+
+
+def test_poller_looks_often_after_work_and_slowly_otherwise(file_db: QueueDatabase, db_path: Path) -> None:
+    clock = _Clock()
+    waiter = PollingWaiter(file_db.backend, interval=0.008, idle_interval=0.03, busy_for=1.0, clock=clock)
+    assert waiter.changed() is True  # the first look records the current version
+    assert waiter.pace == 0.03  # no work seen yet: the slow pace
+    waiter.note_work()
+    assert waiter.pace == 0.008
+    clock.now += 1.0
+    assert waiter.pace == 0.03  # busy_for passed: slow again
+    with QueueDatabase(db_path) as other:  # a commit from another connection
+        QueueClient(other).enqueue("job", {})
+    clock.now += 1.0  # past recheck_every: data_version is read whatever the file says
+    assert waiter.changed() is True
+    assert waiter.pace == 0.03  # a change alone (say a peer's heartbeat) is not work
+    waiter.note_work()
+    assert waiter.pace == 0.008  # work resets the quick pace
+
+
+def test_a_look_reads_data_version_only_when_the_file_moved(tmp_path: Path) -> None:
+    clock = _Clock()
+    backend = _FileBackend(tmp_path / "queue.db")
+    wal = tmp_path / "queue.db-wal"
+    wal.write_bytes(b"w" * 32)
+    waiter = PollingWaiter(backend, recheck_every=0.25, clock=clock)
+    assert waiter.changed() is True
+    assert backend.reads == 1
+    for _ in range(5):
+        assert waiter.changed() is False
+    assert backend.reads == 1  # the -wal file did not move: no SQLite call
+
+    with wal.open("ab") as handle:  # a commit appends to the -wal file
+        handle.write(b"frame")
+    backend.version = 2
+    assert waiter.changed() is True  # seen by the stat, with no time passing
+    assert backend.reads == 2
+    assert waiter.changed() is False
+    assert backend.reads == 2
+
+    clock.now += 0.25  # a commit the stat could not reveal is still found
+    backend.version = 3
+    assert waiter.changed() is True
+    assert backend.reads == 3
+
+    wal.unlink()  # no -wal file: the main file is watched, and a change of file is seen
+    (tmp_path / "queue.db").write_bytes(b"m")
+    assert waiter.changed() is False
+    assert backend.reads == 4
+    assert waiter.changed() is False
+    assert backend.reads == 4
+
+    (tmp_path / "queue.db").unlink()  # nothing to stat: data_version at every look
+    assert waiter.changed() is False
+    assert waiter.changed() is False
+    assert backend.reads == 6
+
+
+def test_slow_poller_still_wakes_for_an_enqueue(file_db: QueueDatabase, db_path: Path) -> None:
+    waiter = PollingWaiter(file_db.backend, idle_interval=0.03)
+    settled = threading.Event()
+    outcome: list[bool] = []
+
+    def idle_worker() -> None:  # the waiter lives on one thread, as in the runtime
+        waiter.changed()
+        outcome.append(waiter.wait(0.05))  # nothing happened: False
+        settled.set()
+        outcome.append(waiter.wait(30))
+
+    thread = threading.Thread(target=idle_worker)
+    thread.start()
+    assert settled.wait(30)
+    assert waiter.pace == 0.03  # no work noted: the slow pace
+    child = subprocess.run(
+        [PYTHON, "-c", ENQUEUE, str(db_path)], env=child_env(), capture_output=True, text=True, timeout=30
+    )
+    assert child.returncode == 0, child.stderr
+    thread.join(30)
+    assert outcome == [False, True]
+
+
+def test_interrupt_ends_a_slow_pause_at_once(file_db: QueueDatabase) -> None:
+    waiter = PollingWaiter(file_db.backend, interval=5.0, idle_interval=5.0)
+    waiter.changed()
+    outcome: list[bool] = []
+    thread = threading.Thread(target=lambda: outcome.append(waiter.wait(60)))
+    thread.start()
+    time.sleep(0.05)
+    waiter.interrupt()
+    waiter.interrupt()  # a second request is harmless
+    thread.join(5)
+    assert not thread.is_alive()
+    assert outcome == [False]
+    assert waiter.wait(60) is False  # later waits end at once too
+
+
+def test_runner_notes_work_to_its_waiter(
+    file_db: QueueDatabase, threaded: Callable[..., ThreadedWorker], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import prismq.queue.runtime.runner as runner_module
+
+    made: list[PollingWaiter] = []
+    noted: list[int] = []
+
+    class SpyWaiter(PollingWaiter):
+        def note_work(self) -> None:
+            noted.append(1)
+            super().note_work()
+
+    def make(backend: object, mode: str) -> PollingWaiter:
+        made.append(SpyWaiter(backend))
+        return made[-1]
+
+    monkeypatch.setattr(runner_module, "make_waiter", make)
+    registry = HandlerRegistry()
+    done = threading.Event()
+
+    @registry.handler("ping")
+    def ping(ctx: TaskContext) -> None:
+        done.set()
+
+    runner = threaded(QueueWorker(file_db, "noting"), registry, wake_mode="poll", idle_timeout=0.05)
+    wait_until(lambda: made)
+    assert noted == []  # idle spells without tasks do not speed the waiter up
+    QueueClient(file_db).enqueue("ping", None)
+    assert done.wait(10)
+    wait_until(lambda: noted)
+    runner.join()
+    assert noted == [1]  # once per idle spell that follows work

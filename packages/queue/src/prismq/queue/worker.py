@@ -177,9 +177,22 @@ class QueueWorker:
         """
         if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_BATCH:
             raise ValidationError(f"count must be an integer from 1 to {MAX_BATCH}, got {count!r}")
+        return self._claim(count, (), ())[1]
+
+    def _claim(
+        self, count: int, updates: Sequence[TaskUpdate], results_json: Sequence[str | None]
+    ) -> tuple[list[bool], list[Task]]:
+        """Complete ``updates`` (if any) and claim up to ``count`` tasks in one transaction.
+
+        Expired leases are reclaimed first at most once per ``reclaim_interval``, and again
+        when nothing was ready; the registry entry is refreshed every heartbeat interval.
+        """
         now = self.db.now()
         reclaim = now - self._last_reclaim >= self.reclaim_interval
-        tasks = self.backend.claim(
+        backend = self.backend
+        done, tasks = backend.complete_and_claim(
+            updates,
+            results_json,
             self.worker_id,
             self.task_types,
             self.strategy,
@@ -188,21 +201,24 @@ class QueueWorker:
             now,
             reclaim_first=reclaim,
         )
+        held = self._held
+        for update in updates:
+            held.pop(update.task_id, None)
         if reclaim:
             self._last_reclaim = now
-        elif not tasks and now - self._last_reclaim >= min(self.reclaim_interval, 0.25):
+        elif not tasks and all(done) and now - self._last_reclaim >= min(self.reclaim_interval, 0.25):
             # Nothing ready: an expired lease may be holding the only work there is.
-            if self.backend.reclaim_expired(now):
-                tasks = self.backend.claim(
+            if backend.reclaim_expired(now):
+                tasks = backend.claim(
                     self.worker_id, self.task_types, self.strategy, count, self.lease_duration, now
                 )
             self._last_reclaim = now
         for task in tasks:
-            self._held[task.id] = task
+            held[task.id] = task
         if self._registered and now - self._last_heartbeat >= self.heartbeat_interval:
-            self.backend.heartbeat_worker(self.worker_id, now)
+            backend.heartbeat_worker(self.worker_id, now)
             self._last_heartbeat = now
-        return tasks
+        return done, tasks
 
     # -- while running ---------------------------------------------------------
     def _update_for(self, task_id: int | Task, action: str) -> TaskUpdate:
@@ -301,10 +317,36 @@ class QueueWorker:
         done = self.backend.complete_tasks([update], [result_json], self.db.now())
         self._held.pop(update.task_id, None)
         if not done[0]:
-            raise LeaseLostError(
-                f"cannot complete task {update.task_id}: worker {self.worker_id!r} no longer "
-                f"holds its lease ({self.backend.diagnose_lost_lease(update)}); the result was discarded"
-            )
+            raise self._completion_refused(update, "the result was discarded")
+
+    def complete_and_claim(self, task_id: int | Task, result: Any = None) -> Task | None:
+        """Complete a held task and lease the next ready one, in one transaction.
+
+        The same as :meth:`complete_task` followed by :meth:`claim_next_task`, with one
+        commit instead of two: the loop to use when a worker drains tasks one at a time.
+
+        Returns:
+            The next leased task, or ``None`` when nothing is ready.
+
+        Raises:
+            PayloadError: The result is not JSON-serialisable or too large (nothing was
+                changed; the task stays leased).
+            LeaseLostError: The lease on the finished task is no longer held; nothing was
+                changed and nothing was claimed.
+        """
+        update = self._update_for(task_id, "complete")
+        result_json = None if result is None else encode_json(result, "result", self.max_result_bytes)
+        done, tasks = self._claim(1, (update,), (result_json,))
+        if not done[0]:
+            raise self._completion_refused(update, "the result was discarded and no task was claimed")
+        return tasks[0] if tasks else None
+
+    def _completion_refused(self, update: TaskUpdate, outcome: str) -> LeaseLostError:
+        """The error for a completion whose lease was lost, saying who holds the task now."""
+        return LeaseLostError(
+            f"cannot complete task {update.task_id}: worker {self.worker_id!r} no longer "
+            f"holds its lease ({self.backend.diagnose_lost_lease(update)}); {outcome}"
+        )
 
     def complete_many(
         self, task_ids: Sequence[int | Task], results: Sequence[Any] | None = None

@@ -52,6 +52,7 @@ ORDER_KEYS: dict[Ordering, Callable[[Task], Any]] = {
 _decode_json = json.JSONDecoder().decode
 _UTC = timezone.utc
 _from_epoch = datetime.fromtimestamp
+_new_instance = object.__new__
 # Decoded retry policies by their stored text: nearly every task of a queue carries one of a
 # handful of policies, so decoding each once saves a JSON parse per claimed task.
 _POLICY_CACHE: dict[str, dict[str, Any]] = {}
@@ -76,36 +77,44 @@ def _decode_policy(text: Any) -> dict[str, Any]:
 def row_to_task(row: Sequence[Any]) -> Task:
     """Build a :class:`Task` from a row in ``TASK_COLUMNS`` order.
 
-    This runs once per claimed or returned task, so it avoids per-call lookups: the JSON
-    decoder and ``datetime.fromtimestamp`` are bound once, and retry policies are decoded
-    through a small cache (see :func:`_decode_policy`).
+    This runs once per claimed or returned task, so it takes the short way: the row comes
+    from the queue's own table (its values already checked by the schema), so the frozen
+    dataclass's ``__init__``, which sets 22 fields one ``object.__setattr__`` at a time,
+    is skipped and the instance's attribute dict is filled in one step. The JSON decoder
+    and ``datetime.fromtimestamp`` are bound once, and retry policies are decoded through
+    a small cache (see :func:`_decode_policy`). A test checks that the result equals
+    ``Task(...)`` built the ordinary way, field for field.
     """
     utc, from_epoch = _UTC, _from_epoch
     lease_until, started_at, finished_at, result = row[9], row[20], row[21], row[15]
-    return Task(
-        id=row[0],
-        task_type=row[1],
-        payload=_decode_json(row[2]),
-        status=_STATUS[row[3]],
-        priority=row[4],
-        attempts=row[5],
-        max_attempts=row[6],
-        retry_policy=_decode_policy(row[7]),
-        run_after=from_epoch(row[8], utc),
-        lease_until=None if lease_until is None else from_epoch(lease_until, utc),
-        locked_by=row[10],
-        lease_token=row[11],
-        cancel_requested=bool(row[12]),
-        progress=row[13],
-        progress_message=row[14],
-        result=None if result is None else _decode_json(result),
-        last_error=row[16],
-        last_traceback=row[17],
-        idempotency_key=row[18],
-        created_at=from_epoch(row[19], utc),
-        started_at=None if started_at is None else from_epoch(started_at, utc),
-        finished_at=None if finished_at is None else from_epoch(finished_at, utc),
+    task = _new_instance(Task)
+    task.__dict__.update(
+        {
+            "id": row[0],
+            "task_type": row[1],
+            "payload": _decode_json(row[2]),
+            "status": _STATUS[row[3]],
+            "priority": row[4],
+            "attempts": row[5],
+            "max_attempts": row[6],
+            "run_after": from_epoch(row[8], utc),
+            "created_at": from_epoch(row[19], utc),
+            "lease_until": None if lease_until is None else from_epoch(lease_until, utc),
+            "locked_by": row[10],
+            "lease_token": row[11],
+            "progress": row[13],
+            "progress_message": row[14],
+            "result": None if result is None else _decode_json(result),
+            "last_error": row[16],
+            "last_traceback": row[17],
+            "idempotency_key": row[18],
+            "cancel_requested": bool(row[12]),
+            "started_at": None if started_at is None else from_epoch(started_at, utc),
+            "finished_at": None if finished_at is None else from_epoch(finished_at, utc),
+            "retry_policy": _decode_policy(row[7]),
+        }
     )
+    return task
 
 
 def row_to_worker(row: Sequence[Any]) -> WorkerInfo:
@@ -187,6 +196,23 @@ class SQLQueueBackend:
         now: float,
         reclaim_first: bool = False,
     ) -> list[Task]:
+        return self.complete_and_claim(
+            (), (), worker_id, task_types, strategy, count, lease_duration, now, reclaim_first
+        )[1]
+
+    def complete_and_claim(
+        self,
+        updates: Sequence[TaskUpdate],
+        results_json: Sequence[str | None],
+        worker_id: str,
+        task_types: Sequence[str] | None,
+        strategy: SchedulingStrategy,
+        count: int,
+        lease_duration: float,
+        now: float,
+        reclaim_first: bool = False,
+    ) -> tuple[list[bool], list[Task]]:
+        queries = self.queries
         params: dict[str, Any] = {
             "worker": worker_id,
             "token": secrets.token_hex(8),
@@ -195,15 +221,20 @@ class SQLQueueBackend:
             "count": count,
         }
 
-        def work(conn: Any) -> list[Task]:
+        def work(conn: Any) -> tuple[list[bool], list[Any]]:
+            done = self._complete_in(conn, updates, results_json, now) if updates else []
+            if not all(done):
+                return done, []
             if reclaim_first:
-                conn.execute(self.queries["reclaim_expired"], {"now": now})
-            return [row_to_task(r) for r in self._claim_rows(conn, task_types, strategy, params)]
+                conn.execute(queries["reclaim_expired"], {"now": now})
+            return done, self._claim_rows(conn, task_types, strategy, params)
 
-        tasks = self.db.write(work)
+        # Rows become Task objects after the commit: the write lock is held for SQL only.
+        done, rows = self.db.write(work)
+        tasks = [row_to_task(r) for r in rows]
         if len(tasks) > 1:
             tasks.sort(key=ORDER_KEYS[strategy.ordering])
-        return tasks
+        return done, tasks
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Any]:
@@ -348,19 +379,30 @@ class SQLQueueBackend:
 
         return self.db.write(work)
 
+    def _complete_in(
+        self, conn: Any, updates: Sequence[TaskUpdate], results_json: Sequence[str | None], now: float
+    ) -> list[bool]:
+        """Complete held tasks inside the open transaction; False where the lease was lost."""
+        sql = self.queries["complete_task"]
+        return [
+            conn.execute(
+                sql,
+                {
+                    "id": update.task_id,
+                    "worker": update.worker_id,
+                    "token": update.lease_token,
+                    "result": result,
+                    "now": now,
+                },
+            ).rowcount
+            == 1
+            for update, result in zip(updates, results_json, strict=True)
+        ]
+
     def complete_tasks(
         self, updates: Sequence[TaskUpdate], results_json: Sequence[str | None], now: float
     ) -> list[bool]:
-        sql = self.queries["complete_task"]
-
-        def work(conn: Any) -> list[bool]:
-            done = []
-            for update, result in zip(updates, results_json, strict=True):
-                params = {**self._fenced(update), "result": result, "now": now}
-                done.append(conn.execute(sql, params).rowcount == 1)
-            return done
-
-        return self.db.write(work)
+        return self.db.write(lambda conn: self._complete_in(conn, updates, results_json, now))
 
     def finish_attempt(
         self,

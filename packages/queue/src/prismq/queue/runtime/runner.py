@@ -27,6 +27,9 @@ __all__ = ["RunSummary", "StopFlag", "TaskTimeoutError", "WorkerRunner"]
 
 T = TypeVar("T")
 
+STOP_FLAG_POLL = 0.25
+"""Seconds between looks at a stop flag that can only be polled (a process-shared flag)."""
+
 
 class StopFlag(Protocol):
     """Anything with ``is_set()``: a ``threading.Event`` or a ``multiprocessing.Event``."""
@@ -156,6 +159,7 @@ class WorkerRunner:
         self._cancel_reasons: dict[int, str] = {}
         self._stop: asyncio.Event | None = None
         self._pending_wait: asyncio.Future[Any] | None = None
+        self._started_when_idle = 0
         self._immediate = False
         self._signals_seen = 0
 
@@ -301,6 +305,10 @@ class WorkerRunner:
                 await self._wait_any(self.idle_timeout)
 
     async def _idle(self, waiter: ChangeWaiter) -> None:
+        if self.summary.started != self._started_when_idle:
+            # Tasks ran since the last idle spell: more may follow, so look often for a while.
+            self._started_when_idle = self.summary.started
+            waiter.note_work()
         timeout = self.idle_timeout
         next_at = await self._call(self.worker.backend.next_run_after, self.worker.task_types)
         if next_at is not None:
@@ -328,11 +336,12 @@ class WorkerRunner:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     return
-                # A stop flag without a safe wait() can only be polled: look at it every 0.1 s.
+                # A stop flag without a safe wait() can only be polled: look at it every
+                # STOP_FLAG_POLL seconds (each look wakes the event loop, so not more often).
                 polled = self.stop_flag is not None and (
                     not callable(getattr(self.stop_flag, "wait", None)) or _is_process_event(self.stop_flag)
                 )
-                slice_ = min(remaining, 0.1) if polled else remaining
+                slice_ = min(remaining, STOP_FLAG_POLL) if polled else remaining
                 done, _ = await asyncio.wait(waiting, timeout=slice_, return_when=asyncio.FIRST_COMPLETED)
                 if done or self._should_stop():
                     return
@@ -392,9 +401,30 @@ class WorkerRunner:
                 log.warning("lease was lost while running; result discarded")
                 return
             try:
-                await self._outcome(self.worker.complete_task, task, log, "completed", result)
+                await self._complete(task, log, result)
             except PayloadError as exc:
                 await self._fail(task, exc, retry=False, log=log)
+
+    async def _complete(self, task: Task, log: Any, result: Any) -> None:
+        """Complete a task; claim the slot's next task in the same transaction when one is due.
+
+        The loop would claim for the freed slot right away, so the completion and that
+        claim share one commit (:meth:`QueueWorker.complete_and_claim`). With
+        ``max_tasks`` or a stop under way, the task is only completed.
+        """
+        if self.max_tasks is not None or self._should_stop():
+            await self._outcome(self.worker.complete_task, task, log, "completed", result)
+            return
+        try:
+            following = await self._call(self.worker.complete_and_claim, task.id, result)
+        except LeaseLostError as exc:
+            self.summary.lease_lost += 1
+            log.warning("%s", exc)
+            return
+        self.summary.completed += 1
+        log.debug("completed")
+        if following is not None:
+            self._start(following)
 
     async def _invoke(self, handler: Handler, ctx: TaskContext, timeout: float) -> Any:
         if handler.is_async:

@@ -7,9 +7,10 @@ waiters, chosen by :func:`make_waiter`:
 - :class:`InotifyWaiter` (Linux): the kernel reports writes to the database folder (the
   ``-wal`` file grows on every commit); the waiter confirms with ``PRAGMA data_version``.
   Idles near 0% CPU and wakes within about a millisecond.
-- :class:`PollingWaiter` (everywhere): reads ``PRAGMA data_version`` every 8 ms after
-  activity and every 16 ms once the queue has been quiet for 5 s. It takes no lock;
-  ``data_version`` changes whenever another connection commits.
+- :class:`PollingWaiter` (everywhere): looks every 8 ms for 1 s after the worker found
+  work, and every 30 ms otherwise. A look is one ``stat`` of the ``-wal`` file;
+  ``PRAGMA data_version`` (no lock taken; it changes whenever another connection commits)
+  is read only when the file changed, and at least every 0.25 s.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import select
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -34,6 +36,10 @@ class ChangeWaiter(Protocol):
         """Return True as soon as a change may have happened, False after ``timeout``."""
         ...
 
+    def note_work(self) -> None:
+        """The caller just found work: more may follow soon (a hint for polling waiters)."""
+        ...
+
     def interrupt(self) -> None:
         """Make a wait in progress (on another thread) return soon."""
         ...
@@ -44,83 +50,136 @@ class ChangeWaiter(Protocol):
 
 
 class PollingWaiter:
-    """Poll ``data_version`` (no lock taken), every ``interval`` seconds while busy.
+    """Poll for commits of other connections: often right after work, slowly otherwise.
 
     Every change since the previous :meth:`wait` returned is reported, so a commit that
-    lands between a worker's empty claim and its next wait is never missed. After
-    ``settle_after`` seconds without a change the pace drops to ``idle_interval``: a long
-    idle worker then costs half as much, and the first task after a lull waits at most
-    ``idle_interval`` (about 8 ms on average) before it is seen.
+    lands between a worker's empty claim and its next wait is never missed. A look is
+    cheap: on a database file, one ``stat`` of the ``-wal`` file (of the main file when
+    there is none), which every commit writes; ``PRAGMA data_version`` is read only when
+    the file's modification time or size moved, and at least every ``recheck_every``
+    seconds in case the filesystem reports modification times coarsely or late. Without
+    a file (or when it cannot be read) ``data_version`` is read at every look.
+
+    Looks come every ``interval`` seconds for ``busy_for`` seconds after
+    :meth:`note_work` (the runner calls it when it ran tasks, since more often follow),
+    and every ``idle_interval`` seconds otherwise. Mere changes do not speed it up: the
+    registry heartbeats of idle workers commit every few seconds. A task enqueued for an
+    idle worker waits at most about ``idle_interval`` before it is seen; each look wakes
+    a thread, which is what an idle worker spends its CPU on.
 
     Args:
-        backend: A backend with ``data_version()``.
-        interval: Seconds between reads shortly after activity.
-        idle_interval: Seconds between reads after ``settle_after`` quiet seconds.
-        settle_after: Quiet seconds before switching to ``idle_interval``.
+        backend: A backend with ``data_version()`` (and ``path`` for a database file).
+        interval: Seconds between looks shortly after work.
+        idle_interval: Seconds between looks otherwise.
+        busy_for: Seconds after :meth:`note_work` at the ``interval`` pace.
+        recheck_every: Longest time, in seconds, between two reads of ``data_version``.
+        clock: Monotonic seconds (a stand-in in tests).
     """
 
     def __init__(
-        self, backend: Any, interval: float = 0.008, idle_interval: float = 0.016, settle_after: float = 5.0
+        self,
+        backend: Any,
+        interval: float = 0.008,
+        idle_interval: float = 0.030,
+        busy_for: float = 1.0,
+        recheck_every: float = 0.25,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.backend = backend
         self.interval = interval
         self.idle_interval = max(idle_interval, interval)
-        self.settle_after = settle_after
+        self.busy_for = busy_for
+        self.recheck_every = recheck_every
+        self._clock = clock
         self._last: int | None = None
-        self._last_change = time.monotonic()
-        self._interrupted = threading.Event()
+        self._last_work = float("-inf")
+        self._last_read = float("-inf")
         path = getattr(backend, "path", None)
-        self._watched = [f"{path}-wal", str(path)] if path is not None else []
-        self._signature: tuple[Any, ...] | None = None
-        self._last_read = 0.0
+        self._wal = None if path is None else f"{path}-wal"
+        self._main = "" if path is None else str(path)
+        # The watched file's stat when data_version was last read (-1: none).
+        self._mtime_ns = -1
+        self._size = -1
+        # Held until a stop is asked: interrupt() releases it, which ends a pause at once.
+        self._wake = threading.Lock()
+        self._wake.acquire()
+        self._guard = threading.Lock()
+        self._interrupted = False
 
-    def _file_signature(self) -> tuple[Any, ...] | None:
-        for name in self._watched:
-            try:
-                info = os.stat(name)
-            except OSError:
-                continue
-            return (name, info.st_mtime_ns, info.st_size)
-        return None
+    @property
+    def pace(self) -> float:
+        """Seconds between looks now: ``interval`` shortly after work, else ``idle_interval``."""
+        if self._clock() - self._last_work < self.busy_for:
+            return self.interval
+        return self.idle_interval
+
+    def note_work(self) -> None:
+        """Look every ``interval`` seconds for the next ``busy_for`` seconds.
+
+        Safe to call from another thread than the one waiting.
+        """
+        self._last_work = self._clock()
 
     def changed(self) -> bool:
-        """True when ``data_version`` moved since the last check (and remember it).
+        """True when ``data_version`` moved since the last check (and remember it)."""
+        return self._look(self._clock())
 
-        On a database file, a ``stat`` of the ``-wal`` file (every commit writes it) is
-        the cheap first look; ``data_version`` is read when the file changed, and at
-        least every 0.25 s in case the filesystem is slow to report modification times.
-        """
-        if self._watched:
-            signature = self._file_signature()
-            now = time.monotonic()
-            if signature == self._signature and self._last is not None and now - self._last_read < 0.25:
-                return False
-            self._signature = signature
-            self._last_read = now
+    def _look(self, now: float) -> bool:
+        """One look at ``now`` (a reading of the clock); see :meth:`changed`."""
+        mtime_ns = size = -1
+        if self._wal is not None:
+            try:
+                info = os.stat(self._wal)
+            except OSError:  # not in WAL mode, or before the first connection opened
+                try:
+                    info = os.stat(self._main)
+                except OSError:
+                    info = None
+            if info is not None:
+                mtime_ns = info.st_mtime_ns
+                size = info.st_size
+                if (
+                    mtime_ns == self._mtime_ns
+                    and size == self._size
+                    and now - self._last_read < self.recheck_every
+                    and self._last is not None
+                ):
+                    return False
         version = self.backend.data_version()
+        # Keep the stat taken before the read: a commit after the read moves the file again.
+        self._mtime_ns = mtime_ns
+        self._size = size
+        self._last_read = now
         if version != self._last:
             self._last = version
-            self._last_change = time.monotonic()
             return True
         return False
 
     def wait(self, timeout: float) -> bool:
-        """Block until a change may have happened (True) or ``timeout`` passed (False)."""
-        deadline = time.monotonic() + timeout
+        """Block until a change may have happened (True) or ``timeout`` passed (False).
+
+        Once :meth:`interrupt` was called, returns after one look.
+        """
+        clock = self._clock
+        now = clock()
+        deadline = now + timeout
         while True:
-            if self.changed():
+            if self._look(now):
                 return True
-            now = time.monotonic()
             remaining = deadline - now
-            if remaining <= 0:
+            if remaining <= 0 or self._interrupted:
                 return False
-            pace = self.interval if now - self._last_change < self.settle_after else self.idle_interval
-            if self._interrupted.wait(min(pace, remaining)):
-                return False
+            pause = self.interval if now - self._last_work < self.busy_for else self.idle_interval
+            if self._wake.acquire(True, pause if pause < remaining else remaining):
+                return False  # interrupted; the flag ends later waits after one look
+            now = clock()
 
     def interrupt(self) -> None:
-        """Make a wait in progress return at its next pause."""
-        self._interrupted.set()
+        """Make a wait in progress (on another thread) return at once, and later ones too."""
+        with self._guard:
+            if not self._interrupted:
+                self._interrupted = True
+                self._wake.release()
 
     def close(self) -> None:
         """Release the waiter's resources."""
@@ -191,6 +250,9 @@ class InotifyWaiter:
             if readable:
                 self._drain()
 
+    def note_work(self) -> None:
+        """Events wake this waiter at once; nothing to speed up."""
+
     def interrupt(self) -> None:
         """Wake a wait in progress at once (through a pipe it also selects on)."""
         if not self._interrupted:
@@ -214,6 +276,9 @@ class BackendWaiter:
     def wait(self, timeout: float) -> bool:
         """Block until a change may have happened (True) or ``timeout`` passed (False)."""
         return bool(self.backend.wait_for_change(timeout))
+
+    def note_work(self) -> None:
+        """The backend pushes changes; nothing to speed up."""
 
     def interrupt(self) -> None:
         """A wait returns within its timeout slice; nothing to do."""

@@ -14,7 +14,7 @@ from typing import Any
 from ...errors import BackupError, ConfigError
 from ...models import WorkerInfo
 from ...strategies import Ordering, SchedulingStrategy
-from ..base import NewTask
+from ..base import NewTask, TaskUpdate
 from ..common import TASK_COLUMNS, SQLQueueBackend
 from ..sqlfile import load_queries
 from .connection import (
@@ -89,46 +89,26 @@ class SQLiteBackend(SQLQueueBackend):
 
     # -- client side -----------------------------------------------------------
     def insert_tasks(self, tasks: Sequence[NewTask], now: float) -> list[tuple[int, bool]]:
-        plain = all(t.idempotency_key is None for t in tasks)
+        if not tasks:
+            return []
+        insert = Q["insert_task"]
+        # A NewTask is a tuple of the insert's first seven parameters, in order; appending
+        # the two times (created_at, updated_at) makes the row, with no per-field copying.
+        times = (now, now)
 
-        def work(conn: sqlite3.Connection) -> list[tuple[int, bool]]:
-            if plain:
-                rows = [
-                    (
-                        t.task_type,
-                        t.payload_json,
-                        t.priority,
-                        t.run_after,
-                        t.max_attempts,
-                        t.retry_policy_json,
-                        None,
-                        now,
-                        now,
-                    )
-                    for t in tasks
-                ]
-                if len(rows) == 1:  # a single enqueue: the cursor knows the id, no extra query
-                    return [(int(conn.execute(Q["insert_task"], rows[0]).lastrowid or 0), True)]
-                conn.executemany(Q["insert_task"], rows)
-                last = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
-                first = last - len(rows) + 1
-                return [(first + i, True) for i in range(len(rows))]
+        def plain(conn: sqlite3.Connection) -> list[tuple[int, bool]]:
+            if len(tasks) == 1:  # a single enqueue: the cursor knows the id, no extra query
+                return [(int(conn.execute(insert, tasks[0] + times).lastrowid or 0), True)]
+            conn.executemany(insert, [t + times for t in tasks])
+            last = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
+            return [(task_id, True) for task_id in range(last - len(tasks) + 1, last + 1)]
+
+        def keyed(conn: sqlite3.Connection) -> list[tuple[int, bool]]:
             out: list[tuple[int, bool]] = []
             for t in tasks:
-                row = (
-                    t.task_type,
-                    t.payload_json,
-                    t.priority,
-                    t.run_after,
-                    t.max_attempts,
-                    t.retry_policy_json,
-                    t.idempotency_key,
-                    now,
-                    now,
-                )
+                row = t + times
                 if t.idempotency_key is None:
-                    cur = conn.execute(Q["insert_task"], row)
-                    out.append((int(cur.lastrowid or 0), True))
+                    out.append((int(conn.execute(insert, row).lastrowid or 0), True))
                     continue
                 inserted = conn.execute(Q["insert_task_idempotent"], row).fetchone()
                 if inserted is not None:
@@ -138,12 +118,32 @@ class SQLiteBackend(SQLQueueBackend):
                     out.append((existing[0], False))
             return out
 
-        if not tasks:
-            return []
-        return self.db.write(work)
+        if any(t.idempotency_key is not None for t in tasks):
+            return self.db.write(keyed)
+        return self.db.write(plain)
 
     def data_version(self) -> int:
         return int(self.db.read(lambda c: c.execute("PRAGMA data_version").fetchone()[0]))
+
+    def _complete_in(
+        self,
+        conn: sqlite3.Connection,
+        updates: Sequence[TaskUpdate],
+        results_json: Sequence[str | None],
+        now: float,
+    ) -> list[bool]:
+        if len(updates) < 2:
+            return super()._complete_in(conn, updates, results_json, now)
+        # One statement for the whole batch instead of one per task.
+        batch = json.dumps(
+            [[u.task_id, u.worker_id, u.lease_token, r] for u, r in zip(updates, results_json, strict=True)]
+        )
+        completed = {row[0] for row in conn.execute(Q["complete_many"], {"updates": batch, "now": now})}
+        flags = []
+        for update in updates:  # a task listed twice is completed once
+            flags.append(update.task_id in completed)
+            completed.discard(update.task_id)
+        return flags
 
     # -- worker side -----------------------------------------------------------
     def _claim_rows(
@@ -313,10 +313,13 @@ class SQLiteBackend(SQLQueueBackend):
             "queued_task_types",
             "next_run_after_type",
             "reclaim_expired",
+            "count_expired_leases",
+            "count_finished_since",
+            "prune",
             "lease_by_ids",
         ]
         for name in names:
-            params = {**base, "ids": "[1]"}
+            params = {**base, "since": 0.0, "before": 0.0, "statuses": "[]", "ids": "[1]"}
             rows = conn.execute(f"EXPLAIN QUERY PLAN {Q[name]}", params).fetchall()
             plans[name] = [r[3] for r in rows]
         return plans

@@ -376,6 +376,21 @@ class ConnectionManager:
                     ) from None
                 self._sleep_backoff(attempt)
 
+    def _end(self, conn: sqlite3.Connection, commit: bool) -> None:
+        """Commit (or roll back) the open transaction; a failed commit rolls back."""
+        if not commit:
+            with contextlib.suppress(sqlite3.Error):
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+            return
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+            raise translate_error(exc, self.location) from None
+
     @contextlib.contextmanager
     def transaction(self, mode: str = "IMMEDIATE") -> Iterator[sqlite3.Connection]:
         """A transaction on this thread's connection; nested calls join the outer one.
@@ -398,18 +413,10 @@ class ConnectionManager:
         try:
             yield conn
         except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
+            self._end(conn, commit=False)
             raise
         else:
-            try:
-                conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                with contextlib.suppress(sqlite3.Error):
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                raise translate_error(exc, self.location) from None
+            self._end(conn, commit=True)
         finally:
             state.depth = 0
 
@@ -417,22 +424,35 @@ class ConnectionManager:
         """Run ``work`` in a write transaction, retrying it whole while the file is busy.
 
         Inside an outer :meth:`transaction` it joins that one instead (no retry: the
-        outer caller owns the transaction).
+        outer caller owns the transaction). This is :meth:`transaction` written out
+        without a generator, as every claim and completion runs through it.
         """
-        if self._state.depth:
+        state = self._state
+        if state.depth:
             try:
-                return work(self._state.connection)  # type: ignore[arg-type]
+                return work(state.connection)  # type: ignore[arg-type]
             except sqlite3.Error as exc:
                 raise translate_error(exc, self.location) from None
         for attempt in range(self.busy_retries + 1):
+            conn = state.connection or self.connection()
+            self._begin(conn, "IMMEDIATE")
+            state.depth = 1
             try:
-                with self.transaction() as conn:
-                    return work(conn)
+                result = work(conn)
             except sqlite3.Error as exc:
+                self._end(conn, commit=False)
                 if is_busy(exc) and attempt < self.busy_retries:
                     self._sleep_backoff(attempt)
                     continue
                 raise translate_error(exc, self.location) from None
+            except BaseException:
+                self._end(conn, commit=False)
+                raise
+            else:
+                self._end(conn, commit=True)
+            finally:
+                state.depth = 0
+            return result
         raise AssertionError("unreachable")  # pragma: no cover
 
     def read(self, work: Callable[[sqlite3.Connection], T], snapshot: bool = False) -> T:
@@ -448,7 +468,14 @@ class ConnectionManager:
 
     # -- schema ----------------------------------------------------------------
     def migrate(self) -> int:
-        """Apply pending migrations in one transaction; return the schema version."""
+        """Apply pending migrations in one transaction; return the schema version.
+
+        Foreign keys are switched off while migrations run (SQLite ignores that switch
+        inside a transaction, so it happens before): a migration that rebuilds a table
+        drops the old one, and with foreign keys on, that drop would delete the rows
+        that reference it. ``PRAGMA foreign_key_check`` must come back empty before the
+        migration commits.
+        """
 
         def work(conn: sqlite3.Connection) -> int:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -461,11 +488,24 @@ class ConnectionManager:
                 if number > version:
                     for statement in _split_statements(sql):
                         conn.execute(statement)
+            broken = conn.execute("PRAGMA foreign_key_check").fetchall()
+            if broken:
+                raise StorageError(
+                    f"migrating {self.location} would leave {len(broken)} rows whose references "
+                    f"are missing (first: {tuple(broken[0])}); nothing was changed. Run "
+                    "'prismq-queue doctor' and restore the latest backup."
+                )
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             return SCHEMA_VERSION
 
-        return self.write(work)
+        conn = self.connection()
+        conn.execute("PRAGMA foreign_keys = OFF")
+        try:
+            return self.write(work)
+        finally:
+            enforce = str(self.pragmas["foreign_keys"]) in ("ON", "1")
+            conn.execute("PRAGMA foreign_keys = ON" if enforce else "PRAGMA foreign_keys = OFF")
 
 
 def _split_statements(sql: str) -> list[str]:

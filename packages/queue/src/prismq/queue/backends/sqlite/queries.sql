@@ -50,11 +50,14 @@ SELECT count(*), min(run_after) FROM tasks WHERE status = 'queued' AND run_after
 SELECT count(*) FROM tasks WHERE status = 'queued' AND run_after > :now;
 
 -- name: count_expired_leases
-SELECT count(*) FROM tasks WHERE status = 'leased' AND lease_until < :now;
+-- The leased part of idx_tasks_leased_finished, where the key is lease_until.
+SELECT count(*) FROM tasks
+WHERE status <> 'queued' AND (status = 'leased') = 1 AND coalesce(lease_until, finished_at) < :now;
 
 -- name: count_finished_since
+-- The finished part of idx_tasks_leased_finished, where the key is finished_at.
 SELECT count(*) FROM tasks
-WHERE status IN ('completed', 'dead', 'cancelled') AND finished_at >= :since;
+WHERE status <> 'queued' AND (status = 'leased') = 0 AND coalesce(lease_until, finished_at) >= :since;
 
 -- name: cancel_queued
 UPDATE tasks
@@ -79,11 +82,12 @@ RETURNING {task_columns};
 
 -- name: prune
 DELETE FROM tasks
-WHERE status IN (SELECT value FROM json_each(:statuses))
-  AND finished_at IS NOT NULL AND finished_at < :before
+WHERE status <> 'queued' AND (status = 'leased') = 0 AND coalesce(lease_until, finished_at) < :before
+  AND status IN (SELECT value FROM json_each(:statuses))
   AND id < (SELECT max(id) FROM tasks);
 
 -- name: reclaim_expired
+-- Reads the leased part of idx_tasks_leased_finished (the key there is lease_until).
 UPDATE tasks
 SET status = CASE WHEN cancel_requested THEN 'cancelled'
                   WHEN attempts >= max_attempts THEN 'dead'
@@ -94,7 +98,7 @@ SET status = CASE WHEN cancel_requested THEN 'cancelled'
     last_traceback = NULL,
     run_after = :now, lease_until = NULL, locked_by = NULL, lease_token = NULL,
     updated_at = :now
-WHERE status = 'leased' AND lease_until < :now;
+WHERE status <> 'queued' AND (status = 'leased') = 1 AND coalesce(lease_until, finished_at) < :now;
 
 -- name: lease_by_ids
 UPDATE tasks
@@ -174,6 +178,19 @@ UPDATE tasks
 SET status = 'completed', result = :result, finished_at = :now, updated_at = :now,
     progress = 100, lease_until = NULL, locked_by = NULL, lease_token = NULL
 WHERE id = :id AND status = 'leased' AND locked_by = :worker AND lease_token = :token;
+
+-- name: complete_many
+-- Several completions in one statement; :updates is a JSON array of
+-- [id, worker, lease token, result as JSON text or null]. Returns the ids completed.
+UPDATE tasks
+SET status = 'completed', result = done.result, finished_at = :now, updated_at = :now,
+    progress = 100, lease_until = NULL, locked_by = NULL, lease_token = NULL
+FROM (SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS worker,
+             json_extract(value, '$[2]') AS token, json_extract(value, '$[3]') AS result
+      FROM json_each(:updates)) AS done
+WHERE tasks.id = done.id AND tasks.status = 'leased' AND tasks.locked_by = done.worker
+  AND tasks.lease_token = done.token
+RETURNING tasks.id;
 
 -- name: finish_attempt
 UPDATE tasks
