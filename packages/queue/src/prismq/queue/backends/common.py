@@ -385,17 +385,7 @@ class SQLQueueBackend:
         """Complete held tasks inside the open transaction; False where the lease was lost."""
         sql = self.queries["complete_task"]
         return [
-            conn.execute(
-                sql,
-                {
-                    "id": update.task_id,
-                    "worker": update.worker_id,
-                    "token": update.lease_token,
-                    "result": result,
-                    "now": now,
-                },
-            ).rowcount
-            == 1
+            conn.execute(sql, {**self._fenced(update), "result": result, "now": now}).rowcount == 1
             for update, result in zip(updates, results_json, strict=True)
         ]
 

@@ -415,14 +415,7 @@ class WorkerRunner:
         if self.max_tasks is not None or self._should_stop():
             await self._outcome(self.worker.complete_task, task, log, "completed", result)
             return
-        try:
-            following = await self._call(self.worker.complete_and_claim, task.id, result)
-        except LeaseLostError as exc:
-            self.summary.lease_lost += 1
-            log.warning("%s", exc)
-            return
-        self.summary.completed += 1
-        log.debug("completed")
+        following = await self._outcome(self.worker.complete_and_claim, task, log, "completed", result)
         if following is not None:
             self._start(following)
 
@@ -461,15 +454,20 @@ class WorkerRunner:
 
     async def _outcome(
         self, method: Callable[..., Any], task: Task, log: Any, counter: str, *args: Any
-    ) -> None:
+    ) -> Any:
+        """Call a finishing ``method`` on the task and count it; return what it returned.
+
+        A lost lease is counted and logged instead, and gives ``None``.
+        """
         try:
-            await self._call(method, task.id, *args)
+            returned = await self._call(method, task.id, *args)
         except LeaseLostError as exc:
             self.summary.lease_lost += 1
             log.warning("%s", exc)
-            return
+            return None
         setattr(self.summary, counter, getattr(self.summary, counter) + 1)
         log.debug("%s", counter)
+        return returned
 
     # -- leases ----------------------------------------------------------------
     async def _heartbeat_loop(self) -> None:

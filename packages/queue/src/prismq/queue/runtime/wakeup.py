@@ -109,9 +109,10 @@ class PollingWaiter:
     @property
     def pace(self) -> float:
         """Seconds between looks now: ``interval`` shortly after work, else ``idle_interval``."""
-        if self._clock() - self._last_work < self.busy_for:
-            return self.interval
-        return self.idle_interval
+        return self._pace_at(self._clock())
+
+    def _pace_at(self, now: float) -> float:
+        return self.interval if now - self._last_work < self.busy_for else self.idle_interval
 
     def note_work(self) -> None:
         """Look every ``interval`` seconds for the next ``busy_for`` seconds.
@@ -169,7 +170,7 @@ class PollingWaiter:
             remaining = deadline - now
             if remaining <= 0 or self._interrupted:
                 return False
-            pause = self.interval if now - self._last_work < self.busy_for else self.idle_interval
+            pause = self._pace_at(now)
             if self._wake.acquire(True, pause if pause < remaining else remaining):
                 return False  # interrupted; the flag ends later waits after one look
             now = clock()
