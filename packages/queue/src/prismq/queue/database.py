@@ -210,6 +210,9 @@ class QueueDatabase:
 
         Raises:
             BackupError: The backup is missing, damaged, foreign or too new.
+            QueueBusyError: Another connection held the write lock longer than the busy
+                budget every write gets (``busy_timeout`` times ``busy_retries + 1``);
+                nothing was restored.
         """
         self.backend.restore(Path(source))
 

@@ -229,6 +229,52 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 0 if report["healthy"] else 1
 
 
+def cmd_checkpoint(args: argparse.Namespace) -> int:
+    from .doctor import wal_bytes
+
+    with _open(args, initialize=False) as db:
+        if db.path is None:
+            detail = (
+                "the database server checkpoints its write-ahead log by itself (on PostgreSQL: "
+                "checkpoint_timeout, max_wal_size); there is nothing for the queue to do"
+            )
+            if args.json:
+                output.emit_json(
+                    {"database": db.location, "backend": db.backend_name, "applies": False, "detail": detail}
+                )
+            else:
+                output.console.print(f"No checkpoint needed: {detail}.")
+            return 0
+        before = wal_bytes(db)
+        busy, log_frames, copied = db.checkpoint(args.mode)
+        after = wal_bytes(db)
+    if args.json:
+        output.emit_json(
+            {
+                "database": db.location,
+                "backend": db.backend_name,
+                "applies": True,
+                "mode": args.mode,
+                "busy": bool(busy),
+                "log_frames": log_frames,
+                "checkpointed_frames": copied,
+                "wal_bytes_before": before,
+                "wal_bytes_after": after,
+            }
+        )
+    else:
+        output.console.print(
+            f"Checkpoint {args.mode}: {copied} of {log_frames} WAL frame(s) copied into {db.location}; "
+            f"-wal file {before:,} -> {after:,} bytes"
+        )
+        if busy:
+            output.console.print(
+                "Not complete: a reader or writer held it back. Run it again at a quiet moment, "
+                "and look for long-open read transactions."
+            )
+    return 1 if busy else 0
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -293,6 +339,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "backup": cmd_backup,
     "restore": cmd_restore,
     "doctor": cmd_doctor,
+    "checkpoint": cmd_checkpoint,
     "migrate": cmd_migrate,
     "demo": cmd_demo,
 }

@@ -10,10 +10,23 @@ from ..client import QueueClient
 from ..database import QueueDatabase
 from ..errors import QueueError
 
-__all__ = ["WAL_WARN_BYTES", "run_doctor"]
+__all__ = ["CHECKPOINT_COMMAND", "WAL_WARN_BYTES", "run_doctor", "wal_bytes"]
 
 WAL_WARN_BYTES = 64 * 1024 * 1024
 """A WAL file above this size means checkpoints cannot keep up (a long reader?)."""
+
+CHECKPOINT_COMMAND = "prismq-queue checkpoint --mode TRUNCATE"
+"""The command the WAL advice names (a test parses it with the CLI's own parser)."""
+
+
+def wal_bytes(db: QueueDatabase) -> int:
+    """Size of the SQLite database's ``-wal`` file (0 when absent or not SQLite)."""
+    if db.path is None:
+        return 0
+    try:
+        return os.path.getsize(f"{db.path}-wal")
+    except FileNotFoundError:
+        return 0
 
 
 def _check(name: str, status: str, detail: str) -> dict[str, str]:
@@ -64,15 +77,15 @@ def run_doctor(db: QueueDatabase, stale_after: float = 120.0) -> dict[str, Any]:
                 mode if mode == "wal" else f"{mode}: WAL is off, readers will block the writer",
             )
         )
-        wal = f"{db.path}-wal"
-        wal_size = os.path.getsize(wal) if os.path.exists(wal) else 0
+        wal_size = wal_bytes(db)
         checks.append(
             _check(
                 "WAL size",
                 "warn" if wal_size > WAL_WARN_BYTES else "ok",
                 f"{wal_size:,} bytes"
                 + (
-                    " — run 'prismq-queue' with a checkpoint, look for long readers"
+                    f" — run '{CHECKPOINT_COMMAND}' at a quiet moment, and look for long-open "
+                    "read transactions that hold checkpoints back"
                     if wal_size > WAL_WARN_BYTES
                     else ""
                 ),

@@ -7,6 +7,8 @@ import json
 import re
 from typing import Any, NoReturn
 
+from ..backends.sqlite.backend import CHECKPOINT_MODES
+
 __all__ = ["UsageError", "build_parser", "parse_duration", "parse_json", "parse_weights"]
 
 
@@ -150,6 +152,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("doctor", "check integrity, WAL size, schema, stale leases and workers")
     p.add_argument(
         "--stale-after", type=parse_duration, default=120.0, help="worker silence that counts as stale"
+    )
+
+    p = command("checkpoint", "copy the SQLite write-ahead log (-wal file) back into the database file")
+    p.add_argument(
+        "--mode",
+        type=str.upper,
+        choices=CHECKPOINT_MODES,
+        default="PASSIVE",
+        help="PASSIVE (default, never waits), FULL (waits for writers), RESTART (also restarts the "
+        "log), TRUNCATE (also shrinks the -wal file to zero bytes)",
     )
 
     p = command("migrate", "copy every task to another database (SQLite <-> PostgreSQL), verified")

@@ -7,11 +7,12 @@ import json
 import os
 import secrets
 import sqlite3
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ...errors import BackupError, ConfigError
+from ...errors import BackupError, ConfigError, QueueBusyError
 from ...models import WorkerInfo
 from ...strategies import Ordering, SchedulingStrategy
 from ..base import NewTask, TaskUpdate
@@ -36,6 +37,12 @@ _CANDIDATE_KEYS = {
     Ordering.PRIORITY: lambda row: (row[1], row[2], row[0]),
 }
 CHECKPOINT_MODES = ("PASSIVE", "FULL", "RESTART", "TRUNCATE")
+# Result codes the backup's progress callback sees while the destination is locked.
+_SQLITE_BUSY, _SQLITE_LOCKED = 5, 6
+
+
+class _LockWaitOver(Exception):
+    """Raised from a backup's progress callback to stop waiting for the write lock."""
 
 
 class SQLiteBackend(SQLQueueBackend):
@@ -290,12 +297,27 @@ class SQLiteBackend(SQLQueueBackend):
     def restore(self, source: Path) -> None:
         source = Path(source).expanduser()
         verify_backup(source)
+        budget = self.db.busy_budget
+        deadline = time.monotonic() + budget
+
+        def give_up_when_busy_too_long(status: int, remaining: int, total: int) -> None:
+            # Python's backup() retries a locked destination without end; stop at the
+            # same budget every other write gets. Nothing is copied before the lock.
+            if status in (_SQLITE_BUSY, _SQLITE_LOCKED) and time.monotonic() >= deadline:
+                raise _LockWaitOver
+
         try:
             reader = sqlite3.connect(f"{source.resolve().as_uri()}?mode=ro", uri=True)
             try:
-                reader.backup(self.db.connection())
+                reader.backup(self.db.connection(), progress=give_up_when_busy_too_long, sleep=0.05)
             finally:
                 reader.close()
+        except _LockWaitOver:
+            raise QueueBusyError(
+                f"restore into {self.location} waited {budget:g} s for the write lock, which "
+                "another process kept holding; nothing was restored. Stop the workers and "
+                "clients using the database, then run the restore again."
+            ) from None
         except sqlite3.Error as exc:
             raise BackupError(
                 f"restore from {source} failed and the database was left as it was: {exc}"

@@ -6,6 +6,7 @@ Nothing here knows about tasks; :mod:`.backend` builds the queue on top.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
 import re
@@ -27,7 +28,7 @@ from ...errors import (
     StorageError,
     StorageFullError,
 )
-from ..sqlfile import load_migrations
+from ..sqlfile import load_migrations, load_queries
 
 __all__ = [
     "APPLICATION_ID",
@@ -47,6 +48,8 @@ SCHEMA_VERSION = len(MIGRATIONS)
 """The schema version this release writes (``PRAGMA user_version``)."""
 
 SQLITE_HEADER = b"SQLite format 3\x00"
+
+_FILE_SHAPE = load_queries(__package__, "file_checks.sql")["file_shape"]
 
 DEFAULT_PRAGMAS: dict[str, str | int] = {
     "journal_mode": "WAL",
@@ -270,51 +273,54 @@ class ConnectionManager:
         except sqlite3.Error as exc:
             raise translate_error(exc, self.location) from None
         try:
-            self._inspect(conn)
-            self._apply_pragmas(conn)
+            self._retry_busy(lambda: self._inspect(conn), "checking the file")
+            self._retry_busy(lambda: self._apply_pragmas(conn), "applying PRAGMAs")
         except BaseException:
             conn.close()
             raise
         return conn
 
     def _inspect(self, conn: sqlite3.Connection) -> None:
-        """Refuse foreign or newer databases before any PRAGMA could change the file."""
-        try:
-            app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            tables = [
-                r[0]
-                for r in conn.execute(
-                    "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
-                )
-            ]
-        except sqlite3.Error as exc:
-            raise translate_error(exc, self.location) from None
-        if tables and app_id != APPLICATION_ID:
-            raise NotAQueueDatabaseError(
-                f"{self.location} is an SQLite database that holds other data (tables: "
-                f"{', '.join(sorted(tables)[:5])}); it was left untouched. Use a separate file "
-                "for the queue."
-            )
-        if version > SCHEMA_VERSION:
-            raise SchemaVersionError(
-                f"{self.location} has schema version {version}, written by a newer PrismQ Queue; "
-                f"this release understands up to version {SCHEMA_VERSION}. Upgrade "
-                "prismq-queue; the file was left untouched."
-            )
+        """Refuse foreign or newer databases before any PRAGMA could change the file.
+
+        The marker, the schema version and the schema objects are read in one statement,
+        so a process creating the queue's schema meanwhile is seen before or after its
+        commit, never half-way (that was a race between processes opening a new file).
+        """
+        refuse_unless_queue_file(conn, self.location)
+
+    def _retry_busy(self, action: Callable[[], T], what: str) -> T:
+        """Run ``action``, retrying with backoff while SQLite reports the file busy.
+
+        Some lock waits, such as switching a new file to WAL while another process does the
+        same, report busy at once instead of waiting ``busy_timeout``.
+        """
+        for attempt in range(self.busy_retries + 1):
+            try:
+                return action()
+            except sqlite3.OperationalError as exc:
+                if not is_busy(exc):
+                    raise translate_error(exc, self.location) from None
+                if attempt == self.busy_retries:
+                    raise QueueBusyError(
+                        f"{self.location} stayed locked by other connections through "
+                        f"{self.busy_retries + 1} tries while {what}; another process is holding "
+                        "the lock"
+                    ) from None
+                self._sleep_backoff(attempt)
+            except sqlite3.Error as exc:
+                raise translate_error(exc, self.location) from None
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _apply_pragmas(self, conn: sqlite3.Connection) -> None:
         items = dict(self.pragmas)
         # page_size only takes effect on an empty file, before WAL is switched on.
         ordered = ["page_size", "journal_mode"] + [k for k in items if k not in ("page_size", "journal_mode")]
-        try:
-            for name in ordered:
-                value = items[name]
-                row = conn.execute(f"PRAGMA {name} = {value}").fetchone()
-                if name == "journal_mode" and row is not None:
-                    self.journal_mode = str(row[0]).lower()
-        except sqlite3.Error as exc:
-            raise translate_error(exc, self.location) from None
+        for name in ordered:
+            value = items[name]
+            row = conn.execute(f"PRAGMA {name} = {value}").fetchone()
+            if name == "journal_mode" and row is not None:
+                self.journal_mode = str(row[0]).lower()
 
     def connection(self) -> sqlite3.Connection:
         """This thread's connection, opened on first use."""
@@ -351,6 +357,15 @@ class ConnectionManager:
         self._state.connection = None
 
     # -- transactions ----------------------------------------------------------
+    @property
+    def busy_budget(self) -> float:
+        """Seconds a write may wait for the lock in all before giving up.
+
+        Each of the ``busy_retries + 1`` tries waits up to ``busy_timeout`` inside SQLite;
+        calls that cannot use those tries (a restore) wait this long in all.
+        """
+        return int(self.pragmas["busy_timeout"]) / 1000.0 * (self.busy_retries + 1)
+
     @property
     def in_transaction(self) -> bool:
         """True inside :meth:`transaction` on this thread."""
@@ -478,12 +493,9 @@ class ConnectionManager:
         """
 
         def work(conn: sqlite3.Connection) -> int:
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise SchemaVersionError(
-                    f"{self.location} has schema version {version}; this release understands "
-                    f"up to {SCHEMA_VERSION}. Upgrade prismq-queue."
-                )
+            # Checked again under the write lock: the decision to create the schema is
+            # taken by one process at a time, on what the file holds now.
+            version = refuse_unless_queue_file(conn, self.location)
             for number, _name, sql in MIGRATIONS:
                 if number > version:
                     for statement in _split_statements(sql):
@@ -506,6 +518,56 @@ class ConnectionManager:
         finally:
             enforce = str(self.pragmas["foreign_keys"]) in ("ON", "1")
             conn.execute("PRAGMA foreign_keys = ON" if enforce else "PRAGMA foreign_keys = OFF")
+
+
+def refuse_unless_queue_file(conn: sqlite3.Connection, location: str) -> int:
+    """Check that ``conn``'s file is a queue database or empty; return its schema version.
+
+    Reads only. An empty file (no schema objects, ``application_id`` and ``user_version``
+    both 0) is a new queue database; a file carrying the queue's ``application_id`` is a
+    queue database. Anything else belongs to another program and is refused.
+
+    Raises:
+        NotAQueueDatabaseError: Another program's file (foreign marker, schema objects
+            or ``user_version``), named in the message.
+        SchemaVersionError: A queue database written by a newer release.
+    """
+    app_id, version, listed = conn.execute(_FILE_SHAPE).fetchone()
+    objects = [(str(kind), str(name)) for kind, name in json.loads(listed or "[]")]
+    if app_id == APPLICATION_ID:
+        if version > SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"{location} has schema version {version}, written by a newer PrismQ Queue; "
+                f"this release understands up to version {SCHEMA_VERSION}. Upgrade "
+                "prismq-queue; the file was left untouched."
+            )
+        return int(version)
+    found = []
+    if app_id != 0:
+        found.append(f"application_id 0x{app_id & 0xFFFFFFFF:08X}, not PrismQ Queue's 0x{APPLICATION_ID:08X}")
+    if objects:
+        found.append(_describe_objects(objects))
+    elif version != 0:
+        found.append(f"user_version {version} but no tables")
+    if found:
+        raise NotAQueueDatabaseError(
+            f"{location} is an SQLite database that holds other data ({'; '.join(found)}); it was "
+            "left untouched. Use a separate file for the queue."
+        )
+    return 0
+
+
+def _describe_objects(objects: list[tuple[str, str]]) -> str:
+    """``tables: a, b; views: v`` (at most five names per kind)."""
+    by_kind: dict[str, list[str]] = {}
+    for kind, name in objects:
+        by_kind.setdefault(kind, []).append(name)
+    plural = {"index": "indexes"}
+    return "; ".join(
+        f"{plural.get(kind, kind + 's')}: {', '.join(sorted(names)[:5])}"
+        + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        for kind, names in sorted(by_kind.items())
+    )
 
 
 def _split_statements(sql: str) -> list[str]:
