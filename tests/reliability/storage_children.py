@@ -48,3 +48,4 @@ def hold_write_lock(path: str, locked: Any, release: Any) -> None:
         conn.execute("ROLLBACK")
     finally:
         conn.close()
+

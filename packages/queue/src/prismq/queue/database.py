@@ -57,7 +57,12 @@ class QueueDatabase:
             :data:`~prismq.queue.backends.sqlite.DEFAULT_PRAGMAS` (SQLite only).
         busy_retries: Retries of a write that finds the database locked, after SQLite's own
             ``busy_timeout`` wait, before :class:`~prismq.queue.errors.QueueBusyError`.
-        clock: Returns the current UTC epoch time; replace it in tests.
+        clock: Returns the current UTC epoch time; every time the queue stores or compares
+            (leases, delays, retries) comes from it. ``None`` picks the backend's: this
+            machine's clock for SQLite (one machine, so one clock for every process), the
+            server's clock for PostgreSQL (read from the server, then advanced with this
+            process's monotonic clock), so workers on hosts whose clocks disagree still
+            agree on when a lease ends. Pass a clock to control time in tests.
         backend: A ready backend object, instead of ``target`` (for custom backends).
 
     Raises:
@@ -86,10 +91,9 @@ class QueueDatabase:
         *,
         pragmas: Mapping[str, str | int] | None = None,
         busy_retries: int = 8,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
         backend: Backend | None = None,
     ) -> None:
-        self.clock = clock
         if target is None:
             configured = os.environ.get(ENV_DB_PATH, "").strip()
             target = configured or None
@@ -105,6 +109,9 @@ class QueueDatabase:
             self.backend = SQLiteBackend(
                 _sqlite_path(target), pragmas=dict(pragmas or {}), busy_retries=busy_retries
             )
+        self.clock: Callable[[], float] = (
+            clock if clock is not None else getattr(self.backend, "server_clock", None) or time.time
+        )
 
     # -- identity --------------------------------------------------------------
     @property

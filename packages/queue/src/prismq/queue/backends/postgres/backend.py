@@ -3,8 +3,10 @@
 Same tables, columns and meaning as the SQLite backend, so :class:`QueueClient` and
 :class:`QueueWorker` run on it unchanged. Choices worth knowing:
 
-- **Times** are ``double precision`` UTC epoch seconds, as everywhere in the queue; the
-  caller's clock decides ``now``, never the server's.
+- **Times** are ``double precision`` UTC epoch seconds, as everywhere in the queue. Unless
+  ``QueueDatabase(clock=...)`` names another clock, ``now`` is the server's clock
+  (:attr:`PostgresBackend.server_clock`), so workers on hosts whose clocks disagree still
+  agree on when a lease ends.
 - **JSON** (payloads, results, retry policies, a worker's task types) is stored as
   ``text`` with a ``::json`` cast in a CHECK constraint. The client already encodes it, so
   text keeps exactly the bytes it wrote (key order, number spelling), round-trips through
@@ -60,6 +62,7 @@ from ...strategies import SchedulingStrategy
 from ..base import NewTask, chunked
 from ..common import TASK_COLUMNS, SQLQueueBackend
 from ..runstore import RUN_COLUMNS
+from ..serverclock import ServerClock
 from ..sqlfile import load_queries
 from .connection import SCHEMA_VERSION, ConnectionManager, parse_url, translate_error
 
@@ -160,8 +163,14 @@ class PostgresBackend(SQLQueueBackend):
         self._listener: psycopg.Connection[Any] | None = None
         self._listen_schema: str | None = None
         self._listen_lock = threading.Lock()
+        self.server_clock = ServerClock(self.server_time)
+        """The server's clock as this process sees it: ``QueueDatabase``'s default clock."""
 
     # -- life cycle and schema -------------------------------------------------
+    def server_time(self) -> float:
+        """Read the server's wall clock (UTC epoch seconds), one round trip."""
+        return float(self.db.read(lambda c: c.execute(Q["server_time"]).fetchone()[0]))  # type: ignore[index]
+
     def initialize_schema(self) -> int:
         return self.db.migrate()
 

@@ -18,6 +18,10 @@ SELECT pg_advisory_xact_lock(
 -- name: current_schema
 SELECT current_schema();
 
+-- The server's wall clock now (not the transaction's start): every lease is timed by it.
+-- name: server_time
+SELECT extract(epoch FROM clock_timestamp())::double precision;
+
 -- name: catalog_state
 SELECT to_regclass('prismq_schema_version') IS NOT NULL, to_regclass('tasks') IS NOT NULL;
 
