@@ -39,10 +39,13 @@ def test_checkpoint_truncate_copies_the_log_and_empties_the_wal_file(tmp_path: P
         proc = run_cli("--db", str(path), "checkpoint", "--mode", mode, "--json")
         assert proc.returncode == 0, proc.stderr
         report = json.loads(proc.stdout)
-        assert report["applies"] is True and report["mode"] == "TRUNCATE" and report["busy"] is False
+        assert report["applies"] is True
+        assert report["mode"] == "TRUNCATE"
+        assert report["busy"] is False
         # After TRUNCATE, SQLite reports the new (empty) log: 0 frames, all of them copied.
         assert report["checkpointed_frames"] == report["log_frames"] == 0
-        assert report["wal_bytes_before"] > 100_000 and report["wal_bytes_after"] == 0
+        assert report["wal_bytes_before"] > 100_000
+        assert report["wal_bytes_after"] == 0
         assert Path(f"{path}-wal").stat().st_size == 0
 
 
@@ -52,14 +55,16 @@ def test_checkpoint_passive_is_the_default_and_prints_a_summary(tmp_path: Path) 
         proc = run_cli("--db", str(path), "checkpoint")
         assert proc.returncode == 0, proc.stderr
         copied = re.search(r"Checkpoint PASSIVE: (\d+) of \1 WAL frame\(s\) copied", proc.stdout)
-        assert copied and int(copied.group(1)) > 20, proc.stdout
+        assert copied, proc.stdout
+        assert int(copied.group(1)) > 20, proc.stdout
         assert QueueClient(db).count_by_status()["queued"] == 300
 
 
 def test_checkpoint_refuses_an_unknown_mode(tmp_path: Path) -> None:
     proc = run_cli("--db", str(tmp_path / "queue.db"), "checkpoint", "--mode", "sometimes")
     assert proc.returncode == 2
-    assert "invalid choice: 'SOMETIMES'" in proc.stderr and "TRUNCATE" in proc.stderr
+    assert "invalid choice: 'SOMETIMES'" in proc.stderr
+    assert "TRUNCATE" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
@@ -69,11 +74,14 @@ def test_checkpoint_on_postgresql_says_it_does_not_apply(postgres_schema: tuple[
     proc = run_cli("--db", f"{url}?schema={schema}", "checkpoint", "--mode", "FULL", "--json")
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
-    assert report["applies"] is False and report["backend"] == "postgresql"
+    assert report["applies"] is False
+    assert report["backend"] == "postgresql"
     assert "checkpoints its write-ahead log by itself" in report["detail"]
 
 
-def test_doctor_wal_advice_names_a_command_that_works(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_doctor_wal_advice_names_a_command_that_works(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = tmp_path / "queue.db"
     with open_with_a_grown_wal(path) as db:
         monkeypatch.setattr(doctor, "WAL_WARN_BYTES", 1)

@@ -48,4 +48,3 @@ def hold_write_lock(path: str, locked: Any, release: Any) -> None:
         conn.execute("ROLLBACK")
     finally:
         conn.close()
-

@@ -39,16 +39,22 @@ def test_server_clock_follows_the_server_not_the_host() -> None:
         return 1_040.0 + mono.now
 
     clock = ServerClock(server, resync_every=30.0, wall=wall, monotonic=mono)
-    assert clock() == 1_090.0 and clock.offset == 90.0
+    assert clock() == 1_090.0
+    assert clock.offset == 90.0
     wall.now += 10.0
     mono.now += 10.0
-    assert clock() == 1_100.0 and reads == 1  # advanced by the monotonic clock alone
+    assert clock() == 1_100.0
+    assert reads == 1  # advanced by the monotonic clock alone
     wall.now += 500.0  # the host's wall clock is stepped: the server is read again at once
-    assert clock() == 1_100.0 and reads == 2 and clock.offset == 90.0 - 500.0
-    assert clock() == 1_100.0 and reads == 2
+    assert clock() == 1_100.0
+    assert reads == 2
+    assert clock.offset == 90.0 - 500.0
+    assert clock() == 1_100.0
+    assert reads == 2
     mono.now += 31.0  # the resync interval passed
     wall.now += 31.0
-    assert clock() == 1_131.0 and reads == 3
+    assert clock() == 1_131.0
+    assert reads == 3
 
 
 def test_server_clock_keeps_its_reading_when_a_re_read_fails() -> None:
@@ -120,7 +126,8 @@ def test_worker_with_a_skewed_clock_cannot_take_a_live_lease_on_postgresql(
         worker = QueueWorker(db, "on-time-worker", lease_duration=60)
         first = client.enqueue("report", {"n": 1})
         held = worker.claim_next_task()
-        assert held is not None and held.id == first
+        assert held is not None
+        assert held.id == first
         worker.renew_lease(held)
 
         reclaimed, claimed, offset = run_skewed(target, use_host_clock=False)
@@ -133,7 +140,8 @@ def test_worker_with_a_skewed_clock_cannot_take_a_live_lease_on_postgresql(
         # The same host timing leases by its own clock takes the lease over: the skew is real.
         second = client.enqueue("report", {"n": 2})
         held = worker.claim_next_task()
-        assert held is not None and held.id == second
+        assert held is not None
+        assert held.id == second
         reclaimed, claimed, offset = run_skewed(target, use_host_clock=True)
         assert (reclaimed, claimed) == (1, second)
         assert offset == pytest.approx(90.0, abs=1.0)

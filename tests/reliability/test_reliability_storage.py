@@ -37,7 +37,9 @@ def run_initialisers(target: Callable[..., None], args: tuple[object, ...], proc
     """Run ``processes`` spawned children of ``target(*args, barrier, out)``; their failures."""
     out = SPAWN.Queue()
     barrier = SPAWN.Barrier(processes, timeout=120)
-    children = [SPAWN.Process(target=target, args=(*args, barrier, out), daemon=True) for _ in range(processes)]
+    children = [
+        SPAWN.Process(target=target, args=(*args, barrier, out), daemon=True) for _ in range(processes)
+    ]
     for child in children:
         child.start()
     try:
@@ -159,7 +161,8 @@ def test_foreign_file_is_refused_before_anything_is_written(tmp_path: Path, shap
         db.close()
     message = str(info.value)
     assert named in message
-    assert "left untouched" in message and "separate file" in message
+    assert "left untouched" in message
+    assert "separate file" in message
     assert digest(path) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["app.db"]
 

@@ -60,6 +60,7 @@ class ServerClock:
         self._due = float("-inf")
 
     def __call__(self) -> float:
+        """The server's time now (UTC epoch seconds), reading the server when due."""
         anchor = self._anchor
         mono = self._monotonic()
         if anchor is None or mono >= self._due or self._jumped(anchor, mono, self._wall()):
@@ -92,7 +93,9 @@ class ServerClock:
             except Exception as exc:
                 if anchor is None:
                     raise
-                logger.warning("could not read the database server's clock (%s); keeping the last reading", exc)
+                logger.warning(
+                    "could not read the database server's clock (%s); keeping the last reading", exc
+                )
                 self._due = self._monotonic() + 1.0
                 return anchor
             ended, wall_ended = self._monotonic(), self._wall()

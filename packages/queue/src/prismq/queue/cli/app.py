@@ -119,10 +119,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_stats(args: argparse.Namespace) -> int:
     with _open(args) as db:
         stats = QueueClient(db).stats()
+        now = datetime.fromtimestamp(db.now(), tz=timezone.utc)  # the clock heartbeats are stamped with
     if args.json:
         output.emit_json(output.stats_to_dict(stats))
     else:
-        for table in output.stats_tables(stats, _now(), args.task_types):
+        for table in output.stats_tables(stats, now, args.task_types):
             output.console.print(table)
     return 0
 

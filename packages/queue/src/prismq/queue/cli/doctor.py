@@ -109,7 +109,7 @@ def run_doctor(db: QueueDatabase, stale_after: float = 120.0) -> dict[str, Any]:
             else "none",
         )
     )
-    now = datetime.now(timezone.utc)
+    now = datetime.fromtimestamp(db.now(), tz=timezone.utc)  # the clock heartbeats are stamped with
     stale = [w for w in stats.workers if w.is_stale(now, stale_after)]
     checks.append(
         _check(
