@@ -167,6 +167,47 @@ def test_foreign_file_is_refused_before_anything_is_written(tmp_path: Path, shap
     assert sorted(p.name for p in tmp_path.iterdir()) == ["app.db"]
 
 
+FOREIGN_SCHEMA_OBJECTS = {
+    "a workers table": ("CREATE TABLE workers (name text)", "table or index 'workers'"),
+    "a runs table": ("CREATE TABLE runs (id int)", "table or index 'runs'"),
+    "an index named as the queue's": (
+        "CREATE TABLE mine (x int); CREATE INDEX idx_runs_created ON mine (x)",
+        "table or index 'idx_runs_created'",
+    ),
+    "a sequence named as the queue's": ("CREATE SEQUENCE prismq_data_version", "'prismq_data_version'"),
+    "a function named as the queue's": (
+        "CREATE FUNCTION prismq_tasks_changed() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+        "function 'prismq_tasks_changed'",
+    ),
+}
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("shape", list(FOREIGN_SCHEMA_OBJECTS))
+def test_postgres_schema_with_objects_in_the_way_is_refused_untouched(
+    postgres_schema: tuple[str, str], shape: str
+) -> None:
+    import psycopg
+
+    url, schema = postgres_schema
+    ddl, named = FOREIGN_SCHEMA_OBJECTS[shape]
+    catalog = (
+        "SELECT relname, relkind FROM pg_class WHERE relnamespace = %(s)s::regnamespace "
+        "UNION ALL SELECT proname, 'f' FROM pg_proc WHERE pronamespace = %(s)s::regnamespace ORDER BY 1"
+    )
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+        conn.execute(f"SET search_path = {schema}")
+        conn.execute(ddl)
+        before = conn.execute(catalog, {"s": schema}).fetchall()
+    with pytest.raises(NotAQueueDatabaseError) as info, QueueDatabase(f"{url}?schema={schema}") as db:
+        db.initialize_schema()
+    assert named in str(info.value)
+    assert "left untouched" in str(info.value)
+    with psycopg.connect(url, autocommit=True) as conn:
+        assert conn.execute(catalog, {"s": schema}).fetchall() == before
+
+
 def test_empty_sqlite_file_from_another_tool_becomes_a_queue(tmp_path: Path) -> None:
     """A database with no schema objects and no marker holds nothing to protect."""
     path = tmp_path / "empty.db"

@@ -43,6 +43,18 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
+_CREATED = re.compile(
+    r"^\s*CREATE\s+(?:UNIQUE\s+)?(?:TABLE|INDEX|SEQUENCE|VIEW|FUNCTION)\s+(\w+)", re.IGNORECASE | re.MULTILINE
+)
+
+
+def created_names(after_version: int) -> list[str]:
+    """Names of the tables, indexes, sequences and functions migrations after ``after_version`` create."""
+    return sorted(
+        {name for number, _, text in MIGRATIONS if number > after_version for name in _CREATED.findall(text)}
+    )
+
+
 _BUSY = (
     pg_errors.SerializationFailure,
     pg_errors.DeadlockDetected,
@@ -258,21 +270,33 @@ class ConnectionManager:
 
     def _probe(self) -> None:
         """Connect once: fail fast with a clear message, refuse newer or foreign schemas."""
-        q = self.queries
         with contextlib.closing(self.connect()) as conn:
             try:
-                has_version, has_tasks = conn.execute(q["catalog_state"]).fetchone()  # type: ignore[misc]
-                version = conn.execute(q["read_schema_version"]).fetchone()[0] if has_version else 0  # type: ignore[index]
+                self._check_schema(conn)
             except psycopg.Error as exc:
                 raise translate_error(exc, self.location, self._password) from None
-        self._check_version(int(version), bool(has_tasks))
 
-    def _check_version(self, version: int, has_tasks: bool) -> None:
+    def _check_schema(self, conn: psycopg.Connection[Any]) -> int:
+        """Refuse a newer schema, or objects in the way of a pending migration; return the version.
+
+        Reads only, so a refused schema is left exactly as it was.
+        """
+        q = self.queries
+        has_version, _has_tasks = conn.execute(q["catalog_state"]).fetchone()  # type: ignore[misc]
+        version = int(conn.execute(q["read_schema_version"]).fetchone()[0]) if has_version else 0  # type: ignore[index]
+        pending = created_names(version)
+        clashes = conn.execute(q["clashing_names"], {"names": pending}).fetchall() if pending else []
+        self._check_version(version, [(str(kind), str(name)) for kind, name in clashes])
+        return version
+
+    def _check_version(self, version: int, clashes: list[tuple[str, str]]) -> None:
         where = self.location + (f" (schema {self.schema})" if self.schema else "")
-        if version == 0 and has_tasks:
+        if clashes:
+            found = ", ".join(f"{kind} {name!r}" for kind, name in clashes[:5])
             raise NotAQueueDatabaseError(
-                f"{where} already has a 'tasks' table that PrismQ Queue did not create; it was "
-                "left untouched. Use another schema (postgresql://...?schema=prismq)."
+                f"{where} already has objects PrismQ Queue did not create, named as the queue's "
+                f"own ({found}); it was left untouched. Use another schema "
+                "(postgresql://...?schema=prismq)."
             )
         if version > SCHEMA_VERSION:
             raise SchemaVersionError(
@@ -408,9 +432,7 @@ class ConnectionManager:
             conn.execute(queries["lock_migrations"], {"schema": self.schema})
             if create is not None:
                 conn.execute(create)
-            has_version, has_tasks = conn.execute(queries["catalog_state"]).fetchone()  # type: ignore[misc]
-            version = conn.execute(queries["read_schema_version"]).fetchone()[0] if has_version else 0  # type: ignore[index]
-            self._check_version(int(version), bool(has_tasks))
+            version = self._check_schema(conn)  # again, under the lock
             for number, _name, text in MIGRATIONS:
                 if number > version:
                     conn.execute(text)  # type: ignore[call-overload]  # a whole migration file

@@ -25,6 +25,15 @@ SELECT extract(epoch FROM clock_timestamp())::double precision;
 -- name: catalog_state
 SELECT to_regclass('prismq_schema_version') IS NOT NULL, to_regclass('tasks') IS NOT NULL;
 
+-- Objects of the current schema bearing a name a pending migration would create.
+-- name: clashing_names
+SELECT 'table or index' AS kind, c.relname FROM pg_class c
+WHERE c.relnamespace = current_schema()::regnamespace AND c.relname = ANY(%(names)s::text[])
+UNION ALL
+SELECT 'function', p.proname FROM pg_proc p
+WHERE p.pronamespace = current_schema()::regnamespace AND p.proname = ANY(%(names)s::text[])
+ORDER BY 2;
+
 -- name: read_schema_version
 SELECT coalesce(max(version), 0) FROM prismq_schema_version;
 
