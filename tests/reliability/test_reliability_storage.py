@@ -14,12 +14,15 @@ from __future__ import annotations
 import hashlib
 import secrets
 import sqlite3
+import tempfile
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from reliability_support import SPAWN, kill_all, sized
 from storage_children import hold_write_lock, initialise_each_file, initialise_each_schema
 
@@ -206,6 +209,56 @@ def test_postgres_schema_with_objects_in_the_way_is_refused_untouched(
     assert "left untouched" in str(info.value)
     with psycopg.connect(url, autocommit=True) as conn:
         assert conn.execute(catalog, {"s": schema}).fetchall() == before
+
+
+# Parts another program's file may be made of; any non-empty mix must be refused untouched.
+FOREIGN_PARTS = {
+    "table": "CREATE TABLE t_{n} (body TEXT)",
+    "index": "CREATE TABLE ti_{n} (body TEXT); CREATE INDEX i_{n} ON ti_{n} (body)",
+    "view": "CREATE VIEW v_{n} AS SELECT {n} AS x",
+    "trigger": "CREATE VIEW tv_{n} AS SELECT 1 AS x; "
+    "CREATE TRIGGER tr_{n} INSTEAD OF INSERT ON tv_{n} BEGIN SELECT 1; END",
+    "rows": "CREATE TABLE r_{n} (body TEXT); INSERT INTO r_{n} VALUES ('kept')",
+}
+
+
+@settings(
+    max_examples=sized(60, 600),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(
+    application_id=st.one_of(st.just(0), st.integers(-(2**31), 2**31 - 1)),
+    user_version=st.one_of(st.just(0), st.integers(-(2**31), 2**31 - 1)),
+    parts=st.lists(st.sampled_from(sorted(FOREIGN_PARTS)), max_size=4),
+    journal=st.sampled_from(["DELETE", "TRUNCATE", "WAL"]),
+)
+def test_fuzz_any_foreign_file_is_refused_untouched(
+    application_id: int, user_version: int, parts: list[str], journal: str
+) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "other.db"
+        conn = sqlite3.connect(path, isolation_level=None)
+        conn.execute(f"PRAGMA journal_mode = {journal}")
+        conn.execute(f"PRAGMA application_id = {application_id}")
+        conn.execute(f"PRAGMA user_version = {user_version}")
+        for n, part in enumerate(parts):
+            conn.executescript(FOREIGN_PARTS[part].format(n=n))
+        conn.close()
+        empty = application_id == 0 and user_version == 0 and not parts
+        foreign_app = application_id not in (0, APPLICATION_ID)
+        before = {p.name: digest(p) for p in Path(folder).iterdir()}  # a TRUNCATE journal stays
+        with QueueDatabase(path) as db:
+            if empty:  # nothing of another program's to protect: it becomes a queue
+                assert db.initialize_schema() == SQLITE_SCHEMA_VERSION
+                return
+            if application_id == APPLICATION_ID:  # the queue's own marker: not foreign
+                return
+            with pytest.raises(NotAQueueDatabaseError) as info:
+                db.initialize_schema()
+        assert "left untouched" in str(info.value)
+        assert ("application_id" in str(info.value)) == foreign_app
+        assert {p.name: digest(p) for p in Path(folder).iterdir()} == before
 
 
 def test_empty_sqlite_file_from_another_tool_becomes_a_queue(tmp_path: Path) -> None:
