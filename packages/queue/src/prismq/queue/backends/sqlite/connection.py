@@ -292,8 +292,11 @@ class ConnectionManager:
     def _retry_busy(self, action: Callable[[], T], what: str) -> T:
         """Run ``action``, retrying with backoff while SQLite reports the file busy.
 
-        Some lock waits, such as switching a new file to WAL while another process does the
-        same, report busy at once instead of waiting ``busy_timeout``.
+        SQLite itself waits ``busy_timeout`` first, except for some lock waits (such as two
+        processes switching a new file to WAL at once) that report busy at once.
+
+        Raises:
+            QueueBusyError: Still busy after ``busy_retries`` retries.
         """
         for attempt in range(self.busy_retries + 1):
             try:
@@ -303,9 +306,9 @@ class ConnectionManager:
                     raise translate_error(exc, self.location) from None
                 if attempt == self.busy_retries:
                     raise QueueBusyError(
-                        f"{self.location} stayed locked by other connections through "
-                        f"{self.busy_retries + 1} tries while {what}; another process is holding "
-                        "the lock"
+                        f"{self.location} stayed locked by other writers through "
+                        f"{self.busy_retries + 1} tries of {self.pragmas['busy_timeout']} ms while "
+                        f"{what}; a long transaction elsewhere is holding the write lock"
                     ) from None
                 self._sleep_backoff(attempt)
             except sqlite3.Error as exc:
@@ -376,20 +379,7 @@ class ConnectionManager:
         time.sleep(delay * random.uniform(0.5, 1.5))
 
     def _begin(self, conn: sqlite3.Connection, mode: str) -> None:
-        for attempt in range(self.busy_retries + 1):
-            try:
-                conn.execute(f"BEGIN {mode}")
-                return
-            except sqlite3.OperationalError as exc:
-                if not is_busy(exc):
-                    raise translate_error(exc, self.location) from None
-                if attempt == self.busy_retries:
-                    raise QueueBusyError(
-                        f"{self.location} stayed locked by other writers through "
-                        f"{self.busy_retries + 1} tries of {self.pragmas['busy_timeout']} ms; "
-                        "a long transaction elsewhere is holding the write lock"
-                    ) from None
-                self._sleep_backoff(attempt)
+        self._retry_busy(lambda: conn.execute(f"BEGIN {mode}"), "starting a transaction")
 
     def _end(self, conn: sqlite3.Connection, commit: bool) -> None:
         """Commit (or roll back) the open transaction; a failed commit rolls back."""
