@@ -318,3 +318,32 @@ def test_restore_gives_up_with_queue_busy_error_while_another_process_writes(tmp
         assert QueueClient(db).count_by_status()["queued"] == 5
     finally:
         db.close()
+
+
+@pytest.mark.postgres
+def test_postgres_restore_gives_up_with_queue_busy_error_while_a_row_is_locked(
+    postgres_schema: tuple[str, str], tmp_path: Path
+) -> None:
+    """The PostgreSQL restore was bounded already (lock_timeout, busy retries); kept covered."""
+    import psycopg
+
+    from prismq.queue.backends.postgres import PostgresBackend
+
+    url, schema = postgres_schema
+    backend = PostgresBackend(url, schema=schema, lock_timeout=0.2, busy_retries=2)
+    with QueueDatabase(backend=backend) as db:
+        db.initialize_schema()
+        client = QueueClient(db)
+        client.enqueue_many([{"task_type": "x", "payload": {"n": n}} for n in range(5)])
+        dump = db.backup(tmp_path / "queue.dump")
+        client.enqueue_many([{"task_type": "x", "payload": {"n": n}} for n in range(5, 8)])
+        with psycopg.connect(url) as holder:  # a writer in the middle of a long transaction
+            holder.execute(f"SELECT id FROM {schema}.tasks WHERE id = 1 FOR UPDATE")
+            started = time.monotonic()
+            with pytest.raises(QueueBusyError):
+                db.restore(dump)
+            assert time.monotonic() - started < 10
+            holder.rollback()
+        assert client.count_by_status()["queued"] == 8  # nothing was replaced
+        db.restore(dump)
+        assert client.count_by_status()["queued"] == 5
