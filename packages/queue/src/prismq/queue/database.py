@@ -66,9 +66,10 @@ class QueueDatabase:
         backend: A ready backend object, instead of ``target`` (for custom backends).
 
     Raises:
-        NotAQueueDatabaseError: The file is not SQLite (raised here). A SQLite file that
-            holds other data is refused when the first connection opens (at the first call),
-            and is left untouched.
+        NotAQueueDatabaseError: The file is not SQLite (raised here). An SQLite file of
+            another program (its own ``application_id``, a ``user_version``, or any table,
+            view, index or trigger) is refused when the first connection opens (at the
+            first call), before anything is written, and is left byte for byte untouched.
         SchemaVersionError: The file was written by a newer release; raised when the first
             connection opens, leaving the file untouched.
         ReadOnlyStorageError: The file or folder cannot be created or written.
