@@ -274,7 +274,11 @@ class QueueWorker:
         return renewed
 
     def update_progress(self, task_id: int | Task, percent: float, message: str | None = None) -> Task:
-        """Record how far a held task has got.
+        """Record how far a held task has got, and renew its lease.
+
+        Reporting progress extends the lease to now plus the lease duration, like
+        :meth:`renew_lease` with no argument; a lease already running longer (renewed
+        with a larger ``extend_by``) is left as it is.
 
         Args:
             task_id: The task.
@@ -290,8 +294,11 @@ class QueueWorker:
         if message is not None and (not isinstance(message, str) or len(message) > 1000):
             raise ValidationError("message must be a string of at most 1000 characters")
         update = self._update_for(task_id, "report progress on")
+        now = self.db.now()
         try:
-            task = self.backend.update_progress(update, float(percent), message, self.db.now())
+            task = self.backend.update_progress(
+                update, float(percent), message, now + self.lease_duration, now
+            )
         except LeaseLostError:
             self._forget_on_loss(update.task_id)
             raise

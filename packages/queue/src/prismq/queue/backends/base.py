@@ -233,8 +233,10 @@ class Backend(Protocol):
         """Extend a lease; raise ``LeaseLostError`` if it is no longer held."""
         ...
 
-    def update_progress(self, update: TaskUpdate, percent: float, message: str | None, now: float) -> Task:
-        """Record progress on a held task."""
+    def update_progress(
+        self, update: TaskUpdate, percent: float, message: str | None, lease_until: float, now: float
+    ) -> Task:
+        """Record progress on a held task and extend its lease to at least ``lease_until``."""
         ...
 
     def complete_tasks(

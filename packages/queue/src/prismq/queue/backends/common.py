@@ -369,9 +369,17 @@ class SQLQueueBackend:
 
         return self.db.write(work)
 
-    def update_progress(self, update: TaskUpdate, percent: float, message: str | None, now: float) -> Task:
+    def update_progress(
+        self, update: TaskUpdate, percent: float, message: str | None, lease_until: float, now: float
+    ) -> Task:
         def work(conn: Any) -> Task:
-            params = {**self._fenced(update), "percent": percent, "message": message, "now": now}
+            params = {
+                **self._fenced(update),
+                "percent": percent,
+                "message": message,
+                "lease_until": lease_until,
+                "now": now,
+            }
             row = conn.execute(self.queries["update_progress"], params).fetchone()
             if row is None:
                 raise self._lost(conn, update, "report progress on")

@@ -391,8 +391,10 @@ UPDATE tasks SET lease_until = %(lease_until)s, updated_at = %(now)s
 WHERE id = %(id)s AND status = 'leased' AND locked_by = %(worker)s AND lease_token = %(token)s
 RETURNING {task_columns};
 
+-- Reporting progress renews the lease too; it never shortens a longer one.
 -- name: update_progress
-UPDATE tasks SET progress = %(percent)s, progress_message = %(message)s, updated_at = %(now)s
+UPDATE tasks SET progress = %(percent)s, progress_message = %(message)s, updated_at = %(now)s,
+    lease_until = greatest(lease_until, %(lease_until)s)
 WHERE id = %(id)s AND status = 'leased' AND locked_by = %(worker)s AND lease_token = %(token)s
 RETURNING {task_columns};
 
