@@ -5,7 +5,10 @@
 | ``PRISMQ_QUEUE_DB_PATH`` | Database file path or ``postgresql://`` URL | see :func:`default_db_path` |
 | ``PRISMQ_QUEUE_WORKER_ID`` | This worker's id | ``<hostname>-<pid>`` |
 | ``PRISMQ_QUEUE_LEASE_DURATION`` | Lease length in seconds | ``60`` |
-| ``PRISMQ_QUEUE_MAX_WORKERS`` | Worker processes a supervisor runs | the number of CPUs |
+| ``PRISMQ_QUEUE_MAX_WORKERS`` | Worker processes ``prismq-queue worker`` runs | ``1`` |
+
+``PRISMQ_QUEUE_MAX_WORKERS`` is the default of ``worker --processes`` and of the supervisor;
+the flag or a ``processes`` key in the worker config file wins over it.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ __all__ = [
     "QueueConfig",
     "default_db_path",
     "default_worker_id",
+    "env_max_workers",
 ]
 
 ENV_DB_PATH = "PRISMQ_QUEUE_DB_PATH"
@@ -103,6 +107,24 @@ def _positive_int(name: str, raw: str) -> int:
     return value
 
 
+def env_max_workers(environ: Mapping[str, str] | None = None) -> int:
+    """The worker process count ``PRISMQ_QUEUE_MAX_WORKERS`` asks for (1 when unset).
+
+    It is the default of ``prismq-queue worker --processes`` and of
+    :attr:`~prismq.queue.runtime.WorkerSettings.processes`: a ``--processes`` flag or a
+    ``processes`` key in the config file wins over it.
+
+    Args:
+        environ: The environment to read (``os.environ`` by default).
+
+    Raises:
+        ConfigError: The variable is not a whole number of at least 1.
+    """
+    env = os.environ if environ is None else environ
+    raw = env.get(ENV_MAX_WORKERS, "").strip()
+    return _positive_int(ENV_MAX_WORKERS, raw) if raw else 1
+
+
 @dataclass(frozen=True)
 class QueueConfig:
     """The queue's environment-driven settings.
@@ -111,7 +133,7 @@ class QueueConfig:
         db_path: Database file path, or a ``postgresql://`` URL.
         worker_id: Id this process's worker registers under.
         lease_duration: Seconds a claim is leased for.
-        max_workers: Worker processes a supervisor runs.
+        max_workers: Worker processes ``prismq-queue worker`` runs by default.
     """
 
     db_path: str
@@ -135,7 +157,6 @@ class QueueConfig:
         if len(worker_id) > 200:
             raise ConfigError(f"{ENV_WORKER_ID} is longer than 200 characters; use a shorter id")
         lease_raw = env.get(ENV_LEASE_DURATION, "").strip()
-        workers_raw = env.get(ENV_MAX_WORKERS, "").strip()
         db = env.get(ENV_DB_PATH, "").strip()
         return cls(
             db_path=db if "://" in db else str(default_db_path(environ=env)),
@@ -143,5 +164,5 @@ class QueueConfig:
             lease_duration=_positive_float(ENV_LEASE_DURATION, lease_raw)
             if lease_raw
             else DEFAULT_LEASE_DURATION,
-            max_workers=_positive_int(ENV_MAX_WORKERS, workers_raw) if workers_raw else (os.cpu_count() or 1),
+            max_workers=env_max_workers(env),
         )

@@ -112,7 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", type=parse_weights, help="weighted_random weights, e.g. email=3,report=1")
     p.add_argument("--task-types", type=_task_types, help="claim only these types, comma-separated")
     p.add_argument("--concurrency", type=_positive_int, help="tasks at once per process (default 1)")
-    p.add_argument("--processes", type=_positive_int, help="worker processes (default 1)")
+    p.add_argument(
+        "--processes", type=_positive_int, help="worker processes (default: PRISMQ_QUEUE_MAX_WORKERS, else 1)"
+    )
     p.add_argument("--lease", type=parse_duration, help="lease duration, e.g. 60s")
     p.add_argument("--timeout", type=parse_duration, help="per-task timeout (default ten leases)")
     p.add_argument("--grace", type=parse_duration, help="shutdown grace period (default 30s)")

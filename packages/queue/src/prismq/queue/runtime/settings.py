@@ -22,10 +22,11 @@ import json
 import math
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from ..config import env_max_workers
 from ..database import QueueDatabase
 from ..errors import ConfigError
 from ..strategies import SchedulingStrategy, WeightedRandomStrategy, resolve_strategy
@@ -49,7 +50,8 @@ class WorkerSettings:
         default_weight: Weighted Random weight of unlisted types.
         task_types: Claim only these types (``None``: every type with a handler).
         concurrency: Tasks run at once per process.
-        processes: Worker processes a supervisor runs.
+        processes: Worker processes a supervisor runs (default: ``PRISMQ_QUEUE_MAX_WORKERS``,
+            else 1).
         lease_duration: Lease length in seconds (``None``: environment or 60).
         task_timeout: Default per-task timeout in seconds (``None``: ten leases).
         grace_period: Seconds running tasks get to finish at shutdown.
@@ -68,7 +70,7 @@ class WorkerSettings:
     default_weight: float = 1.0
     task_types: tuple[str, ...] | None = None
     concurrency: int = 1
-    processes: int = 1
+    processes: int = field(default_factory=env_max_workers)
     lease_duration: float | None = None
     task_timeout: float | None = None
     grace_period: float = 30.0
