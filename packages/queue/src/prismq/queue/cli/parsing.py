@@ -8,6 +8,8 @@ import re
 from typing import Any, NoReturn
 
 from ..backends.sqlite.backend import CHECKPOINT_MODES
+from ..errors import ConfigError
+from ..strategies import resolve_strategy
 
 __all__ = ["UsageError", "build_parser", "parse_duration", "parse_json", "parse_weights"]
 
@@ -70,6 +72,14 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _strategy(text: str) -> str:
+    """A strategy name or alias, as :func:`~prismq.queue.strategies.resolve_strategy` takes it."""
+    try:
+        return resolve_strategy(text).name
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _task_types(text: str) -> tuple[str, ...]:
     types = tuple(t.strip() for t in text.split(",") if t.strip())
     if not types:
@@ -108,7 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--handlers", help="handler registry, module:attribute (default attribute: registry)")
     p.add_argument("--config", help="worker config file (.toml, .json, .yaml)")
-    p.add_argument("--strategy", choices=["fifo", "lifo", "priority", "weighted_random"], help="default fifo")
+    p.add_argument(
+        "--strategy",
+        type=_strategy,
+        metavar="{fifo,lifo,priority,weighted_random}",
+        help="default fifo; weighted and weighted-random mean weighted_random",
+    )
     p.add_argument("--weights", type=parse_weights, help="weighted_random weights, e.g. email=3,report=1")
     p.add_argument("--task-types", type=_task_types, help="claim only these types, comma-separated")
     p.add_argument("--concurrency", type=_positive_int, help="tasks at once per process (default 1)")
