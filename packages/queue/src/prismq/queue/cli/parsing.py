@@ -143,9 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("list", "list tasks, newest first")
     p.add_argument("--status", action="append", help="filter by status (repeatable)")
     p.add_argument("--type", action="append", dest="task_type", help="filter by task type (repeatable)")
-    p.add_argument("--limit", type=_positive_int, default=50)
-    p.add_argument("--offset", type=int, default=0)
-    p.add_argument("--oldest-first", action="store_true")
+    p.add_argument("--limit", type=_positive_int, default=50, help="tasks per page")
+    p.add_argument("--offset", type=int, default=0, help="tasks to skip, for the next page (e.g. 50)")
+    p.add_argument("--oldest-first", action="store_true", help="oldest task first")
 
     for name, help_text in (
         ("show", "show one task"),
@@ -153,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("cancel", "cancel a queued or running task"),
     ):
         p = command(name, help_text)
-        p.add_argument("task_id", type=int)
+        p.add_argument("task_id", type=int, help="the task's id")
 
     p = command("prune", "delete finished tasks older than an age")
     p.add_argument("--older-than", type=parse_duration, required=True, help="e.g. 7d, 12h")
@@ -163,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("destination", help="backup file, or an existing folder (a dated name is chosen)")
 
     p = command("restore", "replace the database's content with a verified backup")
-    p.add_argument("source")
+    p.add_argument("source", help="a backup file written by the backup command")
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
 
     p = command("doctor", "check integrity, WAL size, schema, stale leases and workers")

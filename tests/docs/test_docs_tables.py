@@ -1,0 +1,128 @@
+"""The docs restate the code only where a generator or a test keeps them honest.
+
+``_meta/tools/generate_docs.py`` writes the CLI reference and the tables between
+``<!-- generated: ... -->`` markers; these tests fail when a committed copy is stale, and
+check the claims the generator does not own (every command documented in prose, the lease
+renewal interval).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from prismq.queue import QueueDatabase, QueueWorker
+from prismq.queue.cli.parsing import build_parser
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCS = ROOT / "_meta" / "docs"
+
+
+def _load_generator() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "generate_docs", ROOT / "_meta" / "tools" / "generate_docs.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault(spec.name, module)
+    spec.loader.exec_module(module)
+    return module
+
+
+generate = _load_generator()
+
+
+def test_generated_docs_are_current(capsys: pytest.CaptureFixture[str]) -> None:
+    code = generate.main(["--check"])
+    assert code == 0, f"run: python _meta/tools/generate_docs.py\n{capsys.readouterr().err}"
+
+
+def test_a_stale_table_is_rewritten_and_its_prose_kept() -> None:
+    page = (DOCS / "queue" / "QUEUE_CONFIGURATION.md").read_text(encoding="utf-8")
+    stale = page.replace("| `busy_timeout` | `5000` ms |", "| `busy_timeout` | `1` ms |")
+    assert stale != page
+    missing: list[str] = []
+    assert generate.render_page("QUEUE_CONFIGURATION.md", stale, missing) == page
+    assert missing == []
+
+
+def test_a_row_without_prose_is_reported() -> None:
+    page = (DOCS / "queue" / "QUEUE_CONFIGURATION.md").read_text(encoding="utf-8")
+    row = next(line for line in page.splitlines() if line.startswith("| `foreign_keys` |"))
+    missing: list[str] = []
+    rendered = generate.render_page("QUEUE_CONFIGURATION.md", page.replace(row + "\n", ""), missing)
+    assert "| `foreign_keys` | `ON` |  |  |" in rendered
+    assert any("foreign_keys" in problem for problem in missing)
+
+
+def test_check_fails_on_a_stale_page_and_a_run_fixes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    page = tmp_path / "QUEUE_CLI_REFERENCE.md"
+    page.write_text("# out of date\n", encoding="utf-8")
+    monkeypatch.setattr(generate, "CLI_PAGE", page)
+    assert generate.main(["--check"]) == 1
+    assert "QUEUE_CLI_REFERENCE.md is out of date" in capsys.readouterr().err
+    assert page.read_text(encoding="utf-8") == "# out of date\n"  # --check writes nothing
+    assert generate.main([]) == 0
+    assert "## worker" in page.read_text(encoding="utf-8")
+    assert generate.main(["--check"]) == 0
+
+
+def test_error_tree_holds_every_queue_error() -> None:
+    from prismq.queue import errors
+    from prismq.queue.migrate import MigrationError
+
+    tree = generate.render_error_tree()
+    for name in errors.__all__:
+        assert re.search(rf"\b{name}\b", tree), name
+    assert "MigrationError" in tree
+    assert issubclass(MigrationError, errors.StorageError)
+    assert "│   └── MigrationError" in tree or "│   ├── MigrationError" in tree
+
+
+def _commands() -> dict[str, object]:
+    for action in build_parser()._actions:
+        if getattr(action, "choices", None) and action.dest == "command":
+            return dict(action.choices)  # type: ignore[arg-type]
+    raise AssertionError("the parser has no commands")
+
+
+def test_every_command_and_flag_is_in_the_cli_reference() -> None:
+    reference = (DOCS / "queue" / "QUEUE_CLI_REFERENCE.md").read_text(encoding="utf-8")
+    for name, parser in _commands().items():
+        assert f"\n## {name}\n" in reference, name
+        section = reference.split(f"\n## {name}\n", 1)[1].split("\n## ", 1)[0]
+        for action in parser._actions:  # type: ignore[attr-defined]
+            for flag in action.option_strings:
+                if flag not in ("-h", "--help"):
+                    assert f"`{flag}" in section, f"{name} {flag}"
+    for flag in ("--db", "--debug", "--version"):
+        assert f"`{flag}" in reference
+
+
+def test_every_command_is_described_in_a_hand_written_page() -> None:
+    """The reference lists every command; a guide must also say when to use it."""
+    prose = "\n".join(
+        path.read_text(encoding="utf-8")
+        for path in sorted(DOCS.rglob("*.md"))
+        if path.name != "QUEUE_CLI_REFERENCE.md"
+    ) + (ROOT / "README.md").read_text(encoding="utf-8")
+    missing = [name for name in _commands() if f"prismq-queue {name}" not in prose]
+    assert missing == [], f"commands no guide mentions as 'prismq-queue NAME': {missing}"
+
+
+def test_renewal_interval_in_the_docs_matches_the_worker(tmp_path: Path) -> None:
+    with QueueDatabase(tmp_path / "q.db") as db:
+        db.initialize_schema()
+        cap = QueueWorker(db, "w", lease_duration=3600, register=False).heartbeat_interval
+        quarter = QueueWorker(db, "w2", lease_duration=8, register=False).heartbeat_interval
+    assert quarter == 2.0
+    configuration = (DOCS / "queue" / "QUEUE_CONFIGURATION.md").read_text(encoding="utf-8")
+    assert f"renews leases every quarter of this, and at least every {cap:g} s" in configuration
