@@ -53,8 +53,14 @@ DOCS_DEPS = [
     "pymdown-extensions==13.1.2",
 ]
 PYTHON_PATHS = ["packages", "tests", "benchmarks", "diagrams", "_meta", "noxfile.py"]
-MARKDOWN_SOURCES = ["README.md", "CONTRIBUTING.md", "_meta/docs"]
-MARKDOWNLINT_GLOBS = ["_meta/docs/**/*.md", "README.md", "CONTRIBUTING.md", "#node_modules"]
+MARKDOWN_SOURCES = ["README.md", "CONTRIBUTING.md", "packages/queue/README.md", "_meta/docs"]
+MARKDOWNLINT_GLOBS = [
+    "_meta/docs/**/*.md",
+    "README.md",
+    "CONTRIBUTING.md",
+    "packages/queue/README.md",
+    "#node_modules",
+]
 # Hosts that must never appear in the built HTML: the site is served with no network.
 CDN_PATTERN = re.compile(r"unpkg\.com|jsdelivr\.net|googleapis\.com|gstatic\.com|cdnjs\.|//cdn\.", re.I)
 
