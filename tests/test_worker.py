@@ -588,7 +588,8 @@ def test_update_progress_after_reclaim_does_not_renew(
     clock.now += 61
     fresh = QueueWorker(clocked_db, "fresh", lease_duration=60)
     taken = fresh.claim_next_task()
-    assert taken is not None and taken.id == task.id
+    assert taken is not None
+    assert taken.id == task.id
     with pytest.raises(LeaseLostError):
         late.update_progress(task, 90)
     assert qc.get(task.id).lease_until == taken.lease_until

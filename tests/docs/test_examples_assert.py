@@ -89,7 +89,10 @@ def _silent_excepts(tree: ast.Module) -> list[int]:
         if node in body:
             later = body[body.index(node) + 1 :]
         read_later = {
-            n.id for stmt in later for n in ast.walk(stmt) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)
+            n.id
+            for stmt in later
+            for n in ast.walk(stmt)
+            if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)
         }
         for handler in node.handlers:
             if _reraises(handler):
