@@ -35,6 +35,9 @@ DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 TEST_TIMEOUT = 180
 
 RUFF = "ruff==0.17.6"
+# Spelling of the code and the docs; its settings (what to skip, real words it does not
+# know) are in pyproject.toml under [tool.codespell].
+CODESPELL = "codespell[toml]==2.4.3"
 TEST_DEPS = [
     "pytest>=8.1",
     "hypothesis>=6",
@@ -177,11 +180,12 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """Ruff over the code and the docs' Python examples; markdownlint over the Markdown.
+    """Ruff over the code and the docs' Python examples; markdownlint over the Markdown;
+    codespell over both.
 
     Every check runs even when an earlier one fails, so one run reports everything.
     """
-    session.install(RUFF)
+    session.install(RUFF, CODESPELL)
     node_external = _npm_ci(session)
     failed: list[str] = []
 
@@ -205,6 +209,11 @@ def lint(session: nox.Session) -> None:
             check(
                 "ruff check (Markdown)", "ruff", "check", "--config", config, "--ignore", "D,RUF100", folder
             )
+    check(
+        "codespell",
+        "codespell",
+        *_existing([*PYTHON_PATHS, *MARKDOWN_SOURCES, "mkdocs.yml", "pyproject.toml"]),
+    )
     check(
         "markdownlint",
         "npx",
@@ -244,8 +253,11 @@ def doctest(session: nox.Session) -> None:
         f"{PACKAGE}/src",
         env=env,
     )
+    # The CLI reference and the tables that restate the code are current (a diff otherwise;
+    # fix with: python _meta/tools/generate_docs.py).
+    session.run("python", str(TOOLS / "generate_docs.py"), "--check")
     # Every fence above really ran (none hidden in an admonition, a tab or an indent),
-    # and the generated diagrams are current.
+    # every example asserts what it prints, and the generated diagrams are current.
     session.run("pytest", "tests/docs")
 
 

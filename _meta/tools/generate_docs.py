@@ -5,7 +5,7 @@
   ``list``, ``show`` and ``doctor`` run on a seeded database with a fixed clock.
 * Tables between ``<!-- generated: NAME -->`` and ``<!-- /generated: NAME -->`` in the
   other pages: PRAGMAs, environment variables, runtime options, strategies and their
-  aliases, the error tree, the indexes of both backends. Columns read from the code are
+  aliases, the error tree, the indexes of both backends, the schema migrations. Columns read from the code are
   rewritten; the prose columns (why, when to change, what it serves) are kept, matched by
   the row's first cell. A row the code gained is added with empty prose, which fails the
   run until someone writes it; a row the code lost disappears.
@@ -329,6 +329,26 @@ def _index_table(definitions: list[tuple[str, str, str, bool, str | None]]) -> M
     return Merged(["Index", "Table", "Key", "Rows held", "Serves"], rows)
 
 
+def _migrations() -> Merged:
+    """One row per schema version: the migration file of each backend."""
+    from prismq.queue.backends.sqlfile import load_migrations
+
+    sqlite = {v: name for v, name, _ in load_migrations("prismq.queue.backends.sqlite")}
+    postgres = {v: name for v, name, _ in load_migrations("prismq.queue.backends.postgres")}
+    rows: list[list[str | None]] = []
+    for version in sorted(set(sqlite) | set(postgres)):
+        rows.append(
+            [
+                str(version),
+                f"`{sqlite[version]}`" if version in sqlite else "none",
+                f"`{postgres[version]}`" if version in postgres else "none",
+                None,
+                None,
+            ]
+        )
+    return Merged(["Version", "SQLite", "PostgreSQL", "What changed", "Upgrading"], rows)
+
+
 # -- the CLI reference ----------------------------------------------------------------------
 def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
     for action in parser._actions:
@@ -499,6 +519,7 @@ TABLES: dict[tuple[str, str], Callable[[], Merged | str]] = {
     ("QUEUE_CONFIGURATION.md", "strategies"): _strategies,
     ("QUEUE_ARCHITECTURE.md", "sqlite-indexes"): lambda: _index_table(_sqlite_indexes()),
     ("QUEUE_ARCHITECTURE.md", "postgres-indexes"): lambda: _index_table(_postgres_indexes()),
+    ("QUEUE_CHANGELOG.md", "migrations"): _migrations,
     ("QUEUE_API_REFERENCE.md", "error-tree"): lambda: "```text\n" + render_error_tree() + "\n```",
 }
 _BLOCK = re.compile(

@@ -69,8 +69,8 @@ GOOD_HANDLERS = '[handlers]\nresize = "prismq.queue.cli.demo:resize_image"\n'
     [
         (
             "unknown_key.toml",
-            "[worker]\nconcurency = 4\n" + GOOD_HANDLERS,
-            "unknown key worker.concurency",
+            "[worker]\nconcurency = 4\n" + GOOD_HANDLERS,  # codespell:ignore concurency
+            "unknown key worker.concurency",  # a misspelt key on purpose  # codespell:ignore concurency
         ),
         (
             "wrong_type.toml",
