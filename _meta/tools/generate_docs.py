@@ -74,7 +74,8 @@ def _cell(text: str) -> str:
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
-    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+    # An empty cell is "| |": markdownlint's compact table style allows no wider gap.
+    lines += ["|" + "|".join(f" {_cell(c)} " if c else " " for c in row) + "|" for row in rows]
     return "\n".join(lines)
 
 
