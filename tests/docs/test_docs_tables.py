@@ -126,3 +126,15 @@ def test_renewal_interval_in_the_docs_matches_the_worker(tmp_path: Path) -> None
     assert quarter == 2.0
     configuration = (DOCS / "queue" / "QUEUE_CONFIGURATION.md").read_text(encoding="utf-8")
     assert f"renews leases every quarter of this, and at least every {cap:g} s" in configuration
+
+
+def test_config_module_docstring_lists_every_variable_with_its_default() -> None:
+    from prismq.queue import config
+
+    table = config.__doc__ or ""
+    for name in (getattr(config, n) for n in config.__all__ if n.startswith("ENV_")):
+        assert f"``{name}``" in table, name
+    row = next(line for line in table.splitlines() if "PRISMQ_QUEUE_MAX_WORKERS``" in line)
+    assert row.rstrip().endswith(f"``{config.env_max_workers({})}`` |")
+    row = next(line for line in table.splitlines() if "PRISMQ_QUEUE_LEASE_DURATION``" in line)
+    assert row.rstrip().endswith(f"``{config.DEFAULT_LEASE_DURATION:g}`` |")
