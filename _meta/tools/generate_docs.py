@@ -217,9 +217,21 @@ def _strategies() -> Merged:
 
 
 def _error_classes() -> type[Exception]:
-    import prismq.queue.migrate  # noqa: F401  (MigrationError lives there)
+    """``QueueError``, with every module of the package imported so its subclasses exist.
+
+    Errors live outside ``prismq.queue.errors`` too (``MigrationError`` in ``migrate``,
+    ``TaskFailed`` in the runtime); a module whose optional dependency is missing is
+    skipped.
+    """
+    import importlib
+    import pkgutil
+
+    import prismq.queue
     from prismq.queue.errors import QueueError
 
+    for module in pkgutil.walk_packages(prismq.queue.__path__, "prismq.queue."):
+        with contextlib.suppress(ImportError):
+            importlib.import_module(module.name)
     return QueueError
 
 
