@@ -49,7 +49,7 @@ except ImportError:  # a plain checkout, not installed
 # Exit codes every command shares (see prismq.queue.cli.app.main), then the ones a command adds.
 COMMON_EXIT_CODES = [
     ("0", "success"),
-    ("1", "the queue refused (a `QueueError` other than the two below: busy, lease lost, storage...)"),
+    ("1", "the queue refused: any other `QueueError` (no such task, busy, lease lost, a storage fault...)"),
     ("2", "bad usage, bad input (`ValidationError`) or bad configuration (`ConfigError`)"),
     ("130", "interrupted with Ctrl+C"),
 ]

@@ -138,3 +138,19 @@ def test_config_module_docstring_lists_every_variable_with_its_default() -> None
     assert row.rstrip().endswith(f"``{config.env_max_workers({})}`` |")
     row = next(line for line in table.splitlines() if "PRISMQ_QUEUE_LEASE_DURATION``" in line)
     assert row.rstrip().endswith(f"``{config.DEFAULT_LEASE_DURATION:g}`` |")
+
+
+def test_documented_exit_codes_are_what_the_cli_returns(tmp_path: Path) -> None:
+    from prismq.queue.cli.app import main
+
+    codes = dict(generate.COMMON_EXIT_CODES)
+    database = str(tmp_path / "q.db")
+    assert set(codes) == {"0", "1", "2", "130"}
+    assert main(["--db", database, "init"]) == 0
+    assert main(["--db", database, "show", "999"]) == 1  # TaskNotFoundError
+    assert main(["--db", database, "enqueue", "x", "{not json"]) == 2  # usage
+    assert main(["--db", database, "enqueue", "x", "1", "--priority", "5000"]) == 2  # ValidationError
+    assert main(["no-such-command"]) == 2
+    # doctor's own code: 1 when a check fails (a database with no schema yet).
+    assert "1" in dict(generate.COMMAND_EXIT_CODES["doctor"])
+    assert main(["--db", str(tmp_path / "empty.db"), "doctor"]) == 1
