@@ -192,6 +192,33 @@ def _runtime_options() -> Merged:
     return Merged(["Option", "Command-line flag", "Default", "Meaning"], rows)
 
 
+def _shown_default(value: object) -> str | None:
+    """A default as the tables show it; ``None`` for a default only prose can say."""
+    if isinstance(value, bool):
+        return f"`{value}`"
+    if isinstance(value, int) and value >= 1 << 20 and value % (1 << 20) == 0:
+        return f"{value >> 20} MiB"
+    if isinstance(value, float):
+        return f"{value:g} s"
+    if isinstance(value, int):
+        return str(value)
+    return None
+
+
+def _worker_arguments() -> Merged:
+    """The keyword arguments of ``QueueWorker``, with their defaults where the code has one."""
+    import inspect
+
+    from prismq.queue import QueueWorker
+
+    rows: list[list[str | None]] = []
+    for name, parameter in inspect.signature(QueueWorker).parameters.items():
+        if name == "db":
+            continue
+        rows.append([f"`{name}`", _shown_default(parameter.default), None])
+    return Merged(["Argument of `QueueWorker`", "Default", "Guidance"], rows)
+
+
 def _strategies() -> Merged:
     from prismq.queue import strategies
 
@@ -530,6 +557,7 @@ TABLES: dict[tuple[str, str], Callable[[], Merged | str]] = {
     ("QUEUE_CONFIGURATION.md", "environment"): _environment,
     ("QUEUE_CONFIGURATION.md", "runtime-options"): _runtime_options,
     ("QUEUE_CONFIGURATION.md", "strategies"): _strategies,
+    ("QUEUE_CONFIGURATION.md", "worker-arguments"): _worker_arguments,
     ("QUEUE_ARCHITECTURE.md", "sqlite-indexes"): lambda: _index_table(_sqlite_indexes()),
     ("QUEUE_ARCHITECTURE.md", "postgres-indexes"): lambda: _index_table(_postgres_indexes()),
     ("QUEUE_CHANGELOG.md", "migrations"): _migrations,

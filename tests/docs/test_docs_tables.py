@@ -154,3 +154,22 @@ def test_documented_exit_codes_are_what_the_cli_returns(tmp_path: Path) -> None:
     # doctor's own code: 1 when a check fails (a database with no schema yet).
     assert "1" in dict(generate.COMMAND_EXIT_CODES["doctor"])
     assert main(["--db", str(tmp_path / "empty.db"), "doctor"]) == 1
+
+
+def test_where_settings_come_from_states_the_code_defaults() -> None:
+    """The overview table of QUEUE_CONFIGURATION is prose; its numbers are the code's."""
+    import inspect
+
+    from prismq.queue import QueueClient, RetryPolicy
+
+    page = (DOCS / "queue" / "QUEUE_CONFIGURATION.md").read_text(encoding="utf-8")
+    rows = {line.split("|")[1].strip(): line for line in page.splitlines() if line.startswith("| ")}
+    busy = inspect.signature(QueueDatabase).parameters["busy_retries"].default
+    assert rows["Busy retries"].rstrip().endswith(f"| {busy} |")
+    payload = inspect.signature(QueueClient).parameters["max_payload_bytes"].default
+    assert payload == 1 << 20
+    assert rows["Payload limit"].rstrip().endswith("| 1 MiB |")
+    policy = RetryPolicy()
+    assert (policy.max_attempts, policy.base_delay, policy.multiplier, policy.max_delay) == (3, 1.0, 2.0, 300.0)
+    assert rows["Retry policy"].rstrip().endswith("| 3 attempts, 1 s doubling, 5 min cap |")
+    assert rows["Strategy"].rstrip().endswith("| `fifo` |")
