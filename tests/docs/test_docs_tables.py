@@ -170,6 +170,11 @@ def test_where_settings_come_from_states_the_code_defaults() -> None:
     assert payload == 1 << 20
     assert rows["Payload limit"].rstrip().endswith("| 1 MiB |")
     policy = RetryPolicy()
-    assert (policy.max_attempts, policy.base_delay, policy.multiplier, policy.max_delay) == (3, 1.0, 2.0, 300.0)
+    assert (policy.max_attempts, policy.base_delay, policy.multiplier, policy.max_delay) == (
+        3,
+        1.0,
+        2.0,
+        300.0,
+    )
     assert rows["Retry policy"].rstrip().endswith("| 3 attempts, 1 s doubling, 5 min cap |")
     assert rows["Strategy"].rstrip().endswith("| `fifo` |")
