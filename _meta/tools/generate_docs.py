@@ -494,6 +494,34 @@ def _sample_outputs() -> dict[str, str]:
     return captured
 
 
+def _command_section(path: list[str], sub: argparse.ArgumentParser, samples: dict[str, str]) -> list[str]:
+    """The section of one command, and of its own subcommands (one heading level deeper)."""
+    name = " ".join(path)
+    heading = "#" * (len(path) + 1)
+    description = (sub.description or "").rstrip(".")
+    out = [f"{heading} {name}", "", description[:1].upper() + description[1:] + ".", "", "```text"]
+    usage = " ".join(sub.format_usage().split())
+    out += [usage.removeprefix("usage: "), "```", ""]
+    rows = _argument_rows(sub)
+    children = _subparsers(sub)
+    if rows:
+        out += [_table(["Argument", "Required", "Default", "Meaning"], rows), ""]
+    elif not children:
+        out += ["No arguments.", ""]
+    if children:
+        listed = ", ".join(f"`{child}`" for child in children)
+        out += [f"Subcommands: {listed}, each below.", ""]
+    if name in COMMAND_EXIT_CODES:
+        out += ["Exit codes besides the common ones:", ""]
+        out += [_table(["Code", "Meaning"], [[f"`{c}`", m] for c, m in COMMAND_EXIT_CODES[name]]), ""]
+    for sample, text in samples.items():
+        if sample.split()[: len(path)] == path and not children:
+            out += [f"Sample output of `prismq-queue {sample}`:", "", "```text", text, "```", ""]
+    for child, parser in children.items():
+        out += _command_section([*path, child], parser, samples)
+    return out
+
+
 def render_cli_reference() -> str:
     """The whole CLI reference page."""
     from prismq.queue.cli.parsing import build_parser
@@ -533,21 +561,7 @@ def render_cli_reference() -> str:
         "",
     ]
     for name, sub in commands.items():
-        description = (sub.description or "").rstrip(".")
-        out += [f"## {name}", "", description[:1].upper() + description[1:] + ".", "", "```text"]
-        usage = " ".join(sub.format_usage().split())
-        out += [usage.removeprefix("usage: "), "```", ""]
-        rows = _argument_rows(sub)
-        if rows:
-            out += [_table(["Argument", "Required", "Default", "Meaning"], rows), ""]
-        else:
-            out += ["No arguments.", ""]
-        if name in COMMAND_EXIT_CODES:
-            out += ["Exit codes besides the common ones:", ""]
-            out += [_table(["Code", "Meaning"], [[f"`{c}`", m] for c, m in COMMAND_EXIT_CODES[name]]), ""]
-        for sample, text in samples.items():
-            if sample.split()[0] == name:
-                out += [f"Sample output of `prismq-queue {sample}`:", "", "```text", text, "```", ""]
+        out += _command_section([name], sub, samples)
     return "\n".join(out).rstrip("\n") + "\n"
 
 

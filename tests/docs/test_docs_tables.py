@@ -94,15 +94,29 @@ def _commands() -> dict[str, object]:
     raise AssertionError("the parser has no commands")
 
 
+def _sections(parser: object, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], object]]:
+    """Every command and nested subcommand, with its parser."""
+    found = []
+    for action in parser._actions:  # type: ignore[attr-defined]
+        if getattr(action, "choices", None) and action.__class__.__name__ == "_SubParsersAction":
+            for name, sub in action.choices.items():
+                found.append(((*path, name), sub))
+                found += _sections(sub, (*path, name))
+    return found
+
+
 def test_every_command_and_flag_is_in_the_cli_reference() -> None:
     reference = (DOCS / "queue" / "QUEUE_CLI_REFERENCE.md").read_text(encoding="utf-8")
-    for name, parser in _commands().items():
-        assert f"\n## {name}\n" in reference, name
-        section = reference.split(f"\n## {name}\n", 1)[1].split("\n## ", 1)[0]
+    sections = _sections(build_parser())
+    assert {path[0] for path, _ in sections} == set(_commands())
+    for path, parser in sections:
+        heading = f"\n{'#' * (len(path) + 1)} {' '.join(path)}\n"
+        assert heading in reference, path
+        section = reference.split(heading, 1)[1].split("\n## ", 1)[0]
         for action in parser._actions:  # type: ignore[attr-defined]
             for flag in action.option_strings:
                 if flag not in ("-h", "--help"):
-                    assert f"`{flag}" in section, f"{name} {flag}"
+                    assert f"`{flag}" in section, f"{' '.join(path)} {flag}"
     for flag in ("--db", "--debug", "--version"):
         assert f"`{flag}" in reference
 
@@ -178,3 +192,17 @@ def test_where_settings_come_from_states_the_code_defaults() -> None:
     )
     assert rows["Retry policy"].rstrip().endswith("| 3 attempts, 1 s doubling, 5 min cap |")
     assert rows["Strategy"].rstrip().endswith("| `fifo` |")
+
+
+def test_nested_subcommands_get_sections_of_their_own() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="prismq-queue")
+    schedules = parser.add_subparsers(dest="command").add_parser("schedules", description="manage schedules")
+    add = schedules.add_subparsers(dest="action").add_parser("add", description="add a schedule")
+    add.add_argument("--every", default="1h", help="interval")
+    text = "\n".join(generate._command_section(["schedules"], schedules, {}))
+    assert "## schedules\n" in text
+    assert "Subcommands: `add`, each below." in text
+    assert "### schedules add\n" in text
+    assert "| `--every EVERY` | | `1h` | interval |" in text
