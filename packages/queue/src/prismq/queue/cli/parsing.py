@@ -72,19 +72,19 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _task_types(text: str) -> tuple[str, ...]:
+    types = tuple(t.strip() for t in text.split(",") if t.strip())
+    if not types:
+        raise argparse.ArgumentTypeError("give at least one task type, e.g. --task-types email,report")
+    return types
+
+
 def _strategy(text: str) -> str:
     """A strategy name or alias, as :func:`~prismq.queue.strategies.resolve_strategy` takes it."""
     try:
         return resolve_strategy(text).name
     except ConfigError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _task_types(text: str) -> tuple[str, ...]:
-    types = tuple(t.strip() for t in text.split(",") if t.strip())
-    if not types:
-        raise argparse.ArgumentTypeError("give at least one task type, e.g. --task-types email,report")
-    return types
 
 
 def build_parser() -> argparse.ArgumentParser:
