@@ -23,6 +23,7 @@ import argparse
 import contextlib
 import difflib
 import io
+import logging
 import re
 import sqlite3
 import sys
@@ -482,6 +483,8 @@ def _sample_outputs() -> dict[str, str]:
         console = Console(file=io.StringIO(), width=120, highlight=False, soft_wrap=True, color_system=None)
         real_console, real_db = output.console, app.QueueDatabase
         output.console, app.QueueDatabase = console, partial(QueueDatabase, clock=clock)
+        root = logging.getLogger()
+        root_handlers, root_level = root.handlers[:], root.level  # main() configures logging
         try:
             for args in SAMPLE_COMMANDS:
                 console.file = io.StringIO()
@@ -491,6 +494,7 @@ def _sample_outputs() -> dict[str, str]:
                 captured[" ".join(args)] = "\n".join(lines).strip("\n") + f"\n# exit code {code}"
         finally:
             output.console, app.QueueDatabase = real_console, real_db
+            root.handlers[:], root.level = root_handlers, root_level
     return captured
 
 

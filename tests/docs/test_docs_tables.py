@@ -154,8 +154,16 @@ def test_config_module_docstring_lists_every_variable_with_its_default() -> None
     assert row.rstrip().endswith(f"``{config.DEFAULT_LEASE_DURATION:g}`` |")
 
 
-def test_documented_exit_codes_are_what_the_cli_returns(tmp_path: Path) -> None:
+def test_documented_exit_codes_are_what_the_cli_returns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import logging
+
     from prismq.queue.cli.app import main
+
+    root = logging.getLogger()  # main() configures logging; leave it as it was
+    monkeypatch.setattr(root, "handlers", root.handlers[:])
+    monkeypatch.setattr(root, "level", root.level)
 
     codes = dict(generate.COMMON_EXIT_CODES)
     database = str(tmp_path / "q.db")
