@@ -258,6 +258,8 @@ def _error_classes() -> type[Exception]:
     from prismq.queue.errors import QueueError
 
     for module in pkgutil.walk_packages(prismq.queue.__path__, "prismq.queue."):
+        if module.name.endswith(".__main__"):
+            continue  # an entry point, not a module of classes
         with contextlib.suppress(ImportError):
             importlib.import_module(module.name)
     return QueueError
