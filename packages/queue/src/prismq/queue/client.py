@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
@@ -36,6 +35,7 @@ from .validation import (
     encode_json,
     validate_delay,
     validate_idempotency_key,
+    validate_number,
     validate_priority,
     validate_task_id,
     validate_task_type,
@@ -115,9 +115,9 @@ def _epoch(value: datetime | float | int, name: str) -> float:
                 f"{name} is a naive datetime; pass an aware one, e.g. datetime.now(timezone.utc)"
             )
         return value.timestamp()
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ScheduleError(f"{name} must be an aware datetime or epoch seconds, got {value!r}")
-    return float(value)
+    return validate_number(value, name)
 
 
 class QueueClient:

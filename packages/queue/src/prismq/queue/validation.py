@@ -21,12 +21,16 @@ __all__ = [
     "MAX_DELAY_SECONDS",
     "MAX_EPOCH_SECONDS",
     "MAX_IDEMPOTENCY_KEY_LENGTH",
+    "MAX_JSON_DEPTH",
     "MAX_TASK_ID",
     "MAX_TASK_TYPE_LENGTH",
     "decode_json",
     "encode_json",
+    "finite_float",
+    "show_number",
     "validate_delay",
     "validate_idempotency_key",
+    "validate_number",
     "validate_priority",
     "validate_task_id",
     "validate_task_type",
@@ -47,6 +51,11 @@ MAX_EPOCH_SECONDS = 32_503_680_000.0
 MAX_TASK_ID = 2**63 - 1
 """Largest id SQLite (and PostgreSQL ``bigint``) can store."""
 MAX_IDEMPOTENCY_KEY_LENGTH = 500
+
+MAX_JSON_DEPTH = 128
+"""Deepest nesting of lists and dicts accepted in a payload or result. Far deeper values
+can be encoded but not decoded again (``json.loads`` runs out of recursion), which would
+leave a stored task that no call can read."""
 
 _CONTROL_CHARS = re.compile("[\x00-\x1f\x7f]")
 """Characters a task type may not contain: C0 controls and DEL."""
@@ -108,7 +117,8 @@ def encode_json(value: Any, what: str, limit: int) -> str:
 
     Raises:
         PayloadError: Not JSON-serialisable (sets, bytes, objects, NaN/Infinity, lone
-            surrogates, too deep) or larger than ``limit``.
+            surrogates, dict keys that are not strings, nesting deeper than
+            :data:`MAX_JSON_DEPTH`) or larger than ``limit``.
     """
     try:
         text = _encode(value)
@@ -124,7 +134,10 @@ def encode_json(value: Any, what: str, limit: int) -> str:
             "booleans and None only"
         ) from None
     except RecursionError:
-        raise PayloadError(f"{what} is nested too deeply to encode as JSON") from None
+        raise PayloadError(
+            f"{what} is nested more than {MAX_JSON_DEPTH} levels deep (lists and dicts inside "
+            "each other); flatten it"
+        ) from None
     if text.isascii():  # the common case: one byte per character, no surrogates possible
         size = len(text)
     else:
@@ -140,7 +153,67 @@ def encode_json(value: Any, what: str, limit: int) -> str:
             f"{what} is {size} bytes encoded, over the limit of {limit} bytes; store large "
             "data elsewhere and pass a reference, or raise max_payload_bytes"
         )
+    # JSON cannot hold non-string keys (the encoder turns 1, True, None and 2.5 into strings,
+    # so {1: "a", "1": "b"} would silently lose an entry) nor very deep nesting (it could not
+    # be decoded again). The text bounds both cheaply: every dict adds a "{" and every
+    # container a "{" or "[" (strings may add more, never fewer), so the value is only walked
+    # when it could hold a nested dict or be too deep.
+    # Nesting N deep takes 2 * N brackets, so short texts need no depth check at all.
+    dicts = text.count("{")
+    if dicts == 1 and type(value) is dict:
+        if len(text) > _SHALLOW_TEXT and text.count("[") >= MAX_JSON_DEPTH:
+            _check_tree(value, what, 1)
+        else:  # the top-level dict is the only one: check its keys, at C speed
+            try:
+                "".join(value)  # a TypeError exactly when some key is not a str
+            except TypeError:
+                _check_keys(value, what)
+    elif dicts or (len(text) > _SHALLOW_TEXT and text.count("[") > MAX_JSON_DEPTH):
+        _check_tree(value, what, 1)
     return text
+
+
+_SHALLOW_TEXT = 2 * MAX_JSON_DEPTH
+"""Encoded length up to which a value cannot be nested more than MAX_JSON_DEPTH deep."""
+
+
+_CONTAINERS = (dict, list, tuple)
+
+
+def _check_keys(value: dict[Any, Any], what: str) -> None:
+    """Refuse a dict with a key that is not a string.
+
+    Raises:
+        PayloadError: Naming the first such key and its type.
+    """
+    for key in value:
+        if not isinstance(key, str):
+            raise PayloadError(
+                f"{what} has a dict key {key!r} of type {type(key).__name__}; JSON object keys "
+                "must be strings (JSON would turn it into a string, which can silently merge "
+                "keys), so convert keys with str() before enqueueing"
+            )
+
+
+def _check_tree(value: Any, what: str, depth: int) -> None:
+    """Walk the lists and dicts of an encodable ``value``: string keys, bounded depth.
+
+    Raises:
+        PayloadError: A non-string key, or nesting deeper than :data:`MAX_JSON_DEPTH`.
+    """
+    if depth > MAX_JSON_DEPTH:
+        raise PayloadError(
+            f"{what} is nested more than {MAX_JSON_DEPTH} levels deep (lists and dicts inside "
+            "each other); flatten it"
+        )
+    if type(value) is dict or isinstance(value, dict):
+        _check_keys(value, what)
+        items: Any = value.values()
+    else:
+        items = value
+    for item in items:
+        if isinstance(item, _CONTAINERS):
+            _check_tree(item, what, depth + 1)
 
 
 def decode_json(text: str | None) -> Any:
@@ -193,21 +266,77 @@ def validate_priority(priority: object) -> int:
     return priority
 
 
+def finite_float(value: object) -> float | None:
+    """``value`` as a finite ``float``, or ``None`` when it is not one.
+
+    ``None`` for anything but an ``int`` or ``float`` (``bool`` included), for NaN and
+    infinities, and for an ``int`` too large for a ``float`` (where ``float()`` and
+    ``math.isfinite()`` would raise ``OverflowError``).
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def validate_number(
+    value: object,
+    name: str,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    error: type[ValidationError] = ScheduleError,
+) -> float:
+    """Return ``value`` as a ``float`` if it is a finite number within the bounds.
+
+    Args:
+        value: The argument.
+        name: Its name, for the message.
+        minimum: Smallest value accepted (``None``: no bound).
+        maximum: Largest value accepted (``None``: no bound).
+        error: The error class to raise.
+
+    Raises:
+        ValidationError: ``error``: not a number, NaN, infinite, too large for a float, or
+            outside the bounds (never ``OverflowError``).
+    """
+    number = finite_float(value)
+    if number is None:
+        if isinstance(value, int) and not isinstance(value, bool):
+            raise error(f"{name} is too large, got {show_number(value)}")
+        raise error(f"{name} must be a finite number, got {value!r}")
+    if minimum is not None and number < minimum:
+        raise error(f"{name} must be >= {minimum:g}, got {show_number(value)}")
+    if maximum is not None and number > maximum:
+        raise error(f"{name} must be at most {maximum:g}, got {show_number(value)}")
+    return number
+
+
+def show_number(value: object) -> str:
+    """``repr(value)``, but a huge integer as its size (its digits could run to pages)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**30:
+        return f"an integer of about {int(value.bit_length() * 0.30103) + 1} digits"
+    return repr(value)
+
+
 def validate_delay(delay: object, name: str = "delay") -> float:
     """Return ``delay`` in seconds if it is a finite number >= 0.
 
     Raises:
-        ScheduleError: Not a number, negative, NaN or infinite.
+        ScheduleError: Not a number, negative, NaN, infinite or over 100 years.
     """
     if isinstance(delay, bool) or not isinstance(delay, (int, float)):
         raise ScheduleError(f"{name} must be a number of seconds, got {delay!r}")
-    if not math.isfinite(delay):
+    if isinstance(delay, float) and not math.isfinite(delay):
         raise ScheduleError(f"{name} must be finite, got {delay!r}")
     if delay < 0:
-        raise ScheduleError(f"{name} must be >= 0 seconds, got {delay!r}; use 0 to run now")
-    if delay > MAX_DELAY_SECONDS:
+        raise ScheduleError(f"{name} must be >= 0 seconds, got {show_number(delay)}; use 0 to run now")
+    if delay > MAX_DELAY_SECONDS:  # exact for any int: no conversion to float yet
         raise ScheduleError(
-            f"{name} must be at most {MAX_DELAY_SECONDS:.0f} seconds (100 years), got {delay!r}"
+            f"{name} must be at most {MAX_DELAY_SECONDS:.0f} seconds (100 years), got {show_number(delay)}"
         )
     return float(delay)
 

@@ -473,6 +473,14 @@ class QueueWorker:
         now = self.db.now()
         return self._finish(update, TaskStatus.QUEUED, now + seconds, None, None, False, now)
 
+    def forget_task(self, task_id: int | Task) -> None:
+        """Stop holding a task without changing it: its lease is no longer renewed.
+
+        For an attempt whose outcome could not be saved (the database stayed unavailable):
+        the task stays leased until the lease expires, then runs again. Nothing is written.
+        """
+        self._held.pop(validate_task_id(task_id), None)
+
     def acknowledge_cancel(self, task_id: int | Task, reason: str = "cancelled on request") -> Task:
         """Stop a held task whose cancellation was requested: its status becomes cancelled."""
         update = self._update_for(task_id, "cancel")

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import secrets
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timezone
 from typing import Any, ClassVar
 
-from ..errors import LeaseLostError, TaskNotFoundError, TaskStateError
-from ..models import Task, TaskStatus, WorkerInfo, epoch_to_datetime
+from ..errors import LeaseLostError, QueueError, TaskNotFoundError, TaskStateError
+from ..models import Task, TaskStatus, UndecodableValue, WorkerInfo, epoch_to_datetime
 from ..strategies import Ordering, SchedulingStrategy
 from .base import QueueStats, TaskQuery, TaskUpdate
 
@@ -49,6 +50,7 @@ ORDER_KEYS: dict[Ordering, Callable[[Task], Any]] = {
 }
 
 
+_logger = logging.getLogger("prismq.queue.backend")
 _decode_json = json.JSONDecoder().decode
 _UTC = timezone.utc
 _from_epoch = datetime.fromtimestamp
@@ -64,14 +66,34 @@ def _decode_policy(text: Any) -> dict[str, Any]:
     cached = _POLICY_CACHE.get(text) if type(text) is str else None
     if cached is None:
         cached = json.loads(text)
-        flat = isinstance(cached, dict) and all(
-            v is None or isinstance(v, (str, int, float)) for v in cached.values()
-        )
+        if not isinstance(cached, dict):
+            return {}  # not a policy: the default applies
+        flat = all(v is None or isinstance(v, (str, int, float)) for v in cached.values())
         if not flat or type(text) is not str:
             return cached  # type: ignore[no-any-return]
         if len(_POLICY_CACHE) < _POLICY_CACHE_SIZE:
             _POLICY_CACHE[text] = cached
     return dict(cached)
+
+
+def decode_stored(text: Any) -> Any:
+    """Decode a stored payload or result; an :class:`UndecodableValue` when it cannot be.
+
+    Rows written by other software (or by hand) may hold text that is not JSON, or JSON
+    nested too deep for the decoder; one such row must not stop every read that meets it.
+    """
+    try:
+        return _decode_json(text)
+    except (ValueError, TypeError, RecursionError) as exc:
+        return _undecodable(text, exc)
+
+
+def _undecodable(text: Any, exc: BaseException) -> UndecodableValue:
+    if isinstance(exc, RecursionError):
+        reason = "it is nested too deeply to decode"
+    else:
+        reason = f"it is not valid JSON ({type(exc).__name__}: {str(exc)[:200]})"
+    return UndecodableValue(reason=reason, text=str(text)[:200])
 
 
 def row_to_task(row: Sequence[Any]) -> Task:
@@ -84,15 +106,29 @@ def row_to_task(row: Sequence[Any]) -> Task:
     and ``datetime.fromtimestamp`` are bound once, and retry policies are decoded through
     a small cache (see :func:`_decode_policy`). A test checks that the result equals
     ``Task(...)`` built the ordinary way, field for field.
+
+    A payload or result that cannot be decoded becomes an :class:`UndecodableValue`, and a
+    retry policy that cannot be decoded gives the default policy: a row written by other
+    software never makes a read raise.
     """
     utc, from_epoch = _UTC, _from_epoch
     lease_until, started_at, finished_at, result = row[9], row[20], row[21], row[15]
+    try:
+        payload = _decode_json(row[2])
+    except (ValueError, TypeError, RecursionError) as exc:
+        payload = _undecodable(row[2], exc)
+    if result is not None:
+        result = decode_stored(result)
+    try:
+        policy = _decode_policy(row[7])
+    except (ValueError, TypeError, RecursionError):
+        policy = {}  # the default policy applies
     task = _new_instance(Task)
     task.__dict__.update(
         {
             "id": row[0],
             "task_type": row[1],
-            "payload": _decode_json(row[2]),
+            "payload": payload,
             "status": _STATUS[row[3]],
             "priority": row[4],
             "attempts": row[5],
@@ -104,14 +140,14 @@ def row_to_task(row: Sequence[Any]) -> Task:
             "lease_token": row[11],
             "progress": row[13],
             "progress_message": row[14],
-            "result": None if result is None else _decode_json(result),
+            "result": result,
             "last_error": row[16],
             "last_traceback": row[17],
             "idempotency_key": row[18],
             "cancel_requested": bool(row[12]),
             "started_at": None if started_at is None else from_epoch(started_at, utc),
             "finished_at": None if finished_at is None else from_epoch(finished_at, utc),
-            "retry_policy": _decode_policy(row[7]),
+            "retry_policy": policy,
         }
     )
     return task
@@ -234,7 +270,54 @@ class SQLQueueBackend:
         tasks = [row_to_task(r) for r in rows]
         if len(tasks) > 1:
             tasks.sort(key=ORDER_KEYS[strategy.ordering])
+        for task in tasks:
+            if type(task.payload) is UndecodableValue:
+                return done, self._bury_undecodable(tasks, worker_id, now)
         return done, tasks
+
+    def _bury_undecodable(self, tasks: list[Task], worker_id: str, now: float) -> list[Task]:
+        """Make claimed tasks whose payload cannot be decoded dead; return the others.
+
+        No handler could run such a task, and retrying cannot help. The change is fenced by
+        the claim's token; if it fails (a busy database), the task is left leased and is
+        reclaimed, and buried again, once the lease expires: the rest of the batch runs
+        either way.
+        """
+        good = [t for t in tasks if type(t.payload) is not UndecodableValue]
+        bad = [t for t in tasks if type(t.payload) is UndecodableValue]
+        sql = self.queries["finish_attempt"]
+
+        def work(conn: Any) -> None:
+            for task in bad:
+                params = {
+                    **self._fenced(TaskUpdate(task.id, worker_id, task.lease_token or "")),
+                    "status": TaskStatus.DEAD.value,
+                    "run_after": None,
+                    "error": f"the stored payload cannot be decoded: {task.payload.reason}",
+                    "traceback": None,
+                    "count_attempt": self._flag(True),
+                    "now": now,
+                }
+                conn.execute(sql, params).fetchone()
+
+        try:
+            self.db.write(work)
+        except QueueError as exc:
+            _logger.error("could not mark %d undecodable task(s) dead: %s", len(bad), exc)
+        else:
+            for task in bad:
+                _logger.error(
+                    "task %s has a payload that cannot be decoded (%s); marked dead",
+                    task.id,
+                    task.payload.reason,  # type: ignore[union-attr]
+                    extra={
+                        "worker_id": worker_id,
+                        "task_id": task.id,
+                        "task_type": task.task_type,
+                        "attempt": task.attempts,
+                    },
+                )
+        return good
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Any]:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import copy
 import enum
 import importlib
-import math
 import os
 import secrets
 import socket
@@ -35,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import ConfigError, QueueError, ValidationError
 from ..models import epoch_to_datetime
-from ..validation import DEFAULT_MAX_PAYLOAD_BYTES, encode_json
+from ..validation import DEFAULT_MAX_PAYLOAD_BYTES, encode_json, finite_float
 
 if TYPE_CHECKING:
     from ..database import QueueDatabase
@@ -305,10 +304,7 @@ def check_progress(
             or a message longer than 1000 characters.
     """
     if (
-        isinstance(percent, bool)
-        or not isinstance(percent, (int, float))
-        or not math.isfinite(percent)
-        or not 0 <= percent <= 100
+        finite_float(percent) is None or not 0 <= percent <= 100  # type: ignore[operator]
     ):
         raise ValidationError(f"progress percent must be a number from 0 to 100, got {percent!r}")
     for name, value in (("items_processed", items_processed), ("items_total", items_total)):

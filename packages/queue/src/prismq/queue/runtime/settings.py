@@ -19,7 +19,6 @@ fails at start-up with the file and key named, not at the first task.
 from __future__ import annotations
 
 import json
-import math
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -29,6 +28,7 @@ from typing import Any
 from ..database import QueueDatabase
 from ..errors import ConfigError
 from ..strategies import SchedulingStrategy, WeightedRandomStrategy, resolve_strategy
+from ..validation import finite_float
 from ..worker import QueueWorker
 from .registry import HandlerRegistry
 
@@ -167,7 +167,7 @@ def _check_type(path: Path, key: str, value: Any, kind: str) -> Any:
     ok = {
         "str": isinstance(value, str),
         "int": isinstance(value, int) and not isinstance(value, bool),
-        "num": isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value),
+        "num": finite_float(value) is not None,
         "bool": isinstance(value, bool),
         "list": isinstance(value, list) and all(isinstance(v, str) for v in value),
         "table": isinstance(value, dict),
