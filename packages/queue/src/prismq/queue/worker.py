@@ -220,6 +220,15 @@ class QueueWorker:
             self._last_heartbeat = now
         return done, tasks
 
+    def _log_fields(self, task: Task) -> dict[str, Any]:
+        """The fields every record about a task carries (see ``runtime.logs``)."""
+        return {
+            "worker_id": self.worker_id,
+            "task_id": task.id,
+            "task_type": task.task_type,
+            "attempt": task.attempts,
+        }
+
     # -- while running ---------------------------------------------------------
     def _update_for(self, task_id: int | Task, action: str) -> TaskUpdate:
         tid = validate_task_id(task_id)
@@ -262,11 +271,11 @@ class QueueWorker:
             :attr:`held_tasks` and logged, not raised.
         """
         renewed = []
-        for tid in list(self._held):
+        for tid, held in list(self._held.items()):
             try:
                 renewed.append(self.renew_lease(tid))
             except LeaseLostError as exc:
-                logger.warning("%s", exc, extra={"task_id": tid, "worker_id": self.worker_id})
+                logger.warning("%s", exc, extra=self._log_fields(held))
         now = self.db.now()
         if self._registered:
             self.backend.heartbeat_worker(self.worker_id, now)
@@ -369,7 +378,12 @@ class QueueWorker:
             tid = validate_task_id(task_id)
             held = self._held.get(tid)
             if held is None or held.lease_token is None:
-                logger.warning("task %s is not held by %s; skipped", tid, self.worker_id)
+                logger.warning(
+                    "task %s is not held by %s; skipped",
+                    tid,
+                    self.worker_id,
+                    extra={"worker_id": self.worker_id, "task_id": tid, "task_type": "-", "attempt": "-"},
+                )
                 continue
             updates.append(TaskUpdate(tid, self.worker_id, held.lease_token))
             value = None if results is None else results[index]
@@ -379,14 +393,14 @@ class QueueWorker:
         done = self.backend.complete_tasks(updates, encoded, self.db.now())
         completed = []
         for update, ok in zip(updates, done, strict=True):
-            self._held.pop(update.task_id, None)
+            held = self._held.pop(update.task_id, None)
             if ok:
                 completed.append(update.task_id)
             else:
                 logger.warning(
                     "lease on task %s was lost before completion; result discarded",
                     update.task_id,
-                    extra={"task_id": update.task_id, "worker_id": self.worker_id},
+                    extra=self._log_fields(held) if held else {"worker_id": self.worker_id},
                 )
         return completed
 
