@@ -131,9 +131,7 @@ def test_keyboard_interrupt_releases_the_task_and_stops_the_worker(db: QueueData
 
 
 @pytest.mark.parametrize("kind", ["sync", "async"])
-def test_system_exit_fails_the_attempt_stops_the_worker_and_is_reraised(
-    db: QueueDatabase, kind: str
-) -> None:
+def test_system_exit_fails_the_attempt_stops_the_worker_and_is_reraised(db: QueueDatabase, kind: str) -> None:
     client = QueueClient(db)
     first = client.enqueue("job", None, retry_policy=NO_PAUSE)
     second = client.enqueue("job", None, delay=0.3)
@@ -224,3 +222,129 @@ def test_timed_out_sync_handler_keeps_its_lease_and_slot_until_its_thread_return
     summary = runner.join()
     assert summary.timed_out == 1
     assert summary.retried == 1
+
+
+# -- item 3: a transient error while saving an outcome ----------------------------------
+
+
+def transient_error(backend_name: str) -> type[Exception]:
+    """What a passing fault looks like on each backend: a busy file, a dropped connection."""
+    return QueueBusyError if backend_name == "sqlite" else BackendUnavailableError
+
+
+class FlakySaves:
+    """Make the backend's finishing calls fail ``failures`` times, then work (or never)."""
+
+    def __init__(self, worker: QueueWorker, error: type[Exception], failures: float) -> None:
+        self.error = error
+        self.failures = failures
+        self.raised = 0
+        backend = worker.backend
+        for name in ("complete_and_claim", "complete_tasks", "finish_attempt"):
+            setattr(backend, name, self._flaky(getattr(backend, name), name))
+
+    def _flaky(self, original: Callable[..., Any], name: str) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            saving = name != "complete_and_claim" or bool(args[0])  # a claim alone saves nothing
+            if saving and self.raised < self.failures:
+                self.raised += 1
+                raise self.error("injected: the database is not reachable right now")
+            return original(*args, **kwargs)
+
+        return call
+
+
+@pytest.mark.parametrize("outcome", ["complete", "fail"])
+def test_transient_error_while_saving_an_outcome_is_retried_not_run_again(
+    db: QueueDatabase, backend_name: str, outcome: str
+) -> None:
+    client = QueueClient(db)
+    task_id = client.enqueue("job", None, max_attempts=1)
+    runs: list[int] = []
+    registry = HandlerRegistry()
+
+    @registry.handler("job")
+    def job(ctx: TaskContext) -> str:
+        runs.append(ctx.task.attempts)
+        if outcome == "fail":
+            raise ValueError("the handler's own failure")
+        return "done once"
+
+    worker = QueueWorker(db, "w")
+    faults = FlakySaves(worker, transient_error(backend_name), failures=3)
+    summary = worker.run(registry, burst=True)
+    task = client.get(task_id)
+    assert faults.raised == 3
+    assert runs == [1]
+    assert summary.abandoned == 0
+    if outcome == "complete":
+        assert task.status is TaskStatus.COMPLETED
+        assert task.result == "done once"
+        assert summary.completed == 1
+    else:
+        assert task.status is TaskStatus.DEAD
+        assert task.last_error == "ValueError: the handler's own failure"
+        assert summary.dead == 1
+    assert leased(client) == 0
+
+
+def test_outcome_given_up_when_the_lease_would_expire(
+    db: QueueDatabase, backend_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Bounded: once retrying outlasts the lease, the attempt is given up (not renewed any
+    more), logged, and the task runs again after the lease expires."""
+    client = QueueClient(db)
+    task_id = client.enqueue("job", None)
+    registry = HandlerRegistry()
+    registry.register("job", lambda ctx: "lost")
+    worker = QueueWorker(db, "w", lease_duration=0.4)
+    faults = FlakySaves(worker, transient_error(backend_name), failures=float("inf"))
+    caplog.set_level(logging.WARNING, logger="prismq.queue.runtime")
+    started = time.monotonic()
+    summary = worker.run(registry, max_tasks=1)
+    assert time.monotonic() - started < 5
+    assert summary.abandoned == 1
+    assert summary.completed == 0
+    assert worker.held_tasks == {}  # no longer renewed
+    task = client.get(task_id)
+    assert task.status is TaskStatus.LEASED
+    assert task.locked_by == "w"
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR and "could not be saved" in r.message]
+    assert len(errors) == 1
+    assert (errors[0].task_id, errors[0].task_type, errors[0].attempt) == (task_id, "job", 1)
+    # Once the database is back and the lease expired, another worker runs it again.
+    faults.failures = 0
+    time.sleep(0.5)
+    again = QueueWorker(db, "w-2").run(registry, burst=True)
+    assert again.completed == 1
+    assert client.get(task_id).attempts == 2
+
+
+# -- item 11: lease-loss warnings carry the task's fields -------------------------------
+
+
+def test_lease_loss_warning_from_the_worker_names_task_type_and_attempt(
+    db: QueueDatabase, make_db: Callable[..., QueueDatabase], caplog: pytest.LogCaptureFixture
+) -> None:
+    """QUEUE_OPERATIONS.md: every worker log record carries worker id, task id, task type
+    and attempt."""
+    client = QueueClient(db)
+    task_id = client.enqueue("resize", None)
+    slow = QueueWorker(db, "slow", lease_duration=0.1)
+    task = slow.claim_next_task()
+    assert task is not None
+    time.sleep(0.3)
+    thief = QueueWorker(make_db(), "fast", lease_duration=30, reclaim_interval=0)
+    assert thief.claim_next_task() is not None
+    caplog.set_level(logging.WARNING, logger="prismq.queue.worker")
+    assert slow.heartbeat() == []
+    records = [r for r in caplog.records if r.name == "prismq.queue.worker"]
+    assert len(records) == 1
+    record = records[0]
+    assert (record.worker_id, record.task_id, record.task_type, record.attempt) == (
+        "slow",
+        task_id,
+        "resize",
+        1,
+    )
+    assert "no longer holds" in record.getMessage()
