@@ -26,6 +26,7 @@ from .strategies import SchedulingStrategy, resolve_strategy
 from .validation import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     encode_json,
+    show_number,
     validate_delay,
     validate_task_id,
     validate_task_type,
@@ -295,7 +296,7 @@ class QueueWorker:
             LeaseLostError: The lease is no longer held.
         """
         if isinstance(percent, bool) or not isinstance(percent, (int, float)) or not 0 <= percent <= 100:
-            raise ValidationError(f"percent must be a number from 0 to 100, got {percent!r}")
+            raise ValidationError(f"percent must be a number from 0 to 100, got {show_number(percent)}")
         if message is not None and (not isinstance(message, str) or len(message) > 1000):
             raise ValidationError("message must be a string of at most 1000 characters")
         update = self._update_for(task_id, "report progress on")
