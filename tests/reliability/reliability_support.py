@@ -290,3 +290,34 @@ def run_python_as_nobody(code: str, *args: str) -> tuple[int, str, str]:
         check=False,
     )
     return proc.returncode, proc.stdout, proc.stderr
+
+
+# -- faults while a worker saves an outcome -----------------------------------------
+
+
+class FaultySaves:
+    """Make a backend's finishing calls raise ``error`` as ``schedule`` says.
+
+    Each call that saves an outcome (complete, fail, release, cancel) takes the next entry
+    of ``schedule``: ``True`` raises ``error``, ``False`` (or an exhausted schedule) lets
+    the call through. A claim that saves nothing is never failed.
+    """
+
+    def __init__(self, backend: Any, error: type[Exception], schedule: list[bool]) -> None:
+        self.error = error
+        self.schedule = list(schedule)
+        self.raised = 0
+        self.calls = 0
+        for name in ("complete_and_claim", "complete_tasks", "finish_attempt"):
+            setattr(backend, name, self._faulty(getattr(backend, name), name))
+
+    def _faulty(self, original: Any, name: str) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if name != "complete_and_claim" or args[0]:
+                self.calls += 1
+                if self.schedule and self.schedule.pop(0):
+                    self.raised += 1
+                    raise self.error("injected fault while saving an outcome")
+            return original(*args, **kwargs)
+
+        return call
