@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import sqlite3
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -61,6 +64,7 @@ def test_no_base_exception_leaves_a_task_leased(db: QueueDatabase, raised: str, 
     except SystemExit:
         assert raised == "system_exit"
         summary = None
+    assert (summary is None) == (raised == "system_exit")  # SystemExit is raised again
     task = client.get(task_id)
     assert worker.held_tasks == {}
     assert client.count_by_status()["leased"] == 0
@@ -126,3 +130,34 @@ def test_transient_faults_while_saving_never_run_a_handler_twice(
     for task_id in bad_ids:
         assert client.get(task_id).status is TaskStatus.DEAD
     assert client.count_by_status()["leased"] == 0
+
+
+@pytest.mark.sqlite_only
+def test_a_real_lock_held_while_the_outcome_is_saved_is_waited_out(
+    make_db: Any, db_path: Any, backend_name: str
+) -> None:
+    """No injection: another connection holds SQLite's write lock past the busy budget just
+    as the handler returns; the completion is saved once the lock is gone."""
+    db = make_db(pragmas={"busy_timeout": 20}, busy_retries=1)
+    client = QueueClient(db)
+    task_id = client.enqueue("job", None)
+    holder = sqlite3.connect(db_path, check_same_thread=False, isolation_level=None)
+    runs: list[int] = []
+    registry = HandlerRegistry()
+
+    @registry.handler("job")
+    def job(ctx: TaskContext) -> str:
+        runs.append(ctx.task.attempts)
+        holder.execute("BEGIN IMMEDIATE")  # taken as the handler returns
+        threading.Timer(0.6, holder.execute, ("COMMIT",)).start()
+        return "saved once"
+
+    try:
+        summary = QueueWorker(db, "w", lease_duration=10).run(registry, burst=True)
+    finally:
+        time.sleep(0.7)
+        holder.close()
+    assert runs == [1]
+    assert summary.completed == 1
+    assert summary.abandoned == 0
+    assert client.get(task_id).result == "saved once"
