@@ -22,11 +22,13 @@ from typing import Any, ClassVar
 from ..errors import LeaseLostError, TaskNotFoundError, TaskStateError
 from ..models import Task, TaskStatus, WorkerInfo, epoch_to_datetime
 from ..strategies import Ordering, SchedulingStrategy
-from .base import QueueStats, TaskQuery, TaskUpdate
+from .base import COPY_TABLES, QueueStats, TaskQuery, TaskUpdate
+from .runstore import RUN_COLUMNS
 
 __all__ = [
     "ORDER_KEYS",
     "TASK_COLUMNS",
+    "TASK_ROW_COLUMNS",
     "SQLQueueBackend",
     "describe_holder",
     "row_to_task",
@@ -39,6 +41,24 @@ TASK_COLUMNS = (
     "progress_message, result, last_error, last_traceback, idempotency_key, created_at, "
     "started_at, finished_at"
 )
+
+TASK_ROW_COLUMNS = (*(c.strip() for c in TASK_COLUMNS.split(",")), "updated_at")
+"""Every column of ``tasks``, in the order copies and dumps read and write them."""
+
+# Per copied table: its columns in copy order, its boolean columns, and its transfer.sql
+# statements (count, read after a key, read a key range, upsert).
+_COPY = {
+    "tasks": (
+        TASK_ROW_COLUMNS,
+        ("cancel_requested",),
+        "count_tasks",
+        "tasks_after",
+        "tasks_between",
+        "upsert_task",
+    ),
+    "runs": (RUN_COLUMNS, ("rerunnable",), "count_runs", "runs_after", "runs_between", "upsert_run"),
+}
+assert tuple(_COPY) == COPY_TABLES
 
 _STATUS = {status.value: status for status in TaskStatus}
 ORDER_KEYS: dict[Ordering, Callable[[Task], Any]] = {
@@ -143,7 +163,68 @@ class SQLQueueBackend:
     """Operations shared by the SQL backends (see the module docstring)."""
 
     queries: ClassVar[dict[str, str]]
+    transfer_queries: ClassVar[dict[str, str]]
+    notifies_changes: ClassVar[bool] = False
     db: Any
+
+    def wait_for_change(self, timeout: float) -> bool:
+        """Nothing is pushed here: return True at once (the caller looks for itself)."""
+        return True
+
+    def stop_listening(self) -> None:
+        """Nothing listens here."""
+
+    def _executemany(self, conn: Any, sql: str, values: Sequence[Any]) -> None:
+        """Run ``sql`` once per parameter set on ``conn``."""
+        conn.executemany(sql, values)
+
+    # -- copy between databases --------------------------------------------------
+    def _copy_spec(self, table: str) -> tuple[Any, ...]:
+        try:
+            return _COPY[table]
+        except KeyError:
+            raise ValueError(f"no copy of table {table!r}; copied tables: {', '.join(COPY_TABLES)}") from None
+
+    def _has_table(self, table: str) -> bool:
+        if table == "tasks":
+            return True
+        return bool(self.db.read(lambda c: c.execute(self.transfer_queries["has_runs"]).fetchone()[0]))
+
+    def _copy_rows(self, table: str, query: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        columns, booleans = self._copy_spec(table)[:2]
+        if not self._has_table(table):
+            return []
+        rows = self.db.read(lambda c: c.execute(self.transfer_queries[query], params).fetchall())
+        out = []
+        for row in rows:
+            record = dict(zip(columns, row, strict=True))
+            for name in booleans:
+                record[name] = bool(record[name])
+            out.append(record)
+        return out
+
+    def copy_count(self, table: str) -> int:
+        count_query = self._copy_spec(table)[2]
+        if not self._has_table(table):
+            return 0
+        return int(self.db.read(lambda c: c.execute(self.transfer_queries[count_query]).fetchone()[0]))
+
+    def copy_read(self, table: str, after: int, limit: int) -> list[dict[str, Any]]:
+        return self._copy_rows(table, self._copy_spec(table)[3], {"after": after, "limit": limit})
+
+    def copy_read_between(self, table: str, first: int, last: int) -> list[dict[str, Any]]:
+        return self._copy_rows(table, self._copy_spec(table)[4], {"first": first, "last": last})
+
+    def copy_write(self, table: str, rows: Sequence[dict[str, Any]]) -> None:
+        _columns, booleans, _count, _after, _between, upsert = self._copy_spec(table)
+        values = [{**row, **{name: self._flag(bool(row[name])) for name in booleans}} for row in rows]
+
+        def work(conn: Any) -> None:
+            self._executemany(conn, self.transfer_queries[upsert], values)
+            if table == "tasks" and "advance_task_ids" in self.transfer_queries:
+                conn.execute(self.transfer_queries["advance_task_ids"])
+
+        self.db.write(work)
 
     def _array(self, values: list[Any]) -> Any:
         """Bind a list parameter (SQLite: JSON text for ``json_each``; PostgreSQL: an array)."""

@@ -143,15 +143,14 @@ class SQLRunStore:
     def _run_params(self, record: dict[str, Any], now: float, fence: str | None) -> dict[str, Any]:
         return run_params(record, now, fence, self._flag(bool(record["rerunnable"])))
 
-    def __init__(self, backend: Any, clock: Callable[[], float] = time.time) -> None:
-        self.backend = backend
-        self.db = backend.db
+    def __init__(self, db: Any, clock: Callable[[], float] = time.time) -> None:
+        self.db = db
         self._clock = clock
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
         """One write transaction; store calls made inside it on this thread join it."""
-        with self.backend.transaction():
+        with self.db.transaction():
             yield
 
     def _insert(

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import copy
 import enum
-import importlib
 import math
 import os
 import secrets
@@ -571,32 +570,6 @@ class MemoryRunStore:
         return False
 
 
-RUN_STORES = {
-    "sqlite": ("prismq.queue.backends.sqlite.runs", "SQLiteRunStore"),
-    "postgresql": ("prismq.queue.backends.postgres.runs", "PostgresRunStore"),
-}
-"""The durable run store of each backend (by ``backend.name``): module and class."""
-
-
-def run_store_class(backend_name: str) -> Any:
-    """The run store class for a queue database's backend, imported on first use.
-
-    Only the chosen backend's module is imported, so psycopg is loaded only when a
-    PostgreSQL queue database is in use.
-
-    Raises:
-        ConfigError: The backend has no run store.
-    """
-    try:
-        module_name, class_name = RUN_STORES[backend_name]
-    except KeyError:
-        raise ConfigError(
-            f"durable runs are stored in {' or '.join(sorted(RUN_STORES))} queue databases, "
-            f"not {backend_name!r}"
-        ) from None
-    return getattr(importlib.import_module(module_name), class_name)
-
-
 class RunRegistry:
     """Every run's record: in memory by default, or durable in a queue database.
 
@@ -607,9 +580,8 @@ class RunRegistry:
             (queued or running) stays owned without a manager renewing it; a manager's
             ``start_task`` takes it over. Past that it counts as interrupted.
 
-    Raises:
-        ConfigError: The queue database's backend has no run store (see
-            :data:`RUN_STORES`).
+    The durable store is the one the queue database's backend provides
+    (:meth:`Backend.run_store <prismq.queue.backends.base.Backend.run_store>`).
 
     Example:
         >>> registry = RunRegistry()
@@ -645,8 +617,8 @@ class RunRegistry:
         """Keep runs in ``queue`` from now on (what ``BackgroundTaskManager(queue=...)`` does).
 
         Raises:
-            ConfigError: The registry already uses another database, already holds runs
-                in memory, or the database's backend has no run store.
+            ConfigError: The registry already uses another database or already holds
+                runs in memory.
         """
         if self.queue is queue:
             return
@@ -656,9 +628,8 @@ class RunRegistry:
             raise ConfigError(
                 "this registry already holds runs in memory; attach the queue database before adding runs"
             )
-        store_class = run_store_class(queue.backend_name)
         queue.initialize_schema()
-        self.store = store_class(queue.backend, queue.now)
+        self.store = queue.backend.run_store(queue.now)
         self.queue = queue
 
     def now(self) -> float:

@@ -50,7 +50,7 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,15 +60,17 @@ from ...errors import BackupError, ConfigError
 from ...models import WorkerInfo
 from ...strategies import SchedulingStrategy
 from ..base import NewTask, chunked
-from ..common import TASK_COLUMNS, SQLQueueBackend
+from ..common import TASK_COLUMNS, TASK_ROW_COLUMNS, SQLQueueBackend
 from ..runstore import RUN_COLUMNS
 from ..serverclock import ServerClock
 from ..sqlfile import load_queries
 from .connection import SCHEMA_VERSION, ConnectionManager, parse_url, translate_error
+from .runs import PostgresRunStore
 
 __all__ = ["DUMP_FORMAT", "NOTIFY_CHANNEL", "PostgresBackend"]
 
 Q = load_queries(__package__, task_columns=TASK_COLUMNS)
+TRANSFER_Q = load_queries(__package__, "transfer.sql")
 
 NOTIFY_CHANNEL = "prismq_queue"
 """The channel :meth:`PostgresBackend.wait_for_change` listens on; the payload is the schema."""
@@ -76,7 +78,7 @@ NOTIFY_CHANNEL = "prismq_queue"
 DUMP_FORMAT = "prismq-queue-dump"
 """The ``format`` field of the first line of a :meth:`PostgresBackend.backup` file."""
 
-DUMP_TASK_FIELDS = (*(c.strip() for c in TASK_COLUMNS.split(",")), "updated_at")
+DUMP_TASK_FIELDS = TASK_ROW_COLUMNS
 DUMP_WORKER_FIELDS = (
     "worker_id",
     "hostname",
@@ -134,6 +136,11 @@ class PostgresBackend(SQLQueueBackend):
 
     name = "postgresql"
     queries = Q
+    transfer_queries = TRANSFER_Q
+    latest_schema_version = SCHEMA_VERSION
+    notifies_changes = True
+    path = None
+    journal_mode = ""
 
     def __init__(
         self,
@@ -159,12 +166,15 @@ class PostgresBackend(SQLQueueBackend):
         )
         self.schema = self.db.schema
         self.location = self.db.location
+        self.identity = (self.name, self.location, self.schema or "")
+        self.pragmas: dict[str, str | int] = {}
         self._changing = itertools.count(-1, -1)
         self._listener: psycopg.Connection[Any] | None = None
         self._listen_schema: str | None = None
         self._listen_lock = threading.Lock()
         self.server_clock = ServerClock(self.server_time)
         """The server's clock as this process sees it: ``QueueDatabase``'s default clock."""
+        self.clock = self.server_clock
 
     # -- life cycle and schema -------------------------------------------------
     def server_time(self) -> float:
@@ -186,6 +196,13 @@ class PostgresBackend(SQLQueueBackend):
 
     def _flag(self, value: bool) -> bool:
         return bool(value)
+
+    def _executemany(self, conn: psycopg.Connection[Any], sql: str, values: Sequence[Any]) -> None:
+        with conn.cursor() as cur:
+            cur.executemany(sql, values)
+
+    def run_store(self, clock: Callable[[], float]) -> PostgresRunStore:
+        return PostgresRunStore(self.db, clock)
 
     def close(self) -> None:
         self.stop_listening()
@@ -259,9 +276,8 @@ class PostgresBackend(SQLQueueBackend):
         notify when enqueued, not when their ``run_after`` arrives, so callers still wake
         up on a timer. Idle workers call it instead of sleeping between empty claims::
 
-            wait = getattr(backend, "wait_for_change", None)
-            if wait is not None:
-                wait(poll_interval)
+            if backend.notifies_changes:
+                backend.wait_for_change(poll_interval)
             else:
                 time.sleep(poll_interval)
 

@@ -39,7 +39,8 @@ class PostgresRunStore(SQLRunStore):
     :class:`~prismq.queue.backends.sqlite.runs.SQLiteRunStore`.
 
     Args:
-        backend: The PostgreSQL backend of the queue database (schema version 2 or later).
+        db: The connection manager of the queue database's backend (schema version 2 or
+            later); the backend builds its store (:meth:`PostgresBackend.run_store`).
         clock: Returns the current UTC epoch time (the queue database's clock).
     """
 

@@ -8,7 +8,7 @@ import os
 import secrets
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +26,12 @@ from .connection import (
     normalize_pragmas,
     translate_error,
 )
+from .runs import SQLiteRunStore
 
 __all__ = ["SQLiteBackend"]
 
 Q = load_queries(__package__, task_columns=TASK_COLUMNS)
+TRANSFER_Q = load_queries(__package__, "transfer.sql")
 
 _CANDIDATE_KEYS = {
     Ordering.OLDEST_FIRST: lambda row: (row[2], row[0]),
@@ -56,6 +58,9 @@ class SQLiteBackend(SQLQueueBackend):
 
     name = "sqlite"
     queries = Q
+    transfer_queries = TRANSFER_Q
+    latest_schema_version = SCHEMA_VERSION
+    notifies_changes = False
 
     def __init__(
         self,
@@ -65,6 +70,8 @@ class SQLiteBackend(SQLQueueBackend):
     ) -> None:
         self.path = Path(path).expanduser()
         self.location = str(self.path)
+        self.identity = (self.name, self.location)
+        self.clock = time.time
         self.pragmas = normalize_pragmas(pragmas)
         self.db = ConnectionManager(self.path, self.pragmas, busy_retries=busy_retries)
 
@@ -89,6 +96,9 @@ class SQLiteBackend(SQLQueueBackend):
         """The journal mode SQLite reported (``"wal"`` normally)."""
         self.db.connection()
         return self.db.journal_mode
+
+    def run_store(self, clock: Callable[[], float]) -> SQLiteRunStore:
+        return SQLiteRunStore(self.db, clock)
 
     def connection(self) -> sqlite3.Connection:
         """This thread's raw connection (for PRAGMA reads and your own queries)."""

@@ -27,7 +27,8 @@ class SQLiteRunStore(SQLRunStore):
     same thread (the manager groups many small writes into one commit that way).
 
     Args:
-        backend: The SQLite backend of the queue database (schema version 2 or later).
+        db: The connection manager of the queue database's backend (schema version 2 or
+            later); the backend builds its store (:meth:`SQLiteBackend.run_store`).
         clock: Returns the current UTC epoch time (the queue database's clock).
     """
 
