@@ -44,6 +44,7 @@ from .backends.common import TASK_ROW_COLUMNS
 from .backends.runstore import RUN_COLUMNS, RUN_TASK_PREFIX
 from .database import QueueDatabase
 from .errors import ConfigError, QueueError, StorageError
+from .validation import is_int
 
 __all__ = ["MigrationError", "MigrationReport", "migrate"]
 
@@ -202,7 +203,7 @@ def migrate(
             target), or the target did not read back as written.
         ConfigError: ``batch_size`` is out of range.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= 100_000:
+    if not is_int(batch_size) or not 1 <= batch_size <= 100_000:
         raise ConfigError(f"batch_size must be an integer from 1 to 100000, got {batch_size!r}")
     if _same_database(source, target):
         raise MigrationError(f"source and target are the same database ({source.location})")

@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
 from .errors import ConfigError
+from .validation import is_number
 
 __all__ = [
     "FIFOStrategy",
@@ -143,7 +144,7 @@ class WeightedRandomStrategy(SchedulingStrategy):
     ) -> None:
         self.weights = dict(weights or {})
         for key, value in [*self.weights.items(), ("default_weight", default_weight)]:
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
+            if not is_number(value):
                 raise ConfigError(f"weight for {key!r} must be a number, got {value!r}")
             if not math.isfinite(value) or value < 0:
                 raise ConfigError(f"weight for {key!r} must be finite and >= 0, got {value!r}")

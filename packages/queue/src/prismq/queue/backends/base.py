@@ -16,17 +16,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
+from ..errors import ConfigError
 from ..models import Task, TaskStatus, WorkerInfo
 from ..strategies import SchedulingStrategy
 
 __all__ = [
     "BACKEND_MEMBERS",
+    "CHECKPOINT_MODES",
     "COPY_TABLES",
     "Backend",
     "NewTask",
     "QueueStats",
     "TaskQuery",
     "TaskUpdate",
+    "checkpoint_mode",
     "missing_members",
 ]
 
@@ -112,6 +115,22 @@ class QueueStats:
     def total(self) -> int:
         """All tasks in the database."""
         return sum(self.by_status.values())
+
+
+CHECKPOINT_MODES = ("PASSIVE", "FULL", "RESTART", "TRUNCATE")
+"""The modes :meth:`Backend.checkpoint` accepts (SQLite's ``wal_checkpoint`` modes)."""
+
+
+def checkpoint_mode(mode: str) -> str:
+    """``mode`` as one of :data:`CHECKPOINT_MODES` (case and spaces ignored).
+
+    Raises:
+        ConfigError: Any other word.
+    """
+    word = mode.strip().upper() if isinstance(mode, str) else ""
+    if word not in CHECKPOINT_MODES:
+        raise ConfigError(f"checkpoint mode must be one of {', '.join(CHECKPOINT_MODES)}, got {mode!r}")
+    return word
 
 
 COPY_TABLES = ("tasks", "runs")

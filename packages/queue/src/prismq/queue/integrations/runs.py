@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import ConfigError, QueueError, ValidationError
 from ..models import epoch_to_datetime
-from ..validation import DEFAULT_MAX_PAYLOAD_BYTES, encode_json
+from ..validation import DEFAULT_MAX_PAYLOAD_BYTES, encode_json, is_int, is_number
 
 if TYPE_CHECKING:
     from ..database import QueueDatabase
@@ -303,15 +303,10 @@ def check_progress(
         ValidationError: ``percent`` outside 0..100, a negative or non-integer item count,
             or a message longer than 1000 characters.
     """
-    if (
-        isinstance(percent, bool)
-        or not isinstance(percent, (int, float))
-        or not math.isfinite(percent)
-        or not 0 <= percent <= 100
-    ):
+    if not is_number(percent) or not math.isfinite(percent) or not 0 <= percent <= 100:
         raise ValidationError(f"progress percent must be a number from 0 to 100, got {percent!r}")
     for name, value in (("items_processed", items_processed), ("items_total", items_total)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+        if value is not None and (not is_int(value) or value < 0):
             raise ValidationError(f"{name} must be an integer >= 0, got {value!r}")
     if message is not None and (not isinstance(message, str) or len(message) > 1000):
         raise ValidationError("progress message must be a string of at most 1000 characters")
@@ -593,11 +588,7 @@ class RunRegistry:
     def __init__(
         self, queue: QueueDatabase | None = None, *, lease_duration: float = DEFAULT_LEASE_DURATION
     ) -> None:
-        if (
-            isinstance(lease_duration, bool)
-            or not isinstance(lease_duration, (int, float))
-            or lease_duration <= 0
-        ):
+        if not is_number(lease_duration) or lease_duration <= 0:
             raise ValidationError(
                 f"lease_duration must be a positive number of seconds, got {lease_duration!r}"
             )
@@ -667,7 +658,7 @@ class RunRegistry:
         Returns:
             How many runs were deleted (with their queue tasks, when durable).
         """
-        if isinstance(max_age_days, bool) or not isinstance(max_age_days, (int, float)) or max_age_days < 0:
+        if not is_number(max_age_days) or max_age_days < 0:
             raise ValidationError(f"max_age_days must be a number >= 0, got {max_age_days!r}")
         return self.store.delete_finished_before(self.now() - max_age_days * 86400.0)
 
@@ -706,7 +697,7 @@ class RunRegistry:
     def _runs(
         self, statuses: list[str] | None = None, module_id: str | None = None, limit: int | None = None
     ) -> list[Run]:
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        if limit is not None and (not is_int(limit) or limit < 1):
             raise ValidationError(f"limit must be an integer >= 1, got {limit!r}")
         return [record_to_run(r) for r in self.store.query(statuses, module_id, limit)]
 

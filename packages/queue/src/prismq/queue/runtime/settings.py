@@ -29,6 +29,7 @@ from typing import Any
 from ..database import QueueDatabase
 from ..errors import ConfigError
 from ..strategies import SchedulingStrategy, WeightedRandomStrategy, resolve_strategy
+from ..validation import is_int, is_number
 from ..worker import QueueWorker
 from .registry import HandlerRegistry
 
@@ -166,8 +167,8 @@ def _read(path: Path) -> dict[str, Any]:
 def _check_type(path: Path, key: str, value: Any, kind: str) -> Any:
     ok = {
         "str": isinstance(value, str),
-        "int": isinstance(value, int) and not isinstance(value, bool),
-        "num": isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value),
+        "int": is_int(value),
+        "num": is_number(value) and math.isfinite(value),
         "bool": isinstance(value, bool),
         "list": isinstance(value, list) and all(isinstance(v, str) for v in value),
         "table": isinstance(value, dict),

@@ -56,10 +56,10 @@ from typing import Any
 
 import psycopg
 
-from ...errors import BackupError, ConfigError
+from ...errors import BackupError
 from ...models import WorkerInfo
 from ...strategies import SchedulingStrategy
-from ..base import NewTask, chunked
+from ..base import NewTask, checkpoint_mode, chunked
 from ..common import TASK_COLUMNS, TASK_ROW_COLUMNS, SQLQueueBackend
 from ..runstore import RUN_COLUMNS
 from ..serverclock import ServerClock
@@ -96,7 +96,6 @@ _DUMP_KINDS = {
 }
 """Row kinds of a dump, in file order (runs after their tasks): queries and fields."""
 
-CHECKPOINT_MODES = ("PASSIVE", "FULL", "RESTART", "TRUNCATE")
 EXPECTED_TABLES = ("tasks", "workers", "runs", "prismq_schema_version", "prismq_data_version")
 EXPECTED_INDEXES = (
     "idx_tasks_ready_fifo",
@@ -414,9 +413,7 @@ class PostgresBackend(SQLQueueBackend):
         Raises:
             ConfigError: ``mode`` is not one of the SQLite checkpoint modes.
         """
-        word = mode.strip().upper()
-        if word not in CHECKPOINT_MODES:
-            raise ConfigError(f"checkpoint mode must be one of {', '.join(CHECKPOINT_MODES)}, got {mode!r}")
+        checkpoint_mode(mode)
         return (0, 0, 0)
 
     def vacuum(self) -> None:

@@ -12,10 +12,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ...errors import BackupError, ConfigError, QueueBusyError
+from ...errors import BackupError, QueueBusyError
 from ...models import WorkerInfo
 from ...strategies import Ordering, SchedulingStrategy
-from ..base import NewTask, TaskUpdate
+from ..base import NewTask, TaskUpdate, checkpoint_mode
 from ..common import TASK_COLUMNS, SQLQueueBackend
 from ..sqlfile import load_queries
 from .connection import (
@@ -38,7 +38,6 @@ _CANDIDATE_KEYS = {
     Ordering.NEWEST_FIRST: lambda row: (-row[2], -row[0]),
     Ordering.PRIORITY: lambda row: (row[1], row[2], row[0]),
 }
-CHECKPOINT_MODES = ("PASSIVE", "FULL", "RESTART", "TRUNCATE")
 # Result codes the backup's progress callback sees while the destination is locked.
 _SQLITE_BUSY, _SQLITE_LOCKED = 5, 6
 
@@ -248,9 +247,7 @@ class SQLiteBackend(SQLQueueBackend):
 
     # -- maintenance -----------------------------------------------------------
     def checkpoint(self, mode: str = "PASSIVE") -> tuple[int, int, int]:
-        word = mode.strip().upper()
-        if word not in CHECKPOINT_MODES:
-            raise ConfigError(f"checkpoint mode must be one of {', '.join(CHECKPOINT_MODES)}, got {mode!r}")
+        word = checkpoint_mode(mode)
         row = self.db.read(lambda c: c.execute(f"PRAGMA wal_checkpoint({word})").fetchone())
         return int(row[0]), int(row[1]), int(row[2])
 
