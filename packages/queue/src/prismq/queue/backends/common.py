@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import secrets
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, ClassVar
 
-from ..errors import LeaseLostError, TaskNotFoundError, TaskStateError
+from ..errors import BackupError, LeaseLostError, TaskNotFoundError, TaskStateError
 from ..models import Task, TaskStatus, WorkerInfo, epoch_to_datetime
 from ..strategies import Ordering, SchedulingStrategy
 from .base import COPY_TABLES, QueueStats, TaskQuery, TaskUpdate
@@ -33,6 +35,7 @@ __all__ = [
     "describe_holder",
     "row_to_task",
     "row_to_worker",
+    "write_backup",
 ]
 
 TASK_COLUMNS = (
@@ -159,6 +162,54 @@ def describe_holder(row: Sequence[Any]) -> str:
     return f"it is now {status}"
 
 
+def write_backup(destination: Path, write: Callable[[Path], None], live: Path | None = None) -> Path:
+    """Write a backup through a temporary file beside ``destination``, then rename it into place.
+
+    The temporary file is created owner-only (``0600``) and exclusively, handed to
+    ``write`` (which fills and checks it, raising :class:`BackupError` on a failed
+    check), and renamed over ``destination`` only when ``write`` returns, so a
+    half-written backup never appears. It is removed whatever happens.
+
+    Args:
+        destination: The backup file's path.
+        write: Fills the temporary file whose path it is given.
+        live: The live database file, which ``destination`` must not be.
+
+    Raises:
+        BackupError: ``destination`` is the live file, a folder, in a missing or
+            unwritable folder, or an unusable name; or writing failed.
+    """
+    destination = Path(destination).expanduser()
+    parent = destination.parent
+    try:
+        if live is not None and destination.exists() and destination.resolve() == live.resolve():
+            raise BackupError("the backup destination is the live database itself; choose another path")
+        if destination.is_dir():
+            raise BackupError(f"{destination} is a directory; give the backup file's path")
+        if not parent.is_dir():
+            raise BackupError(f"the backup folder {parent} does not exist; create it first")
+    except (OSError, ValueError) as exc:  # a name too long, a NUL, an unencodable character
+        reason = getattr(exc, "strerror", None) or exc
+        raise BackupError(
+            f"cannot use {destination} as a backup destination: {reason}; choose another path"
+        ) from None
+    temp = parent / f".{destination.name}.{secrets.token_hex(4)}.partial"
+    try:
+        os.close(os.open(temp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or exc
+        raise BackupError(f"cannot write a backup in {parent}: {reason}; choose a writable folder") from None
+    try:
+        write(temp)
+        os.replace(temp, destination)
+    except OSError as exc:
+        raise BackupError(f"backup to {destination} failed: {exc.strerror or exc}") from None
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            temp.unlink()
+    return destination
+
+
 class SQLQueueBackend:
     """Operations shared by the SQL backends (see the module docstring)."""
 
@@ -177,6 +228,33 @@ class SQLQueueBackend:
     def _executemany(self, conn: Any, sql: str, values: Sequence[Any]) -> None:
         """Run ``sql`` once per parameter set on ``conn``."""
         conn.executemany(sql, values)
+
+    def _insert_one(self, conn: Any, row: Any) -> int:
+        """Insert one task row (bound as ``insert_task`` takes it); return its id."""
+        raise NotImplementedError
+
+    def _key_params(self, key: str) -> Any:
+        """Bind ``task_id_by_idempotency_key``'s one parameter."""
+        raise NotImplementedError
+
+    def _insert_keyed(
+        self, conn: Any, rows: Sequence[Any], keys: Sequence[str | None]
+    ) -> list[tuple[int, bool]]:
+        """Insert rows one by one; a row whose idempotency key is taken returns that task's id."""
+        out: list[tuple[int, bool]] = []
+        for row, key in zip(rows, keys, strict=True):
+            if key is None:
+                out.append((self._insert_one(conn, row), True))
+                continue
+            inserted = conn.execute(self.queries["insert_task_idempotent"], row).fetchone()
+            if inserted is not None:
+                out.append((inserted[0], True))
+            else:
+                existing = conn.execute(
+                    self.queries["task_id_by_idempotency_key"], self._key_params(key)
+                ).fetchone()
+                out.append((existing[0], False))
+        return out
 
     # -- copy between databases --------------------------------------------------
     def _copy_spec(self, table: str) -> tuple[Any, ...]:

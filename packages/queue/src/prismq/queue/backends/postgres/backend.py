@@ -47,7 +47,6 @@ import hashlib
 import itertools
 import json
 import os
-import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -60,7 +59,7 @@ from ...errors import BackupError
 from ...models import WorkerInfo
 from ...strategies import SchedulingStrategy
 from ..base import NewTask, checkpoint_mode, chunked
-from ..common import TASK_COLUMNS, TASK_ROW_COLUMNS, SQLQueueBackend
+from ..common import TASK_COLUMNS, TASK_ROW_COLUMNS, SQLQueueBackend, write_backup
 from ..runstore import RUN_COLUMNS
 from ..serverclock import ServerClock
 from ..sqlfile import load_queries
@@ -233,25 +232,18 @@ class PostgresBackend(SQLQueueBackend):
                         break
             return out
 
-        def keyed(conn: psycopg.Connection[Any]) -> list[tuple[int, bool]]:
-            out: list[tuple[int, bool]] = []
-            for row in rows:
-                if row["idempotency_key"] is None:
-                    out.append((conn.execute(Q["insert_task"], row).fetchone()[0], True))  # type: ignore[index]
-                    continue
-                inserted = conn.execute(Q["insert_task_idempotent"], row).fetchone()
-                if inserted is not None:
-                    out.append((inserted[0], True))
-                else:
-                    existing = conn.execute(Q["task_id_by_idempotency_key"], row).fetchone()
-                    out.append((existing[0], False))  # type: ignore[index]
-            return out
-
         if not tasks:
             return []
         if all(t.idempotency_key is None for t in tasks):
             return self.db.write(plain)
-        return self.db.write(keyed)
+        keys = [t.idempotency_key for t in tasks]
+        return self.db.write(lambda c: self._insert_keyed(c, rows, keys))
+
+    def _insert_one(self, conn: psycopg.Connection[Any], row: Any) -> int:
+        return int(conn.execute(Q["insert_task"], row).fetchone()[0])  # type: ignore[index]
+
+    def _key_params(self, key: str) -> dict[str, str]:
+        return {"idempotency_key": key}
 
     def data_version(self) -> int:
         """A number that changes when a committed statement changed tasks.
@@ -465,31 +457,14 @@ class PostgresBackend(SQLQueueBackend):
         Raises:
             BackupError: The destination is a folder or not writable.
         """
-        destination = Path(destination).expanduser()
-        if destination.is_dir():
-            raise BackupError(f"{destination} is a directory; give the backup file's path")
-        parent = destination.parent
-        if not parent.is_dir():
-            raise BackupError(f"the backup folder {parent} does not exist; create it first")
-        temp = parent / f".{destination.name}.{secrets.token_hex(4)}.partial"
-        try:
-            fd = os.open(temp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-        except OSError as exc:
-            raise BackupError(
-                f"cannot write a backup in {parent}: {exc.strerror or exc}; choose a writable folder"
-            ) from None
-        try:
-            with os.fdopen(fd, "wb") as handle:
+
+        def write(temp: Path) -> None:
+            with open(temp, "wb") as handle:
                 self.db.read(lambda c: self._write_dump(c, handle), snapshot=True)
                 handle.flush()
                 os.fsync(handle.fileno())
-            os.replace(temp, destination)
-        except OSError as exc:
-            raise BackupError(f"backup to {destination} failed: {exc.strerror or exc}") from None
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                temp.unlink()
-        return destination
+
+        return write_backup(destination, write)
 
     def _write_dump(self, conn: psycopg.Connection[Any], handle: Any) -> None:
         digest = hashlib.sha256()

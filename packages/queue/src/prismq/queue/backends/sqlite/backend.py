@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import secrets
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -16,7 +14,7 @@ from ...errors import BackupError, QueueBusyError
 from ...models import WorkerInfo
 from ...strategies import Ordering, SchedulingStrategy
 from ..base import NewTask, TaskUpdate, checkpoint_mode
-from ..common import TASK_COLUMNS, SQLQueueBackend
+from ..common import TASK_COLUMNS, SQLQueueBackend, write_backup
 from ..sqlfile import load_queries
 from .connection import (
     APPLICATION_ID,
@@ -119,24 +117,16 @@ class SQLiteBackend(SQLQueueBackend):
             last = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
             return [(task_id, True) for task_id in range(last - len(tasks) + 1, last + 1)]
 
-        def keyed(conn: sqlite3.Connection) -> list[tuple[int, bool]]:
-            out: list[tuple[int, bool]] = []
-            for t in tasks:
-                row = t + times
-                if t.idempotency_key is None:
-                    out.append((int(conn.execute(insert, row).lastrowid or 0), True))
-                    continue
-                inserted = conn.execute(Q["insert_task_idempotent"], row).fetchone()
-                if inserted is not None:
-                    out.append((inserted[0], True))
-                else:
-                    existing = conn.execute(Q["task_id_by_idempotency_key"], (t.idempotency_key,)).fetchone()
-                    out.append((existing[0], False))
-            return out
-
         if any(t.idempotency_key is not None for t in tasks):
-            return self.db.write(keyed)
+            keys = [t.idempotency_key for t in tasks]
+            return self.db.write(lambda c: self._insert_keyed(c, [t + times for t in tasks], keys))
         return self.db.write(plain)
+
+    def _insert_one(self, conn: sqlite3.Connection, row: Any) -> int:
+        return int(conn.execute(Q["insert_task"], row).lastrowid or 0)
+
+    def _key_params(self, key: str) -> tuple[str]:
+        return (key,)
 
     def data_version(self) -> int:
         return int(self.db.read(lambda c: c.execute("PRAGMA data_version").fetchone()[0]))
@@ -259,47 +249,24 @@ class SQLiteBackend(SQLQueueBackend):
 
     def backup(self, destination: Path) -> Path:
         destination = Path(destination).expanduser()
-        parent = destination.parent
-        try:
-            if destination.exists() and destination.resolve() == self.path.resolve():
-                raise BackupError("the backup destination is the live database itself; choose another path")
-            if destination.is_dir():
-                raise BackupError(f"{destination} is a directory; give the backup file's path")
-            if not parent.is_dir():
-                raise BackupError(f"the backup folder {parent} does not exist; create it first")
-        except (OSError, ValueError) as exc:  # a name too long, a NUL, an unencodable character
-            reason = getattr(exc, "strerror", None) or exc
-            raise BackupError(
-                f"cannot use {destination} as a backup destination: {reason}; choose another path"
-            ) from None
-        temp = parent / f".{destination.name}.{secrets.token_hex(4)}.partial"
-        try:
-            fd = os.open(temp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-            os.close(fd)
-        except (OSError, ValueError) as exc:
-            raise BackupError(
-                f"cannot write a backup in {parent}: {getattr(exc, 'strerror', None) or exc}; "
-                "choose a writable folder"
-            ) from None
-        try:
-            target = sqlite3.connect(str(temp), isolation_level=None)
+
+        def write(temp: Path) -> None:
             try:
-                self.db.connection().backup(target)
-                target.execute("PRAGMA journal_mode = DELETE")
-                check = target.execute("PRAGMA quick_check").fetchone()[0]
-            finally:
-                target.close()
+                target = sqlite3.connect(str(temp), isolation_level=None)
+                try:
+                    self.db.connection().backup(target)
+                    target.execute("PRAGMA journal_mode = DELETE")
+                    check = target.execute("PRAGMA quick_check").fetchone()[0]
+                finally:
+                    target.close()
+            except sqlite3.Error as exc:
+                raise BackupError(
+                    f"backup to {destination} failed: {translate_error(exc, str(destination))}"
+                ) from None
             if check != "ok":
                 raise BackupError(f"the backup copy failed its integrity check: {check}")
-            os.replace(temp, destination)
-        except sqlite3.Error as exc:
-            raise BackupError(
-                f"backup to {destination} failed: {translate_error(exc, str(destination))}"
-            ) from None
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                temp.unlink()
-        return destination
+
+        return write_backup(destination, write, live=self.path)
 
     def restore(self, source: Path) -> None:
         source = Path(source).expanduser()
