@@ -322,6 +322,26 @@ class SQLQueueBackend:
         """Lease up to ``params["count"]`` ready tasks inside the open transaction; return rows."""
         raise NotImplementedError
 
+    def _queued_types(self, conn: Any) -> list[str]:
+        """Task types that have queued tasks, read off the ready index (one seek per type)."""
+        return [row[0] for row in conn.execute(self.queries["queued_task_types"])]
+
+    def _ready_types(self, conn: Any, candidates: list[str], now: float) -> list[str]:
+        """Those of ``candidates`` with a task ready at ``now``, in ``candidates`` order."""
+        raise NotImplementedError
+
+    def _claim_split(
+        self,
+        conn: Any,
+        task_types: Sequence[str] | None,
+        strategy: SchedulingStrategy,
+        params: dict[str, Any],
+    ) -> list[Any]:
+        """Weighted draws: pick types by weight, then the oldest ready task of each."""
+        candidates = self._queued_types(conn) if task_types is None else list(dict.fromkeys(task_types))
+        available = self._ready_types(conn, candidates, params["now"])
+        return self._claim_by_weight(conn, strategy, available, params)
+
     def _claim_by_weight(
         self, conn: Any, strategy: SchedulingStrategy, available: list[str], params: dict[str, Any]
     ) -> list[Any]:

@@ -358,23 +358,8 @@ class PostgresBackend(SQLQueueBackend):
             ).fetchall()
         return rows
 
-    def _claim_split(
-        self,
-        conn: psycopg.Connection[Any],
-        task_types: Sequence[str] | None,
-        strategy: SchedulingStrategy,
-        params: dict[str, Any],
-    ) -> list[Any]:
-        """Weighted draws: pick types by weight, then the oldest ready task of each."""
-        if task_types is None:
-            candidates = [r[0] for r in conn.execute(Q["queued_task_types"])]
-        else:
-            candidates = list(dict.fromkeys(task_types))
-        available = [
-            r[0]
-            for r in conn.execute(Q["ready_task_types"], {"task_types": candidates, "now": params["now"]})
-        ]
-        return self._claim_by_weight(conn, strategy, available, params)
+    def _ready_types(self, conn: psycopg.Connection[Any], candidates: list[str], now: float) -> list[str]:
+        return [r[0] for r in conn.execute(Q["ready_task_types"], {"task_types": candidates, "now": now})]
 
     def next_run_after(self, task_types: Sequence[str] | None) -> float | None:
         if task_types is None:

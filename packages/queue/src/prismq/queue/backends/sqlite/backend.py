@@ -165,7 +165,7 @@ class SQLiteBackend(SQLQueueBackend):
         else:
             # Every ready index is per task type: with no filter, claim over the types
             # that have queued tasks (a few index seeks) and merge their heads.
-            types = _queued_types(conn) if task_types is None else task_types
+            types = self._queued_types(conn) if task_types is None else task_types
             if not types:
                 rows = []
             elif len(types) == 1:
@@ -196,26 +196,13 @@ class SQLiteBackend(SQLQueueBackend):
         ids = [row[0] for row in candidates[: params["count"]]]
         return conn.execute(Q["lease_by_ids"], {**params, "ids": json.dumps(ids)}).fetchall()
 
-    def _claim_split(
-        self,
-        conn: sqlite3.Connection,
-        task_types: Sequence[str] | None,
-        strategy: SchedulingStrategy,
-        params: dict[str, Any],
-    ) -> list[Any]:
-        """Weighted draws: pick types by weight, then the oldest ready task of each."""
-        now = params["now"]
-        candidates = _queued_types(conn) if task_types is None else list(dict.fromkeys(task_types))
-        available = [
-            t
-            for t in candidates
-            if conn.execute(Q["has_ready_of_type"], {"task_type": t, "now": now}).fetchone()
-        ]
-        return self._claim_by_weight(conn, strategy, available, params)
+    def _ready_types(self, conn: sqlite3.Connection, candidates: list[str], now: float) -> list[str]:
+        ready = Q["has_ready_of_type"]
+        return [t for t in candidates if conn.execute(ready, {"task_type": t, "now": now}).fetchone()]
 
     def next_run_after(self, task_types: Sequence[str] | None) -> float | None:
         def work(conn: sqlite3.Connection) -> float | None:
-            types = _queued_types(conn) if task_types is None else task_types
+            types = self._queued_types(conn) if task_types is None else task_types
             times = [conn.execute(Q["next_run_after_type"], {"task_type": t}).fetchone()[0] for t in types]
             known = [t for t in times if t is not None]
             return min(known) if known else None
@@ -319,11 +306,6 @@ class SQLiteBackend(SQLQueueBackend):
             rows = conn.execute(f"EXPLAIN QUERY PLAN {Q[name]}", params).fetchall()
             plans[name] = [r[3] for r in rows]
         return plans
-
-
-def _queued_types(conn: sqlite3.Connection) -> list[str]:
-    """Task types that have queued tasks: one index seek per type (a loose index scan)."""
-    return [row[0] for row in conn.execute(Q["queued_task_types"])]
 
 
 def verify_backup(source: Path) -> None:
