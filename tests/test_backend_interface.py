@@ -119,3 +119,43 @@ def test_doctor_says_when_the_schema_is_out_of_date(db: QueueDatabase, backend_n
     check = next(c for c in run_doctor(db)["checks"] if c["check"] == "schema")
     assert check["status"] == "warn"
     assert check["detail"] == f"version {latest - 1}, this release writes {latest}; run 'prismq-queue init'"
+
+
+@pytest.mark.parametrize("package", ["sqlite", "postgres"])
+def test_every_claim_is_built_from_one_template(package: str) -> None:
+    from prismq.queue.backends.sqlfile import build_claims, load_queries
+
+    text = (PACKAGE / "backends" / package / "queries.sql").read_text(encoding="utf-8")
+    assert text.count("SET status = 'leased'") == 1
+    raw = load_queries(f"prismq.queue.backends.{package}", task_columns="id")
+    built = build_claims(raw)
+    picks = {name.removeprefix("pick_") for name in raw if name.startswith("pick_")}
+    claims = {name.removeprefix("claim_") for name in built if name.startswith("claim_")}
+    assert picks == claims
+    assert len(picks) >= 4
+    for variant in claims:
+        sql = built[f"claim_{variant}"]
+        assert sql.count("SET status = 'leased'") == 1
+        assert "{" not in sql  # every marker filled
+    assert "claim_template" not in built
+    assert "ready_filter" not in built
+
+
+def test_claim_templates_take_extra_filters_in_one_place() -> None:
+    from prismq.queue.backends.sqlfile import build_claims
+
+    queries = {
+        "claim_template": "UPDATE t SET leased WHERE id IN ({picked})",
+        "ready_filter": "AND paused = 0",
+        "pick_one": "SELECT id FROM t WHERE ready {ready_filter}",
+        "candidates_one": "SELECT id FROM t WHERE ready {ready_filter}",
+    }
+    built = build_claims(queries)
+    assert built == {
+        "claim_one": "UPDATE t SET leased WHERE id IN (SELECT id FROM t WHERE ready AND paused = 0)",
+        "candidates_one": "SELECT id FROM t WHERE ready AND paused = 0",
+    }
+    with pytest.raises(RuntimeError, match="claim_one is written out and built from pick_one"):
+        build_claims({**queries, "claim_one": "UPDATE t"})
+    with pytest.raises(RuntimeError, match="no claim_template"):
+        build_claims({"pick_one": "SELECT 1"})

@@ -62,13 +62,13 @@ from ..base import NewTask, checkpoint_mode, chunked
 from ..common import TASK_COLUMNS, TASK_ROW_COLUMNS, SQLQueueBackend, write_backup
 from ..runstore import RUN_COLUMNS
 from ..serverclock import ServerClock
-from ..sqlfile import load_queries
+from ..sqlfile import build_claims, load_queries
 from .connection import SCHEMA_VERSION, ConnectionManager, parse_url, translate_error
 from .runs import PostgresRunStore
 
 __all__ = ["DUMP_FORMAT", "NOTIFY_CHANNEL", "PostgresBackend"]
 
-Q = load_queries(__package__, task_columns=TASK_COLUMNS)
+Q = build_claims(load_queries(__package__, task_columns=TASK_COLUMNS))
 TRANSFER_Q = load_queries(__package__, "transfer.sql")
 
 NOTIFY_CHANNEL = "prismq_queue"

@@ -15,7 +15,7 @@ from ...models import WorkerInfo
 from ...strategies import Ordering, SchedulingStrategy
 from ..base import NewTask, TaskUpdate, checkpoint_mode
 from ..common import TASK_COLUMNS, SQLQueueBackend, write_backup
-from ..sqlfile import load_queries
+from ..sqlfile import build_claims, load_queries
 from .connection import (
     APPLICATION_ID,
     SCHEMA_VERSION,
@@ -28,7 +28,7 @@ from .runs import SQLiteRunStore
 
 __all__ = ["SQLiteBackend"]
 
-Q = load_queries(__package__, task_columns=TASK_COLUMNS)
+Q = build_claims(load_queries(__package__, task_columns=TASK_COLUMNS))
 TRANSFER_Q = load_queries(__package__, "transfer.sql")
 
 _CANDIDATE_KEYS = {
@@ -194,7 +194,7 @@ class SQLiteBackend(SQLQueueBackend):
             return []
         candidates.sort(key=_CANDIDATE_KEYS[ordering])
         ids = [row[0] for row in candidates[: params["count"]]]
-        return conn.execute(Q["lease_by_ids"], {**params, "ids": json.dumps(ids)}).fetchall()
+        return conn.execute(Q["claim_by_ids"], {**params, "ids": json.dumps(ids)}).fetchall()
 
     def _ready_types(self, conn: sqlite3.Connection, candidates: list[str], now: float) -> list[str]:
         ready = Q["has_ready_of_type"]
@@ -299,7 +299,6 @@ class SQLiteBackend(SQLQueueBackend):
             "count_expired_leases",
             "count_finished_since",
             "prune",
-            "lease_by_ids",
         ]
         for name in names:
             params = {**base, "since": 0.0, "before": 0.0, "statuses": "[]", "ids": "[1]"}
