@@ -195,6 +195,14 @@ _KINDS = {
 }  # fmt: skip
 
 
+def _known(options: Mapping[str, Any]) -> dict[str, Any]:
+    """``options`` as a dict, if every key names a worker setting."""
+    unknown = set(options) - _WORKER_KEYS - {"handlers"}
+    if unknown:
+        raise ConfigError(f"unknown worker setting(s): {', '.join(sorted(unknown))}")
+    return dict(options)
+
+
 def _file_values(path: Path) -> dict[str, Any]:
     """The settings a config file gives, checked (handlers not imported yet)."""
     data = _read(path)
@@ -267,10 +275,7 @@ def resolve_settings(
         ConfigError: A malformed variable, file, key or value, an unknown setting, or a
             handler that cannot be imported (the message names where it came from).
     """
-    given = {k: v for k, v in (flags or {}).items() if v is not None}
-    unknown = set(given) - _WORKER_KEYS - {"handlers"}
-    if unknown:
-        raise ConfigError(f"unknown worker setting(s): {', '.join(sorted(unknown))}")
+    given = _known({k: v for k, v in (flags or {}).items() if v is not None})
     values: dict[str, Any] = {"database": QueueConfig.from_env(environ).db_path}
     values.update(settings_from_env(environ))
     path = None if config_file is None else Path(config_file)
@@ -303,7 +308,4 @@ def load_settings(path: str | Path, **overrides: Any) -> WorkerSettings:
 
 def settings_from_mapping(options: Mapping[str, Any]) -> WorkerSettings:
     """Settings from keyword options (``None`` values are left at their defaults)."""
-    unknown = set(options) - _WORKER_KEYS - {"handlers"}
-    if unknown:
-        raise ConfigError(f"unknown worker setting(s): {', '.join(sorted(unknown))}")
-    return WorkerSettings(**{k: v for k, v in options.items() if v is not None})
+    return WorkerSettings(**{k: v for k, v in _known(options).items() if v is not None})
