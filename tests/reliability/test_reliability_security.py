@@ -182,10 +182,13 @@ def test_sql_files_use_bound_parameters_only() -> None:
         text = re.sub(r"--[^\n]*", "", path.read_text(encoding="utf-8"))
         # The only text substitutions: column lists built from the package's constant
         # column names (task_columns, run_columns, columns, updates), bind markers for
-        # those columns (values), and the PostgreSQL schema identifier (through psycopg's
-        # sql.Identifier). No placeholder carries data.
+        # those columns (values), the PostgreSQL schema identifier (through psycopg's
+        # sql.Identifier), and the claim template's pieces (picked, ready_filter: other
+        # named statements of the same file, see sqlfile.build_claims). No placeholder
+        # carries data.
+        pieces = {"schema", "values", "updates", "picked", "ready_filter"}
         for name in re.findall(r"\{(\w+)\}", text):
-            assert name.endswith("columns") or name in {"schema", "values", "updates"}, (path, name)
+            assert name.endswith("columns") or name in pieces, (path, name)
         # No placeholder inside a quoted literal, where it would be spliced, not bound.
         for literal in re.findall(r"'[^']*'", text):
             assert not re.search(r"%\(|%s|:\w+|\?", literal), (path, literal)
