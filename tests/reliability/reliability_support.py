@@ -33,19 +33,6 @@ def sized(ci: int, soak: int) -> int:
     return soak if SOAK else ci
 
 
-class ManualClock:
-    """A clock for ``QueueDatabase(clock=...)``: time moves only when told."""
-
-    def __init__(self, start: float = 1_800_000_000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 def append_line(path: Path | str, line: str) -> None:
     """Append one line with a single ``write`` on an O_APPEND descriptor (survives SIGKILL)."""
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)

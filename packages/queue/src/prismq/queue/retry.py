@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from .errors import ScheduleError
-from .validation import MAX_DELAY_SECONDS, finite_float, show_number
+from .validation import MAX_DELAY_SECONDS, finite_float, is_int, is_number, show_number
 
 __all__ = ["RetryPolicy"]
 
@@ -49,13 +49,13 @@ class RetryPolicy:
     jitter: float = 0.1
 
     def __post_init__(self) -> None:
-        if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int):
+        if not is_int(self.max_attempts):
             raise ScheduleError(f"max_attempts must be an integer of at least 1, got {self.max_attempts!r}")
         if not 1 <= self.max_attempts <= 1000:
             raise ScheduleError(f"max_attempts must be between 1 and 1000, got {self.max_attempts}")
         for name in ("base_delay", "multiplier", "max_delay", "jitter"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
+            if not is_number(value):
                 raise ScheduleError(f"{name} must be a number, got {value!r}")
             if finite_float(value) is None or value < 0:
                 raise ScheduleError(f"{name} must be a finite number >= 0, got {show_number(value)}")

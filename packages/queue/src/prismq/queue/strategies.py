@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
 from .errors import ConfigError
-from .validation import finite_float
+from .validation import finite_float, is_number
 
 __all__ = [
     "FIFOStrategy",
@@ -143,7 +143,7 @@ class WeightedRandomStrategy(SchedulingStrategy):
     ) -> None:
         self.weights = dict(weights or {})
         for key, value in [*self.weights.items(), ("default_weight", default_weight)]:
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
+            if not is_number(value):
                 raise ConfigError(f"weight for {key!r} must be a number, got {value!r}")
             if finite_float(value) is None or value < 0:
                 raise ConfigError(f"weight for {key!r} must be finite and >= 0, got {value!r}")

@@ -11,7 +11,7 @@ import math
 import re
 from collections.abc import Callable
 from json.encoder import encode_basestring
-from typing import Any
+from typing import Any, TypeGuard
 
 from .errors import PayloadError, PriorityError, ScheduleError, TaskTypeError, ValidationError
 from .models import MAX_PRIORITY, MIN_PRIORITY
@@ -27,6 +27,8 @@ __all__ = [
     "decode_json",
     "encode_json",
     "finite_float",
+    "is_int",
+    "is_number",
     "show_number",
     "validate_delay",
     "validate_idempotency_key",
@@ -56,6 +58,17 @@ MAX_JSON_DEPTH = 128
 """Deepest nesting of lists and dicts accepted in a payload or result. Far deeper values
 can be encoded but not decoded again (``json.loads`` runs out of recursion), which would
 leave a stored task that no call can read."""
+
+
+def is_int(value: object) -> TypeGuard[int]:
+    """True for an ``int`` that is not a ``bool`` (``True`` is not a count of anything)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: object) -> TypeGuard[int | float]:
+    """True for an ``int`` or ``float`` that is not a ``bool`` (NaN and infinities included)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
 
 _CONTROL_CHARS = re.compile("[\x00-\x1f\x7f]")
 """Characters a task type may not contain: C0 controls and DEL."""
@@ -254,7 +267,7 @@ def validate_priority(priority: object) -> int:
     Raises:
         PriorityError: Not an integer, or outside 0..1000.
     """
-    if isinstance(priority, bool) or not isinstance(priority, int):
+    if not is_int(priority):
         raise PriorityError(
             f"priority must be an integer from {MIN_PRIORITY} to {MAX_PRIORITY}, got {priority!r}"
         )
@@ -328,7 +341,7 @@ def validate_delay(delay: object, name: str = "delay") -> float:
     Raises:
         ScheduleError: Not a number, negative, NaN, infinite or over 100 years.
     """
-    if isinstance(delay, bool) or not isinstance(delay, (int, float)):
+    if not is_number(delay):
         raise ScheduleError(f"{name} must be a number of seconds, got {delay!r}")
     if isinstance(delay, float) and not math.isfinite(delay):
         raise ScheduleError(f"{name} must be finite, got {delay!r}")
@@ -369,7 +382,7 @@ def validate_task_id(task_id: object) -> int:
         ValidationError: Anything else.
     """
     inner = getattr(task_id, "id", task_id) if not isinstance(task_id, int) else task_id
-    if isinstance(inner, bool) or not isinstance(inner, int):
+    if not is_int(inner):
         raise ValidationError(f"task id must be an integer or a Task, got {task_id!r}")
     if not -MAX_TASK_ID - 1 <= inner <= MAX_TASK_ID:
         raise ValidationError(f"task id {inner} is out of range; ids are 64-bit integers")

@@ -14,7 +14,7 @@ import traceback as traceback_module
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, TypeVar
 
 from .backends.base import TaskUpdate
 from .config import DEFAULT_LEASE_DURATION, ENV_LEASE_DURATION, ENV_WORKER_ID, QueueConfig
@@ -26,17 +26,33 @@ from .strategies import SchedulingStrategy, resolve_strategy
 from .validation import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     encode_json,
+    is_int,
     show_number,
     validate_delay,
     validate_task_id,
     validate_task_type,
 )
 
-if TYPE_CHECKING:
-    from .runtime.registry import HandlerRegistry
-    from .runtime.runner import RunSummary
+__all__ = ["QueueWorker", "WorkerRuntime"]
 
-__all__ = ["QueueWorker"]
+_Summary = TypeVar("_Summary", covariant=True)
+
+
+class WorkerRuntime(Protocol[_Summary]):
+    """What runs handlers for a worker (:class:`prismq.queue.runtime.HandlerRegistry`).
+
+    The runtime sits above the worker: :meth:`QueueWorker.run` hands itself to the
+    registry it is given, so this module never imports the runtime.
+    """
+
+    def run_worker(self, worker: QueueWorker, **options: Any) -> _Summary:
+        """Run ``worker`` on a fresh event loop until it stops."""
+        ...
+
+    async def run_worker_async(self, worker: QueueWorker, **options: Any) -> _Summary:
+        """Run ``worker`` on the caller's running event loop until it stops."""
+        ...
+
 
 logger = logging.getLogger("prismq.queue.worker")
 
@@ -176,7 +192,7 @@ class QueueWorker:
         Returns:
             The leased tasks (empty when nothing is ready).
         """
-        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_BATCH:
+        if not is_int(count) or not 1 <= count <= MAX_BATCH:
             raise ValidationError(f"count must be an integer from 1 to {MAX_BATCH}, got {count!r}")
         return self._claim(count, (), ())[1]
 
@@ -502,7 +518,7 @@ class QueueWorker:
         return self._finish(update, TaskStatus.CANCELLED, None, reason, None, True, self.db.now())
 
     # -- running handlers ------------------------------------------------------
-    def run(self, registry: HandlerRegistry, **options: Any) -> RunSummary:
+    def run(self, registry: WorkerRuntime[_Summary], **options: Any) -> _Summary:
         """Run handlers from ``registry`` until stopped: claim, run, complete or fail.
 
         A thin front to :class:`prismq.queue.runtime.WorkerRunner`; ``options`` are its
@@ -512,15 +528,11 @@ class QueueWorker:
         Returns:
             What the run did (counts of completed, retried, dead, ... tasks).
         """
-        from .runtime.runner import run_worker
+        return registry.run_worker(self, **options)
 
-        return run_worker(self, registry, **options)
-
-    async def run_async(self, registry: HandlerRegistry, **options: Any) -> RunSummary:
+    async def run_async(self, registry: WorkerRuntime[_Summary], **options: Any) -> _Summary:
         """:meth:`run` on the caller's running event loop."""
-        from .runtime.runner import WorkerRunner
-
-        return await WorkerRunner(self, registry, **options).run()
+        return await registry.run_worker_async(self, **options)
 
     # -- life cycle ------------------------------------------------------------
     def close(self, release: bool = True) -> None:

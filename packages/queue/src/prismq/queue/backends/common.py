@@ -15,23 +15,28 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import secrets
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, ClassVar
 
-from ..errors import LeaseLostError, QueueError, TaskNotFoundError, TaskStateError
+from ..errors import BackupError, LeaseLostError, QueueError, TaskNotFoundError, TaskStateError
 from ..models import Task, TaskStatus, UndecodableValue, WorkerInfo, epoch_to_datetime
 from ..strategies import Ordering, SchedulingStrategy
-from .base import QueueStats, TaskQuery, TaskUpdate
+from .base import COPY_TABLES, QueueStats, TaskQuery, TaskUpdate
+from .runstore import RUN_COLUMNS
 
 __all__ = [
     "ORDER_KEYS",
     "TASK_COLUMNS",
+    "TASK_ROW_COLUMNS",
     "SQLQueueBackend",
     "describe_holder",
     "row_to_task",
     "row_to_worker",
+    "write_backup",
 ]
 
 TASK_COLUMNS = (
@@ -40,6 +45,24 @@ TASK_COLUMNS = (
     "progress_message, result, last_error, last_traceback, idempotency_key, created_at, "
     "started_at, finished_at"
 )
+
+TASK_ROW_COLUMNS = (*(c.strip() for c in TASK_COLUMNS.split(",")), "updated_at")
+"""Every column of ``tasks``, in the order copies and dumps read and write them."""
+
+# Per copied table: its columns in copy order, its boolean columns, and its transfer.sql
+# statements (count, read after a key, read a key range, upsert).
+_COPY = {
+    "tasks": (
+        TASK_ROW_COLUMNS,
+        ("cancel_requested",),
+        "count_tasks",
+        "tasks_after",
+        "tasks_between",
+        "upsert_task",
+    ),
+    "runs": (RUN_COLUMNS, ("rerunnable",), "count_runs", "runs_after", "runs_between", "upsert_run"),
+}
+assert tuple(_COPY) == COPY_TABLES
 
 _STATUS = {status.value: status for status in TaskStatus}
 ORDER_KEYS: dict[Ordering, Callable[[Task], Any]] = {
@@ -175,11 +198,147 @@ def describe_holder(row: Sequence[Any]) -> str:
     return f"it is now {status}"
 
 
+def write_backup(destination: Path, write: Callable[[Path], None], live: Path | None = None) -> Path:
+    """Write a backup through a temporary file beside ``destination``, then rename it into place.
+
+    The temporary file is created owner-only (``0600``) and exclusively, handed to
+    ``write`` (which fills and checks it, raising :class:`BackupError` on a failed
+    check), and renamed over ``destination`` only when ``write`` returns, so a
+    half-written backup never appears. It is removed whatever happens.
+
+    Args:
+        destination: The backup file's path.
+        write: Fills the temporary file whose path it is given.
+        live: The live database file, which ``destination`` must not be.
+
+    Raises:
+        BackupError: ``destination`` is the live file, a folder, in a missing or
+            unwritable folder, or an unusable name; or writing failed.
+    """
+    destination = Path(destination).expanduser()
+    parent = destination.parent
+    try:
+        if live is not None and destination.exists() and destination.resolve() == live.resolve():
+            raise BackupError("the backup destination is the live database itself; choose another path")
+        if destination.is_dir():
+            raise BackupError(f"{destination} is a directory; give the backup file's path")
+        if not parent.is_dir():
+            raise BackupError(f"the backup folder {parent} does not exist; create it first")
+    except (OSError, ValueError) as exc:  # a name too long, a NUL, an unencodable character
+        reason = getattr(exc, "strerror", None) or exc
+        raise BackupError(
+            f"cannot use {destination} as a backup destination: {reason}; choose another path"
+        ) from None
+    temp = parent / f".{destination.name}.{secrets.token_hex(4)}.partial"
+    try:
+        os.close(os.open(temp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or exc
+        raise BackupError(f"cannot write a backup in {parent}: {reason}; choose a writable folder") from None
+    try:
+        write(temp)
+        os.replace(temp, destination)
+    except OSError as exc:
+        raise BackupError(f"backup to {destination} failed: {exc.strerror or exc}") from None
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            temp.unlink()
+    return destination
+
+
 class SQLQueueBackend:
     """Operations shared by the SQL backends (see the module docstring)."""
 
     queries: ClassVar[dict[str, str]]
+    transfer_queries: ClassVar[dict[str, str]]
+    notifies_changes: ClassVar[bool] = False
     db: Any
+
+    def wait_for_change(self, timeout: float) -> bool:
+        """Nothing is pushed here: return True at once (the caller looks for itself)."""
+        return True
+
+    def stop_listening(self) -> None:
+        """Nothing listens here."""
+
+    def _executemany(self, conn: Any, sql: str, values: Sequence[Any]) -> None:
+        """Run ``sql`` once per parameter set on ``conn``."""
+        conn.executemany(sql, values)
+
+    def _insert_one(self, conn: Any, row: Any) -> int:
+        """Insert one task row (bound as ``insert_task`` takes it); return its id."""
+        raise NotImplementedError
+
+    def _key_params(self, key: str) -> Any:
+        """Bind ``task_id_by_idempotency_key``'s one parameter."""
+        raise NotImplementedError
+
+    def _insert_keyed(
+        self, conn: Any, rows: Sequence[Any], keys: Sequence[str | None]
+    ) -> list[tuple[int, bool]]:
+        """Insert rows one by one; a row whose idempotency key is taken returns that task's id."""
+        out: list[tuple[int, bool]] = []
+        for row, key in zip(rows, keys, strict=True):
+            if key is None:
+                out.append((self._insert_one(conn, row), True))
+                continue
+            inserted = conn.execute(self.queries["insert_task_idempotent"], row).fetchone()
+            if inserted is not None:
+                out.append((inserted[0], True))
+            else:
+                existing = conn.execute(
+                    self.queries["task_id_by_idempotency_key"], self._key_params(key)
+                ).fetchone()
+                out.append((existing[0], False))
+        return out
+
+    # -- copy between databases --------------------------------------------------
+    def _copy_spec(self, table: str) -> tuple[Any, ...]:
+        try:
+            return _COPY[table]
+        except KeyError:
+            raise ValueError(f"no copy of table {table!r}; copied tables: {', '.join(COPY_TABLES)}") from None
+
+    def _has_table(self, table: str) -> bool:
+        if table == "tasks":
+            return True
+        return bool(self.db.read(lambda c: c.execute(self.transfer_queries["has_runs"]).fetchone()[0]))
+
+    def _copy_rows(self, table: str, query: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        columns, booleans = self._copy_spec(table)[:2]
+        if not self._has_table(table):
+            return []
+        rows = self.db.read(lambda c: c.execute(self.transfer_queries[query], params).fetchall())
+        out = []
+        for row in rows:
+            record = dict(zip(columns, row, strict=True))
+            for name in booleans:
+                record[name] = bool(record[name])
+            out.append(record)
+        return out
+
+    def copy_count(self, table: str) -> int:
+        count_query = self._copy_spec(table)[2]
+        if not self._has_table(table):
+            return 0
+        return int(self.db.read(lambda c: c.execute(self.transfer_queries[count_query]).fetchone()[0]))
+
+    def copy_read(self, table: str, after: int, limit: int) -> list[dict[str, Any]]:
+        return self._copy_rows(table, self._copy_spec(table)[3], {"after": after, "limit": limit})
+
+    def copy_read_between(self, table: str, first: int, last: int) -> list[dict[str, Any]]:
+        return self._copy_rows(table, self._copy_spec(table)[4], {"first": first, "last": last})
+
+    def copy_write(self, table: str, rows: Sequence[dict[str, Any]]) -> None:
+        _columns, booleans, _count, _after, _between, upsert = self._copy_spec(table)
+        values = [{**row, **{name: self._flag(bool(row[name])) for name in booleans}} for row in rows]
+
+        def work(conn: Any) -> None:
+            self._executemany(conn, self.transfer_queries[upsert], values)
+            if table == "tasks" and "advance_task_ids" in self.transfer_queries:
+                conn.execute(self.transfer_queries["advance_task_ids"])
+
+        self.db.write(work)
 
     def _array(self, values: list[Any]) -> Any:
         """Bind a list parameter (SQLite: JSON text for ``json_each``; PostgreSQL: an array)."""
@@ -198,6 +357,26 @@ class SQLQueueBackend:
     ) -> list[Any]:
         """Lease up to ``params["count"]`` ready tasks inside the open transaction; return rows."""
         raise NotImplementedError
+
+    def _queued_types(self, conn: Any) -> list[str]:
+        """Task types that have queued tasks, read off the ready index (one seek per type)."""
+        return [row[0] for row in conn.execute(self.queries["queued_task_types"])]
+
+    def _ready_types(self, conn: Any, candidates: list[str], now: float) -> list[str]:
+        """Those of ``candidates`` with a task ready at ``now``, in ``candidates`` order."""
+        raise NotImplementedError
+
+    def _claim_split(
+        self,
+        conn: Any,
+        task_types: Sequence[str] | None,
+        strategy: SchedulingStrategy,
+        params: dict[str, Any],
+    ) -> list[Any]:
+        """Weighted draws: pick types by weight, then the oldest ready task of each."""
+        candidates = self._queued_types(conn) if task_types is None else list(dict.fromkeys(task_types))
+        available = self._ready_types(conn, candidates, params["now"])
+        return self._claim_by_weight(conn, strategy, available, params)
 
     def _claim_by_weight(
         self, conn: Any, strategy: SchedulingStrategy, available: list[str], params: dict[str, Any]

@@ -7,7 +7,7 @@ import json
 import re
 from typing import Any, NoReturn
 
-from ..backends.sqlite.backend import CHECKPOINT_MODES
+from ..backends.base import CHECKPOINT_MODES
 
 __all__ = ["UsageError", "build_parser", "parse_duration", "parse_json", "parse_weights"]
 

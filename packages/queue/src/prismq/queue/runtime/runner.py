@@ -12,17 +12,20 @@ import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from ..errors import ConfigError, LeaseLostError, PayloadError, QueueError, ValidationError
 from ..models import Task
+from ..validation import is_int, is_number
 from ..worker import QueueWorker
 from .context import TaskCancelled, TaskContext, TaskFailed
 from .logs import task_logger, worker_logger
 from .outcomes import HandlerEscaped, base_exception_outcome, guard_coroutine, save_with_retry
-from .registry import Handler, HandlerRegistry
 from .threads import DaemonThreadPool
 from .wakeup import ChangeWaiter, make_waiter
+
+if TYPE_CHECKING:
+    from .registry import Handler, HandlerRegistry
 
 __all__ = ["RunSummary", "StopFlag", "TaskTimeoutError", "WorkerRunner"]
 
@@ -125,12 +128,12 @@ class WorkerRunner:
     ) -> None:
         if len(registry) == 0:
             raise ConfigError("the handler registry is empty; register at least one handler")
-        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or not 1 <= concurrency <= 1000:
+        if not is_int(concurrency) or not 1 <= concurrency <= 1000:
             raise ConfigError(f"concurrency must be an integer from 1 to 1000, got {concurrency!r}")
         if max_tasks is not None and (not isinstance(max_tasks, int) or max_tasks < 1):
             raise ConfigError(f"max_tasks must be a positive integer, got {max_tasks!r}")
         for name, value in (("grace_period", grace_period), ("idle_timeout", idle_timeout)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            if not is_number(value) or value < 0:
                 raise ConfigError(f"{name} must be a number of seconds >= 0, got {value!r}")
         if wake_mode not in ("auto", "notify", "inotify", "poll"):
             raise ConfigError(f"wake_mode must be auto, notify, inotify or poll, got {wake_mode!r}")
