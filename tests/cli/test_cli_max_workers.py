@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from prismq.queue import QueueClient, QueueDatabase
-from prismq.queue.runtime.settings import WorkerSettings
+from prismq.queue.runtime.settings import resolve_settings
 
 SRC = Path(__file__).resolve().parents[2] / "packages" / "queue" / "src"
 HANDLERS = (
@@ -87,9 +87,12 @@ def test_malformed_variable_is_a_one_line_error(tmp_path: Path) -> None:
     ]
 
 
-def test_settings_default_reads_the_variable(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.setenv("PRISMQ_QUEUE_MAX_WORKERS", "3")
-    assert WorkerSettings().processes == 3
-    assert WorkerSettings(processes=1).processes == 1
-    monkeypatch.delenv("PRISMQ_QUEUE_MAX_WORKERS")
-    assert WorkerSettings().processes == 1
+def test_resolved_settings_read_the_variable(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The chain the CLI uses: flag over file over PRISMQ_QUEUE_MAX_WORKERS over 1."""
+    (tmp_path / "pid_handlers.py").write_text(HANDLERS, encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    flags = {"registry": "pid_handlers"}
+    env = {"PRISMQ_QUEUE_MAX_WORKERS": "3"}
+    assert resolve_settings(None, {**flags, "processes": None}, environ=env).processes == 3
+    assert resolve_settings(None, {**flags, "processes": 1}, environ=env).processes == 1
+    assert resolve_settings(None, flags, environ={}).processes == 1

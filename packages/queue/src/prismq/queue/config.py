@@ -20,6 +20,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .errors import ConfigError
 
@@ -33,6 +34,7 @@ __all__ = [
     "default_db_path",
     "default_worker_id",
     "env_max_workers",
+    "settings_from_env",
 ]
 
 ENV_DB_PATH = "PRISMQ_QUEUE_DB_PATH"
@@ -110,8 +112,8 @@ def _positive_int(name: str, raw: str) -> int:
 def env_max_workers(environ: Mapping[str, str] | None = None) -> int:
     """The worker process count ``PRISMQ_QUEUE_MAX_WORKERS`` asks for (1 when unset).
 
-    It is the default of ``prismq-queue worker --processes`` and of
-    :attr:`~prismq.queue.runtime.WorkerSettings.processes`: a ``--processes`` flag or a
+    It is the default of ``prismq-queue worker --processes`` and so of the supervisor
+    (:func:`prismq.queue.runtime.settings.resolve_settings`): a ``--processes`` flag or a
     ``processes`` key in the config file wins over it.
 
     Args:
@@ -123,6 +125,42 @@ def env_max_workers(environ: Mapping[str, str] | None = None) -> int:
     env = os.environ if environ is None else environ
     raw = env.get(ENV_MAX_WORKERS, "").strip()
     return _positive_int(ENV_MAX_WORKERS, raw) if raw else 1
+
+
+def settings_from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The settings the environment sets, by worker setting name; unset variables are left out.
+
+    ``PRISMQ_QUEUE_DB_PATH`` gives ``database``, ``PRISMQ_QUEUE_WORKER_ID`` ``worker_id``,
+    ``PRISMQ_QUEUE_LEASE_DURATION`` ``lease_duration`` and ``PRISMQ_QUEUE_MAX_WORKERS``
+    ``processes``. This is the environment's layer of the one configuration chain (flags
+    over file over environment over defaults, see
+    :func:`prismq.queue.runtime.settings.resolve_settings`); :class:`QueueConfig` reads the
+    same values.
+
+    Args:
+        environ: The environment to read (``os.environ`` by default).
+
+    Raises:
+        ConfigError: A variable is set to a malformed value; the message names the
+            variable and the expected form.
+    """
+    env = os.environ if environ is None else environ
+    out: dict[str, Any] = {}
+    db = env.get(ENV_DB_PATH, "").strip()
+    if db:
+        out["database"] = db if "://" in db else str(Path(db).expanduser())
+    worker_id = env.get(ENV_WORKER_ID, "").strip()
+    if worker_id:
+        if len(worker_id) > 200:
+            raise ConfigError(f"{ENV_WORKER_ID} is longer than 200 characters; use a shorter id")
+        out["worker_id"] = worker_id
+    lease_raw = env.get(ENV_LEASE_DURATION, "").strip()
+    if lease_raw:
+        out["lease_duration"] = _positive_float(ENV_LEASE_DURATION, lease_raw)
+    workers_raw = env.get(ENV_MAX_WORKERS, "").strip()
+    if workers_raw:
+        out["processes"] = _positive_int(ENV_MAX_WORKERS, workers_raw)
+    return out
 
 
 @dataclass(frozen=True)
@@ -153,16 +191,10 @@ class QueueConfig:
                 variable and the expected form.
         """
         env = os.environ if environ is None else environ
-        worker_id = env.get(ENV_WORKER_ID, "").strip() or default_worker_id()
-        if len(worker_id) > 200:
-            raise ConfigError(f"{ENV_WORKER_ID} is longer than 200 characters; use a shorter id")
-        lease_raw = env.get(ENV_LEASE_DURATION, "").strip()
-        db = env.get(ENV_DB_PATH, "").strip()
+        values = settings_from_env(env)
         return cls(
-            db_path=db if "://" in db else str(default_db_path(environ=env)),
-            worker_id=worker_id,
-            lease_duration=_positive_float(ENV_LEASE_DURATION, lease_raw)
-            if lease_raw
-            else DEFAULT_LEASE_DURATION,
-            max_workers=env_max_workers(env),
+            db_path=values.get("database") or str(default_db_path(environ=env)),
+            worker_id=values.get("worker_id") or default_worker_id(),
+            lease_duration=values.get("lease_duration", DEFAULT_LEASE_DURATION),
+            max_workers=values.get("processes", 1),
         )
