@@ -22,7 +22,9 @@ from ..strategies import SchedulingStrategy
 __all__ = [
     "Backend",
     "NewTask",
+    "PageQuery",
     "QueueStats",
+    "TaskPage",
     "TaskQuery",
     "TaskUpdate",
 ]
@@ -66,6 +68,41 @@ class TaskQuery:
     limit: int = 100
     offset: int = 0
     newest_first: bool = True
+
+
+@dataclass(frozen=True)
+class PageQuery:
+    """One page of tasks, read by keyset (never by offset), each status off its own index.
+
+    The order depends on ``status``: ``None`` (every status) newest id first; queued by
+    task type, then ``run_after``; leased by lease end; completed, dead and cancelled
+    newest finished first. ``since``/``until`` bound that same time (creation for
+    ``None``, so that filter reads rows in id order).
+
+    Attributes:
+        status: The one status listed, or ``None`` for all.
+        task_type: Keep this task type only.
+        since: Keep tasks whose ordering time is at or after this epoch time.
+        until: Keep tasks whose ordering time is before this epoch time.
+        search: Keep tasks whose payload or last error contains this text.
+        cursor: Where the previous page ended (its ``next_cursor``); ``None``: the start.
+        limit: Most tasks returned.
+    """
+
+    status: TaskStatus | None = None
+    task_type: str | None = None
+    since: float | None = None
+    until: float | None = None
+    search: str | None = None
+    cursor: tuple[Any, ...] | None = None
+    limit: int = 50
+
+
+class TaskPage(NamedTuple):
+    """Tasks of one page, and the cursor of the next page (``None`` after the last)."""
+
+    tasks: list[Task]
+    next_cursor: tuple[Any, ...] | None
 
 
 class TaskUpdate(NamedTuple):
@@ -178,6 +215,34 @@ class Backend(Protocol):
 
     def data_version(self) -> int:
         """A number that changes when another connection commits (cheap to read)."""
+        ...
+
+    def page_tasks(self, query: PageQuery) -> TaskPage:
+        """One page of tasks by keyset (see :class:`PageQuery`)."""
+        ...
+
+    def finished_histogram(self, since: float, step: float) -> list[tuple[int, str, int]]:
+        """``(bucket, status, count)`` of tasks finished since ``since``, per ``step`` seconds."""
+        ...
+
+    def change_tasks(self, action: str, task_ids: Sequence[int], now: float) -> int:
+        """Apply ``"retry"``, ``"cancel"`` or ``"delete"`` to these tasks in one transaction.
+
+        Tasks not in a state the action applies to are left alone; returns how many changed.
+        """
+        ...
+
+    # -- paused task types -------------------------------------------------------
+    def pause_task_type(self, task_type: str, now: float) -> bool:
+        """Stop claims of a task type; False when it was already paused."""
+        ...
+
+    def resume_task_type(self, task_type: str) -> bool:
+        """Allow claims of a task type again; False when it was not paused."""
+        ...
+
+    def paused_task_types(self) -> dict[str, float]:
+        """The paused task types, each with the epoch time it was paused."""
         ...
 
     # -- worker side -----------------------------------------------------------

@@ -95,7 +95,14 @@ _DUMP_KINDS = {
 """Row kinds of a dump, in file order (runs after their tasks): queries and fields."""
 
 CHECKPOINT_MODES = ("PASSIVE", "FULL", "RESTART", "TRUNCATE")
-EXPECTED_TABLES = ("tasks", "workers", "runs", "prismq_schema_version", "prismq_data_version")
+EXPECTED_TABLES = (
+    "tasks",
+    "workers",
+    "runs",
+    "paused_task_types",
+    "prismq_schema_version",
+    "prismq_data_version",
+)
 EXPECTED_INDEXES = (
     "idx_tasks_ready_fifo",
     "idx_tasks_ready_priority",
@@ -370,10 +377,14 @@ class PostgresBackend(SQLQueueBackend):
         return self._claim_by_weight(conn, strategy, available, params)
 
     def next_run_after(self, task_types: Sequence[str] | None) -> float | None:
-        if task_types is None:
-            return self.db.read(lambda c: c.execute(Q["next_run_after_any"]).fetchone()[0])  # type: ignore[index]
-        params = {"task_types": list(dict.fromkeys(task_types))}
-        return self.db.read(lambda c: c.execute(Q["next_run_after_types"], params).fetchone()[0])  # type: ignore[index]
+        def work(conn: psycopg.Connection[Any]) -> float | None:
+            types = self._unpaused(conn, task_types)  # paused types have no next run
+            if types is None:
+                return conn.execute(Q["next_run_after_any"]).fetchone()[0]  # type: ignore[index, no-any-return]
+            params = {"task_types": list(dict.fromkeys(types))}
+            return conn.execute(Q["next_run_after_types"], params).fetchone()[0]  # type: ignore[index, no-any-return]
+
+        return self.db.read(work)
 
     # -- worker registry -------------------------------------------------------
     def register_worker(self, info: WorkerInfo) -> None:
@@ -530,6 +541,9 @@ class PostgresBackend(SQLQueueBackend):
             conn.execute(Q["advance_task_ids"])
 
         self.db.write(work)
+
+    def _explain(self, conn: psycopg.Connection[Any], sql: str, params: dict[str, Any]) -> list[str]:
+        return [r[0] for r in conn.execute(f"EXPLAIN {sql}", params).fetchall()]  # type: ignore[call-overload]
 
     def explain_claims(self) -> dict[str, list[str]]:
         # Plans for a claim when every queued task is ready (the common, costly case).
