@@ -48,12 +48,14 @@ POSTGRES_BAD = re.compile(r"Seq Scan|(^|->)\s*Sort\s+\(")
 
 
 @pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def million(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[QueueDatabase]:
+def million(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[QueueDatabase]:
     """A queue database holding 1,000,000 tasks in every status, statistics fresh."""
     if request.param == "postgresql":
-        from prismq.queue.backends.postgres import PostgresBackend
-
         from conftest import drop_postgres_schema
+
+        from prismq.queue.backends.postgres import PostgresBackend
 
         url = request.getfixturevalue("postgres_url")
         schema = f"prismq_test_million_{int(time.time())}"
@@ -109,7 +111,8 @@ def test_pages_load_fast_and_walk_forward(million: QueueDatabase) -> None:
         first = client.page(status=status, limit=50)
         second = client.page(status=status, limit=50, cursor=first.next_cursor)
         elapsed = time.perf_counter() - started
-        assert len(first.tasks) == 50 and len(second.tasks) == 50
+        assert len(first.tasks) == 50
+        assert len(second.tasks) == 50
         assert not {t.id for t in first.tasks} & {t.id for t in second.tasks}
         if status is not None:
             assert {t.status.value for t in first.tasks + second.tasks} == {status}

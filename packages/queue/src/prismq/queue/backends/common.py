@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timezone
 from typing import Any, ClassVar
 
-from ..errors import LeaseLostError, TaskNotFoundError, TaskStateError
+from ..errors import LeaseLostError, TaskNotFoundError, TaskStateError, ValidationError
 from ..models import Task, TaskStatus, WorkerInfo, epoch_to_datetime
 from ..strategies import Ordering, SchedulingStrategy
 from .base import PageQuery, QueueStats, TaskPage, TaskQuery, TaskUpdate
@@ -137,6 +137,23 @@ def describe_holder(row: Sequence[Any]) -> str:
     if status == "leased":
         return f"it is now leased by {locked_by!r}"
     return f"it is now {status}"
+
+
+def _bind_cursor(
+    params: dict[str, Any], names: tuple[str, ...], cursor: tuple[Any, ...] | None, start: tuple[Any, ...]
+) -> None:
+    """Bind a page cursor's values (or the start of the order) to its parameters.
+
+    Raises:
+        ValidationError: The cursor belongs to another kind of page.
+    """
+    values = start if cursor is None else cursor
+    if len(values) != len(names) or any(
+        type(a) is not type(b) and not (isinstance(a, (int, float)) and isinstance(b, (int, float)))
+        for a, b in zip(values, start, strict=True)
+    ):
+        raise ValidationError(f"the cursor {list(values)!r} belongs to another page's filter")
+    params.update(zip(names, values, strict=True))
 
 
 class SQLQueueBackend:
@@ -289,20 +306,20 @@ class SQLQueueBackend:
         key: Callable[[Any], tuple[Any, ...]]
         if status is None:
             name, key = "page_all", lambda r: (r[0],)
-            params["cursor_id"] = cursor[0] if cursor else 2**63 - 1
+            _bind_cursor(params, ("cursor_id",), cursor, (2**63 - 1,))
         elif status is TaskStatus.QUEUED and query.task_type is None:
             name, key = "page_queued", lambda r: (r[1], r[8], r[0])
-            params.update(zip(("cursor_type", "cursor_time", "cursor_id"), cursor or ("", -1.0, 0)))
+            _bind_cursor(params, ("cursor_type", "cursor_time", "cursor_id"), cursor, ("", -1.0, 0))
         elif status is TaskStatus.QUEUED:
             name, key = "page_queued_type", lambda r: (r[8], r[0])
-            params.update(zip(("cursor_time", "cursor_id"), cursor or (-1.0, 0)))
+            _bind_cursor(params, ("cursor_time", "cursor_id"), cursor, (-1.0, 0))
         elif status is TaskStatus.LEASED:
             name, key = "page_leased", lambda r: (r[9], r[0])
-            params.update(zip(("cursor_time", "cursor_id"), cursor or (-1.0, 0)))
+            _bind_cursor(params, ("cursor_time", "cursor_id"), cursor, (-1.0, 0))
         else:
             name = f"page_{status.value}" if f"page_{status.value}" in self.queries else "page_finished"
             key = lambda r: (r[21], r[0])  # noqa: E731
-            params.update(zip(("cursor_time", "cursor_id"), cursor or (1e300, 0)))
+            _bind_cursor(params, ("cursor_time", "cursor_id"), cursor, (1e300, 0))
         return name, params, key
 
     def page_tasks(self, query: PageQuery) -> TaskPage:
