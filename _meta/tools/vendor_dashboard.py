@@ -41,8 +41,10 @@ def expected() -> dict[str, dict[str, str]]:
         source = ROOT / "node_modules" / package / inner
         installed = json.loads((ROOT / "node_modules" / package / "package.json").read_text(encoding="utf-8"))
         if installed["version"] != locked_version(package):
-            raise SystemExit(f"node_modules/{package} is {installed['version']}, the lock says "
-                             f"{locked_version(package)}: run npm ci")
+            raise SystemExit(
+                f"node_modules/{package} is {installed['version']}, the lock says "
+                f"{locked_version(package)}: run npm ci"
+            )
         out[name] = {
             "package": package,
             "version": installed["version"],

@@ -53,8 +53,6 @@ def million(
 ) -> Iterator[QueueDatabase]:
     """A queue database holding 1,000,000 tasks in every status, statistics fresh."""
     if request.param == "postgresql":
-        from conftest import drop_postgres_schema
-
         from prismq.queue.backends.postgres import PostgresBackend
 
         url = request.getfixturevalue("postgres_url")
@@ -71,7 +69,11 @@ def million(
     yield database
     database.close()
     if request.param == "postgresql":
-        drop_postgres_schema(url, schema)
+        import psycopg
+        from psycopg import sql
+
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 
 def _queries() -> list[PageQuery]:
