@@ -15,7 +15,13 @@
       title: title,
       width: width,
       height: 200,
-      scales: { x: { time: true } },
+      scales: {
+        x: {
+          time: true,
+          // One sample yet (the depth chart starts empty): show the last five minutes.
+          range: function (u, min, max) { return min === max ? [min - 300, max + 5] : [min, max]; },
+        },
+      },
       series: [{}].concat(series),
       axes: [{}, { size: 50 }],
     };
