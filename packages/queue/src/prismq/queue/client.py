@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import json
 import math
 import time
@@ -530,7 +531,7 @@ class QueueClient:
             limit=limit,
         )
 
-    def finished_histogram(self, window: float, step: float) -> list[tuple[int, str, int]]:
+    def finished_histogram(self, window: float, step: float) -> builtins.list[tuple[int, str, int]]:
         """Tasks finished over the last ``window`` seconds, per ``step``-second bucket.
 
         Returns:
