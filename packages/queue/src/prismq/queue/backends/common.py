@@ -328,14 +328,14 @@ class SQLQueueBackend:
         more = len(rows) == query.limit
         return TaskPage([row_to_task(r) for r in rows], key(rows[-1]) if rows and more else None)
 
-    def _explain(self, conn: Any, sql: str, params: dict[str, Any]) -> list[str]:
-        """The query plan of a statement, one line per step."""
+    def _explain(self, conn: Any, name: str, params: dict[str, Any]) -> list[str]:
+        """The query plan of one of the backend's named statements, one line per step."""
         raise NotImplementedError
 
     def explain_page(self, query: PageQuery) -> list[str]:
         """The query plan of the statement :meth:`page_tasks` runs for ``query``."""
         name, params, _ = self._page_statement(query)
-        return self.db.read(lambda c: self._explain(c, self.queries[name], params))
+        return self.db.read(lambda c: self._explain(c, name, params))
 
     def finished_histogram(self, since: float, step: float) -> list[tuple[int, str, int]]:
         params = {"since": since, "step": step}

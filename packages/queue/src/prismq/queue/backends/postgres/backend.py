@@ -542,8 +542,8 @@ class PostgresBackend(SQLQueueBackend):
 
         self.db.write(work)
 
-    def _explain(self, conn: psycopg.Connection[Any], sql: str, params: dict[str, Any]) -> list[str]:
-        return [r[0] for r in conn.execute(f"EXPLAIN {sql}", params).fetchall()]  # type: ignore[call-overload]
+    def _explain(self, conn: psycopg.Connection[Any], name: str, params: dict[str, Any]) -> list[str]:
+        return [r[0] for r in conn.execute(f"EXPLAIN {Q[name]}", params).fetchall()]  # type: ignore[call-overload]
 
     def explain_claims(self) -> dict[str, list[str]]:
         # Plans for a claim when every queued task is ready (the common, costly case).

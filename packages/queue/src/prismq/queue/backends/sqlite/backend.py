@@ -326,8 +326,8 @@ class SQLiteBackend(SQLQueueBackend):
             ) from None
         self.db.migrate()
 
-    def _explain(self, conn: sqlite3.Connection, sql: str, params: dict[str, Any]) -> list[str]:
-        return [r[3] for r in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params).fetchall()]
+    def _explain(self, conn: sqlite3.Connection, name: str, params: dict[str, Any]) -> list[str]:
+        return [r[3] for r in conn.execute(f"EXPLAIN QUERY PLAN {Q[name]}", params).fetchall()]
 
     def explain_claims(self) -> dict[str, list[str]]:
         now = 0.0
