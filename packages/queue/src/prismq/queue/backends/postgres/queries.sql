@@ -623,3 +623,16 @@ WHERE id = ANY (%(ids)s::bigint[]) AND status = 'leased' AND NOT cancel_requeste
 DELETE FROM tasks
 WHERE id = ANY (%(ids)s::bigint[]) AND status <> 'leased'
   AND id < (SELECT max(id) FROM tasks);
+
+-- Paused task types in a backup dump (schema version 3 on).
+-- name: has_paused_table
+SELECT to_regclass('paused_task_types') IS NOT NULL;
+
+-- name: dump_paused
+SELECT task_type, paused_at FROM paused_task_types ORDER BY task_type;
+
+-- name: delete_all_paused
+DELETE FROM paused_task_types;
+
+-- name: restore_paused
+INSERT INTO paused_task_types (task_type, paused_at) VALUES (%(task_type)s, %(paused_at)s);
