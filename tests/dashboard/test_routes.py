@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import time
 
 import pytest
 from dashboard_support import Seeded, csrf_of, open_client
@@ -247,3 +248,23 @@ def test_mounted_under_a_prefix(db: QueueDatabase, seeded: Seeded) -> None:
         )
         assert response.headers["location"].startswith(f"/queue/tasks/{seeded.dead}")
     assert json.loads(json.dumps(QueueClient(db).get(seeded.dead).status.value)) == "queued"
+
+
+def test_overview_statistics_are_reused_while_young(db: QueueDatabase, monkeypatch) -> None:
+    """A costly statistics read is reused for ten times its cost, then read again."""
+    calls = []
+    real = QueueClient.stats
+
+    def slow_stats(self: QueueClient):
+        calls.append(1)
+        time.sleep(0.05)  # as if the table were large
+        return real(self)
+
+    monkeypatch.setattr(QueueClient, "stats", slow_stats)
+    with open_client(create_app(db)) as http:
+        for _ in range(3):
+            assert http.get("/fragments/counts").status_code == 200
+        assert len(calls) == 1
+        time.sleep(0.6)  # past ten times the cost
+        http.get("/")
+        assert len(calls) == 2
