@@ -268,3 +268,15 @@ def test_overview_statistics_are_reused_while_young(db: QueueDatabase, monkeypat
         time.sleep(0.6)  # past ten times the cost
         http.get("/")
         assert len(calls) == 2
+
+
+@pytest.mark.parametrize("target", ["//evil.example/x", "/\\evil.example", "https://evil.example/"])
+def test_actions_redirect_only_within_the_dashboard(
+    db: QueueDatabase, http, seeded: Seeded, target: str
+) -> None:
+    token = csrf_of(http)
+    response = http.post(
+        f"/tasks/{seeded.dead}/retry", params={"next": target}, data={"csrf": token}, follow_redirects=False
+    )
+    assert response.status_code == 303
+    assert response.headers["location"].startswith(f"/tasks/{seeded.dead}?")

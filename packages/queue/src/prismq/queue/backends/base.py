@@ -21,10 +21,10 @@ from ..strategies import SchedulingStrategy
 
 __all__ = [
     "Backend",
+    "KeysetPage",
     "NewTask",
     "PageQuery",
     "QueueStats",
-    "TaskPage",
     "TaskQuery",
     "TaskUpdate",
 ]
@@ -98,7 +98,7 @@ class PageQuery:
     limit: int = 50
 
 
-class TaskPage(NamedTuple):
+class KeysetPage(NamedTuple):
     """Tasks of one page, and the cursor of the next page (``None`` after the last)."""
 
     tasks: list[Task]
@@ -217,7 +217,7 @@ class Backend(Protocol):
         """A number that changes when another connection commits (cheap to read)."""
         ...
 
-    def page_tasks(self, query: PageQuery) -> TaskPage:
+    def page_tasks(self, query: PageQuery) -> KeysetPage:
         """One page of tasks by keyset (see :class:`PageQuery`)."""
         ...
 

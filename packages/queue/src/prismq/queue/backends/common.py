@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 from ..errors import LeaseLostError, TaskNotFoundError, TaskStateError, ValidationError
 from ..models import Task, TaskStatus, WorkerInfo, epoch_to_datetime
 from ..strategies import Ordering, SchedulingStrategy
-from .base import PageQuery, QueueStats, TaskPage, TaskQuery, TaskUpdate
+from .base import KeysetPage, PageQuery, QueueStats, TaskQuery, TaskUpdate
 
 __all__ = [
     "ORDER_KEYS",
@@ -322,11 +322,11 @@ class SQLQueueBackend:
             _bind_cursor(params, ("cursor_time", "cursor_id"), cursor, (1e300, 0))
         return name, params, key
 
-    def page_tasks(self, query: PageQuery) -> TaskPage:
+    def page_tasks(self, query: PageQuery) -> KeysetPage:
         name, params, key = self._page_statement(query)
         rows = self.db.read(lambda c: c.execute(self.queries[name], params).fetchall())
         more = len(rows) == query.limit
-        return TaskPage([row_to_task(r) for r in rows], key(rows[-1]) if rows and more else None)
+        return KeysetPage([row_to_task(r) for r in rows], key(rows[-1]) if rows and more else None)
 
     def _explain(self, conn: Any, name: str, params: dict[str, Any]) -> list[str]:
         """The query plan of one of the backend's named statements, one line per step."""

@@ -266,7 +266,7 @@ class Dashboard:
     def _back(self, request: Request, fallback: str, message: str) -> Response:
         """Redirect after an action to a page of this dashboard, with a notice."""
         target = request.query_params.get("next") or fallback
-        if not target.startswith("/") or target.startswith("//"):
+        if not target.startswith("/") or target.startswith(("//", "/\\")):
             target = fallback
         root = request.scope.get("root_path", "")
         sep = "&" if "?" in target else "?"
@@ -294,7 +294,7 @@ class Dashboard:
             if 0 <= bucket < buckets and status in series:
                 series[status][bucket] += count
         start = now - HISTORY_WINDOW
-        counts = self.client.count_by_status()
+        counts = self._stats().by_status
         return JSONResponse(
             {
                 "now": now,
