@@ -372,24 +372,17 @@ def _index_table(definitions: list[tuple[str, str, str, bool, str | None]]) -> M
     return Merged(["Index", "Table", "Key", "Rows held", "Serves"], rows)
 
 
-def _migrations() -> Merged:
-    """One row per schema version: the migration file of each backend."""
+def _migrations(backend: str) -> Merged:
+    """One row per schema version of ``backend`` (``sqlite`` or ``postgres``): its migration file.
+
+    Each backend numbers its own migrations, so the same version number may mean different
+    changes on the two backends.
+    """
     from prismq.queue.backends.sqlfile import load_migrations
 
-    sqlite = {v: name for v, name, _ in load_migrations("prismq.queue.backends.sqlite")}
-    postgres = {v: name for v, name, _ in load_migrations("prismq.queue.backends.postgres")}
-    rows: list[list[str | None]] = []
-    for version in sorted(set(sqlite) | set(postgres)):
-        rows.append(
-            [
-                str(version),
-                f"`{sqlite[version]}`" if version in sqlite else "none",
-                f"`{postgres[version]}`" if version in postgres else "none",
-                None,
-                None,
-            ]
-        )
-    return Merged(["Version", "SQLite", "PostgreSQL", "What changed", "Upgrading"], rows)
+    found = load_migrations(f"prismq.queue.backends.{backend}")
+    rows: list[list[str | None]] = [[str(version), f"`{name}`", None, None] for version, name, _ in found]
+    return Merged(["Version", "File", "What changed", "Upgrading"], rows)
 
 
 # -- the CLI reference ----------------------------------------------------------------------
@@ -580,7 +573,8 @@ TABLES: dict[tuple[str, str], Callable[[], Merged | str]] = {
     ("QUEUE_CONFIGURATION.md", "worker-arguments"): _worker_arguments,
     ("QUEUE_ARCHITECTURE.md", "sqlite-indexes"): lambda: _index_table(_sqlite_indexes()),
     ("QUEUE_ARCHITECTURE.md", "postgres-indexes"): lambda: _index_table(_postgres_indexes()),
-    ("QUEUE_CHANGELOG.md", "migrations"): _migrations,
+    ("QUEUE_CHANGELOG.md", "sqlite-migrations"): lambda: _migrations("sqlite"),
+    ("QUEUE_CHANGELOG.md", "postgres-migrations"): lambda: _migrations("postgres"),
     ("QUEUE_API_REFERENCE.md", "error-tree"): lambda: "```text\n" + render_error_tree() + "\n```",
 }
 _BLOCK = re.compile(
