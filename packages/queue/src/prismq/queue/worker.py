@@ -377,7 +377,8 @@ class QueueWorker:
             >>> from prismq.queue import QueueClient
             >>> db = QueueDatabase(pathlib.Path(tempfile.mkdtemp()) / "queue.db")
             >>> _ = db.initialize_schema()
-            >>> _ = QueueClient(db).enqueue_many([{"task_type": "resize", "payload": {"w": w}} for w in (1, 2, 3)])
+            >>> specs = [{"task_type": "resize", "payload": {"w": w}} for w in (1, 2, 3)]
+            >>> _ = QueueClient(db).enqueue_many(specs)
             >>> worker = QueueWorker(db, worker_id="worker-01")
             >>> first, second = worker.claim_batch(2)
             >>> results, following = worker.acknowledge(

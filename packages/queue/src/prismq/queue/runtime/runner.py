@@ -24,6 +24,7 @@ from .acks import DEFAULT_BATCH_SIZE, DEFAULT_LINGER, AckCollector
 from .context import TaskCancelled, TaskContext, TaskFailed
 from .logs import task_logger, worker_logger
 from .registry import Handler, HandlerRegistry
+from .slots import Outcome, SyncSlots
 from .threads import DaemonThreadPool
 from .wakeup import ChangeWaiter, make_waiter
 
@@ -227,7 +228,8 @@ class WorkerRunner:
         self.summary = RunSummary()
         self.log = worker_logger(worker.worker_id)
         self._inflight: dict[int, InFlight] = {}
-        self._busy = 0  # records whose handler runs (every state but SETTLING)
+        self._busy = 0  # records whose handler runs or is queued to run (every state but SETTLING)
+        self._async_running = 0  # of which async handlers
         self._buffer: deque[Task] = deque()  # prefetched: leased, not started
         self._claimed = 0
         self._nothing_ready = False  # the last claim found no task
@@ -300,12 +302,13 @@ class WorkerRunner:
         loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         self._db_pool = DaemonThreadPool(1, "prismq-queue-db")
-        self._handler_pool = DaemonThreadPool(self.concurrency, "prismq-queue-handler")
+        self._slots = SyncSlots(self.concurrency, "prismq-queue-handler", loop, self._deliver)
         self._wait_pool = DaemonThreadPool(1, "prismq-queue-wait")
         waiter = await self._call(make_waiter, self.worker.backend, self.wake_mode)
         restore_signals = self._install_signals(loop) if self.install_signal_handlers else (lambda: None)
         watcher = self._watch_stop_flag(loop)
         heartbeat = asyncio.ensure_future(self._heartbeat_loop())
+        watchdog = asyncio.ensure_future(self._watchdog())
         self.log.info(
             "worker started: types=%s strategy=%s concurrency=%d batch=%d linger=%gs prefetch=%d",
             ",".join(self.worker.task_types or ()),
@@ -318,9 +321,10 @@ class WorkerRunner:
         try:
             await self._loop(waiter)
         finally:
-            heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
+            for helper in (heartbeat, watchdog):
+                helper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await helper
             await self._shutdown()
             watcher.set()
             # Stop the idle wait and close the waiter on its own thread, and wait for both:
@@ -330,7 +334,7 @@ class WorkerRunner:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.wrap_future(self._wait_pool.submit(waiter.close)), 30)
             restore_signals()
-            self._handler_pool.shutdown()
+            self._slots.shutdown()
             self._wait_pool.shutdown()
             self._db_pool.shutdown()
             self.log.info("worker stopped: %s", self.summary)
@@ -478,9 +482,25 @@ class WorkerRunner:
             log.info("failed; retry at %s", when.isoformat())
 
     def _start_buffered(self) -> None:
+        """Start prefetched tasks while slots allow.
+
+        Async handlers start while fewer than ``concurrency`` tasks run. Sync handlers are
+        queued to the handler threads at once (the threads themselves cap how many run),
+        so a thread that finishes a task starts the next without waiting for the loop;
+        with async handlers running too, sync ones are only queued into free slots.
+        """
         buffer = self._buffer
-        while buffer and self._busy < self.concurrency:
-            self._start(buffer.popleft())
+        limit = self.concurrency
+        while buffer:
+            handler = self.registry.get(buffer[0].task_type)
+            assert handler is not None  # claims are filtered by the registry's types
+            sync_active = min(self._busy - self._async_running, limit)
+            if handler.is_async:
+                if self._async_running + sync_active >= limit:
+                    return
+            elif self._async_running and self._async_running + sync_active >= limit:
+                return
+            self._start(buffer.popleft(), handler)
 
     async def _idle(self, waiter: ChangeWaiter) -> None:
         if self.summary.started != self._started_when_idle:
@@ -552,24 +572,28 @@ class WorkerRunner:
                 extra.remove_done_callback(on_extra)
 
     # -- one task --------------------------------------------------------------
-    def _start(self, task: Task) -> None:
+    def _start(self, task: Task, handler: Handler) -> None:
         self.summary.started += 1
-        handler = self.registry.get(task.task_type)
-        assert handler is not None  # claims are filtered by the registry's types
         log = task_logger(self.worker.worker_id, task)
         record = InFlight(task, TaskContext(task, self.worker, log), handler, log)
         self._inflight[task.id] = record
         self._busy += 1
-        record.execution = asyncio.ensure_future(self._execute(record))
+        if handler.is_async:
+            self._async_running += 1
+            record.execution = asyncio.ensure_future(self._execute(record))
+        else:
+            self._slots.submit(record, handler.func, record.ctx)
 
-    def _handler_done(self, record: InFlight, ack: Ack | None) -> None:
+    def _handler_done(self, record: InFlight, ack: Ack | None, run_time: float | None = None) -> None:
         """The handler is over: hand its outcome to the collector and free the slot."""
         if record.state is TaskState.SETTLING:
             return
         record.state = TaskState.SETTLING
         self._busy -= 1
-        run_time = asyncio.get_running_loop().time() - record.started_at
-        self._run_time = run_time if not self._run_time else self._run_time * 0.9 + run_time * 0.1
+        if record.handler.is_async:
+            self._async_running -= 1
+        if run_time is not None:
+            self._run_time = run_time if not self._run_time else self._run_time * 0.9 + run_time * 0.1
         if ack is None:
             self._inflight.pop(record.task.id, None)
         else:
@@ -578,23 +602,41 @@ class WorkerRunner:
         self._start_buffered()
         self._notify()
 
+    def _deliver(self, outcomes: list[Outcome]) -> None:
+        """Outcomes of sync handlers, handed back by their threads (on the loop)."""
+        for record, returned, raised, seconds in outcomes:
+            if record.state is TaskState.SETTLING:
+                continue  # timed out or released meanwhile: this late outcome is discarded
+            self._handler_done(record, self._ack_for(record, returned, raised), seconds)
+
+    def _ack_for(self, record: InFlight, returned: Any, raised: BaseException | None) -> Ack | None:
+        """The outcome to write for a handler that returned or raised (``None``: none)."""
+        task, log = record.task, record.log
+        if raised is None:
+            if record.ctx.lease_lost:
+                self.summary.lease_lost += 1
+                log.warning("lease was lost while running; result discarded")
+                return None
+            return Ack.complete(task.id, returned)
+        if isinstance(raised, TaskCancelled):
+            return Ack.cancel(task.id)
+        if isinstance(raised, TaskFailed):
+            return Ack.fail(task.id, raised, retry=raised.retry)
+        log.info("handler raised %s: %s", type(raised).__name__, raised)
+        return Ack.fail(task.id, raised)
+
     async def _execute(self, record: InFlight) -> None:
+        """Run an async handler on the loop, with its timeout."""
         task, ctx, handler, log = record.task, record.ctx, record.handler, record.log
         timeout = handler.timeout or self.task_timeout
-        record.started_at = asyncio.get_running_loop().time()
+        loop = asyncio.get_running_loop()
+        record.started_at = loop.time()
         ack: Ack | None = None
         try:
             result = await self._invoke(record, timeout)
         except asyncio.TimeoutError:
             ctx._request_cancel()
-            if not handler.is_async:
-                self._handler_pool.replace_stuck_thread()
-            self.summary.timed_out += 1
-            error = TaskTimeoutError(
-                f"handler for {task.task_type!r} ran longer than its timeout of {timeout:g} s"
-            )
-            log.error("%s", error)
-            ack = Ack.fail(task.id, error)
+            ack = self._timed_out(record, timeout)
         except asyncio.CancelledError:
             state = record.state
             if state not in _INTERRUPTED:
@@ -606,27 +648,40 @@ class WorkerRunner:
             else:
                 self.summary.lease_lost += 1
                 log.warning("lease was lost; the attempt was stopped")
-        except TaskCancelled:
-            ack = Ack.cancel(task.id)
-        except TaskFailed as exc:
-            ack = Ack.fail(task.id, exc, retry=exc.retry)
         except Exception as exc:
-            log.info("handler raised %s: %s", type(exc).__name__, exc)
-            ack = Ack.fail(task.id, exc)
+            ack = self._ack_for(record, None, exc)
         else:
-            if ctx.lease_lost:
-                self.summary.lease_lost += 1
-                log.warning("lease was lost while running; result discarded")
-            else:
-                ack = Ack.complete(task.id, result)
-        self._handler_done(record, ack)
+            ack = self._ack_for(record, result, None)
+        self._handler_done(record, ack, loop.time() - record.started_at)
+
+    def _timed_out(self, record: InFlight, timeout: float) -> Ack:
+        self.summary.timed_out += 1
+        error = TaskTimeoutError(
+            f"handler for {record.task.task_type!r} ran longer than its timeout of {timeout:g} s"
+        )
+        record.log.error("%s", error)
+        return Ack.fail(record.task.id, error)
+
+    async def _watchdog(self) -> None:
+        """Fail sync handlers that run past their timeout (their thread is written off)."""
+        timeouts = [h.timeout or self.task_timeout for h in self.registry if not h.is_async]
+        if not timeouts:
+            return
+        interval = min(max(min(timeouts) / 10, 0.01), 1.0)
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            for record in list(self._inflight.values()):
+                if record.handler.is_async or record.state is TaskState.SETTLING:
+                    continue
+                started = self._slots.started_at(record)
+                timeout = record.handler.timeout or self.task_timeout
+                if started is not None and now - started > timeout and self._slots.time_out(record):
+                    record.ctx._request_cancel()
+                    self._handler_done(record, self._timed_out(record, timeout), now - started)
 
     async def _invoke(self, record: InFlight, timeout: float) -> Any:
-        handler, ctx = record.handler, record.ctx
-        if handler.is_async:
-            call: asyncio.Future[Any] = asyncio.ensure_future(handler.func(ctx))  # type: ignore[arg-type]
-        else:
-            call = asyncio.wrap_future(self._handler_pool.submit(handler.func, ctx))
+        call: asyncio.Future[Any] = asyncio.ensure_future(record.handler.func(record.ctx))  # type: ignore[arg-type]
         record.call = call
         return await asyncio.wait_for(call, timeout)
 
@@ -673,6 +728,10 @@ class WorkerRunner:
         while self._buffer:
             task = self._buffer.popleft()
             self._acks.add(task, Ack.release(task.id))
+        for record in list(self._inflight.values()):
+            sync = not record.handler.is_async and record.state is TaskState.RUNNING
+            if sync and self._slots.withdraw(record):
+                self._handler_done(record, Ack.release(record.task.id))
         if self._busy and not self._immediate:
             self.log.info("waiting up to %g s for %d running task(s)", self.grace_period, self._busy)
             deadline = loop.time() + self.grace_period
