@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from runtime_helpers import PYTHON, child_env, write_module
+from runtime_helpers import PYTHON, ThreadedWorker, child_env, write_module
 
 from prismq.queue import Ack, ConfigError, QueueClient, QueueDatabase, TaskStatus
+from prismq.queue.runtime import HandlerRegistry, TaskContext
 from prismq.queue.runtime.acks import AckCollector
+from prismq.queue.worker import QueueWorker
 
 HANDLERS = """
 import os, signal
@@ -133,3 +137,40 @@ def test_the_collector_says_when_a_flush_is_due() -> None:
 def test_the_collector_refuses_bad_settings(batch_size: int, linger: float, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         AckCollector(batch_size, linger, time.monotonic)
+
+
+def test_a_task_enqueued_while_another_runs_starts_in_a_free_slot_at_once(
+    file_db: QueueDatabase, threaded: Callable[..., ThreadedWorker]
+) -> None:
+    client = QueueClient(file_db)
+    registry = HandlerRegistry()
+    release = threading.Event()
+    started: dict[str, float] = {}
+
+    @registry.handler("long")
+    def long(ctx: TaskContext) -> None:
+        started["long"] = time.monotonic()
+        release.wait(20)
+
+    @registry.handler("short")
+    def short(ctx: TaskContext) -> None:
+        started["short"] = time.monotonic()
+
+    client.enqueue("long")
+    runner = threaded(QueueWorker(file_db, "w"), registry, concurrency=2)
+    try:
+        deadline = time.monotonic() + 10
+        while "long" not in started:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        time.sleep(0.3)  # the worker has looked for more work and found none
+        enqueued = time.monotonic()
+        client.enqueue("short")
+        while "short" not in started:
+            assert time.monotonic() < enqueued + 2, "the free slot waited for the running task"
+            time.sleep(0.005)
+        assert started["short"] - enqueued < 1.0
+    finally:
+        release.set()
+    summary = runner.join()
+    assert summary.completed == 2

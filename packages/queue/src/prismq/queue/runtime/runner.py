@@ -405,9 +405,13 @@ class WorkerRunner:
                 await self._wait_change(acks.due_in())
                 continue
             if self._busy or self._buffer:
-                # Every slot is busy, or the last claim found less than it asked for:
-                # look again when a task ends.
-                await self._wait_change(self.idle_timeout)
+                if self._short and self._busy < self.concurrency and not self._limit_reached():
+                    # Free slots, but the last claim found less than it asked for: wait for
+                    # new tasks as an idle worker does (or for a task to end), then claim.
+                    await self._idle(waiter)
+                    self._short = False
+                else:
+                    await self._wait_change(self.idle_timeout)  # every slot is busy
                 continue
             # Nothing runs and nothing waits to be written.
             if self._limit_reached():
@@ -709,7 +713,13 @@ class WorkerRunner:
                 if task is None:
                     if record.task.id not in held:
                         ctx._mark_lease_lost()
-                        self._interrupt(record, TaskState.LEASE_LOST)
+                        if not record.handler.is_async and self._slots.withdraw(record):
+                            # Leased ahead and not started yet: it will not run here.
+                            self.summary.lease_lost += 1
+                            record.log.warning("lease was lost before the task started")
+                            self._handler_done(record, None)
+                        else:
+                            self._interrupt(record, TaskState.LEASE_LOST)
                 elif task.cancel_requested and not ctx.cancel_requested:
                     ctx.logger.info("cancellation requested")
                     ctx._request_cancel()
