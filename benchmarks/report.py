@@ -193,17 +193,18 @@ def _endtoend_table(scenario: dict[str, Any]) -> list[str]:
         return []
     params = scenario.get("params", {})
     lines = [
-        f"{params.get('tasks', 0):,} no-op tasks per run, median of {params.get('repeat', 1)} run(s), "
-        "start-up included:",
+        f"{params.get('tasks', 0):,} no-op tasks per run (fewer for a peer too slow for that), median of "
+        f"{params.get('repeat', 1)} runs (one for a side whose run takes over 30 s), start-up included:",
         "",
-        "| Worker command | Store | tasks/s | Runs | Duplicates | Lost |",
-        "| --- | --- | ---: | --- | ---: | ---: |",
+        "| Worker command | Store | tasks/s | Runs | Tasks | Duplicates | Lost |",
+        "| --- | --- | ---: | --- | ---: | ---: | ---: |",
     ]
     for name, sample in sorted(samples.items(), key=lambda item: -item[1]["rate"]):
         runs = ", ".join(f"{r:,.0f}" for r in sample.get("rates", []))
+        tasks = sample.get("tasks", params.get("tasks", 0))
         lines.append(
             f"| {name} | {sample['database']} | {sample['rate']:,.0f} | {runs} | "
-            f"{sample['duplicates']:,} | {sample['lost']:,} |"
+            f"{tasks:,} | {sample['duplicates']:,} | {sample['lost']:,} |"
         )
     lines.append("")
     for note in scenario.get("notes", []):
