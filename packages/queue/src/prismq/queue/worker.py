@@ -140,6 +140,12 @@ class QueueWorker:
     Expired leases are reclaimed by claiming workers themselves (at most once per
     ``reclaim_interval``, and whenever a claim comes back empty): no extra daemon.
 
+    Thread safety: methods may be called from several threads at once (the runtime's
+    database thread settles and renews while handler threads report progress). The
+    record of held leases (:attr:`held_tasks`) is changed under a lock, and a renewed
+    row is kept only while the same lease is still held, so a call that returns after
+    the attempt was settled by another thread never brings the lease back.
+
     Args:
         db: The queue database.
         worker_id: This worker's id (default: ``PRISMQ_QUEUE_WORKER_ID`` or
