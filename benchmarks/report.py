@@ -212,12 +212,11 @@ def _endtoend_table(scenario: dict[str, Any]) -> list[str]:
     if scenario.get("notes"):
         lines.append("")
     top = sorted(samples.items(), key=lambda item: -item[1]["rate"])
-    lines += _chart(
-        "End to end (tasks/s)",
-        [n.split(",")[0] + "," + n.split(",")[-1] for n, _ in top],
-        [s["rate"] for _, s in top],
-        "tasks/s",
-    )
+    labels = [
+        f"{s['library'].replace(' Queue', '')} {s['database']} {s['processes']}×{s['concurrency']}"
+        for _, s in top
+    ]
+    lines += _chart("End to end (tasks/s)", labels, [s["rate"] for _, s in top], "tasks/s")
     return lines
 
 
