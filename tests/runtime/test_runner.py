@@ -407,7 +407,9 @@ def test_runtime_log_records_carry_task_fields(
 
 
 @pytest.mark.parametrize("concurrency", [1, 3])
-def test_completions_are_group_committed_with_the_next_claim(file_db: QueueDatabase, concurrency: int) -> None:
+def test_completions_are_group_committed_with_the_next_claim(
+    file_db: QueueDatabase, concurrency: int
+) -> None:
     client = QueueClient(file_db)
     ids = client.enqueue_many([{"task_type": "job", "payload": {"n": n}} for n in range(300)])
     registry = HandlerRegistry()

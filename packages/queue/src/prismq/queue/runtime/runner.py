@@ -236,7 +236,7 @@ class WorkerRunner:
         self._short = False  # the last claim found fewer tasks than it asked for
         self._run_time = 0.0  # moving average of a handler's run time (seconds)
         self._stop: asyncio.Event | None = None
-        self._wake: asyncio.Future[None] | None = None
+        self._wake: asyncio.Future[bool] | None = None
         self._pending_wait: asyncio.Future[Any] | None = None
         self._started_when_idle = 0
         self._immediate = False
