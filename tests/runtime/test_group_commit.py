@@ -18,7 +18,7 @@ import pytest
 from runtime_helpers import PYTHON, ThreadedWorker, child_env, write_module
 
 from prismq.queue import Ack, ConfigError, QueueClient, QueueDatabase, TaskStatus
-from prismq.queue.runtime import HandlerRegistry, TaskContext
+from prismq.queue.runtime import HandlerRegistry, TaskContext, WorkerRunner
 from prismq.queue.runtime.acks import AckCollector
 from prismq.queue.worker import QueueWorker
 
@@ -174,3 +174,35 @@ def test_a_task_enqueued_while_another_runs_starts_in_a_free_slot_at_once(
         release.set()
     summary = runner.join()
     assert summary.completed == 2
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"batch_size": 0}, "batch_size must be an integer from 1 to 1000"),
+        ({"linger": 1.5}, "linger must be a number of seconds from 0 to 1"),
+        ({"prefetch": -1}, "prefetch must be an integer from 0 to 1000"),
+        ({"prefetch": True}, "prefetch must be an integer"),
+    ],
+)
+def test_the_runner_refuses_bad_group_commit_settings(
+    file_db: QueueDatabase, options: dict[str, object], message: str
+) -> None:
+    registry = HandlerRegistry()
+    registry.register("noop", lambda ctx: None)
+    with pytest.raises(ConfigError, match=message):
+        WorkerRunner(QueueWorker(file_db, "w"), registry, **options)
+
+
+def test_worker_command_flags_take_milliseconds_and_counts(
+    tmp_path: Path, file_db: QueueDatabase, db_path: Path
+) -> None:
+    client = QueueClient(file_db)
+    ids = client.enqueue_many([{"task_type": "noop"} for _ in range(50)])
+    done = _worker(tmp_path, db_path, "--batch-size", "7", "--linger", "2ms", "--prefetch", "0")
+    assert done.returncode == 0, done.stderr
+    assert "batch=7 linger=0.002s prefetch=0" in done.stderr
+    assert sorted(tid for tid, _, _ in _runs(tmp_path)) == ids
+    refused = _worker(tmp_path, db_path, "--prefetch", "-3")
+    assert refused.returncode != 0
+    assert "must be 0 or more" in refused.stderr
