@@ -43,7 +43,7 @@ def crash(ctx):
 """
 
 
-def _worker(tmp_path: Path, db_path: Path, *options: str) -> subprocess.CompletedProcess[str]:
+def _worker(tmp_path: Path, db_path: Path | str, *options: str) -> subprocess.CompletedProcess[str]:
     write_module(tmp_path, "group_handlers", HANDLERS)
     env = child_env(tmp_path)
     env["IDS_FILE"] = str(tmp_path / "ids.txt")
@@ -206,3 +206,25 @@ def test_worker_command_flags_take_milliseconds_and_counts(
     refused = _worker(tmp_path, db_path, "--prefetch", "-3")
     assert refused.returncode != 0
     assert "must be 0 or more" in refused.stderr
+
+
+@pytest.mark.postgres
+def test_four_worker_processes_on_postgresql_run_every_task_exactly_once(
+    tmp_path: Path, postgres_schema: tuple[str, str]
+) -> None:
+    url, schema = postgres_schema
+    target = f"{url}{'&' if '?' in url else '?'}schema={schema}"
+    with QueueDatabase(target) as db:
+        db.initialize_schema()
+        ids = QueueClient(db).enqueue_many([{"task_type": "noop"} for _ in range(2000)])
+    done = _worker(tmp_path, target, "--processes", "4", "--concurrency", "4")
+    assert done.returncode == 0, done.stderr
+    runs = _runs(tmp_path)
+    per_task = Counter(tid for tid, _, _ in runs)
+    assert set(per_task) == set(ids)
+    assert max(per_task.values()) == 1
+    assert len({pid for _, _, pid in runs}) >= 2
+    with QueueDatabase(target) as db:
+        client = QueueClient(db)
+        assert client.count_by_status()["completed"] == 2000
+        assert all(t.attempts == 1 for t in client.list(limit=2000))
