@@ -1,4 +1,4 @@
-"""A small pool of daemon threads that can replace a thread stuck in a hung handler."""
+"""A small pool of daemon threads for the runtime's database and wait calls."""
 
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ _STOP = object()
 class DaemonThreadPool:
     """Run callables on ``size`` daemon threads.
 
-    Unlike ``ThreadPoolExecutor``, a thread stuck in a call can be written off with
-    :meth:`replace_stuck_thread`: a fresh thread takes its place, so a hung handler costs
-    one thread, not one slot of the worker's concurrency. Daemon threads never keep the
-    process alive at exit.
+    Unlike ``ThreadPoolExecutor``, daemon threads never keep the process alive at exit, so
+    a call stuck in a database driver cannot hang the interpreter's shutdown. (Handlers
+    run on :class:`~prismq.queue.runtime.slots.SyncSlots`, which also replaces a thread
+    stuck in a hung handler.)
     """
 
     def __init__(self, size: int, name: str) -> None:
@@ -58,10 +58,6 @@ class DaemonThreadPool:
         future: Future[Any] = Future()
         self._queue.put((future, func, args))
         return future
-
-    def replace_stuck_thread(self) -> None:
-        """Add a thread to stand in for one that is stuck in a call."""
-        self._spawn()
 
     def shutdown(self) -> None:
         """Ask every idle thread to exit once the queued calls are done (does not wait)."""
