@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import Enum
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, TypeVar
 
 from .backends.base import Settlement, TaskUpdate
 from .config import DEFAULT_LEASE_DURATION, ENV_LEASE_DURATION, ENV_WORKER_ID, QueueConfig
@@ -36,16 +36,33 @@ from .strategies import SchedulingStrategy, resolve_strategy
 from .validation import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     encode_json,
+    is_int,
+    show_number,
     validate_delay,
     validate_task_id,
     validate_task_type,
 )
 
-if TYPE_CHECKING:
-    from .runtime.registry import HandlerRegistry
-    from .runtime.runner import RunSummary
+__all__ = ["Ack", "AckKind", "AckResult", "QueueWorker", "WorkerRuntime"]
 
-__all__ = ["Ack", "AckKind", "AckResult", "QueueWorker"]
+_Summary = TypeVar("_Summary", covariant=True)
+
+
+class WorkerRuntime(Protocol[_Summary]):
+    """What runs handlers for a worker (:class:`prismq.queue.runtime.HandlerRegistry`).
+
+    The runtime sits above the worker: :meth:`QueueWorker.run` hands itself to the
+    registry it is given, so this module never imports the runtime.
+    """
+
+    def run_worker(self, worker: QueueWorker, **options: Any) -> _Summary:
+        """Run ``worker`` on a fresh event loop until it stops."""
+        ...
+
+    async def run_worker_async(self, worker: QueueWorker, **options: Any) -> _Summary:
+        """Run ``worker`` on the caller's running event loop until it stops."""
+        ...
+
 
 logger = logging.getLogger("prismq.queue.worker")
 
@@ -295,7 +312,7 @@ class QueueWorker:
         Returns:
             The leased tasks (empty when nothing is ready).
         """
-        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_BATCH:
+        if not is_int(count) or not 1 <= count <= MAX_BATCH:
             raise ValidationError(f"count must be an integer from 1 to {MAX_BATCH}, got {count!r}")
         return self._claim(count, (), ())[1]
 
@@ -395,7 +412,7 @@ class QueueWorker:
             ([(True, 'completed'), (True, 'dead')], [{'w': 3}])
             >>> db.close()
         """
-        if isinstance(claim, bool) or not isinstance(claim, int) or not 0 <= claim <= MAX_BATCH:
+        if not is_int(claim) or not 0 <= claim <= MAX_BATCH:
             raise ValidationError(f"claim must be an integer from 0 to {MAX_BATCH}, got {claim!r}")
         now = self.db.now()
         results: list[AckResult | None] = [None] * len(acks)
@@ -481,6 +498,15 @@ class QueueWorker:
             )
         return Settlement(update, TaskStatus.DEAD, error=message, traceback=traceback), held.attempts
 
+    def _log_fields(self, task: Task) -> dict[str, Any]:
+        """The fields every record about a task carries (see ``runtime.logs``)."""
+        return {
+            "worker_id": self.worker_id,
+            "task_id": task.id,
+            "task_type": task.task_type,
+            "attempt": task.attempts,
+        }
+
     # -- while running ---------------------------------------------------------
     def _update_for(self, task_id: int | Task, action: str) -> TaskUpdate:
         return self._held_update(task_id, action)[0]
@@ -528,11 +554,11 @@ class QueueWorker:
             :attr:`held_tasks` and logged, not raised.
         """
         renewed = []
-        for tid in self.held_tasks:
+        for tid, held in self.held_tasks.items():
             try:
                 renewed.append(self.renew_lease(tid))
             except LeaseLostError as exc:
-                logger.warning("%s", exc, extra={"task_id": tid, "worker_id": self.worker_id})
+                logger.warning("%s", exc, extra=self._log_fields(held))
         now = self.db.now()
         if self._registered:
             self.backend.heartbeat_worker(self.worker_id, now)
@@ -552,7 +578,7 @@ class QueueWorker:
             LeaseLostError: The lease is no longer held.
         """
         if isinstance(percent, bool) or not isinstance(percent, (int, float)) or not 0 <= percent <= 100:
-            raise ValidationError(f"percent must be a number from 0 to 100, got {percent!r}")
+            raise ValidationError(f"percent must be a number from 0 to 100, got {show_number(percent)}")
         if message is not None and (not isinstance(message, str) or len(message) > 1000):
             raise ValidationError("message must be a string of at most 1000 characters")
         update = self._update_for(task_id, "report progress on")
@@ -636,7 +662,12 @@ class QueueWorker:
             with self._held_lock:
                 held = self._held.get(tid)
             if held is None or held.lease_token is None:
-                logger.warning("task %s is not held by %s; skipped", tid, self.worker_id)
+                logger.warning(
+                    "task %s is not held by %s; skipped",
+                    tid,
+                    self.worker_id,
+                    extra={"worker_id": self.worker_id, "task_id": tid, "task_type": "-", "attempt": "-"},
+                )
                 continue
             updates.append(TaskUpdate(tid, self.worker_id, held.lease_token))
             value = None if results is None else results[index]
@@ -645,15 +676,16 @@ class QueueWorker:
             return []
         done = self.backend.complete_tasks(updates, encoded, self.db.now())
         completed = []
-        self._drop(u.task_id for u in updates)
         for update, ok in zip(updates, done, strict=True):
+            with self._held_lock:
+                held = self._held.pop(update.task_id, None)
             if ok:
                 completed.append(update.task_id)
             else:
                 logger.warning(
                     "lease on task %s was lost before completion; result discarded",
                     update.task_id,
-                    extra={"task_id": update.task_id, "worker_id": self.worker_id},
+                    extra=self._log_fields(held) if held else {"worker_id": self.worker_id},
                 )
         return completed
 
@@ -731,13 +763,21 @@ class QueueWorker:
         now = self.db.now()
         return self._finish(update, TaskStatus.QUEUED, now + seconds, None, None, False, now)
 
+    def forget_task(self, task_id: int | Task) -> None:
+        """Stop holding a task without changing it: its lease is no longer renewed.
+
+        For an attempt whose outcome could not be saved (the database stayed unavailable):
+        the task stays leased until the lease expires, then runs again. Nothing is written.
+        """
+        self._drop((validate_task_id(task_id),))
+
     def acknowledge_cancel(self, task_id: int | Task, reason: str = "cancelled on request") -> Task:
         """Stop a held task whose cancellation was requested: its status becomes cancelled."""
         update = self._update_for(task_id, "cancel")
         return self._finish(update, TaskStatus.CANCELLED, None, reason, None, True, self.db.now())
 
     # -- running handlers ------------------------------------------------------
-    def run(self, registry: HandlerRegistry, **options: Any) -> RunSummary:
+    def run(self, registry: WorkerRuntime[_Summary], **options: Any) -> _Summary:
         """Run handlers from ``registry`` until stopped: claim, run, complete or fail.
 
         A thin front to :class:`prismq.queue.runtime.WorkerRunner`; ``options`` are its
@@ -747,15 +787,11 @@ class QueueWorker:
         Returns:
             What the run did (counts of completed, retried, dead, ... tasks).
         """
-        from .runtime.runner import run_worker
+        return registry.run_worker(self, **options)
 
-        return run_worker(self, registry, **options)
-
-    async def run_async(self, registry: HandlerRegistry, **options: Any) -> RunSummary:
+    async def run_async(self, registry: WorkerRuntime[_Summary], **options: Any) -> _Summary:
         """:meth:`run` on the caller's running event loop."""
-        from .runtime.runner import WorkerRunner
-
-        return await WorkerRunner(self, registry, **options).run()
+        return await registry.run_worker_async(self, **options)
 
     # -- life cycle ------------------------------------------------------------
     def close(self, release: bool = True) -> None:

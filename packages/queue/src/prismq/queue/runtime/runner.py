@@ -15,18 +15,29 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import Enum
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from ..errors import ConfigError, PayloadError, QueueError
 from ..models import Task, TaskStatus
+from ..validation import is_int, is_number
 from ..worker import MAX_BATCH, Ack, AckKind, AckResult, QueueWorker
 from .acks import DEFAULT_BATCH_SIZE, DEFAULT_LINGER, AckCollector
 from .context import TaskCancelled, TaskContext, TaskFailed
 from .logs import task_logger, worker_logger
-from .registry import Handler, HandlerRegistry
+from .outcomes import (
+    OUTCOME_RETRY_FIRST_PAUSE,
+    OUTCOME_RETRY_MAX_PAUSE,
+    TRANSIENT_ERRORS,
+    HandlerEscaped,
+    base_exception_outcome,
+    guard_coroutine,
+)
 from .slots import Outcome, SyncSlots
 from .threads import DaemonThreadPool
 from .wakeup import ChangeWaiter, make_waiter
+
+if TYPE_CHECKING:
+    from .registry import Handler, HandlerRegistry
 
 __all__ = ["InFlight", "RunSummary", "StopFlag", "TaskState", "TaskTimeoutError", "WorkerRunner"]
 
@@ -64,6 +75,8 @@ class RunSummary:
         released: Tasks given back unfinished at shutdown.
         timed_out: Attempts failed for running past their timeout.
         lease_lost: Attempts whose lease was lost (outcome discarded).
+        abandoned: Attempts whose outcome could not be saved, even after retrying while
+            the lease lasted; they run again once their lease expires.
         stopped_by_signal: True when a signal or the stop flag ended the run.
     """
 
@@ -75,6 +88,7 @@ class RunSummary:
     released: int = 0
     timed_out: int = 0
     lease_lost: int = 0
+    abandoned: int = 0
     stopped_by_signal: bool = False
 
 
@@ -89,6 +103,11 @@ class TaskState(Enum):
     """The lease was lost; an async handler was interrupted, the outcome is discarded."""
     SHUTTING_DOWN = "shutting_down"
     """The worker stops; an async handler was interrupted, the task will be released."""
+    TIMED_OUT = "timed_out"
+    """A sync handler ran past its timeout: lease and slot are kept until its thread returns,
+    then the attempt fails (a retry never runs beside it)."""
+    ABANDONED = "abandoned"
+    """The worker stops at once: the execution is cancelled and the lease left to expire."""
     SETTLING = "settling"
     """The handler is done; its outcome waits in the acknowledgement collector."""
 
@@ -119,6 +138,7 @@ class InFlight:
     execution: asyncio.Future[None] | None = None
     call: asyncio.Future[Any] | None = None
     started_at: float = 0.0
+    timeout_error: QueueError | None = None
 
 
 PREFETCH_HORIZON = 0.05
@@ -191,14 +211,14 @@ class WorkerRunner:
     ) -> None:
         if len(registry) == 0:
             raise ConfigError("the handler registry is empty; register at least one handler")
-        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or not 1 <= concurrency <= 1000:
+        if not is_int(concurrency) or not 1 <= concurrency <= 1000:
             raise ConfigError(f"concurrency must be an integer from 1 to 1000, got {concurrency!r}")
         if max_tasks is not None and (not isinstance(max_tasks, int) or max_tasks < 1):
             raise ConfigError(f"max_tasks must be a positive integer, got {max_tasks!r}")
-        if isinstance(prefetch, bool) or not isinstance(prefetch, int) or not 0 <= prefetch <= 1000:
+        if not is_int(prefetch) or not 0 <= prefetch <= 1000:
             raise ConfigError(f"prefetch must be an integer from 0 to 1000, got {prefetch!r}")
         for name, value in (("grace_period", grace_period), ("idle_timeout", idle_timeout)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            if not is_number(value) or value < 0:
                 raise ConfigError(f"{name} must be a number of seconds >= 0, got {value!r}")
         if wake_mode not in ("auto", "notify", "inotify", "poll"):
             raise ConfigError(f"wake_mode must be auto, notify, inotify or poll, got {wake_mode!r}")
@@ -241,6 +261,7 @@ class WorkerRunner:
         self._started_when_idle = 0
         self._immediate = False
         self._signals_seen = 0
+        self._exit_exception: BaseException | None = None
 
     @property
     def batch_size(self) -> int:
@@ -338,6 +359,8 @@ class WorkerRunner:
             self._wait_pool.shutdown()
             self._db_pool.shutdown()
             self.log.info("worker stopped: %s", self.summary)
+        if self._exit_exception is not None:
+            raise self._exit_exception  # a handler's SystemExit, once its attempt is failed
         return self.summary
 
     def _watch_stop_flag(self, loop: asyncio.AbstractEventLoop) -> threading.Event:
@@ -426,15 +449,41 @@ class WorkerRunner:
             self._nothing_ready = self._short = False
 
     async def _flush(self, want: int) -> None:
-        """Write the waiting outcomes and lease up to ``want`` tasks, in one transaction."""
+        """Write the waiting outcomes and lease up to ``want`` tasks, in one transaction.
+
+        A transient error (busy database, dropped server connection) is retried with
+        growing pauses while the leases last (at most one lease duration); then, or at
+        once for any other error, the outcomes are given up: their leases are no longer
+        renewed and their tasks run again once the leases expire.
+        """
         batch = self._acks.take()
-        try:
-            results, tasks = await self._call(self.worker.acknowledge, [ack for _, ack in batch], want)
-        except QueueError as exc:
-            self._acks.put_back(batch)
-            self.log.error("writing %d outcome(s) and claiming failed: %s; retrying", len(batch), exc)
-            await self._wait_change(min(self.idle_timeout, 1.0), stop_ends=False)
-            return
+        acks = [ack for _, ack in batch]
+        loop = asyncio.get_running_loop()
+        pause = OUTCOME_RETRY_FIRST_PAUSE
+        give_up_at: float | None = None
+        tries = 0
+        while True:
+            tries += 1
+            try:
+                results, tasks = await self._call(self.worker.acknowledge, acks, want)
+                break
+            except QueueError as exc:
+                if not batch:  # a claim alone: the loop tries again after a pause
+                    self.log.error("claim failed: %s; retrying", exc)
+                    await self._wait_change(min(self.idle_timeout, 1.0), stop_ends=False)
+                    return
+                if isinstance(exc, TRANSIENT_ERRORS):
+                    now = loop.time()
+                    give_up_at = give_up_at if give_up_at is not None else now + self.worker.lease_duration
+                    if now + pause <= give_up_at and pause < self._lease_left(acks):
+                        self.log.warning(
+                            "saving %d outcome(s) failed (%s); trying again in %.2f s", len(batch), exc, pause
+                        )
+                        await asyncio.sleep(pause)
+                        pause = min(pause * 2, OUTCOME_RETRY_MAX_PAUSE)
+                        continue
+                self._give_up(batch, exc, tries)
+                return
         for (record, _), result in zip(batch, results, strict=True):
             self._settled(record, result)
         if want:
@@ -444,6 +493,34 @@ class WorkerRunner:
             self._claimed += len(tasks)
             self._buffer.extend(tasks)
             self._start_buffered()
+
+    def _lease_left(self, acks: list[Ack]) -> float:
+        """Seconds until the first of these held leases expires (0 when one is not held)."""
+        held = self.worker.held_tasks
+        now = self.worker.db.now()
+        left = float("inf")
+        for ack in acks:
+            task = held.get(ack.task_id)
+            if task is None or task.lease_until is None:
+                return 0.0
+            left = min(left, task.lease_until.timestamp() - now)
+        return left
+
+    def _give_up(self, batch: list[tuple[InFlight | Task, Ack]], error: QueueError, tries: int) -> None:
+        """Outcomes that could not be saved: their leases are left to expire."""
+        self.log.error(
+            "could not save %d outcome(s) after %d tries (%s: %s); their tasks run again once "
+            "their leases expire",
+            len(batch),
+            tries,
+            type(error).__name__,
+            error,
+        )
+        for record, ack in batch:
+            self.worker.forget_task(ack.task_id)
+            self.summary.abandoned += 1
+            if isinstance(record, InFlight):
+                self._inflight.pop(record.task.id, None)
 
     def _settled(self, record: InFlight | Task, result: AckResult) -> None:
         """Count and log one written (or refused) outcome; free its record."""
@@ -610,7 +687,12 @@ class WorkerRunner:
         """Outcomes of sync handlers, handed back by their threads (on the loop)."""
         for record, returned, raised, seconds in outcomes:
             if record.state is TaskState.SETTLING:
-                continue  # timed out or released meanwhile: this late outcome is discarded
+                continue  # released meanwhile (shutdown): this late outcome is discarded
+            if record.state is TaskState.TIMED_OUT:
+                # The thread of a timed-out handler returned: only now is the attempt failed.
+                assert record.timeout_error is not None
+                self._handler_done(record, Ack.fail(record.task.id, record.timeout_error), seconds)
+                continue
             self._handler_done(record, self._ack_for(record, returned, raised), seconds)
 
     def _ack_for(self, record: InFlight, returned: Any, raised: BaseException | None) -> Ack | None:
@@ -622,11 +704,24 @@ class WorkerRunner:
                 log.warning("lease was lost while running; result discarded")
                 return None
             return Ack.complete(task.id, returned)
+        if isinstance(raised, HandlerEscaped):
+            raised = raised.original
         if isinstance(raised, TaskCancelled):
             return Ack.cancel(task.id)
         if isinstance(raised, TaskFailed):
             return Ack.fail(task.id, raised, retry=raised.retry)
-        log.info("handler raised %s: %s", type(raised).__name__, raised)
+        if isinstance(raised, Exception):
+            log.info("handler raised %s: %s", type(raised).__name__, raised)
+            return Ack.fail(task.id, raised)
+        # A BaseException that is not an Exception never leaves its task leased.
+        outcome = base_exception_outcome(raised)
+        log.warning("handler raised %s (not an Exception): %s", type(raised).__name__, raised)
+        if outcome == "release":  # KeyboardInterrupt: give the task back and stop
+            self.request_stop()
+            return Ack.release(task.id)
+        if outcome == "fail_and_exit":  # SystemExit: fail the attempt, stop, re-raise from run()
+            self._exit_exception = self._exit_exception or raised
+            self.request_stop()
         return Ack.fail(task.id, raised)
 
     async def _execute(self, record: InFlight) -> None:
@@ -641,10 +736,13 @@ class WorkerRunner:
         except asyncio.TimeoutError:
             ctx._request_cancel()
             ack = self._timed_out(record, timeout)
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as exc:
             state = record.state
-            if state not in _INTERRUPTED:
+            if state is TaskState.ABANDONED:  # this execution itself was cancelled (immediate stop)
                 raise
+            if state not in _INTERRUPTED:  # raised by the handler (a future it awaited was cancelled)
+                self._handler_done(record, self._ack_for(record, None, exc), loop.time() - record.started_at)
+                return
             if state is TaskState.CANCELLING:
                 ack = Ack.cancel(task.id)
             elif state is TaskState.SHUTTING_DOWN:
@@ -652,7 +750,7 @@ class WorkerRunner:
             else:
                 self.summary.lease_lost += 1
                 log.warning("lease was lost; the attempt was stopped")
-        except Exception as exc:
+        except BaseException as exc:  # HandlerEscaped and custom BaseExceptions included
             ack = self._ack_for(record, None, exc)
         else:
             ack = self._ack_for(record, result, None)
@@ -664,10 +762,16 @@ class WorkerRunner:
             f"handler for {record.task.task_type!r} ran longer than its timeout of {timeout:g} s"
         )
         record.log.error("%s", error)
+        record.timeout_error = error
         return Ack.fail(record.task.id, error)
 
     async def _watchdog(self) -> None:
-        """Fail sync handlers that run past their timeout (their thread is written off)."""
+        """Mark sync handlers that run past their timeout.
+
+        A thread cannot be stopped, so the attempt keeps its lease (renewed by the
+        heartbeat) and its slot until the handler returns; only then is it failed, so a
+        retry never runs while the old attempt still does.
+        """
         timeouts = [h.timeout or self.task_timeout for h in self.registry if not h.is_async]
         if not timeouts:
             return
@@ -676,16 +780,20 @@ class WorkerRunner:
             await asyncio.sleep(interval)
             now = time.monotonic()
             for record in list(self._inflight.values()):
-                if record.handler.is_async or record.state is TaskState.SETTLING:
+                if record.handler.is_async or record.state is not TaskState.RUNNING:
                     continue
                 started = self._slots.started_at(record)
                 timeout = record.handler.timeout or self.task_timeout
-                if started is not None and now - started > timeout and self._slots.time_out(record):
+                if started is not None and now - started > timeout:
                     record.ctx._request_cancel()
-                    self._handler_done(record, self._timed_out(record, timeout), now - started)
+                    record.state = TaskState.TIMED_OUT
+                    self._timed_out(record, timeout)
+                    record.log.warning(
+                        "the timed-out handler is still running; its lease and slot are kept until it returns"
+                    )
 
     async def _invoke(self, record: InFlight, timeout: float) -> Any:
-        call: asyncio.Future[Any] = asyncio.ensure_future(record.handler.func(record.ctx))  # type: ignore[arg-type]
+        call: asyncio.Future[Any] = asyncio.ensure_future(guard_coroutine(record.handler.func(record.ctx)))  # type: ignore[arg-type]
         record.call = call
         return await asyncio.wait_for(call, timeout)
 
@@ -756,11 +864,14 @@ class WorkerRunner:
             running = [r for r in self._inflight.values() if r.state is not TaskState.SETTLING]
             for record in running:
                 if record.execution is not None:
+                    record.state = TaskState.ABANDONED
                     record.execution.cancel()
             if running:
                 self.log.warning("abandoned %d running task(s); their leases will expire", len(running))
         else:
-            running = [r for r in self._inflight.values() if r.state is TaskState.RUNNING]
+            running = [
+                r for r in self._inflight.values() if r.state in (TaskState.RUNNING, TaskState.TIMED_OUT)
+            ]
             for record in running:
                 record.ctx._request_cancel()
                 self._interrupt(record, TaskState.SHUTTING_DOWN)
@@ -774,9 +885,11 @@ class WorkerRunner:
                     continue
                 # A sync handler still running (or an async one that ignored the cancel):
                 # give the task back; whatever the handler does now is discarded.
+                execution = record.execution
                 self._handler_done(record, Ack.release(record.task.id))
-                if record.execution is not None:
-                    record.execution.cancel()
+                if execution is not None:
+                    record.state = TaskState.ABANDONED
+                    execution.cancel()
         # Write every outcome still waiting, the releases included.
         while self._acks:
             batch_size = len(self._acks)

@@ -6,7 +6,10 @@ next task without waiting for the loop. Finished outcomes are handed back in gro
 thread wakes the loop only when no earlier hand-back is still waiting to be read, so the
 loop is woken once per group, not once per task.
 
-Thread-safety: :meth:`SyncSlots.submit`, :meth:`withdraw` and :meth:`time_out` are called
+A thread stuck in a hung handler is not replaced: the runner keeps that attempt's lease
+and slot until the handler returns, so a retry never runs beside it.
+
+Thread-safety: :meth:`SyncSlots.submit`, :meth:`withdraw` and :meth:`started_at` are called
 from the event loop; the threads only run handlers and append outcomes. The few shared
 fields are changed under one lock.
 """
@@ -54,7 +57,6 @@ class SyncSlots:
         self._signalled = False
         self._started: dict[int, float] = {}  # id(record) -> monotonic start time
         self._queued: set[int] = set()  # id(record) of calls not started yet
-        self._written_off: set[int] = set()  # id(record) of calls past their timeout
         self._count = 0
         self._live = 0
         for _ in range(size):
@@ -85,19 +87,6 @@ class SyncSlots:
         """Monotonic time the call started, or ``None`` (queued, or already finished)."""
         return self._started.get(id(record))
 
-    def time_out(self, record: Any) -> bool:
-        """Write off a running call that ran past its timeout: a new thread takes its place.
-
-        Returns:
-            False when the call already finished (its outcome is on its way).
-        """
-        with self._lock:
-            if id(record) not in self._started or id(record) in self._written_off:
-                return False
-            self._written_off.add(id(record))
-        self._spawn()
-        return True
-
     def _serve(self) -> None:
         while True:
             item = self._inbox.get()
@@ -119,20 +108,16 @@ class SyncSlots:
             outcome: Outcome = (record, returned, raised, time.monotonic() - started)
             with self._lock:
                 del self._started[key]
-                written_off = key in self._written_off
-                self._written_off.discard(key)
                 self._done.append(outcome)
                 wake = not self._signalled
                 self._signalled = True
-                if written_off:
-                    self._live -= 1
             if wake:
                 try:
                     self._loop.call_soon_threadsafe(self._hand_back)
                 except RuntimeError:  # the loop is closed: the run is over
+                    with self._lock:
+                        self._live -= 1
                     return
-            if written_off:
-                return  # a new thread took this one's place when it timed out
 
     def _hand_back(self) -> None:
         with self._lock:

@@ -16,10 +16,9 @@ _STOP = object()
 class DaemonThreadPool:
     """Run callables on ``size`` daemon threads.
 
-    Unlike ``ThreadPoolExecutor``, daemon threads never keep the process alive at exit, so
-    a call stuck in a database driver cannot hang the interpreter's shutdown. (Handlers
-    run on :class:`~prismq.queue.runtime.slots.SyncSlots`, which also replaces a thread
-    stuck in a hung handler.)
+    Unlike ``ThreadPoolExecutor``, its threads are daemon threads, which never keep the
+    process alive at exit, so a call stuck in a database driver cannot hang a stop.
+    (Sync handlers run on :class:`~prismq.queue.runtime.slots.SyncSlots`.)
     """
 
     def __init__(self, size: int, name: str) -> None:
