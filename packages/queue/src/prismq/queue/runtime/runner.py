@@ -508,19 +508,20 @@ class WorkerRunner:
 
     def _give_up(self, batch: list[tuple[InFlight | Task, Ack]], error: QueueError, tries: int) -> None:
         """Outcomes that could not be saved: their leases are left to expire."""
-        self.log.error(
-            "could not save %d outcome(s) after %d tries (%s: %s); their tasks run again once "
-            "their leases expire",
-            len(batch),
-            tries,
-            type(error).__name__,
-            error,
-        )
         for record, ack in batch:
+            task = record.task if isinstance(record, InFlight) else record
+            log = record.log if isinstance(record, InFlight) else task_logger(self.worker.worker_id, task)
             self.worker.forget_task(ack.task_id)
             self.summary.abandoned += 1
             if isinstance(record, InFlight):
-                self._inflight.pop(record.task.id, None)
+                self._inflight.pop(task.id, None)
+            log.error(
+                "the outcome could not be saved after %d tries (%s: %s); the task runs again once "
+                "its lease expires",
+                tries,
+                type(error).__name__,
+                error,
+            )
 
     def _settled(self, record: InFlight | Task, result: AckResult) -> None:
         """Count and log one written (or refused) outcome; free its record."""
