@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Generic, TypeVar
 
 from ..errors import ConfigError
+from ..validation import is_int, is_number
 from ..worker import Ack
 
 __all__ = ["DEFAULT_BATCH_SIZE", "DEFAULT_LINGER", "AckCollector"]
@@ -47,9 +48,9 @@ class AckCollector(Generic[R]):
     """
 
     def __init__(self, batch_size: int, linger: float, clock: Callable[[], float]) -> None:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= 1000:
+        if not is_int(batch_size) or not 1 <= batch_size <= 1000:
             raise ConfigError(f"batch_size must be an integer from 1 to 1000, got {batch_size!r}")
-        if isinstance(linger, bool) or not isinstance(linger, (int, float)) or not 0 <= linger <= 1:
+        if not is_number(linger) or not 0 <= linger <= 1:
             raise ConfigError(f"linger must be a number of seconds from 0 to 1, got {linger!r}")
         self.batch_size = batch_size
         self.linger = float(linger)
