@@ -23,7 +23,7 @@ from prismq.queue.runtime.acks import AckCollector
 from prismq.queue.worker import QueueWorker
 
 HANDLERS = """
-import os, signal
+import os, signal, time
 from prismq.queue.runtime import HandlerRegistry
 
 registry = HandlerRegistry()
@@ -32,6 +32,12 @@ _fd = os.open(os.environ["IDS_FILE"], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
 @registry.handler("noop")
 def noop(ctx):
     os.write(_fd, b"%d %d %d\\n" % (ctx.task_id, ctx.attempt, os.getpid()))
+    return ctx.task_id
+
+@registry.handler("work")
+def work(ctx):
+    os.write(_fd, b"%d %d %d\\n" % (ctx.task_id, ctx.attempt, os.getpid()))
+    time.sleep(0.001)  # enough work that every process starts before the queue is drained
     return ctx.task_id
 
 @registry.handler("crash")
@@ -89,7 +95,7 @@ def test_four_worker_processes_run_every_task_exactly_once(
     tmp_path: Path, file_db: QueueDatabase, db_path: Path
 ) -> None:
     client = QueueClient(file_db)
-    ids = client.enqueue_many([{"task_type": "noop"} for _ in range(4000)])
+    ids = client.enqueue_many([{"task_type": "work"} for _ in range(4000)])
     done = _worker(tmp_path, db_path, "--processes", "4", "--concurrency", "4")
     assert done.returncode == 0, done.stderr
     runs = _runs(tmp_path)
@@ -216,7 +222,7 @@ def test_four_worker_processes_on_postgresql_run_every_task_exactly_once(
     target = f"{url}{'&' if '?' in url else '?'}schema={schema}"
     with QueueDatabase(target) as db:
         db.initialize_schema()
-        ids = QueueClient(db).enqueue_many([{"task_type": "noop"} for _ in range(2000)])
+        ids = QueueClient(db).enqueue_many([{"task_type": "work"} for _ in range(2000)])
     done = _worker(tmp_path, target, "--processes", "4", "--concurrency", "4")
     assert done.returncode == 0, done.stderr
     runs = _runs(tmp_path)
