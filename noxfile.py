@@ -304,7 +304,18 @@ def browser(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """The full benchmark run against the peer queues. Posargs go to benchmarks/run.py."""
-    session.install("-e", f"{PACKAGE}[cli,postgres]", "huey", "persist-queue", "litequeue", "procrastinate")
+    # The peers timed end to end (benchmarks/e2e/): Redis-backed ones use database 7 only.
+    peers = (
+        "huey",
+        "persist-queue",
+        "litequeue",
+        "procrastinate",
+        "dramatiq[redis]",
+        "celery[redis]",
+        "rq",
+        "redis",
+    )
+    session.install("-e", f"{PACKAGE}[cli,postgres]", *peers)
     session.run("python", "benchmarks/run.py", *session.posargs, env=_postgres_env())
 
 

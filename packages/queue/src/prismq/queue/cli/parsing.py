@@ -24,12 +24,12 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message} (see --help)")
 
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|[smhdw]?)\s*$")
+_UNITS = {"": 1, "ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def parse_duration(text: str) -> float:
-    """``90``, ``90s``, ``30m``, ``12h``, ``7d`` or ``2w`` to seconds."""
+    """``90``, ``250ms``, ``90s``, ``30m``, ``12h``, ``7d`` or ``2w`` to seconds."""
     match = _DURATION.match(text)
     if not match:
         raise argparse.ArgumentTypeError(f"{text!r} is not a duration; use e.g. 90s, 30m, 12h, 7d")
@@ -70,6 +70,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
     return value
 
 
@@ -142,6 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--burst", action="store_true", default=None, help="exit when no task is ready")
     p.add_argument("--max-tasks", type=_positive_int, help="exit after this many tasks per process")
     p.add_argument("--worker-id", help="worker id (prefix with several processes)")
+    p.add_argument("--batch-size", type=_positive_int, help="outcomes written per transaction (default 100)")
+    p.add_argument("--linger", type=parse_duration, help="longest wait of an outcome, e.g. 5ms (default 5ms)")
+    p.add_argument("--prefetch", type=_count, help="tasks leased ahead of free slots (default 100)")
 
     p = command("stats", "counts by status and type, backlog age, throughput, workers")
     p.add_argument("--type", dest="task_types", type=_task_types, help="show only these task types")
