@@ -27,8 +27,8 @@ QueueError
 │   └── MigrationError          in prismq.queue.migrate
 ├── TaskCancelled               in prismq.queue.runtime.context
 ├── TaskFailed                  in prismq.queue.runtime.context
-├── TaskTimeoutError            in prismq.queue.runtime.runner
-└── RunNotFoundError            in prismq.queue.integrations.runs
+├── RunNotFoundError            in prismq.queue.integrations.runs
+└── TaskTimeoutError            in prismq.queue.runtime.runner
 ```
 """
 
