@@ -7,6 +7,7 @@ The public API is importable from here::
 
 from __future__ import annotations
 
+from .aio import AsyncQueueClient
 from .backends.base import QueueStats
 from .client import QueueClient, TaskSpec
 from .config import QueueConfig, default_db_path
@@ -49,6 +50,7 @@ __all__ = [
     "DEFAULT_PRIORITY",
     "MAX_PRIORITY",
     "MIN_PRIORITY",
+    "AsyncQueueClient",
     "BackendUnavailableError",
     "BackupError",
     "ConfigError",

@@ -67,6 +67,18 @@ class ServerClock:
             anchor = self.sync()
         return anchor[0] + (self._monotonic() - anchor[1])
 
+    def peek(self) -> float | None:
+        """The server's time now when no read of the server is due, else ``None``.
+
+        Never touches the server, so an event loop can call it; on ``None`` the caller
+        reads the clock (``self()``) somewhere blocking is allowed.
+        """
+        anchor = self._anchor
+        mono = self._monotonic()
+        if anchor is None or mono >= self._due or self._jumped(anchor, mono, self._wall()):
+            return None
+        return anchor[0] + (mono - anchor[1])
+
     def _jumped(self, anchor: tuple[float, float, float], mono: float, wall: float) -> bool:
         return abs((wall - anchor[2]) - (mono - anchor[1])) > self.jump_tolerance
 
