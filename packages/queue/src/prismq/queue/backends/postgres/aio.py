@@ -26,7 +26,7 @@ from ...models import Task, TaskStatus, WorkerInfo
 from ..base import NewTask, QueueStats, TaskQuery
 from ..common import row_to_task, row_to_worker
 from ..serverclock import ServerClock
-from .backend import Q, PostgresBackend
+from .backend import PostgresBackend, Q
 from .connection import is_busy, translate_error
 
 if TYPE_CHECKING:
