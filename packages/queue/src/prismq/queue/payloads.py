@@ -80,7 +80,7 @@ def _scalar(kind: type, name: str) -> _Converter:
     return _Converter(name, check, check)
 
 
-def _converter(hint: Any, where: str) -> _Converter:  # noqa: C901 - one branch per hint kind
+def _converter(hint: Any, where: str) -> _Converter:
     if hint is Any or hint is object:
         return _Converter("any JSON value", lambda v, p: v, lambda v, p: v)
     if hint is None or hint is _NONE:

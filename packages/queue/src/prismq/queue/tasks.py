@@ -68,9 +68,7 @@ def current_context() -> TaskContext:
     try:
         return _CONTEXT.get()
     except LookupError:
-        raise ConfigError(
-            "current_context() is only available while a worker runs a task function"
-        ) from None
+        raise ConfigError("current_context() is only available while a worker runs a task function") from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -373,7 +371,9 @@ class TaskRegistry:
         elif isinstance(client, QueueClient):
             self.client = client
         else:
-            raise ConfigError(f"bind() takes a QueueClient or an AsyncQueueClient, got {type(client).__name__}")
+            raise ConfigError(
+                f"bind() takes a QueueClient or an AsyncQueueClient, got {type(client).__name__}"
+            )
 
     @overload
     def task(self, name: Callable[P, R], /) -> TaskFunction[P, R]: ...
@@ -464,4 +464,3 @@ class TaskRegistry:
     def _after_enqueue(self, client: QueueClient, ids: list[int]) -> None:
         for hook in list(self._enqueue_hooks):
             hook(client, ids)
-
