@@ -129,7 +129,7 @@ def test_without_a_client_enqueue_says_what_to_do() -> None:
 
 def test_decoration_refuses_what_cannot_be_a_payload() -> None:
     tasks = TaskRegistry()
-    with pytest.raises(ConfigError, match="parameter 'at' of task 'remind'.*datetime has no JSON form"):
+    with pytest.raises(ConfigError, match=r"parameter 'at' of task 'remind'.*datetime has no JSON form"):
 
         @tasks.task
         def remind(at: datetime.datetime) -> None: ...

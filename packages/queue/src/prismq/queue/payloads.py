@@ -205,12 +205,16 @@ def _tuple(args: tuple[Any, ...], where: str) -> _Converter:
     def dump(value: Any, path: str) -> Any:
         if not isinstance(value, (tuple, list)):
             raise _fail(path, name, value)
-        return [c.dump(v, f"{path}[{i}]") for i, (c, v) in enumerate(zip(items(value, path), value))]
+        return [
+            c.dump(v, f"{path}[{i}]") for i, (c, v) in enumerate(zip(items(value, path), value, strict=True))
+        ]
 
     def load(value: Any, path: str) -> Any:
         if not isinstance(value, (tuple, list)):
             raise _fail(path, name, value)
-        return tuple(c.load(v, f"{path}[{i}]") for i, (c, v) in enumerate(zip(items(value, path), value)))
+        return tuple(
+            c.load(v, f"{path}[{i}]") for i, (c, v) in enumerate(zip(items(value, path), value, strict=True))
+        )
 
     return _Converter(name, dump, load)
 
