@@ -64,7 +64,7 @@ _SPEC_DEFAULTS = tuple((f.name, f.default) for f in fields(TaskSpec))
 _SPEC_NAMES = frozenset(name for name, _ in _SPEC_DEFAULTS)
 
 
-def _mapping_fields(spec: object) -> tuple[Any, ...]:
+def _mapping_fields(spec: object) -> tuple[Any, Any, Any, Any, Any, Any, Any, Any]:
     """The field values of an ``enqueue_many`` item given as a mapping, in ``TaskSpec`` order.
 
     Args:

@@ -182,10 +182,13 @@ class TaskFunction(Generic[P, R]):
 
         Lets one batch mix task functions: ``client.enqueue_many([a.spec(...), b.spec(...)])``.
         """
+        return self._spec(self._schema.dump(args, kwargs))
+
+    def _spec(self, payload: dict[str, Any]) -> TaskSpec:
         options = self.default_options
         return TaskSpec(
             task_type=self.name,
-            payload=self._schema.dump(args, kwargs),
+            payload=payload,
             priority=options.priority,
             delay=options.delay,
             run_after=options.run_after,
@@ -260,7 +263,7 @@ class TaskFunction(Generic[P, R]):
                     f"got {type(call).__name__}"
                 )
             try:
-                specs.append(self.spec(**call))
+                specs.append(self._spec(self._schema.dump((), dict(call))))
             except PayloadError as exc:
                 raise PayloadError(f"call #{index}: {exc}") from None
         return specs
@@ -292,7 +295,8 @@ class TaskFunction(Generic[P, R]):
     # -- the worker side -------------------------------------------------------
     def _handler(self) -> Callable[[TaskContext], Any]:
         """The function a worker calls: check the stored payload, then call with keywords."""
-        schema, func = self._schema, self.func
+        schema = self._schema
+        func: Callable[..., Any] = self.func
 
         def arguments(ctx: TaskContext) -> dict[str, Any]:
             try:
@@ -306,7 +310,7 @@ class TaskFunction(Generic[P, R]):
                 kwargs = arguments(ctx)
                 token = _CONTEXT.set(ctx)
                 try:
-                    return await func(**kwargs)  # type: ignore[misc]
+                    return await func(**kwargs)
                 finally:
                     _CONTEXT.reset(token)
 
@@ -316,7 +320,7 @@ class TaskFunction(Generic[P, R]):
             kwargs = arguments(ctx)
             token = _CONTEXT.set(ctx)
             try:
-                return func(**kwargs)  # type: ignore[call-arg]
+                return func(**kwargs)
             finally:
                 _CONTEXT.reset(token)
 

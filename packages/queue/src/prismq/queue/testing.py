@@ -378,4 +378,4 @@ def _drop_schema(url: str, schema: str) -> None:
 
     plain, _ = parse_url(url)
     with psycopg.connect(plain, autocommit=True) as conn:
-        conn.execute(sql.SQL(Q["drop_schema"]).format(schema=sql.Identifier(schema)))  # type: ignore[arg-type]
+        conn.execute(sql.SQL(Q["drop_schema"]).format(schema=sql.Identifier(schema)))

@@ -16,8 +16,9 @@ import contextlib
 import json
 import secrets
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime, timezone
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from ..errors import LeaseLostError, TaskNotFoundError, TaskStateError
 from ..models import Task, TaskStatus, WorkerInfo, epoch_to_datetime
@@ -27,6 +28,7 @@ from .base import QueueStats, TaskQuery, TaskUpdate
 __all__ = [
     "ORDER_KEYS",
     "TASK_COLUMNS",
+    "Connections",
     "SQLQueueBackend",
     "describe_holder",
     "row_to_task",
@@ -139,11 +141,30 @@ def describe_holder(row: Sequence[Any]) -> str:
     return f"it is now {status}"
 
 
+T = TypeVar("T")
+
+
+class Connections(Protocol):
+    """What the shared operations need of a backend's connection manager."""
+
+    def read(self, work: Callable[[Any], T], snapshot: bool = False) -> T:
+        """Run read-only ``work``; with ``snapshot`` inside one consistent transaction."""
+        ...
+
+    def write(self, work: Callable[[Any], T]) -> T:
+        """Run ``work`` in a write transaction (retried whole after a busy conflict)."""
+        ...
+
+    def transaction(self) -> AbstractContextManager[Any]:
+        """A write transaction; queue calls made inside it on this thread join it."""
+        ...
+
+
 class SQLQueueBackend:
     """Operations shared by the SQL backends (see the module docstring)."""
 
     queries: ClassVar[dict[str, str]]
-    db: Any
+    db: Connections
 
     def _array(self, values: list[Any]) -> Any:
         """Bind a list parameter (SQLite: JSON text for ``json_each``; PostgreSQL: an array)."""
@@ -335,10 +356,10 @@ class SQLQueueBackend:
 
     def prune(self, finished_before: float, statuses: Sequence[TaskStatus]) -> int:
         params = {"before": finished_before, "statuses": self._array([s.value for s in statuses])}
-        return self.db.write(lambda c: c.execute(self.queries["prune"], params).rowcount)
+        return int(self.db.write(lambda c: c.execute(self.queries["prune"], params).rowcount))
 
     def reclaim_expired(self, now: float) -> int:
-        return self.db.write(lambda c: c.execute(self.queries["reclaim_expired"], {"now": now}).rowcount)
+        return int(self.db.write(lambda c: c.execute(self.queries["reclaim_expired"], {"now": now}).rowcount))
 
     def _fenced(self, update: TaskUpdate) -> dict[str, Any]:
         return {"id": update.task_id, "worker": update.worker_id, "token": update.lease_token}

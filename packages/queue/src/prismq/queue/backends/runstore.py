@@ -28,6 +28,8 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar
 
+from .common import Connections
+
 __all__ = [
     "ACTIVE",
     "RUN_COLUMNS",
@@ -145,7 +147,7 @@ class SQLRunStore:
 
     def __init__(self, backend: Any, clock: Callable[[], float] = time.time) -> None:
         self.backend = backend
-        self.db = backend.db
+        self.db: Connections = backend.db
         self._clock = clock
 
     @contextlib.contextmanager

@@ -421,7 +421,7 @@ class WorkerRunner:
 
     async def _invoke(self, handler: Handler, ctx: TaskContext, timeout: float) -> Any:
         if handler.is_async:
-            call: asyncio.Future[Any] = asyncio.ensure_future(handler.func(ctx))  # type: ignore[arg-type]
+            call: asyncio.Future[Any] = asyncio.ensure_future(handler.func(ctx))
         else:
             call = asyncio.wrap_future(self._handler_pool.submit(handler.func, ctx))
         self._async_calls[ctx.task_id] = call
@@ -540,9 +540,9 @@ class WorkerRunner:
                     self.summary.released += 1
                 except LeaseLostError:
                     pass
-            execution = self._inflight.get(task_id)
-            if execution is not None:
-                execution.cancel()
+            running = self._inflight.get(task_id)
+            if running is not None:
+                running.cancel()
         await self._deregister()
 
     async def _deregister(self) -> None:

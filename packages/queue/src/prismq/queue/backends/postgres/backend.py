@@ -147,7 +147,7 @@ class PostgresBackend(SQLQueueBackend):
         connect_timeout: float = 10.0,
     ) -> None:
         url, url_schema = parse_url(url)
-        self.db = ConnectionManager(
+        self.db: ConnectionManager = ConnectionManager(
             url,
             schema if schema is not None else url_schema,
             Q,
@@ -371,9 +371,11 @@ class PostgresBackend(SQLQueueBackend):
 
     def next_run_after(self, task_types: Sequence[str] | None) -> float | None:
         if task_types is None:
-            return self.db.read(lambda c: c.execute(Q["next_run_after_any"]).fetchone()[0])  # type: ignore[index]
-        params = {"task_types": list(dict.fromkeys(task_types))}
-        return self.db.read(lambda c: c.execute(Q["next_run_after_types"], params).fetchone()[0])  # type: ignore[index]
+            value = self.db.read(lambda c: c.execute(Q["next_run_after_any"]).fetchone()[0])  # type: ignore[index]
+        else:
+            params = {"task_types": list(dict.fromkeys(task_types))}
+            value = self.db.read(lambda c: c.execute(Q["next_run_after_types"], params).fetchone()[0])  # type: ignore[index]
+        return None if value is None else float(value)
 
     # -- worker registry -------------------------------------------------------
     def register_worker(self, info: WorkerInfo) -> None:
@@ -547,8 +549,7 @@ class PostgresBackend(SQLQueueBackend):
 
         def work(conn: psycopg.Connection[Any]) -> dict[str, list[str]]:
             return {
-                name: [r[0] for r in conn.execute(f"EXPLAIN {Q[name]}", base).fetchall()]  # type: ignore[call-overload]
-                for name in names
+                name: [r[0] for r in conn.execute(f"EXPLAIN {Q[name]}", base).fetchall()] for name in names
             }
 
         return self.db.read(work)

@@ -226,7 +226,7 @@ class ConnectionManager:
         params["options"] = " ".join(o for o in options if o)
         params.setdefault("connect_timeout", str(max(int(connect_timeout), 1)))
         params.setdefault("application_name", "prismq-queue")
-        self.conninfo = make_conninfo(**params)
+        self.conninfo = make_conninfo("", **params)
         self.location = redact(url)
         self.server = _server_name(url)
         self.busy_retries = busy_retries
@@ -426,7 +426,7 @@ class ConnectionManager:
         queries = self.queries
         create = None
         if self.schema is not None:
-            create = sql.SQL(queries["create_schema"]).format(schema=sql.Identifier(self.schema))  # type: ignore[arg-type]
+            create = sql.SQL(queries["create_schema"]).format(schema=sql.Identifier(self.schema))
 
         def work(conn: psycopg.Connection[Any]) -> int:
             conn.execute(queries["lock_migrations"], {"schema": self.schema})
@@ -435,7 +435,7 @@ class ConnectionManager:
             version = self._check_schema(conn)  # again, under the lock
             for number, _name, text in MIGRATIONS:
                 if number > version:
-                    conn.execute(text)  # type: ignore[call-overload]  # a whole migration file
+                    conn.execute(text)  # a whole migration file
             if version < SCHEMA_VERSION:
                 conn.execute(queries["clear_schema_version"])
                 conn.execute(queries["write_schema_version"], {"version": SCHEMA_VERSION})

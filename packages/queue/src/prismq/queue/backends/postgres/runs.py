@@ -91,7 +91,7 @@ class PostgresRunStore(SQLRunStore):
     def delete_finished_before(self, before: float) -> int:
         """Delete finished runs (and their tasks) that ended before ``before``."""
         return int(
-            self.db.write(lambda c: c.execute(Q["delete_finished_runs"], {"before": before}).fetchone()[0])  # type: ignore[index]
+            self.db.write(lambda c: c.execute(Q["delete_finished_runs"], {"before": before}).fetchone()[0])
         )
 
     # -- owning manager --------------------------------------------------------

@@ -66,7 +66,7 @@ class SQLiteBackend(SQLQueueBackend):
         self.path = Path(path).expanduser()
         self.location = str(self.path)
         self.pragmas = normalize_pragmas(pragmas)
-        self.db = ConnectionManager(self.path, self.pragmas, busy_retries=busy_retries)
+        self.db: ConnectionManager = ConnectionManager(self.path, self.pragmas, busy_retries=busy_retries)
 
     # -- life cycle and schema -------------------------------------------------
     def initialize_schema(self) -> int:
