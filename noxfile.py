@@ -35,6 +35,9 @@ DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 TEST_TIMEOUT = 180
 
 RUFF = "ruff==0.17.6"
+# mypy --strict over the package and tests/typing (settings in pyproject.toml); it reads
+# the types of the package's dependencies, so they are installed beside it.
+MYPY_DEPS = ["mypy==1.19.1", "types-PyYAML", "pytest>=8.1"]
 TEST_DEPS = [
     "pytest>=8.1",
     "hypothesis>=6",
@@ -171,11 +174,11 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """Ruff over the code and the docs' Python examples; markdownlint over the Markdown.
+    """Ruff over the code and the docs' Python examples; mypy --strict; markdownlint.
 
     Every check runs even when an earlier one fails, so one run reports everything.
     """
-    session.install(RUFF)
+    session.install(RUFF, *MYPY_DEPS, "-e", _package("postgres", "yaml"))
     node_external = _npm_ci(session)
     failed: list[str] = []
 
@@ -186,6 +189,7 @@ def lint(session: nox.Session) -> None:
             failed.append(name)
 
     paths = _existing(PYTHON_PATHS)
+    check("mypy --strict", "mypy")
     check("ruff check", "ruff", "check", *paths)
     check("ruff format", "ruff", "format", "--check", *paths)
     markdown = _existing(MARKDOWN_SOURCES)
