@@ -224,7 +224,7 @@ def _enum(kind: type[enum.Enum], where: str) -> _Converter:
     for value in values:
         if not isinstance(value, (str, int)) or isinstance(value, bool):
             raise ConfigError(f"{where}: {kind.__name__} values must be str or int to be stored as JSON")
-    name = f"a {kind.__name__} ({', '.join(repr(v) for v in values)})"
+    name = f"{kind.__name__} (one of {', '.join(repr(v) for v in values)})"
 
     def dump(value: Any, path: str) -> Any:
         if isinstance(value, kind):
@@ -251,7 +251,7 @@ def _fields(
             if direction == "dump" and build is not None and dataclasses.is_dataclass(value):
                 value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
             if not isinstance(value, Mapping):
-                raise _fail(path, f"a {name} (a dict)", value)
+                raise _fail(path, f"{name} (a dict of its fields)", value)
             unknown = sorted(set(value) - set(fields), key=str)
             if unknown:
                 raise PayloadError(f"{path} has unknown field(s) {unknown} for {name}")
@@ -263,7 +263,7 @@ def _fields(
 
         return run
 
-    return _Converter(f"a {name}", convert("dump"), convert("load"))
+    return _Converter(name, convert("dump"), convert("load"))
 
 
 def _hints(kind: Any, where: str) -> dict[str, Any]:
