@@ -74,7 +74,9 @@ def test_enqueue_checks_the_payload_then_writes_with_the_options(db: QueueDataba
     assert (delayed.run_after - delayed.created_at).total_seconds() == pytest.approx(30, abs=1)
     assert delayed.payload == {"size": [3, 4]}
     # Nothing is written when the arguments do not fit.
-    with pytest.raises(PayloadError, match=r"task 'send': email must be Email \(a dict of its fields\), got str"):
+    with pytest.raises(
+        PayloadError, match=r"task 'send': email must be Email \(a dict of its fields\), got str"
+    ):
         send.enqueue("a@example.com")  # type: ignore[arg-type]
     with pytest.raises(PayloadError, match="missing a required argument: 'email'"):
         send.enqueue()  # type: ignore[call-arg]
