@@ -37,7 +37,7 @@ TEST_TIMEOUT = 180
 RUFF = "ruff==0.17.6"
 # mypy --strict over the package and tests/typing (settings in pyproject.toml); it reads
 # the types of the package's dependencies, so they are installed beside it.
-MYPY_DEPS = ["mypy==1.19.1", "types-PyYAML", "pytest>=8.1"]
+MYPY_DEPS = ["mypy==1.19.1", "types-PyYAML", "django-stubs", "pytest>=8.1"]
 TEST_DEPS = [
     "pytest>=8.1",
     "hypothesis>=6",
@@ -163,7 +163,7 @@ def _build_site(session: nox.Session, site_dir: Path) -> None:
 @nox.session
 def tests(session: nox.Session) -> None:
     """The test suite (SQLite and PostgreSQL). Posargs go to pytest."""
-    session.install("-e", _package("cli", "postgres"), *TEST_DEPS)
+    session.install("-e", _package("cli", "postgres", "django"), *TEST_DEPS)
     # A hung test fails after TEST_TIMEOUT seconds instead of eating the CI budget.
     timeout = (
         [] if any(arg.startswith("--timeout") for arg in session.posargs) else [f"--timeout={TEST_TIMEOUT}"]
@@ -178,7 +178,7 @@ def lint(session: nox.Session) -> None:
 
     Every check runs even when an earlier one fails, so one run reports everything.
     """
-    session.install(RUFF, *MYPY_DEPS, "-e", _package("postgres", "yaml"))
+    session.install(RUFF, *MYPY_DEPS, "-e", _package("postgres", "yaml", "django"))
     node_external = _npm_ci(session)
     failed: list[str] = []
 
@@ -226,7 +226,7 @@ def docs(session: nox.Session) -> None:
 @nox.session
 def doctest(session: nox.Session) -> None:
     """Run every Python example of the Markdown docs and of the docstrings."""
-    session.install("-e", _package("cli", "postgres"), *TEST_DEPS)
+    session.install("-e", _package("cli", "postgres", "django"), *TEST_DEPS)
     # The PostgreSQL examples get a schema of their own on the test server (see the plugin).
     env = {**_postgres_env(), "PYTHONPATH": str(TOOLS)}
     plugin = ("-p", "markdown_docs_fixtures")
@@ -283,5 +283,5 @@ def bench_smoke(session: nox.Session) -> None:
 @nox.session
 def soak(session: nox.Session) -> None:
     """The reliability tests at soak size (minutes; not part of the default run)."""
-    session.install("-e", _package("cli", "postgres"), *TEST_DEPS)
+    session.install("-e", _package("cli", "postgres", "django"), *TEST_DEPS)
     session.run("pytest", "tests/reliability", *session.posargs, env={**_postgres_env(), "PRISMQ_SOAK": "1"})
