@@ -280,3 +280,35 @@ def test_the_loop_stays_responsive_under_load(db: QueueDatabase) -> None:
     # Through the async client, the loop keeps ticking: its worst gap is a fraction of that.
     assert async_gap < blocked_gap / 3, (async_gap, blocked_gap)
     assert sync.count_by_status()["queued"] == 2 * rounds * (1 + len(batch))
+
+
+def test_the_server_clock_is_read_off_the_loop_only_when_due() -> None:
+    from types import SimpleNamespace
+
+    from prismq.queue.aio import read_clock
+    from prismq.queue.backends.serverclock import ServerClock
+
+    mono = [100.0]
+    reads: list[str] = []
+
+    def read_server() -> float:
+        reads.append(threading.current_thread().name)
+        return 5_000.0
+
+    clock = ServerClock(read_server, resync_every=30, monotonic=lambda: mono[0], wall=lambda: mono[0])
+    db = SimpleNamespace(clock=clock)
+    assert clock.peek() is None  # never read yet
+
+    async def now() -> float:
+        return await read_clock(db)  # type: ignore[arg-type]
+
+    assert asyncio.run(now()) == 5_000.0
+    assert reads and reads[0] != threading.main_thread().name  # the read ran on a thread
+    mono[0] += 10
+    assert clock.peek() == 5_010.0
+    assert asyncio.run(now()) == 5_010.0
+    assert len(reads) == 1  # answered from the last reading
+    mono[0] += 30
+    assert clock.peek() is None  # a read is due again
+    assert asyncio.run(now()) == 5_000.0
+    assert len(reads) == 2

@@ -25,7 +25,6 @@ from ...errors import QueueBusyError, StorageError, TaskNotFoundError, TaskState
 from ...models import Task, TaskStatus, WorkerInfo
 from ..base import NewTask, QueueStats, TaskQuery
 from ..common import row_to_task, row_to_worker
-from ..serverclock import ServerClock
 from .backend import PostgresBackend, Q
 from .connection import is_busy, translate_error
 
@@ -136,14 +135,9 @@ class AsyncPostgresStore:
 
     # -- clock -----------------------------------------------------------------
     async def now(self) -> float:
-        clock = self._db.clock
-        if isinstance(clock, ServerClock):
-            known = clock.peek()
-            if known is not None:
-                return known
-            # A read of the server is due (every 30 s): it blocks, so off the loop.
-            return await asyncio.to_thread(clock)
-        return clock()
+        from ...aio import read_clock
+
+        return await read_clock(self._db)
 
     # -- operations ------------------------------------------------------------
     async def insert_tasks(self, tasks: Sequence[NewTask], now: float) -> list[tuple[int, bool]]:
