@@ -303,7 +303,8 @@ def test_the_server_clock_is_read_off_the_loop_only_when_due() -> None:
         return await read_clock(db)  # type: ignore[arg-type]
 
     assert asyncio.run(now()) == 5_000.0
-    assert reads and reads[0] != threading.main_thread().name  # the read ran on a thread
+    assert len(reads) == 1
+    assert reads[0] != threading.main_thread().name  # the read ran on a thread
     mono[0] += 10
     assert clock.peek() == 5_010.0
     assert asyncio.run(now()) == 5_010.0
