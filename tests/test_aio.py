@@ -313,3 +313,49 @@ def test_the_server_clock_is_read_off_the_loop_only_when_due() -> None:
     assert clock.peek() is None  # a read is due again
     assert asyncio.run(now()) == 5_000.0
     assert len(reads) == 2
+
+
+CHILD = """
+import asyncio, json, sys
+from prismq.queue import AsyncQueueClient, QueueDatabase
+
+async def main() -> None:
+    with QueueDatabase(sys.argv[1]) as db:
+        async with AsyncQueueClient(db) as client:
+            ids = await asyncio.gather(
+                *(client.enqueue("mail", {"n": n}, idempotency_key=f"key-{n}") for n in range(20))
+            )
+            extra = await client.enqueue_many([{"task_type": "mail"} for _ in range(5)])
+    print(json.dumps({"ids": ids, "extra": extra}))
+
+asyncio.run(main())
+"""
+
+
+def test_idempotent_enqueues_from_several_processes_make_one_task_per_key(
+    backend_name: str, request: pytest.FixtureRequest, tmp_path: Any
+) -> None:
+    import json
+    import subprocess
+    import sys
+
+    if backend_name == "postgresql":
+        url, schema = request.getfixturevalue("postgres_schema")
+        target = f"{url}{'&' if '?' in url else '?'}schema={schema}"
+    else:
+        target = str(tmp_path / "queue.db")
+    with QueueDatabase(target) as db:
+        db.initialize_schema()
+    children = [
+        subprocess.Popen([sys.executable, "-c", CHILD, target], stdout=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    results = [json.loads(child.communicate(timeout=120)[0]) for child in children]
+    assert all(child.returncode == 0 for child in children)
+    # Every process got the same id for each key: the four raced, one task per key won.
+    assert all(r["ids"] == results[0]["ids"] for r in results)
+    assert len(set(results[0]["ids"])) == 20
+    with QueueDatabase(target) as db:
+        assert QueueClient(db).count_by_status()["queued"] == 20 + 4 * 5
+    extras = [i for r in results for i in r["extra"]]
+    assert len(set(extras)) == 20
