@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime
+from pathlib import Path
 from typing import Literal
 
 import pytest
@@ -210,3 +211,21 @@ def test_aenqueue_goes_through_the_async_client(db: QueueDatabase) -> None:
     # Binding an async client also gave the registry a sync client on the same database.
     assert tasks.client is not None
     assert tasks.client.db is db
+
+
+def test_a_task_registry_loads_as_the_workers_handlers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "eco_tasks_module.py").write_text(
+        "from prismq.queue.tasks import TaskRegistry\n"
+        "tasks = TaskRegistry()\n"
+        "@tasks.task\n"
+        "def ping(n: int) -> int:\n"
+        "    return n\n",
+        encoding="utf-8",
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    handlers = HandlerRegistry.load("eco_tasks_module:tasks")  # what --handlers does
+    assert handlers.task_types == ("ping",)
+    with pytest.raises(ConfigError, match="is a type, not a HandlerRegistry"):
+        HandlerRegistry.load("eco_tasks_module:TaskRegistry")
