@@ -359,3 +359,16 @@ def test_idempotent_enqueues_from_several_processes_make_one_task_per_key(
         assert QueueClient(db).count_by_status()["queued"] == 20 + 4 * 5
     extras = [i for r in results for i in r["extra"]]
     assert len(set(extras)) == 20
+
+
+def test_a_closed_database_is_a_storage_error(make_db: Callable[..., QueueDatabase]) -> None:
+    db = make_db()
+
+    async def scenario() -> None:
+        async with AsyncQueueClient(db) as client:
+            task_id = await client.enqueue("mail")
+            db.close()
+            with pytest.raises(StorageError, match="closed"):
+                await client.get(task_id)
+
+    run(scenario)

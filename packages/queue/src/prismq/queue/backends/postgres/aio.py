@@ -26,7 +26,7 @@ from ...models import Task, TaskStatus, WorkerInfo
 from ..base import NewTask, QueueStats, TaskQuery
 from ..common import row_to_task, row_to_worker
 from .backend import PostgresBackend, Q
-from .connection import is_busy, translate_error
+from .connection import is_busy
 
 if TYPE_CHECKING:
     from ...database import QueueDatabase
@@ -64,7 +64,7 @@ class AsyncPostgresStore:
 
     # -- connections -----------------------------------------------------------
     async def _get_pool(self) -> AsyncConnectionPool[AsyncConn]:
-        if self._closed or self._manager._closed:
+        if self._closed or self._manager.closed:
             raise StorageError(f"the queue database {self._location} was closed; open a new one")
         if self._pool is not None:
             return self._pool
@@ -84,7 +84,7 @@ class AsyncPostgresStore:
         return self._pool
 
     def _error(self, exc: BaseException) -> Exception:
-        return translate_error(exc, self._location, self._manager._password)
+        return self._manager.translate(exc)
 
     async def read(self, work: Callable[[AsyncConn], Awaitable[T]], snapshot: bool = False) -> T:
         """Run read-only ``work`` on a pooled connection; with ``snapshot`` in one transaction."""

@@ -305,6 +305,15 @@ class ConnectionManager:
                 "database was left untouched."
             )
 
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._closed
+
+    def translate(self, exc: BaseException) -> QueueError:
+        """:func:`translate_error` for this server, the password scrubbed from the message."""
+        return translate_error(exc, self.location, self._password)
+
     def close(self) -> None:
         """Close the pool; later use raises ``StorageError``."""
         self._closed = True
