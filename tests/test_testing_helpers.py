@@ -215,3 +215,32 @@ def test_pytest_plugin_fixtures_are_registered_and_work(tmp_path: Path, postgres
         check=False,
     )
     assert "3 passed" in result.stdout, result.stdout + result.stderr
+
+
+def test_eager_with_a_handler_registry_runs_the_clients_enqueues() -> None:
+    handlers = HandlerRegistry()
+
+    @handlers.handler("square")
+    def square(ctx: TaskContext) -> int:
+        if ctx.payload < 0:
+            raise TaskFailed("negative", retry=False)
+        return int(ctx.payload) ** 2
+
+    with pytest.raises(ConfigError, match="needs the client"), eager(handlers):
+        pass
+    with temporary_queue() as db:
+        client = QueueClient(db)
+        other = QueueClient(db)
+        with eager(handlers, client=client) as outcomes:
+            task_id = client.enqueue("square", 7)
+            assert client.get_result(task_id) == 49
+            ids = client.enqueue_many([{"task_type": "square", "payload": n} for n in (2, 3)])
+            assert [client.get_result(i) for i in ids] == [4, 9]
+            with pytest.raises(HandlerError, match="TaskFailed: negative"):
+                client.enqueue("square", -1)
+            untouched = other.enqueue("square", 5)  # another client: only written
+            assert other.get(untouched).status is TaskStatus.QUEUED
+        assert [o.result for o in outcomes[:3]] == [49, 4, 9]
+        later = client.enqueue("square", 4)  # the block ended: back to plain enqueues
+        assert client.get(later).status is TaskStatus.QUEUED
+        assert "enqueue" not in vars(client)

@@ -286,26 +286,43 @@ def _run_one(worker: QueueWorker, handlers: HandlerRegistry, task: Task) -> Outc
 
 
 @contextlib.contextmanager
-def eager(registry: TaskRegistry, *, propagate: bool = True) -> Iterator[list[Outcome]]:
-    """Run task functions at once when they are enqueued, for tests.
+def eager(
+    registry: TaskRegistry | HandlerRegistry,
+    *,
+    client: QueueClient | None = None,
+    propagate: bool = True,
+) -> Iterator[list[Outcome]]:
+    """Run tasks at once when they are enqueued, for tests.
 
-    Inside the block, every ``.enqueue(...)`` / ``.enqueue_many(...)`` of the registry's
-    task functions writes the task as usual and then :func:`drain` runs everything
-    ready. The payload goes through the same checks and the same JSON round trip as in
-    production, so what passes here passes there.
+    Inside the block, every ``.enqueue(...)`` / ``.enqueue_many(...)`` of a
+    :class:`~prismq.queue.tasks.TaskRegistry`'s task functions, and every
+    ``client.enqueue(...)`` / ``client.enqueue_many(...)`` of ``client`` when one is
+    given, writes the task as usual and then :func:`drain` runs everything ready. The
+    payload goes through the same checks and the same JSON round trip as in production,
+    so what passes here passes there.
 
     Args:
-        registry: The task functions.
+        registry: The task functions, or the handlers of a
+            :class:`~prismq.queue.runtime.HandlerRegistry`.
+        client: Also run what this client enqueues (required with a
+            :class:`~prismq.queue.runtime.HandlerRegistry`).
         propagate: Raise :class:`HandlerError` (from the handler's exception) at the
-            ``.enqueue`` call when an enqueued task's attempt failed for good (dead).
+            enqueue call when an enqueued task's attempt failed for good (dead).
 
     Yields:
         A list that collects every outcome of the block.
+
+    Raises:
+        ConfigError: A HandlerRegistry without a client.
     """
+    handlers = _handlers(registry)
+    hooks = getattr(registry, "_enqueue_hooks", None)
+    if hooks is None and client is None:
+        raise ConfigError("eager() with a HandlerRegistry needs the client whose enqueues run at once")
     outcomes: list[Outcome] = []
 
-    def run_now(client: QueueClient, ids: list[int]) -> None:
-        report = drain(client.db, registry)
+    def run_now(target: QueueClient, ids: list[int]) -> None:
+        report = drain(target.db, handlers)
         outcomes.extend(report.outcomes)
         if not propagate:
             return
@@ -316,11 +333,36 @@ def eager(registry: TaskRegistry, *, propagate: bool = True) -> Iterator[list[Ou
                     f"task {outcome.task_id} ({outcome.task_type}) failed: {outcome.error}", outcome
                 ) from outcome.exception
 
-    registry._enqueue_hooks.append(run_now)
-    try:
+    with contextlib.ExitStack() as stack:
+        if hooks is not None:
+            hooks.append(run_now)
+            stack.callback(hooks.remove, run_now)
+        if client is not None:
+            stack.enter_context(_eager_client(client, run_now))
         yield outcomes
+
+
+@contextlib.contextmanager
+def _eager_client(client: QueueClient, run_now: Callable[[QueueClient, list[int]], None]) -> Iterator[None]:
+    """Make ``client``'s own enqueue calls run what they wrote (instance attributes, undone after)."""
+    enqueue, enqueue_many = client.enqueue, client.enqueue_many
+
+    def eager_enqueue(*args: Any, **kwargs: Any) -> int:
+        task_id = enqueue(*args, **kwargs)
+        run_now(client, [task_id])
+        return task_id
+
+    def eager_enqueue_many(*args: Any, **kwargs: Any) -> list[int]:
+        ids = enqueue_many(*args, **kwargs)
+        run_now(client, ids)
+        return ids
+
+    client.enqueue = eager_enqueue  # type: ignore[method-assign]
+    client.enqueue_many = eager_enqueue_many  # type: ignore[method-assign]
+    try:
+        yield
     finally:
-        registry._enqueue_hooks.remove(run_now)
+        del client.enqueue, client.enqueue_many
 
 
 @contextlib.contextmanager
