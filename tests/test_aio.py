@@ -283,10 +283,7 @@ def test_the_loop_stays_responsive_under_load(db: QueueDatabase) -> None:
 
 
 def test_the_server_clock_is_read_off_the_loop_only_when_due() -> None:
-    from types import SimpleNamespace
-
-    from prismq.queue.aio import read_clock
-    from prismq.queue.backends.serverclock import ServerClock
+    from prismq.queue.backends.serverclock import ServerClock, read_clock
 
     mono = [100.0]
     reads: list[str] = []
@@ -296,11 +293,10 @@ def test_the_server_clock_is_read_off_the_loop_only_when_due() -> None:
         return 5_000.0
 
     clock = ServerClock(read_server, resync_every=30, monotonic=lambda: mono[0], wall=lambda: mono[0])
-    db = SimpleNamespace(clock=clock)
     assert clock.peek() is None  # never read yet
 
     async def now() -> float:
-        return await read_clock(db)  # type: ignore[arg-type]
+        return await read_clock(clock)
 
     assert asyncio.run(now()) == 5_000.0
     assert len(reads) == 1

@@ -31,7 +31,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from .backends.base import NewTask, QueueStats, TaskQuery
-from .backends.serverclock import ServerClock
+from .backends.serverclock import read_clock
 from .client import QueueClient, TaskSpec
 from .database import QueueDatabase
 from .errors import QueueTimeoutError, StorageError, TaskNotFoundError, TaskStateError, ValidationError
@@ -103,22 +103,6 @@ class AsyncStore(Protocol):
         ...
 
 
-async def read_clock(db: QueueDatabase) -> float:
-    """The database clock's time, without blocking the loop.
-
-    A server clock (PostgreSQL's) is read from its last reading when it can be; when a
-    read of the server is due (every 30 s), that read runs on a thread. Any other clock
-    (this machine's, or a test's) is called directly.
-    """
-    clock = db.clock
-    if isinstance(clock, ServerClock):
-        known = clock.peek()
-        if known is not None:
-            return known
-        return await asyncio.to_thread(clock)
-    return clock()
-
-
 class ThreadedStore:
     """Runs the synchronous backend's calls on a bounded pool of threads.
 
@@ -142,7 +126,7 @@ class ThreadedStore:
             raise
 
     async def now(self) -> float:
-        return await read_clock(self._db)
+        return await read_clock(self._db.clock)
 
     async def insert_tasks(self, tasks: Sequence[NewTask], now: float) -> list[tuple[int, bool]]:
         return await self._call(self._backend.insert_tasks, tasks, now)

@@ -8,12 +8,13 @@ stepped while running) still agrees with every other worker on when a lease ends
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
 from collections.abc import Callable
 
-__all__ = ["ServerClock"]
+__all__ = ["ServerClock", "read_clock"]
 
 logger = logging.getLogger("prismq.queue.clock")
 
@@ -115,3 +116,18 @@ class ServerClock:
             self._anchor = anchor
             self._due = ended + self.resync_every
             return anchor
+
+
+async def read_clock(clock: Callable[[], float]) -> float:
+    """A clock's time from a coroutine, without blocking the event loop.
+
+    A :class:`ServerClock` answers from its last reading when it can; when a read of the
+    server is due (every ``resync_every`` seconds), that read runs on a thread. Any other
+    clock (this machine's, or a test's) is called directly.
+    """
+    if isinstance(clock, ServerClock):
+        known = clock.peek()
+        if known is not None:
+            return known
+        return await asyncio.to_thread(clock)
+    return clock()

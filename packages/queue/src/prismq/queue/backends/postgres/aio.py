@@ -25,6 +25,7 @@ from ...errors import QueueBusyError, StorageError, TaskNotFoundError, TaskState
 from ...models import Task, TaskStatus, WorkerInfo
 from ..base import NewTask, QueueStats, TaskQuery
 from ..common import row_to_task, row_to_worker
+from ..serverclock import read_clock
 from .backend import PostgresBackend, Q
 from .connection import is_busy
 
@@ -135,9 +136,7 @@ class AsyncPostgresStore:
 
     # -- clock -----------------------------------------------------------------
     async def now(self) -> float:
-        from ...aio import read_clock
-
-        return await read_clock(self._db)
+        return await read_clock(self._db.clock)
 
     # -- operations ------------------------------------------------------------
     async def insert_tasks(self, tasks: Sequence[NewTask], now: float) -> list[tuple[int, bool]]:
