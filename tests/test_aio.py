@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -368,3 +369,25 @@ def test_a_closed_database_is_a_storage_error(make_db: Callable[..., QueueDataba
                 await client.get(task_id)
 
     run(scenario)
+
+
+def test_the_async_client_mirrors_every_client_method_but_the_dashboards() -> None:
+    """The docstring's promise: every QueueClient method, less the dashboard's operations."""
+    dashboard_only = {
+        "page",
+        "delete",
+        "delete_many",
+        "retry_many",
+        "cancel_many",
+        "pause",
+        "resume",
+        "paused",
+        "finished_histogram",
+    }
+    sync = {name for name in dir(QueueClient) if not name.startswith("_")}
+    mirrored = {name for name in dir(AsyncQueueClient) if not name.startswith("_")}
+    assert sync - mirrored == dashboard_only
+    for name in sync - dashboard_only:
+        assert inspect.iscoroutinefunction(getattr(AsyncQueueClient, name)), name
+    for name in dashboard_only:
+        assert name in (AsyncQueueClient.__doc__ or "")

@@ -28,16 +28,16 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from .backends.base import NewTask, QueueStats, TaskQuery
+from .backends.base import AsyncStore, NewTask, QueueStats, TaskQuery
 from .backends.serverclock import read_clock
 from .client import QueueClient, TaskSpec
 from .database import QueueDatabase
 from .errors import QueueTimeoutError, StorageError, TaskNotFoundError, TaskStateError, ValidationError
 from .models import DEFAULT_PRIORITY, Task, TaskStatus, WorkerInfo
 from .retry import RetryPolicy
-from .validation import DEFAULT_MAX_PAYLOAD_BYTES, validate_delay, validate_task_id
+from .validation import DEFAULT_MAX_PAYLOAD_BYTES, is_int, validate_delay, validate_task_id
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -45,62 +45,6 @@ if TYPE_CHECKING:
 __all__ = ["AsyncQueueClient"]
 
 T = TypeVar("T")
-
-
-class AsyncStore(Protocol):
-    """The storage calls :class:`AsyncQueueClient` awaits (one implementation per backend)."""
-
-    async def now(self) -> float:
-        """The database clock's time (UTC epoch seconds)."""
-        ...
-
-    async def insert_tasks(self, tasks: Sequence[NewTask], now: float) -> list[tuple[int, bool]]:
-        """As :meth:`Backend.insert_tasks`."""
-        ...
-
-    async def get_task(self, task_id: int) -> Task | None:
-        """As :meth:`Backend.get_task`."""
-        ...
-
-    async def list_tasks(self, query: TaskQuery) -> list[Task]:
-        """As :meth:`Backend.list_tasks`."""
-        ...
-
-    async def count_by_status(self) -> dict[str, int]:
-        """As :meth:`Backend.count_by_status`."""
-        ...
-
-    async def count_by_type(self) -> dict[str, dict[str, int]]:
-        """As :meth:`Backend.count_by_type`."""
-        ...
-
-    async def stats(self, now: float) -> QueueStats:
-        """As :meth:`Backend.stats`."""
-        ...
-
-    async def list_workers(self) -> list[WorkerInfo]:
-        """As :meth:`Backend.list_workers`."""
-        ...
-
-    async def cancel_task(self, task_id: int, now: float) -> Task:
-        """As :meth:`Backend.cancel_task`."""
-        ...
-
-    async def retry_task(self, task_id: int, now: float, reset_attempts: bool) -> Task:
-        """As :meth:`Backend.retry_task`."""
-        ...
-
-    async def prune(self, finished_before: float, statuses: Sequence[TaskStatus]) -> int:
-        """As :meth:`Backend.prune`."""
-        ...
-
-    async def data_version(self) -> int:
-        """As :meth:`Backend.data_version`."""
-        ...
-
-    async def aclose(self) -> None:
-        """Release what the store opened (threads, connections)."""
-        ...
 
 
 class ThreadedStore:
@@ -167,20 +111,19 @@ class ThreadedStore:
 
 
 def _open_store(db: QueueDatabase, max_threads: int) -> AsyncStore:
-    if db.backend_name == "postgresql" and hasattr(db.backend, "db"):
-        from .backends.postgres.aio import AsyncPostgresStore
-
-        return AsyncPostgresStore(db)
-    return ThreadedStore(db, max_threads)
+    native = db.backend.async_store(db.clock)
+    return native if native is not None else ThreadedStore(db, max_threads)
 
 
 class AsyncQueueClient:
     """Enqueue and manage tasks from ``asyncio`` code without blocking the event loop.
 
-    The same methods as :class:`~prismq.queue.client.QueueClient`, each a coroutine, with
-    the same arguments, validation and errors. Close it with :meth:`aclose` (or use
-    ``async with``); the :class:`~prismq.queue.database.QueueDatabase` stays open and is
-    closed by its owner.
+    The producer and query methods of :class:`~prismq.queue.client.QueueClient`, each a
+    coroutine, with the same arguments, validation and errors: everything but the
+    dashboard's operations (``page``, ``delete``, ``delete_many``, ``retry_many``,
+    ``cancel_many``, ``pause``, ``resume``, ``paused``, ``finished_histogram``), which
+    :attr:`sync_client` offers. Close it with :meth:`aclose` (or use ``async with``); the
+    :class:`~prismq.queue.database.QueueDatabase` stays open and is closed by its owner.
 
     Args:
         db: The queue database (SQLite or PostgreSQL).
@@ -215,7 +158,7 @@ class AsyncQueueClient:
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         max_threads: int = 4,
     ) -> None:
-        if isinstance(max_threads, bool) or not isinstance(max_threads, int) or not 1 <= max_threads <= 64:
+        if not is_int(max_threads) or not 1 <= max_threads <= 64:
             raise ValidationError(f"max_threads must be an integer from 1 to 64, got {max_threads!r}")
         # The synchronous client holds the validation; this class never calls its I/O.
         self._sync = QueueClient(

@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from .errors import ConfigError, PayloadError
+from .validation import is_number
 
 __all__ = ["PayloadSchema", "check_hint"]
 
@@ -66,7 +67,7 @@ def check_hint(hint: Any, where: str) -> None:
 def _scalar(kind: type, name: str) -> _Converter:
     def check(value: Any, path: str) -> Any:
         if kind is float:
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
+            if not is_number(value):
                 raise _fail(path, "a number", value)
             if not math.isfinite(value):
                 raise _fail(path, "a finite number", value)

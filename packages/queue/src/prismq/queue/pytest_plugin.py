@@ -25,7 +25,7 @@ import pytest
 
 from .client import QueueClient
 from .database import QueueDatabase
-from .testing import POSTGRES_URL_ENV, TestClock, temporary_queue
+from .testing import POSTGRES_URL_ENV, SERVER_BACKENDS, TestClock, temporary_queue
 
 __all__ = [
     "prismq_client",
@@ -53,7 +53,7 @@ def prismq_queue(prismq_clock: TestClock) -> Iterator[Callable[..., QueueDatabas
     with contextlib.ExitStack() as stack:
 
         def make(backend: str = "sqlite", **options: object) -> QueueDatabase:
-            if backend == "postgresql" and not (options.get("url") or os.environ.get(POSTGRES_URL_ENV)):
+            if backend in SERVER_BACKENDS and not (options.get("url") or os.environ.get(POSTGRES_URL_ENV)):
                 pytest.skip(f"set {POSTGRES_URL_ENV} to a PostgreSQL server to run this test")
             options.setdefault("clock", prismq_clock)
             return stack.enter_context(temporary_queue(backend, **options))  # type: ignore[arg-type]

@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "POSTGRES_URL_ENV",
+    "SERVER_BACKENDS",
     "DrainReport",
     "HandlerError",
     "Outcome",
@@ -384,18 +385,28 @@ def temporary_queue(
     Raises:
         ConfigError: An unknown backend, or PostgreSQL without a URL.
     """
-    clock = clock if clock is not None else TestClock()
-    if backend == "sqlite":
-        folder = tempfile.mkdtemp(prefix="prismq-test-")
-        try:
-            with QueueDatabase(Path(folder) / "queue.db", clock=clock) as db:
-                db.initialize_schema()
-                yield db
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
-        return
-    if backend != "postgresql":
+    make = _TEMPORARY.get(backend)
+    if make is None:
         raise ConfigError(f"backend must be 'sqlite' or 'postgresql', got {backend!r}")
+    with make(url, clock if clock is not None else TestClock()) as db:
+        yield db
+
+
+@contextlib.contextmanager
+def _temporary_sqlite(url: str | None, clock: Callable[[], float]) -> Iterator[QueueDatabase]:
+    """A queue database file in a new temporary folder, removed with the folder."""
+    folder = tempfile.mkdtemp(prefix="prismq-test-")
+    try:
+        with QueueDatabase(Path(folder) / "queue.db", clock=clock) as db:
+            db.initialize_schema()
+            yield db
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _temporary_postgres(url: str | None, clock: Callable[[], float]) -> Iterator[QueueDatabase]:
+    """A queue database in a new schema of the PostgreSQL server, dropped afterwards."""
     url = url or os.environ.get(POSTGRES_URL_ENV, "").strip()
     if not url:
         raise ConfigError(f"a PostgreSQL temporary queue needs a server: pass url= or set {POSTGRES_URL_ENV}")
@@ -409,6 +420,18 @@ def temporary_queue(
             yield db
     finally:
         _drop_schema(url, schema)
+
+
+_TEMPORARY: dict[
+    str, Callable[[str | None, Callable[[], float]], contextlib.AbstractContextManager[QueueDatabase]]
+] = {
+    "sqlite": _temporary_sqlite,
+    "postgresql": _temporary_postgres,
+}
+"""How :func:`temporary_queue` makes a database of each kind it offers."""
+
+SERVER_BACKENDS = frozenset({"postgresql"})
+"""The :func:`temporary_queue` kinds that need a server's URL."""
 
 
 def _drop_schema(url: str, schema: str) -> None:

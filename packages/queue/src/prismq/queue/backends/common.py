@@ -32,7 +32,16 @@ from ..errors import (
 )
 from ..models import Task, TaskStatus, UndecodableValue, WorkerInfo, epoch_to_datetime
 from ..strategies import Ordering, SchedulingStrategy
-from .base import COPY_TABLES, Connections, KeysetPage, PageQuery, QueueStats, TaskQuery, TaskUpdate
+from .base import (
+    COPY_TABLES,
+    AsyncStore,
+    Connections,
+    KeysetPage,
+    PageQuery,
+    QueueStats,
+    TaskQuery,
+    TaskUpdate,
+)
 from .runstore import RUN_COLUMNS
 
 __all__ = [
@@ -278,6 +287,10 @@ class SQLQueueBackend:
     transfer_queries: ClassVar[dict[str, str]]
     notifies_changes: ClassVar[bool] = False
     db: Connections
+
+    def async_store(self, clock: Callable[[], float]) -> AsyncStore | None:
+        """No asyncio store of its own: the async client runs the synchronous calls on threads."""
+        return None
 
     def wait_for_change(self, timeout: float) -> bool:
         """Nothing is pushed here: return True at once (the caller looks for itself)."""

@@ -24,15 +24,18 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from ...errors import QueueBusyError, StorageError, TaskNotFoundError, TaskStateError
 from ...models import Task, TaskStatus, WorkerInfo
 from ..base import NewTask, QueueStats, TaskQuery
-from ..common import row_to_task, row_to_worker
+from ..common import TASK_COLUMNS, row_to_task, row_to_worker
 from ..serverclock import read_clock
-from .backend import PostgresBackend, Q
+from ..sqlfile import build_claims, load_queries
 from .connection import is_busy
 
 if TYPE_CHECKING:
-    from ...database import QueueDatabase
+    from .backend import PostgresBackend
 
 __all__ = ["AsyncPostgresStore"]
+
+Q = build_claims(load_queries(__package__, task_columns=TASK_COLUMNS))
+"""The backend's named statements (``queries.sql``), as :mod:`.backend` loads them."""
 
 T = TypeVar("T")
 AsyncConn = psycopg.AsyncConnection[Any]
@@ -41,20 +44,16 @@ AsyncConn = psycopg.AsyncConnection[Any]
 class AsyncPostgresStore:
     """Task storage calls as coroutines on an asynchronous connection pool.
 
-    Args:
-        db: A queue database on the PostgreSQL backend; its connection settings, clock
-            and retry bound are reused.
-        max_size: Most connections the asynchronous pool opens.
+    Made by :meth:`PostgresBackend.async_store`.
 
-    Raises:
-        StorageError: ``db`` is not on the PostgreSQL backend.
+    Args:
+        backend: The PostgreSQL backend whose connection settings and retry bound are reused.
+        clock: The queue database's clock.
+        max_size: Most connections the asynchronous pool opens.
     """
 
-    def __init__(self, db: QueueDatabase, max_size: int = 10) -> None:
-        backend = db.backend
-        if not isinstance(backend, PostgresBackend):
-            raise StorageError(f"{db.location} is not a PostgreSQL queue database")
-        self._db = db
+    def __init__(self, backend: PostgresBackend, clock: Callable[[], float], max_size: int = 10) -> None:
+        self._clock = clock
         self._manager = backend.db
         self._location = backend.location
         self._max_size = max_size
@@ -136,7 +135,7 @@ class AsyncPostgresStore:
 
     # -- clock -----------------------------------------------------------------
     async def now(self) -> float:
-        return await read_clock(self._db.clock)
+        return await read_clock(self._clock)
 
     # -- operations ------------------------------------------------------------
     async def insert_tasks(self, tasks: Sequence[NewTask], now: float) -> list[tuple[int, bool]]:

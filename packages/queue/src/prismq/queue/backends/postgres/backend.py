@@ -58,7 +58,7 @@ import psycopg
 from ...errors import BackupError
 from ...models import WorkerInfo
 from ...strategies import SchedulingStrategy
-from ..base import NewTask, checkpoint_mode, chunked
+from ..base import AsyncStore, NewTask, checkpoint_mode, chunked
 from ..common import TASK_COLUMNS, TASK_ROW_COLUMNS, SQLQueueBackend, write_backup
 from ..runstore import RUN_COLUMNS
 from ..serverclock import ServerClock
@@ -369,6 +369,12 @@ class PostgresBackend(SQLQueueBackend):
 
     def _ready_types(self, conn: psycopg.Connection[Any], candidates: list[str], now: float) -> list[str]:
         return [r[0] for r in conn.execute(Q["ready_task_types"], {"task_types": candidates, "now": now})]
+
+    def async_store(self, clock: Callable[[], float]) -> AsyncStore | None:
+        """An asyncio store on psycopg's asynchronous pool, with this backend's settings."""
+        from .aio import AsyncPostgresStore
+
+        return AsyncPostgresStore(self, clock)
 
     def next_run_after(self, task_types: Sequence[str] | None) -> float | None:
         def work(conn: psycopg.Connection[Any]) -> float | None:
