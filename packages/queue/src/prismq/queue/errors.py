@@ -28,7 +28,8 @@ QueueError
 ├── TaskCancelled               in prismq.queue.runtime.context
 ├── TaskFailed                  in prismq.queue.runtime.context
 ├── RunNotFoundError            in prismq.queue.integrations.runs
-└── TaskTimeoutError            in prismq.queue.runtime.runner
+├── TaskTimeoutError            in prismq.queue.runtime.runner
+└── HandlerError                in prismq.queue.testing
 ```
 """
 
