@@ -10,11 +10,16 @@ QueueError
 │   ├── PayloadError           payload/result not JSON, or too large
 │   ├── TaskTypeError          empty, too long or non-text task type
 │   ├── PriorityError          priority outside MIN_PRIORITY..MAX_PRIORITY
-│   └── ScheduleError          negative delay, both delay and run_after, bad attempts
+│   ├── ScheduleError          negative delay, both delay and run_after, bad attempts
+│   └── PeriodicScheduleError  a periodic schedule's definition was refused
+│       ├── CronExpressionError  not a cron expression
+│       ├── TimeZoneError        not a known IANA time zone
+│       └── MisfirePolicyError   unknown misfire policy, or a bad backfill or grace
 ├── ConfigError                malformed setting or environment variable
 ├── QueueBusyError             the database stayed locked past the retry bound
 ├── LeaseLostError             this worker no longer holds the task's lease
 ├── TaskNotFoundError          no task with that id
+├── ScheduleNotFoundError      no periodic schedule with that name
 ├── TaskStateError             the task is not in a state that allows the call
 ├── QueueTimeoutError          wait() ran out of time
 └── StorageError               the storage itself refused
@@ -33,21 +38,26 @@ __all__ = [
     "BackendUnavailableError",
     "BackupError",
     "ConfigError",
+    "CronExpressionError",
     "LeaseLostError",
+    "MisfirePolicyError",
     "NotAQueueDatabaseError",
     "PayloadError",
+    "PeriodicScheduleError",
     "PriorityError",
     "QueueBusyError",
     "QueueError",
     "QueueTimeoutError",
     "ReadOnlyStorageError",
     "ScheduleError",
+    "ScheduleNotFoundError",
     "SchemaVersionError",
     "StorageError",
     "StorageFullError",
     "TaskNotFoundError",
     "TaskStateError",
     "TaskTypeError",
+    "TimeZoneError",
     "ValidationError",
 ]
 
@@ -76,6 +86,22 @@ class ScheduleError(ValidationError):
     """A delay, ``run_after``, lease or attempt count is out of range or contradictory."""
 
 
+class PeriodicScheduleError(ValidationError):
+    """A periodic schedule's definition (cron, time zone, misfire policy, name) was refused."""
+
+
+class CronExpressionError(PeriodicScheduleError):
+    """A cron expression does not parse (wrong field count, a value out of range)."""
+
+
+class TimeZoneError(PeriodicScheduleError):
+    """A time zone is not a known IANA name (such as ``Europe/Prague`` or ``UTC``)."""
+
+
+class MisfirePolicyError(PeriodicScheduleError):
+    """A misfire policy is unknown, or its backfill count or grace period is out of range."""
+
+
 class ConfigError(QueueError):
     """A setting (argument, environment variable or config file) is malformed."""
 
@@ -94,6 +120,10 @@ class LeaseLostError(QueueError):
 
 class TaskNotFoundError(QueueError, LookupError):
     """No task has the given id."""
+
+
+class ScheduleNotFoundError(QueueError, LookupError):
+    """No periodic schedule has the given name."""
 
 
 class TaskStateError(QueueError):
