@@ -16,10 +16,12 @@ from typing import Any, Protocol, TypeVar
 
 from ..errors import ConfigError, LeaseLostError, PayloadError, QueueError
 from ..models import Task
+from ..schedules import Schedules
 from ..worker import QueueWorker
 from .context import TaskCancelled, TaskContext, TaskFailed
 from .logs import task_logger, worker_logger
 from .registry import Handler, HandlerRegistry
+from .scheduler import SchedulerLoop
 from .threads import DaemonThreadPool
 from .wakeup import ChangeWaiter, make_waiter
 
@@ -98,6 +100,8 @@ class WorkerRunner:
         stop_flag: Checked every loop; when set, the worker stops gracefully.
         install_signal_handlers: Stop gracefully on SIGINT/SIGTERM (and CTRL_BREAK on
             Windows); a second signal stops at once.
+        scheduler: Store the registry's periodic schedules at start and run the
+            scheduler loop (:mod:`prismq.queue.runtime.scheduler`) beside the claims.
 
     Raises:
         ConfigError: Bad settings, or the worker's task types include one the registry has
@@ -118,6 +122,7 @@ class WorkerRunner:
         wake_mode: str = "auto",
         stop_flag: StopFlag | None = None,
         install_signal_handlers: bool = False,
+        scheduler: bool = True,
     ) -> None:
         if len(registry) == 0:
             raise ConfigError("the handler registry is empty; register at least one handler")
@@ -151,6 +156,7 @@ class WorkerRunner:
         self.wake_mode = wake_mode
         self.stop_flag = stop_flag
         self.install_signal_handlers = install_signal_handlers
+        self.scheduler = scheduler
         self.summary = RunSummary()
         self.log = worker_logger(worker.worker_id)
         self._inflight: dict[int, asyncio.Task[None]] = {}
@@ -218,6 +224,7 @@ class WorkerRunner:
         restore_signals = self._install_signals(loop) if self.install_signal_handlers else (lambda: None)
         watcher = self._watch_stop_flag(loop)
         heartbeat = asyncio.ensure_future(self._heartbeat_loop())
+        schedules: asyncio.Future[None] | None = None
         self.log.info(
             "worker started: types=%s strategy=%s concurrency=%d",
             ",".join(self.worker.task_types or ()),
@@ -225,11 +232,15 @@ class WorkerRunner:
             self.concurrency,
         )
         try:
+            if self.scheduler:
+                schedules = await self._start_scheduler()
             await self._loop(waiter)
         finally:
-            heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
+            for loop_task in (heartbeat, schedules):
+                if loop_task is not None:
+                    loop_task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await loop_task
             await self._shutdown()
             watcher.set()
             # Stop the idle wait and close the waiter on its own thread, and wait for both:
@@ -244,6 +255,28 @@ class WorkerRunner:
             self._db_pool.shutdown()
             self.log.info("worker stopped: %s", self.summary)
         return self.summary
+
+    async def _start_scheduler(self) -> asyncio.Future[None] | None:
+        """Store the registry's schedules, then run the scheduler loop as a task.
+
+        A backend without schedule storage (a custom one) runs no loop, unless the
+        registry defines schedules, which is a ConfigError.
+        """
+        assert self._stop is not None
+        try:
+            schedules = Schedules(self.worker.db)
+        except ConfigError:
+            if self.registry.schedules:
+                raise
+            return None
+        loop = SchedulerLoop(
+            schedules,
+            self.registry.schedules,
+            poll_interval=self.idle_timeout,
+            logger=self.log,
+        )
+        await self._call(loop.sync)
+        return asyncio.ensure_future(loop.run(self._call, self._stop))
 
     def _watch_stop_flag(self, loop: asyncio.AbstractEventLoop) -> threading.Event:
         """Relay an outside stop flag to the loop from a thread that blocks on it.

@@ -10,6 +10,13 @@ lease_duration = 60
 
 [handlers]
 video_processing = "myapp.tasks:process_video"
+
+[schedules.nightly_report]   # one table per periodic schedule
+cron = "0 3 * * *"
+task_type = "report"
+timezone = "Europe/Prague"
+payload = {kind = "daily"}
+misfire = "run_once"         # skip | run_once | backfill
 ```
 
 Every key is checked when the file is loaded, and every handler is imported, so a typo
@@ -27,7 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from ..database import QueueDatabase
-from ..errors import ConfigError
+from ..errors import ConfigError, ValidationError
+from ..schedules import ScheduleDefinition
 from ..strategies import SchedulingStrategy, WeightedRandomStrategy, resolve_strategy
 from ..worker import QueueWorker
 from .registry import HandlerRegistry
@@ -57,6 +65,8 @@ class WorkerSettings:
         burst: Exit when the queue is drained.
         max_tasks: Exit after this many tasks (per process).
         wake_mode: ``auto``, ``notify``, ``inotify`` or ``poll``.
+        scheduler: Run the periodic-schedule loop in each worker process.
+        schedules: Periodic schedules from the config file (``[schedules.NAME]``).
     """
 
     database: str | None = None
@@ -76,6 +86,8 @@ class WorkerSettings:
     burst: bool = False
     max_tasks: int | None = None
     wake_mode: str = "auto"
+    scheduler: bool = True
+    schedules: tuple[ScheduleDefinition, ...] = ()
 
     def build_registry(self) -> HandlerRegistry:
         """Import the handlers now (fails fast with ConfigError)."""
@@ -86,6 +98,8 @@ class WorkerSettings:
         registry = HandlerRegistry.load(self.registry) if self.registry else HandlerRegistry()
         if self.handlers:
             registry.update(HandlerRegistry.from_mapping(dict(self.handlers)))
+        for definition in self.schedules:
+            registry.add_schedule(definition)
         return registry
 
     def build_strategy(self) -> SchedulingStrategy:
@@ -123,10 +137,15 @@ class WorkerSettings:
             "grace_period": self.grace_period,
             "idle_timeout": self.idle_timeout,
             "wake_mode": self.wake_mode,
+            "scheduler": self.scheduler,
         }
 
 
-_WORKER_KEYS = {f.name for f in fields(WorkerSettings)} - {"handlers"}
+_WORKER_KEYS = {f.name for f in fields(WorkerSettings)} - {"handlers", "schedules"}
+_SCHEDULE_KEYS = {
+    "cron": "str", "task_type": "str", "payload": "any", "timezone": "str", "misfire": "str",
+    "max_backfill": "int", "grace": "num", "priority": "int", "max_attempts": "int",
+}  # fmt: skip
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -163,7 +182,7 @@ def _read(path: Path) -> dict[str, Any]:
     return data
 
 
-def _check_type(path: Path, key: str, value: Any, kind: str) -> Any:
+def _check_type(path: Path, key: str, value: Any, kind: str, prefix: str = "worker.") -> Any:
     ok = {
         "str": isinstance(value, str),
         "int": isinstance(value, int) and not isinstance(value, bool),
@@ -181,7 +200,7 @@ def _check_type(path: Path, key: str, value: Any, kind: str) -> Any:
             "list": "a list of strings",
             "table": "a table of task type = weight",
         }[kind]
-        raise ConfigError(f"{path}: worker.{key} must be {expected}, got {value!r}")
+        raise ConfigError(f"{path}: {prefix}{key} must be {expected}, got {value!r}")
     return value
 
 
@@ -189,8 +208,35 @@ _KINDS = {
     "database": "str", "registry": "str", "worker_id": "str", "strategy": "str", "weights": "table",
     "default_weight": "num", "task_types": "list", "concurrency": "int", "processes": "int",
     "lease_duration": "num", "task_timeout": "num", "grace_period": "num", "idle_timeout": "num",
-    "burst": "bool", "max_tasks": "int", "wake_mode": "str",
+    "burst": "bool", "max_tasks": "int", "wake_mode": "str", "scheduler": "bool",
 }  # fmt: skip
+
+
+def _schedules(path: Path, tables: Any) -> tuple[ScheduleDefinition, ...]:
+    """``[schedules.NAME]`` tables as schedule definitions (source ``config``)."""
+    if not isinstance(tables, dict):
+        raise ConfigError(f"{path}: [schedules] must hold one table per schedule, [schedules.NAME]")
+    out = []
+    for name, table in tables.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: schedules.{name} must be a table with cron and task_type")
+        unknown = set(table) - set(_SCHEDULE_KEYS)
+        if unknown:
+            raise ConfigError(
+                f"{path}: unknown key(s) {sorted(unknown)} in schedules.{name}; known keys: "
+                f"{', '.join(sorted(_SCHEDULE_KEYS))}"
+            )
+        missing = [k for k in ("cron", "task_type") if k not in table]
+        if missing:
+            raise ConfigError(f"{path}: schedules.{name} needs {' and '.join(missing)}")
+        for key, value in table.items():
+            if _SCHEDULE_KEYS[key] != "any":
+                _check_type(path, f"schedules.{name}.{key}", value, _SCHEDULE_KEYS[key], prefix="")
+        try:
+            out.append(ScheduleDefinition(name=name, source="config", **table))
+        except ValidationError as exc:
+            raise type(exc)(f"{path}: schedules.{name}: {exc}") from None
+    return tuple(out)
 
 
 def load_settings(path: str | Path, **overrides: Any) -> WorkerSettings:
@@ -203,12 +249,16 @@ def load_settings(path: str | Path, **overrides: Any) -> WorkerSettings:
     Raises:
         ConfigError: The file is unreadable or malformed, has an unknown key, a value of
             the wrong type, or a handler that cannot be imported.
+        PeriodicScheduleError: A ``[schedules.NAME]`` table has a bad cron expression,
+            time zone or misfire setting (the file and table are named).
     """
     path = Path(path)
     data = _read(path)
-    unknown = set(data) - {"worker", "handlers"}
+    unknown = set(data) - {"worker", "handlers", "schedules"}
     if unknown:
-        raise ConfigError(f"{path}: unknown section(s) {sorted(unknown)}; expected [worker] and [handlers]")
+        raise ConfigError(
+            f"{path}: unknown section(s) {sorted(unknown)}; expected [worker], [handlers] and [schedules]"
+        )
     worker = data.get("worker", {})
     handlers = data.get("handlers", {})
     if not isinstance(worker, dict) or not isinstance(handlers, dict):
@@ -233,6 +283,8 @@ def load_settings(path: str | Path, **overrides: Any) -> WorkerSettings:
     if "task_types" in values:
         values["task_types"] = tuple(values["task_types"])
     values["handlers"] = tuple(handlers.items())
+    if "schedules" in data:
+        values["schedules"] = _schedules(path, data["schedules"])
     values.update({k: v for k, v in overrides.items() if v is not None})
     settings = WorkerSettings(**values)
     try:
@@ -245,7 +297,7 @@ def load_settings(path: str | Path, **overrides: Any) -> WorkerSettings:
 
 def settings_from_mapping(options: Mapping[str, Any]) -> WorkerSettings:
     """Settings from keyword options (``None`` values are left at their defaults)."""
-    unknown = set(options) - _WORKER_KEYS - {"handlers"}
+    unknown = set(options) - _WORKER_KEYS - {"handlers", "schedules"}
     if unknown:
         raise ConfigError(f"unknown worker setting(s): {', '.join(sorted(unknown))}")
     return WorkerSettings(**{k: v for k, v in options.items() if v is not None})
