@@ -24,6 +24,7 @@ from ..runtime.logs import configure_logging
 from ..runtime.settings import WorkerSettings, load_settings, settings_from_mapping
 from . import output
 from .parsing import UsageError, build_parser, parse_json
+from .schedules import cmd_schedules
 
 __all__ = ["main"]
 
@@ -343,6 +344,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "checkpoint": cmd_checkpoint,
     "migrate": cmd_migrate,
     "demo": cmd_demo,
+    "schedules": cmd_schedules,
 }
 
 

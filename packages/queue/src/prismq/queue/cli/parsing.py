@@ -177,4 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", type=_positive_int, default=600, help="tasks to enqueue (default 600)")
     p.add_argument("--processes", type=_positive_int, default=2, help="worker processes (default 2)")
     p.add_argument("--concurrency", type=_positive_int, default=4, help="tasks at once per process")
+
+    from .schedules import register as register_schedules  # in its own module
+
+    register_schedules(sub)
     return parser
