@@ -400,3 +400,54 @@ def test_config_file_schedule_errors_name_the_file_and_table(
         load_settings(config)
     assert fragment in str(caught.value)
     assert str(config) in str(caught.value)
+
+
+# -- schedules travel with backups and migrations -----------------------------------
+
+
+def test_backup_and_restore_keep_schedules_and_their_state(
+    schedules: Schedules, clocked_db: QueueDatabase, clock: FakeClock, tmp_path: Path
+) -> None:
+    schedules.add("five", "*/5 * * * *", "t", {"n": 1}, misfire="backfill", max_backfill=7)
+    schedules.add("paused", "0 * * * *", "t")
+    schedules.pause("paused")
+    clock.advance(301)
+    schedules.fire_due()
+    before = schedules.list()
+    backup = clocked_db.backup(tmp_path / "queue.backup")
+    schedules.remove("five")
+    schedules.add("later", "* * * * *", "t")
+    clocked_db.restore(backup)
+    assert schedules.list() == before
+    clock.advance(300)  # the restored next_run is followed: the 00:10 tick, once
+    assert [(t.name, t.at.timestamp()) for t in schedules.fire_due()] == [("five", T0 + 600)]
+
+
+@pytest.mark.postgres
+def test_migrate_copies_schedules_with_their_state(
+    tmp_path: Path, postgres_schema: tuple[str, str], clock: FakeClock
+) -> None:
+    from prismq.queue.migrate import migrate
+
+    url, schema = postgres_schema
+    clock.now = T0
+    with (
+        QueueDatabase(tmp_path / "queue.db", clock=clock) as source,
+        QueueDatabase(f"{url}?schema={schema}", clock=clock) as target,
+    ):
+        source.initialize_schema()
+        on_source = Schedules(source)
+        on_source.add("five", "*/5 * * * *", "t", {"n": 1}, timezone="Europe/Prague", misfire="skip", grace=5)
+        on_source.add("paused", "0 * * * *", "t")
+        on_source.pause("paused")
+        clock.advance(300)
+        on_source.fire_due()
+        report = migrate(source, target)
+        assert report.schedules_copied == 2
+        assert "2 schedules" in report.summary()
+        assert Schedules(target).list() == on_source.list()
+        assert migrate(source, target).schedules_copied == 2  # again: upserted, not doubled
+        assert len(Schedules(target).list()) == 2
+        with QueueDatabase(tmp_path / "back.db") as back:
+            assert migrate(target, back).schedules_copied == 2
+            assert [s.name for s in Schedules(back).list()] == ["five", "paused"]

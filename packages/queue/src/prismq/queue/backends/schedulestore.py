@@ -129,6 +129,11 @@ class ScheduleStore:
         row = self.db.write(lambda c: c.execute(self.q["replace_schedule"], params).fetchone())
         return None if row is None else row_to_record(row)
 
+    def put(self, record: dict[str, Any]) -> None:
+        """Write a schedule record as it is, state included (replacing one of that name)."""
+        params = {**record, "paused": self.backend._flag(bool(record["paused"]))}
+        self.db.write(lambda c: c.execute(self.q["put_schedule"], params))
+
     def get(self, name: str) -> dict[str, Any] | None:
         """One schedule's record, or ``None``."""
         row = self.db.read(lambda c: c.execute(self.q["get_schedule"], {"name": name}).fetchone())

@@ -310,6 +310,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
                 "leases_requeued": report.leases_requeued,
                 "runs_copied": report.runs_copied,
                 "runs_interrupted": report.runs_interrupted,
+                "schedules_copied": report.schedules_copied,
                 "checksum": report.checksum,
                 "verified": report.verified,
                 "seconds": round(report.seconds, 3),

@@ -36,7 +36,7 @@ Same tables, columns and meaning as the SQLite backend, so :class:`QueueClient` 
   checkpoints on its own and ``CHECKPOINT`` needs superuser); ``vacuum`` runs
   ``VACUUM (ANALYZE)``; ``integrity_check`` checks the schema version and that every
   expected table, index and trigger exists and is valid; ``backup``/``restore`` write and
-  read a checksummed JSON-lines dump of tasks, runs and workers (owner-only file). For a full
+  read a checksummed JSON-lines dump of tasks, runs, schedules and workers (owner-only file). For a full
   server backup use ``pg_dump``.
 """
 
@@ -62,6 +62,7 @@ from ...strategies import SchedulingStrategy
 from ..base import NewTask, chunked
 from ..common import TASK_COLUMNS, SQLQueueBackend
 from ..runstore import RUN_COLUMNS
+from ..schedulestore import SCHEDULE_COLUMNS
 from ..serverclock import ServerClock
 from ..sqlfile import load_queries
 from .connection import SCHEMA_VERSION, ConnectionManager, parse_url, translate_error
@@ -87,15 +88,17 @@ DUMP_WORKER_FIELDS = (
     "last_heartbeat",
 )
 DUMP_RUN_FIELDS = RUN_COLUMNS
+DUMP_SCHEDULE_FIELDS = SCHEDULE_COLUMNS
 _DUMP_KINDS = {
     "task": ("dump_tasks", "restore_task", DUMP_TASK_FIELDS),
     "worker": ("dump_workers", "restore_worker", DUMP_WORKER_FIELDS),
     "run": ("dump_runs", "restore_run", DUMP_RUN_FIELDS),
+    "schedule": ("dump_schedules", "restore_schedule", DUMP_SCHEDULE_FIELDS),
 }
 """Row kinds of a dump, in file order (runs after their tasks): queries and fields."""
 
 CHECKPOINT_MODES = ("PASSIVE", "FULL", "RESTART", "TRUNCATE")
-EXPECTED_TABLES = ("tasks", "workers", "runs", "prismq_schema_version", "prismq_data_version")
+EXPECTED_TABLES = ("tasks", "workers", "runs", "schedules", "prismq_schema_version", "prismq_data_version")
 EXPECTED_INDEXES = (
     "idx_tasks_ready_fifo",
     "idx_tasks_ready_priority",
@@ -439,11 +442,12 @@ class PostgresBackend(SQLQueueBackend):
         return self.db.read(work, snapshot=True) or ["ok"]
 
     def backup(self, destination: Path) -> Path:
-        """Write a checksummed JSON-lines dump of every task, worker and run.
+        """Write a checksummed JSON-lines dump of every task, worker, run and schedule.
 
         Line 1 is a header (format, schema version, time); then one ``{"task": {...}}``,
-        ``{"worker": {...}}`` or ``{"run": {...}}`` line per row (runs of
-        :mod:`prismq.queue.integrations`, after the tasks they belong to), read in one
+        ``{"worker": {...}}``, ``{"run": {...}}`` or ``{"schedule": {...}}`` line per row
+        (runs of :mod:`prismq.queue.integrations`, after the tasks they belong to; periodic
+        schedules of :mod:`prismq.queue.schedules`), read in one
         consistent snapshot; the last line
         holds the row counts and the SHA-256 of every line before it. The file is written
         owner-only under a temporary name and renamed into place. This covers the queue's
@@ -482,6 +486,7 @@ class PostgresBackend(SQLQueueBackend):
         digest = hashlib.sha256()
         counts = dict.fromkeys(_DUMP_KINDS, 0)
         has_runs = conn.execute(Q["has_runs_table"]).fetchone()[0]  # type: ignore[index]
+        has_schedules = conn.execute(Q["has_schedules_table"]).fetchone()[0]  # type: ignore[index]
 
         def emit(record: dict[str, Any]) -> None:
             line = (json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n").encode("utf-8")
@@ -492,6 +497,8 @@ class PostgresBackend(SQLQueueBackend):
         for kind, (query, _restore, fields) in _DUMP_KINDS.items():
             if kind == "run" and not has_runs:
                 continue  # a schema from before the run registry (version 1)
+            if kind == "schedule" and not has_schedules:
+                continue  # a schema from before periodic schedules (version 2)
             with conn.cursor(name=f"prismq_dump_{kind}") as cur:
                 cur.itersize = _RESTORE_BATCH
                 cur.execute(Q[query])
@@ -503,12 +510,13 @@ class PostgresBackend(SQLQueueBackend):
             "tasks": counts["task"],
             "workers": counts["worker"],
             "runs": counts["run"],
+            "schedules": counts["schedule"],
             "sha256": digest.hexdigest(),
         }
         handle.write((json.dumps(end, separators=(",", ":")) + "\n").encode("utf-8"))
 
     def restore(self, source: Path) -> None:
-        """Replace every task, worker and run with a verified :meth:`backup` dump.
+        """Replace every task, worker, run and schedule with a verified :meth:`backup` dump.
 
         The whole file is checked first (header, schema version, row shape, counts and
         checksum); a damaged or foreign file is refused and nothing changes. The swap is
@@ -524,6 +532,7 @@ class PostgresBackend(SQLQueueBackend):
         def work(conn: psycopg.Connection[Any]) -> None:
             conn.execute(Q["delete_all_tasks"])
             conn.execute(Q["delete_all_workers"])
+            conn.execute(Q["delete_all_schedules"])
             with conn.cursor() as cur:
                 for kind, rows in _dump_batches(source):
                     cur.executemany(Q[_DUMP_KINDS[kind][1]], rows)
@@ -584,8 +593,10 @@ def verify_dump(source: Path) -> None:
                     counts["worker"] += 1
                 elif "run" in record and set(record["run"]) == set(DUMP_RUN_FIELDS):
                     counts["run"] += 1
+                elif "schedule" in record and set(record["schedule"]) == set(DUMP_SCHEDULE_FIELDS):
+                    counts["schedule"] += 1
                 elif number > 1:
-                    raise ValueError(f"line {number} is not a task, run or worker")
+                    raise ValueError(f"line {number} is not a task, run, worker or schedule")
                 digest.update(line)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BackupError(f"{source} is not a readable queue dump ({exc}); nothing was restored") from None
@@ -596,6 +607,7 @@ def verify_dump(source: Path) -> None:
         or end.get("tasks") != counts["task"]
         or end.get("workers") != counts["worker"]
         or end.get("runs", 0) != counts["run"]  # dumps from before runs have no count
+        or end.get("schedules", 0) != counts["schedule"]  # nor from before schedules
     ):
         raise BackupError(f"{source} is damaged (checksum or row counts differ); nothing was restored")
 

@@ -7,7 +7,8 @@
 -- name: insert_schedule
 -- A new schedule; nothing when the name is taken (the caller reports it).
 INSERT INTO schedules ({schedule_columns})
-VALUES (%(name)s, %(cron)s, %(timezone)s, %(task_type)s, %(payload)s, %(priority)s, %(max_attempts)s, %(misfire)s,
+VALUES (%(name)s, %(cron)s, %(timezone)s, %(task_type)s, %(payload)s, %(priority)s,
+        %(max_attempts)s, %(misfire)s,
         %(max_backfill)s, %(grace)s, %(source)s, %(paused)s, %(next_run)s, NULL, NULL, %(now)s, %(now)s)
 ON CONFLICT (name) DO NOTHING
 RETURNING {schedule_columns};
@@ -16,7 +17,8 @@ RETURNING {schedule_columns};
 -- A schedule defined in code or a config file, written at every worker start. The pause
 -- state and the last tick stay; next_run stays unless the cron or time zone changed.
 INSERT INTO schedules ({schedule_columns})
-VALUES (%(name)s, %(cron)s, %(timezone)s, %(task_type)s, %(payload)s, %(priority)s, %(max_attempts)s, %(misfire)s,
+VALUES (%(name)s, %(cron)s, %(timezone)s, %(task_type)s, %(payload)s, %(priority)s,
+        %(max_attempts)s, %(misfire)s,
         %(max_backfill)s, %(grace)s, %(source)s, %(paused)s, %(next_run)s, NULL, NULL, %(now)s, %(now)s)
 ON CONFLICT (name) DO UPDATE SET
     next_run = CASE WHEN schedules.cron = excluded.cron AND schedules.timezone = excluded.timezone
@@ -84,3 +86,18 @@ DELETE FROM schedules WHERE name = %(name)s;
 
 -- name: next_due
 SELECT min(next_run) FROM schedules WHERE NOT paused;
+
+-- name: put_schedule
+-- A schedule copied as it is, state included (prismq.queue.migrate); replaces one of the
+-- same name.
+INSERT INTO schedules ({schedule_columns})
+VALUES (%(name)s, %(cron)s, %(timezone)s, %(task_type)s, %(payload)s, %(priority)s,
+        %(max_attempts)s, %(misfire)s, %(max_backfill)s, %(grace)s, %(source)s, %(paused)s,
+        %(next_run)s, %(last_run)s, %(last_task_id)s, %(created_at)s, %(updated_at)s)
+ON CONFLICT (name) DO UPDATE SET
+    cron = excluded.cron, timezone = excluded.timezone, task_type = excluded.task_type,
+    payload = excluded.payload, priority = excluded.priority, max_attempts =
+    excluded.max_attempts, misfire = excluded.misfire, max_backfill = excluded.max_backfill,
+    grace = excluded.grace, source = excluded.source, paused = excluded.paused, next_run =
+    excluded.next_run, last_run = excluded.last_run, last_task_id = excluded.last_task_id,
+    created_at = excluded.created_at, updated_at = excluded.updated_at;

@@ -81,3 +81,18 @@ DELETE FROM schedules WHERE name = :name;
 
 -- name: next_due
 SELECT min(next_run) FROM schedules WHERE paused = 0;
+
+-- name: put_schedule
+-- A schedule copied as it is, state included (prismq.queue.migrate); replaces one of the
+-- same name.
+INSERT INTO schedules ({schedule_columns})
+VALUES (:name, :cron, :timezone, :task_type, :payload, :priority, :max_attempts, :misfire,
+        :max_backfill, :grace, :source, :paused, :next_run, :last_run, :last_task_id,
+        :created_at, :updated_at)
+ON CONFLICT (name) DO UPDATE SET
+    cron = excluded.cron, timezone = excluded.timezone, task_type = excluded.task_type,
+    payload = excluded.payload, priority = excluded.priority, max_attempts =
+    excluded.max_attempts, misfire = excluded.misfire, max_backfill = excluded.max_backfill,
+    grace = excluded.grace, source = excluded.source, paused = excluded.paused, next_run =
+    excluded.next_run, last_run = excluded.last_run, last_task_id = excluded.last_task_id,
+    created_at = excluded.created_at, updated_at = excluded.updated_at;
