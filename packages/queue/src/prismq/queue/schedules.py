@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from .backends.schedulestore import SCHEDULE_KEY_PREFIX, ScheduleStore, tick_key
 from .errors import (
+    ConfigError,
     CronExpressionError,
     MisfirePolicyError,
     PeriodicScheduleError,
@@ -96,7 +97,13 @@ def _zone(name: str) -> tzinfo:
 
 
 def _iterate(cron: str, start: datetime, reverse: bool = False) -> Any:
-    from cronsim import CronSim, CronSimError
+    try:
+        from cronsim import CronSim, CronSimError
+    except ImportError:
+        raise ConfigError(
+            "periodic schedules need the cronsim package, a dependency of prismq-queue; "
+            "reinstall prismq-queue or pip install cronsim"
+        ) from None
 
     try:
         return CronSim(cron, start, reverse=reverse)
