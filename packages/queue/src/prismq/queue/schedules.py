@@ -92,7 +92,7 @@ def _zone(name: str) -> tzinfo:
     except (ZoneInfoNotFoundError, ValueError, OSError):
         raise TimeZoneError(
             f"unknown time zone {name!r}; use an IANA name such as 'Europe/Prague' or 'UTC' "
-            "(on Windows, install the tzdata package)"
+            "(the time zone database comes from the system, or from the tzdata package)"
         ) from None
 
 
