@@ -8,6 +8,7 @@ so every tick is placed exactly; the multi-process proof is in
 from __future__ import annotations
 
 import itertools
+import pickle
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -378,6 +379,10 @@ def test_config_file_schedules(tmp_path: Path) -> None:
     assert (nightly.misfire, nightly.max_backfill, nightly.source) == ("backfill", 3, "config")
     assert settings.build_registry().schedules == (nightly,)
     assert settings.runner_options()["scheduler"] is True
+    # The settings cross to spawned worker processes by pickle, schedules included.
+    copied = pickle.loads(pickle.dumps(settings))
+    assert copied.schedules == (nightly,)
+    assert copied.schedules[0].payload_json == nightly.payload_json
 
 
 @pytest.mark.parametrize(

@@ -24,6 +24,7 @@ real elapsed time.
 
 from __future__ import annotations
 
+import builtins
 import json
 import math
 from collections import deque
@@ -521,7 +522,7 @@ class Schedules:
             raise self._missing(name)
         return task_id
 
-    def fire_due(self, limit: int = 100) -> list[Tick]:
+    def fire_due(self, limit: int = 100) -> builtins.list[Tick]:
         """Enqueue the tasks of every due tick now (what the worker's scheduler loop does).
 
         Safe to call from any number of processes at once: each tick's task is enqueued

@@ -19,6 +19,7 @@ with UTC epoch-second times.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from typing import Any
@@ -194,7 +195,7 @@ class ScheduleStore:
 
     def fire_due(
         self, now: float, plan: Plan, retry_policy_json: str, limit: int = 100
-    ) -> list[tuple[str, float, int]]:
+    ) -> builtins.list[tuple[str, float, int]]:
         """Enqueue the due ticks of up to ``limit`` schedules, in one transaction.
 
         Args:
@@ -207,8 +208,8 @@ class ScheduleStore:
             ``(schedule name, tick, task id)`` per task inserted.
         """
 
-        def work(conn: Any) -> list[tuple[str, float, int]]:
-            fired: list[tuple[str, float, int]] = []
+        def work(conn: Any) -> builtins.list[tuple[str, float, int]]:
+            fired: builtins.list[tuple[str, float, int]] = []
             for row in conn.execute(self.q["due_schedules"], {"now": now, "limit": limit}).fetchall():
                 record = row_to_record(row)
                 ticks, next_run = plan(record, now)
