@@ -456,3 +456,24 @@ def test_migrate_copies_schedules_with_their_state(
         with QueueDatabase(tmp_path / "back.db") as back:
             assert migrate(target, back).schedules_copied == 2
             assert [s.name for s in Schedules(back).list()] == ["five", "paused"]
+
+
+def test_doctor_warns_when_a_schedule_is_overdue(
+    schedules: Schedules, clocked_db: QueueDatabase, clock: FakeClock
+) -> None:
+    from prismq.queue.cli.doctor import run_doctor
+
+    def check() -> dict[str, str]:
+        return next(c for c in run_doctor(clocked_db, stale_after=120)["checks"] if c["check"] == "schedules")
+
+    schedules.add("five", "*/5 * * * *", "t")
+    schedules.add("held", "* * * * *", "t")
+    schedules.pause("held")
+    assert check() == {"check": "schedules", "status": "ok", "detail": "1 running, none overdue"}
+    clock.advance(300 + 121)  # the 00:05 tick is two minutes late: nobody fires it
+    overdue = check()
+    assert overdue["status"] == "warn"
+    expected = "1 schedule(s) overdue (the oldest, five, was due at 2026-01-01T00:05:00+00:00)"
+    assert expected in overdue["detail"]
+    schedules.fire_due()
+    assert check()["status"] == "ok"
