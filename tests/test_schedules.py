@@ -477,3 +477,29 @@ def test_doctor_warns_when_a_schedule_is_overdue(
     assert expected in overdue["detail"]
     schedules.fire_due()
     assert check()["status"] == "ok"
+
+
+def test_config_schedules_beside_an_imported_registry_build_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "sched_registry_mod.py").write_text(
+        "from prismq.queue.runtime import HandlerRegistry\n"
+        "registry = HandlerRegistry()\n"
+        "@registry.periodic('*/5 * * * *')\n"
+        "def cleanup(ctx):\n"
+        "    return 'ok'\n",
+        encoding="utf-8",
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    config = tmp_path / "worker.toml"
+    config.write_text(
+        '[worker]\nregistry = "sched_registry_mod:registry"\n\n'
+        '[schedules.hourly]\ncron = "0 * * * *"\ntask_type = "cleanup"\n',
+        encoding="utf-8",
+    )
+    settings = load_settings(config)  # builds the registry once to check it
+    first, second = settings.build_registry(), settings.build_registry()  # as a worker does, again
+    assert [s.name for s in first.schedules] == [s.name for s in second.schedules] == ["cleanup", "hourly"]
+    import sched_registry_mod  # type: ignore[import-not-found]
+
+    assert [s.name for s in sched_registry_mod.registry.schedules] == ["cleanup"]  # left as it was

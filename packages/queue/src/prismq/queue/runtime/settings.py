@@ -95,7 +95,11 @@ class WorkerSettings:
             raise ConfigError(
                 "no handlers: pass --handlers module:registry, or list [handlers] in the config file"
             )
-        registry = HandlerRegistry.load(self.registry) if self.registry else HandlerRegistry()
+        # A fresh registry each time: the imported one is left as it is, so building
+        # twice (check at load, then run) never registers anything twice.
+        registry = HandlerRegistry()
+        if self.registry:
+            registry.update(HandlerRegistry.load(self.registry))
         if self.handlers:
             registry.update(HandlerRegistry.from_mapping(dict(self.handlers)))
         for definition in self.schedules:
