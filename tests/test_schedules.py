@@ -503,3 +503,23 @@ def test_config_schedules_beside_an_imported_registry_build_twice(
     import sched_registry_mod  # type: ignore[import-not-found]
 
     assert [s.name for s in sched_registry_mod.registry.schedules] == ["cleanup"]  # left as it was
+
+
+def test_a_schedule_this_process_cannot_read_does_not_stop_the_others(
+    schedules: Schedules, clocked_db: QueueDatabase, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    schedules.add("good", "*/5 * * * *", "t")
+    schedules.add("foreign", "*/5 * * * *", "t")
+    with clocked_db.transaction() as conn:  # as written by a machine that knows this zone
+        conn.execute("UPDATE schedules SET timezone = 'Atlantis/Capital' WHERE name = 'foreign'")
+    clock.advance(300)
+    with caplog.at_level("WARNING", logger="prismq.queue.schedules"):
+        fired = schedules.fire_due()
+    assert [t.name for t in fired] == ["good"]
+    assert "schedule foreign: unknown time zone 'Atlantis/Capital'" in caplog.text
+    assert schedules.get("foreign").definition.timezone == "Atlantis/Capital"  # still listed
+    with pytest.raises(TimeZoneError):
+        schedules.get("foreign").definition.next_tick(T0)  # using its ticks fails clearly
+    with clocked_db.transaction() as conn:
+        row = conn.execute("SELECT next_run FROM schedules WHERE name = 'foreign'").fetchone()
+    assert row[0] == T0 + 300  # left for a worker that can read it

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import builtins
 import json
+import logging
 import math
 from collections import deque
 from collections.abc import Iterable
@@ -266,20 +267,30 @@ class ScheduleDefinition:
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> ScheduleDefinition:
-        """The definition stored in a schedule record."""
-        return cls(
-            name=record["name"],
-            cron=record["cron"],
-            task_type=record["task_type"],
-            payload=json.loads(record["payload"]),
-            timezone=record["timezone"],
-            misfire=record["misfire"],
-            max_backfill=record["max_backfill"],
-            grace=record["grace"],
-            priority=record["priority"],
-            max_attempts=record["max_attempts"],
-            source=record["source"],
-        )
+        """The definition stored in a schedule record, as stored.
+
+        It was checked when it was written, so it is not checked again: a schedule
+        written by a machine that knows a time zone or cron feature this one lacks can
+        still be listed here; using its ticks raises the specific error.
+        """
+        definition = object.__new__(cls)
+        values = {
+            "name": record["name"],
+            "cron": record["cron"],
+            "task_type": record["task_type"],
+            "payload": json.loads(record["payload"]),
+            "timezone": record["timezone"],
+            "misfire": record["misfire"],
+            "max_backfill": record["max_backfill"],
+            "grace": float(record["grace"]),
+            "priority": record["priority"],
+            "max_attempts": record["max_attempts"],
+            "source": record["source"],
+            "payload_json": record["payload"],
+        }
+        for name, value in values.items():
+            object.__setattr__(definition, name, value)
+        return definition
 
 
 @dataclass(frozen=True)
@@ -338,8 +349,7 @@ class Tick:
     task_id: int
 
 
-def _plan(record: dict[str, Any], now: float) -> tuple[list[float], float]:
-    return ScheduleDefinition.from_record(record).plan(record["next_run"], now)
+_log = logging.getLogger("prismq.queue.schedules")
 
 
 class Schedules:
@@ -526,7 +536,8 @@ class Schedules:
         """Enqueue the tasks of every due tick now (what the worker's scheduler loop does).
 
         Safe to call from any number of processes at once: each tick's task is enqueued
-        once.
+        once. A stored schedule this process cannot read (a time zone or cron expression
+        it does not know) is left as it is and logged as a warning.
 
         Args:
             limit: Most schedules handled in one transaction.
@@ -536,7 +547,18 @@ class Schedules:
         """
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ValidationError(f"limit must be a positive integer, got {limit!r}")
-        fired = self._store.fire_due(self.db.now(), _plan, _RETRY_JSON, limit)
+        refused: builtins.list[str] = []
+
+        def plan(record: dict[str, Any], now: float) -> tuple[builtins.list[float], float] | None:
+            try:
+                return ScheduleDefinition.from_record(record).plan(record["next_run"], now)
+            except PeriodicScheduleError as exc:  # e.g. a time zone this machine lacks
+                refused.append(f"{record['name']}: {exc}")
+                return None
+
+        fired = self._store.fire_due(self.db.now(), plan, _RETRY_JSON, limit)
+        for problem in refused:
+            _log.warning("schedule %s; left for a worker that can read it", problem)
         return [Tick(name, epoch_to_datetime(tick), task_id) for name, tick, task_id in fired]  # type: ignore[arg-type]
 
     def next_due(self) -> datetime | None:

@@ -55,8 +55,9 @@ SCHEDULE_KEY_PREFIX = "prismq.schedule:"
 _PACKAGES = {"sqlite": "prismq.queue.backends.sqlite", "postgresql": "prismq.queue.backends.postgres"}
 _QUERIES: dict[str, dict[str, str]] = {}
 
-Plan = Callable[[dict[str, Any], float], tuple[list[float], float]]
-"""Given a due schedule's record and ``now``: the ticks to enqueue and the new ``next_run``."""
+Plan = Callable[[dict[str, Any], float], "tuple[list[float], float] | None"]
+"""Given a due schedule's record and ``now``: the ticks to enqueue and the new ``next_run``,
+or ``None`` to leave that schedule as it is (its definition cannot be read here)."""
 
 
 def tick_key(name: str, tick: float) -> str:
@@ -212,7 +213,10 @@ class ScheduleStore:
             fired: builtins.list[tuple[str, float, int]] = []
             for row in conn.execute(self.q["due_schedules"], {"now": now, "limit": limit}).fetchall():
                 record = row_to_record(row)
-                ticks, next_run = plan(record, now)
+                planned = plan(record, now)
+                if planned is None:
+                    continue
+                ticks, next_run = planned
                 advance = {
                     "name": record["name"],
                     "next_run": next_run,

@@ -76,6 +76,10 @@ class SchedulerLoop:
         if due is None:
             return ticks, self.poll_interval
         wait = due.timestamp() - self.schedules.db.now()
+        if wait <= 0 and not ticks:
+            # Due but nothing enqueued: another scheduler holds it, or this process cannot
+            # read it. Look again at the usual pace rather than at once.
+            return ticks, self.poll_interval
         return ticks, min(max(wait, 0.0), self.poll_interval)
 
     async def run(self, call: Call, stop: asyncio.Event) -> None:
