@@ -72,3 +72,23 @@ def test_the_scheduler_can_be_switched_off(file_db: QueueDatabase) -> None:
     assert QueueClient(file_db).schedules.list() == []
     QueueWorker(file_db, "w-on").run(registry, burst=True)
     assert [s.name for s in QueueClient(file_db).schedules.list()] == ["tick"]
+
+
+def test_an_idle_scheduler_opens_no_write_transaction(file_db: QueueDatabase, monkeypatch) -> None:
+    from prismq.queue import Schedules
+    from prismq.queue.runtime.scheduler import SchedulerLoop
+
+    schedules = Schedules(file_db)
+    writes: list[int] = []
+    real = schedules.fire_due
+    monkeypatch.setattr(schedules, "fire_due", lambda limit: writes.append(limit) or real(limit))
+    loop = SchedulerLoop(schedules, poll_interval=0.5)
+    assert loop.fire() == ([], 0.5)  # no schedules: a read, then sleep the poll interval
+    schedules.add("hourly", "0 * * * *", "job")
+    ticks, wait = loop.fire()
+    assert ticks == []
+    assert 0 < wait <= 0.5  # not due: sleep until due, at most the poll interval
+    assert writes == []
+    schedules.add("now", "* * * * * *", "job")
+    wait_until(lambda: loop.fire()[0], timeout=5)
+    assert writes  # due: the write transaction that enqueues the tick

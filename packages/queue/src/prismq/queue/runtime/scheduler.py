@@ -65,22 +65,33 @@ class SchedulerLoop:
         return stored
 
     def fire(self) -> tuple[list[Tick], float]:
-        """Enqueue the due ticks once; return them and the seconds until the next look."""
+        """Enqueue the due ticks once; return them and the seconds until the next look.
+
+        A read comes first: when nothing is due, no write transaction is opened, so an
+        idle scheduler never competes with claims for the write lock.
+        """
+        wait = self._wait()
+        if wait > 0:
+            return [], wait
         ticks = self.schedules.fire_due(_BATCH)
         for tick in ticks:
             self.log.info(
                 "schedule %s: enqueued task %d for %s", tick.name, tick.task_id, tick.at.isoformat()
             )
         self.fired += len(ticks)
-        due = self.schedules.next_due()
-        if due is None:
-            return ticks, self.poll_interval
-        wait = due.timestamp() - self.schedules.db.now()
+        wait = self._wait()
         if wait <= 0 and not ticks:
             # Due but nothing enqueued: another scheduler holds it, or this process cannot
             # read it. Look again at the usual pace rather than at once.
             return ticks, self.poll_interval
-        return ticks, min(max(wait, 0.0), self.poll_interval)
+        return ticks, wait
+
+    def _wait(self) -> float:
+        """Seconds until the next due tick, at most ``poll_interval`` (0: due now)."""
+        due = self.schedules.next_due()
+        if due is None:
+            return self.poll_interval
+        return min(max(due.timestamp() - self.schedules.db.now(), 0.0), self.poll_interval)
 
     async def run(self, call: Call, stop: asyncio.Event) -> None:
         """Fire due ticks until ``stop`` is set.
