@@ -112,3 +112,38 @@ def test_adding_a_taken_name_needs_replace(db_path: Path) -> None:
     assert ok(db_path, "list", "--json").count('"name"') == 1
     empty = ok(db_path.with_name("other.db"), "list")
     assert empty.strip() == "No schedules."
+
+
+def test_worker_command_stores_the_config_file_schedules(db_path: Path, tmp_path: Path) -> None:
+    config = tmp_path / "worker.toml"
+    config.write_text(
+        f'[worker]\ndatabase = "{db_path.name}"\n\n[handlers]\nreport = "json:dumps"\n\n'
+        '[schedules.nightly]\ncron = "0 3 * * *"\ntask_type = "report"\ntimezone = "Europe/Prague"\n',
+        encoding="utf-8",
+    )
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(SRC), env.get("PYTHONPATH", "")])
+    proc = subprocess.run(
+        [sys.executable, "-m", "prismq.queue", "worker", "--config", str(config), "--burst"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "schedules stored: nightly" in proc.stderr
+    (stored,) = ok_json(db_path, "list")
+    assert (stored["name"], stored["source"], stored["timezone"]) == ("nightly", "config", "Europe/Prague")
+    bad = config.with_name("bad.toml")
+    bad.write_text(config.read_text(encoding="utf-8").replace("0 3 * * *", "0 25 * * *"), encoding="utf-8")
+    proc = subprocess.run(
+        [sys.executable, "-m", "prismq.queue", "worker", "--config", str(bad), "--burst"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2
+    assert f"{bad}: schedules.nightly: '0 25 * * *' is not a cron expression (Bad hour)" in proc.stderr
