@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from prismq.queue import (
     ConfigError,
@@ -523,3 +525,36 @@ def test_a_schedule_this_process_cannot_read_does_not_stop_the_others(
     with clocked_db.transaction() as conn:
         row = conn.execute("SELECT next_run FROM schedules WHERE name = 'foreign'").fetchone()
     assert row[0] == T0 + 300  # left for a worker that can read it
+
+
+# -- properties --------------------------------------------------------------------
+
+CRONS = ["*/5 * * * *", "0 * * * *", "30 2 * * *", "30 1 * * *", "15 */3 * * MON-FRI", "*/20 * * * * *"]
+ZONES = ["UTC", "America/New_York", "Europe/Prague", "Australia/Lord_Howe", "Asia/Kolkata"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    cron=st.sampled_from(CRONS),
+    zone=st.sampled_from(ZONES),
+    start=st.integers(int(epoch(2026, 1, 1)), int(epoch(2027, 1, 1))),
+    gap=st.floats(0, 3 * 86400),
+    misfire=st.sampled_from(["skip", "run_once", "backfill"]),
+    keep=st.integers(1, 50),
+)
+def test_plan_agrees_with_walking_every_tick(
+    cron: str, zone: str, start: int, gap: float, misfire: str, keep: int
+) -> None:
+    d = ScheduleDefinition("p", cron, "t", timezone=zone, misfire=misfire, max_backfill=keep)
+    next_run = d.next_tick(start)
+    now = next_run + gap
+    walked = ticks_between(d, next_run - 1, now)  # every tick in [next_run, now]
+    ticks, upcoming = d.plan(next_run, now)
+    assert upcoming == d.next_tick(now)
+    assert upcoming > now >= walked[-1]
+    if misfire == "backfill":
+        assert ticks == walked[-keep:]
+    elif misfire == "run_once":
+        assert ticks == walked[-1:]
+    else:
+        assert ticks == ([walked[-1]] if now - walked[-1] <= 60 else [])
