@@ -92,3 +92,34 @@ def test_an_idle_scheduler_opens_no_write_transaction(file_db: QueueDatabase, mo
     schedules.add("now", "* * * * * *", "job")
     wait_until(lambda: loop.fire()[0], timeout=5)
     assert writes  # due: the write transaction that enqueues the tick
+
+
+def test_the_loop_survives_errors_and_stops_when_asked(file_db: QueueDatabase, caplog) -> None:
+    import asyncio
+
+    from prismq.queue import QueueBusyError, Schedules
+    from prismq.queue.runtime.scheduler import SchedulerLoop
+
+    loop = SchedulerLoop(Schedules(file_db), poll_interval=0.01)
+    failures: list[Exception] = [QueueBusyError("locked"), RuntimeError("a bug")]
+    calls = 0
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+
+        async def call(func):
+            nonlocal calls
+            calls += 1
+            if failures:
+                raise failures.pop(0)
+            if calls >= 4:
+                stop.set()
+            return func()
+
+        await asyncio.wait_for(loop.run(call, stop), 5)
+
+    with caplog.at_level("INFO"):
+        asyncio.run(scenario())
+    assert calls == 4  # two failures, then looks until stopped
+    assert "scheduler: locked; trying again" in caplog.text
+    assert "scheduler: unexpected error; trying again" in caplog.text

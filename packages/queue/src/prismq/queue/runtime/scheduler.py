@@ -106,6 +106,9 @@ class SchedulerLoop:
             except QueueError as exc:
                 self.log.error("scheduler: %s; trying again", exc)
                 wait = self.poll_interval
+            except Exception:  # a bug must not silently end the loop while claims go on
+                self.log.exception("scheduler: unexpected error; trying again")
+                wait = self.poll_interval
             if wait > 0:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(stop.wait(), wait)
