@@ -321,8 +321,13 @@ def test_sync_keeps_pause_and_next_run_unless_the_timing_changed(
 
 
 def test_schedules_need_an_sql_backend() -> None:
+    from prismq.queue.backends.schedulestore import ScheduleStore
+
     class Custom:
         name = "memory"
+
+        def schedule_store(self) -> ScheduleStore:
+            return ScheduleStore(self)
 
     class FakeDb:
         backend = Custom()

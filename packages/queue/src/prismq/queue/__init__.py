@@ -37,7 +37,15 @@ from .errors import (
     TimeZoneError,
     ValidationError,
 )
-from .models import DEFAULT_PRIORITY, MAX_PRIORITY, MIN_PRIORITY, Task, TaskStatus, WorkerInfo
+from .models import (
+    DEFAULT_PRIORITY,
+    MAX_PRIORITY,
+    MIN_PRIORITY,
+    Task,
+    TaskStatus,
+    UndecodableValue,
+    WorkerInfo,
+)
 from .retry import RetryPolicy
 from .schedules import Schedule, ScheduleDefinition, Schedules, Tick
 from .strategies import (
@@ -95,6 +103,7 @@ __all__ = [
     "TaskTypeError",
     "Tick",
     "TimeZoneError",
+    "UndecodableValue",
     "ValidationError",
     "WeightedRandomStrategy",
     "WorkerInfo",

@@ -47,7 +47,14 @@ from .errors import (
 )
 from .models import DEFAULT_PRIORITY, epoch_to_datetime
 from .retry import RetryPolicy
-from .validation import DEFAULT_MAX_PAYLOAD_BYTES, encode_json, validate_priority, validate_task_type
+from .validation import (
+    DEFAULT_MAX_PAYLOAD_BYTES,
+    encode_json,
+    is_int,
+    is_number,
+    validate_priority,
+    validate_task_type,
+)
 
 if TYPE_CHECKING:
     from .database import QueueDatabase
@@ -191,13 +198,13 @@ class ScheduleDefinition:
                 f"got {self.misfire!r}"
             )
         backfill = self.max_backfill
-        if isinstance(backfill, bool) or not isinstance(backfill, int) or not 1 <= backfill <= MAX_BACKFILL:
+        if not is_int(backfill) or not 1 <= backfill <= MAX_BACKFILL:
             raise MisfirePolicyError(
                 f"schedule {name!r}: max_backfill must be an integer from 1 to {MAX_BACKFILL}, "
                 f"got {backfill!r}"
             )
         grace = self.grace
-        if isinstance(grace, bool) or not isinstance(grace, (int, float)) or not 0 < grace < math.inf:
+        if not is_number(grace) or not 0 < grace < math.inf:
             raise MisfirePolicyError(
                 f"schedule {name!r}: grace must be a positive number of seconds, got {grace!r}"
             )
@@ -378,7 +385,7 @@ class Schedules:
 
     def __init__(self, db: QueueDatabase) -> None:
         self.db = db
-        self._store = ScheduleStore(db.backend)
+        self._store: ScheduleStore = db.backend.schedule_store()
 
     def add(
         self,
@@ -545,7 +552,7 @@ class Schedules:
         Returns:
             The ticks enqueued by this call.
         """
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        if not is_int(limit) or limit < 1:
             raise ValidationError(f"limit must be a positive integer, got {limit!r}")
         refused: builtins.list[str] = []
 

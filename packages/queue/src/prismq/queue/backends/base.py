@@ -10,21 +10,29 @@ All times cross this interface as UTC epoch seconds (``float``).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
+from ..errors import ConfigError
 from ..models import Task, TaskStatus, WorkerInfo
 from ..strategies import SchedulingStrategy
 
 __all__ = [
+    "BACKEND_MEMBERS",
+    "CHECKPOINT_MODES",
+    "COPY_TABLES",
     "Backend",
+    "KeysetPage",
     "NewTask",
+    "PageQuery",
     "QueueStats",
     "TaskQuery",
     "TaskUpdate",
+    "checkpoint_mode",
+    "missing_members",
 ]
 
 
@@ -66,6 +74,41 @@ class TaskQuery:
     limit: int = 100
     offset: int = 0
     newest_first: bool = True
+
+
+@dataclass(frozen=True)
+class PageQuery:
+    """One page of tasks, read by keyset (never by offset), each status off its own index.
+
+    The order depends on ``status``: ``None`` (every status) newest id first; queued by
+    task type, then ``run_after``; leased by lease end; completed, dead and cancelled
+    newest finished first. ``since``/``until`` bound that same time (creation for
+    ``None``, so that filter reads rows in id order).
+
+    Attributes:
+        status: The one status listed, or ``None`` for all.
+        task_type: Keep this task type only.
+        since: Keep tasks whose ordering time is at or after this epoch time.
+        until: Keep tasks whose ordering time is before this epoch time.
+        search: Keep tasks whose payload or last error contains this text.
+        cursor: Where the previous page ended (its ``next_cursor``); ``None``: the start.
+        limit: Most tasks returned.
+    """
+
+    status: TaskStatus | None = None
+    task_type: str | None = None
+    since: float | None = None
+    until: float | None = None
+    search: str | None = None
+    cursor: tuple[Any, ...] | None = None
+    limit: int = 50
+
+
+class KeysetPage(NamedTuple):
+    """Tasks of one page, and the cursor of the next page (``None`` after the last)."""
+
+    tasks: list[Task]
+    next_cursor: tuple[Any, ...] | None
 
 
 class TaskUpdate(NamedTuple):
@@ -111,12 +154,91 @@ class QueueStats:
         return sum(self.by_status.values())
 
 
+CHECKPOINT_MODES = ("PASSIVE", "FULL", "RESTART", "TRUNCATE")
+"""The modes :meth:`Backend.checkpoint` accepts (SQLite's ``wal_checkpoint`` modes)."""
+
+
+def checkpoint_mode(mode: str) -> str:
+    """``mode`` as one of :data:`CHECKPOINT_MODES` (case and spaces ignored).
+
+    Raises:
+        ConfigError: Any other word.
+    """
+    word = mode.strip().upper() if isinstance(mode, str) else ""
+    if word not in CHECKPOINT_MODES:
+        raise ConfigError(f"checkpoint mode must be one of {', '.join(CHECKPOINT_MODES)}, got {mode!r}")
+    return word
+
+
+COPY_TABLES = ("tasks", "runs")
+"""The tables :mod:`prismq.queue.migrate` copies between databases, in copy order."""
+
+
 @runtime_checkable
 class Backend(Protocol):
-    """What a database must provide. Every method is atomic on its own."""
+    """What a database must provide. Every method is atomic on its own.
+
+    This is the whole interface the higher layers use: the client, worker, runtime, CLI,
+    migration and run registry reach a database only through these attributes and
+    methods, never by its name. A backend that cannot offer a capability still declares
+    it, with the neutral answer its docstring names (``path`` is ``None`` for a server,
+    ``notifies_changes`` is False where nothing is pushed).
+
+    Attributes:
+        name: Short name of the database kind (``"sqlite"``, ``"postgresql"``), for
+            messages and reports only.
+        location: The file path, or the server URL without its password.
+        identity: Equal for two backends that open the same database (what
+            :func:`~prismq.queue.migrate.migrate` refuses to copy onto itself).
+        path: The database file, or ``None`` for a server database.
+        pragmas: The PRAGMAs applied to every connection (empty where there are none).
+        journal_mode: The write-ahead mode a file database reports (``"wal"``); empty for
+            a server database.
+        latest_schema_version: The schema version this release writes; a database below it
+            is migrated by :meth:`initialize_schema`.
+        clock: The clock task times are taken by unless ``QueueDatabase(clock=...)`` names
+            another (UTC epoch seconds): the host's, or the server's.
+        notifies_changes: True when :meth:`wait_for_change` blocks on a notification the
+            database pushes; False when callers must watch for changes themselves.
+    """
 
     name: str
     location: str
+
+    @property
+    def identity(self) -> tuple[str, ...]:
+        """Equal for two backends that open the same database."""
+        ...
+
+    @property
+    def path(self) -> Path | None:
+        """The database file, or ``None`` for a server database."""
+        ...
+
+    @property
+    def pragmas(self) -> dict[str, str | int]:
+        """The PRAGMAs applied to every connection (empty where there are none)."""
+        ...
+
+    @property
+    def latest_schema_version(self) -> int:
+        """The schema version this release writes."""
+        ...
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        """The clock task times are taken by by default (UTC epoch seconds)."""
+        ...
+
+    @property
+    def notifies_changes(self) -> bool:
+        """True when :meth:`wait_for_change` blocks on a pushed notification."""
+        ...
+
+    @property
+    def journal_mode(self) -> str:
+        """The write-ahead mode of a file database (``"wal"``); ``""`` for a server."""
+        ...
 
     # -- life cycle and schema -------------------------------------------------
     def initialize_schema(self) -> int:
@@ -178,6 +300,46 @@ class Backend(Protocol):
 
     def data_version(self) -> int:
         """A number that changes when another connection commits (cheap to read)."""
+        ...
+
+    def wait_for_change(self, timeout: float) -> bool:
+        """Block until the database notifies that work may be ready, or ``timeout`` passes.
+
+        Returns True when a change may have happened. A backend whose
+        ``notifies_changes`` is False returns True at once: it has no notification to wait
+        for, so the caller should look (and pace its looks itself).
+        """
+        ...
+
+    def stop_listening(self) -> None:
+        """Release what :meth:`wait_for_change` opened (a no-op where it opened nothing)."""
+
+    def page_tasks(self, query: PageQuery) -> KeysetPage:
+        """One page of tasks by keyset (see :class:`PageQuery`)."""
+        ...
+
+    def finished_histogram(self, since: float, step: float) -> list[tuple[int, str, int]]:
+        """``(bucket, status, count)`` of tasks finished since ``since``, per ``step`` seconds."""
+        ...
+
+    def change_tasks(self, action: str, task_ids: Sequence[int], now: float) -> int:
+        """Apply ``"retry"``, ``"cancel"`` or ``"delete"`` to these tasks in one transaction.
+
+        Tasks not in a state the action applies to are left alone; returns how many changed.
+        """
+        ...
+
+    # -- paused task types -------------------------------------------------------
+    def pause_task_type(self, task_type: str, now: float) -> bool:
+        """Stop claims of a task type; False when it was already paused."""
+        ...
+
+    def resume_task_type(self, task_type: str) -> bool:
+        """Allow claims of a task type again; False when it was not paused."""
+        ...
+
+    def paused_task_types(self) -> dict[str, float]:
+        """The paused task types, each with the epoch time it was paused."""
         ...
 
     # -- worker side -----------------------------------------------------------
@@ -305,6 +467,60 @@ class Backend(Protocol):
     def explain_claims(self) -> dict[str, list[str]]:
         """Query plans of every claim statement, keyed by statement name."""
         ...
+
+    # -- runs ------------------------------------------------------------------
+    def run_store(self, clock: Callable[[], float]) -> Any:
+        """The durable store of :mod:`prismq.queue.integrations` runs in this database.
+
+        Args:
+            clock: The queue database's clock (UTC epoch seconds).
+        """
+        ...
+
+    # -- periodic schedules ------------------------------------------------------
+    def schedule_store(self) -> Any:
+        """The store of :mod:`prismq.queue.schedules` periodic schedules in this database.
+
+        A :class:`~prismq.queue.backends.schedulestore.ScheduleStore`: the ``schedules``
+        table, firing due ticks and moving schedules between databases.
+        """
+        ...
+
+    # -- copy between databases (prismq.queue.migrate) ---------------------------
+    def copy_count(self, table: str) -> int:
+        """Rows of ``table`` (one of :data:`COPY_TABLES`); 0 for a table the schema lacks."""
+        ...
+
+    def copy_read(self, table: str, after: int, limit: int) -> list[dict[str, Any]]:
+        """Up to ``limit`` rows of ``table`` past key ``after``, in key order.
+
+        The key is ``id`` for tasks and ``task_id`` for runs. Rows are dicts of every column
+        with backend-neutral values (booleans as ``bool``).
+        """
+        ...
+
+    def copy_read_between(self, table: str, first: int, last: int) -> list[dict[str, Any]]:
+        """The rows of ``table`` whose key is from ``first`` to ``last``, in key order."""
+        ...
+
+    def copy_write(self, table: str, rows: Sequence[dict[str, Any]]) -> None:
+        """Upsert rows as :meth:`copy_read` returns them, in one transaction, keeping keys."""
+        ...
+
+
+BACKEND_MEMBERS = tuple(
+    sorted(
+        {name for name in Backend.__annotations__}
+        | {name for name, value in vars(Backend).items() if not name.startswith("_") and callable(value)}
+        | {name for name, value in vars(Backend).items() if isinstance(value, property)}
+    )
+)
+"""Every attribute and method of :class:`Backend`: what a database class must define."""
+
+
+def missing_members(backend: object) -> list[str]:
+    """The :data:`BACKEND_MEMBERS` ``backend`` lacks (empty for a whole backend)."""
+    return [name for name in BACKEND_MEMBERS if not hasattr(backend, name)]
 
 
 def chunked(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:

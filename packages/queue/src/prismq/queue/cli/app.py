@@ -21,8 +21,8 @@ from ..database import QueueDatabase
 from ..errors import ConfigError, QueueError, ValidationError
 from ..models import TaskStatus
 from ..runtime.logs import configure_logging
-from ..runtime.settings import WorkerSettings, load_settings, settings_from_mapping
-from . import output
+from ..runtime.settings import WorkerSettings, resolve_settings
+from . import dashboard, flow, output
 from .parsing import UsageError, build_parser, parse_json
 from .schedules import cmd_schedules
 
@@ -89,12 +89,7 @@ def _worker_settings(args: argparse.Namespace) -> WorkerSettings:
         "max_tasks": args.max_tasks,
         "worker_id": args.worker_id,
     }
-    if args.config:
-        return load_settings(args.config, **overrides)
-    settings = settings_from_mapping(overrides)
-    settings.build_registry()
-    settings.build_strategy()
-    return settings
+    return resolve_settings(args.config, overrides)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -347,6 +342,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "demo": cmd_demo,
     "schedules": cmd_schedules,
 }
+COMMANDS.update(flow.COMMANDS)
+COMMANDS.update(dashboard.COMMANDS)
 
 
 def _one_line(text: str) -> str:

@@ -3,46 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import json
-import re
-from typing import Any, NoReturn
+from typing import NoReturn
 
-from ..backends.sqlite.backend import CHECKPOINT_MODES
+from ..backends.base import CHECKPOINT_MODES
+from . import dashboard, flow, schedules
+from .values import UsageError, parse_duration, parse_json
 
 __all__ = ["UsageError", "build_parser", "parse_duration", "parse_json", "parse_weights"]
-
-
-class UsageError(Exception):
-    """The command line is wrong; printed as one line, exit code 2."""
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{self.prog}: {message} (see --help)")
-
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def parse_duration(text: str) -> float:
-    """``90``, ``90s``, ``30m``, ``12h``, ``7d`` or ``2w`` to seconds."""
-    match = _DURATION.match(text)
-    if not match:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a duration; use e.g. 90s, 30m, 12h, 7d")
-    return float(match.group(1)) * _UNITS[match.group(2)]
-
-
-def parse_json(text: str) -> Any:
-    """A JSON document; NaN and Infinity are refused."""
-
-    def reject(constant: str) -> None:
-        raise ValueError(f"{constant} is not valid JSON")
-
-    try:
-        return json.loads(text, parse_constant=reject)
-    except ValueError as exc:
-        raise UsageError(f"payload is not valid JSON: {exc}") from None
 
 
 def parse_weights(text: str) -> tuple[tuple[str, float], ...]:
@@ -114,7 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=_positive_int, help="tasks at once per process (default 1)")
     p.add_argument("--processes", type=_positive_int, help="worker processes (default 1)")
     p.add_argument("--lease", type=parse_duration, help="lease duration, e.g. 60s")
-    p.add_argument("--timeout", type=parse_duration, help="per-task timeout (default ten leases)")
+    p.add_argument(
+        "--timeout",
+        type=parse_duration,
+        help="per-task timeout (default ten leases); a timed-out sync handler keeps its lease "
+        "and slot until its thread returns, so a retry never overlaps it",
+    )
     p.add_argument("--grace", type=parse_duration, help="shutdown grace period (default 30s)")
     p.add_argument("--burst", action="store_true", default=None, help="exit when no task is ready")
     p.add_argument("--max-tasks", type=_positive_int, help="exit after this many tasks per process")
@@ -177,8 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", type=_positive_int, default=600, help="tasks to enqueue (default 600)")
     p.add_argument("--processes", type=_positive_int, default=2, help="worker processes (default 2)")
     p.add_argument("--concurrency", type=_positive_int, default=4, help="tasks at once per process")
-
-    from .schedules import register as register_schedules  # in its own module
-
-    register_schedules(sub)
+    # Commands kept in modules of their own.
+    flow.add_parsers(command)
+    dashboard.add_parsers(command)
+    schedules.register(sub)
     return parser

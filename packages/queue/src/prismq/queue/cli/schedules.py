@@ -19,7 +19,7 @@ from ..database import QueueDatabase
 from ..models import DEFAULT_PRIORITY
 from ..schedules import MISFIRE_POLICIES, Schedule, Schedules
 from . import output
-from .parsing import UsageError, parse_duration, parse_json
+from .values import UsageError, parse_duration, parse_json
 
 __all__ = ["cmd_schedules", "register", "schedule_to_dict"]
 

@@ -47,29 +47,30 @@ import hashlib
 import itertools
 import json
 import os
-import secrets
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import psycopg
 
-from ...errors import BackupError, ConfigError
+from ...errors import BackupError
 from ...models import WorkerInfo
 from ...strategies import SchedulingStrategy
-from ..base import NewTask, chunked
-from ..common import TASK_COLUMNS, SQLQueueBackend
+from ..base import NewTask, checkpoint_mode, chunked
+from ..common import TASK_COLUMNS, TASK_ROW_COLUMNS, SQLQueueBackend, write_backup
 from ..runstore import RUN_COLUMNS
-from ..schedulestore import SCHEDULE_COLUMNS
+from ..schedulestore import SCHEDULE_COLUMNS, ScheduleStore
 from ..serverclock import ServerClock
-from ..sqlfile import load_queries
+from ..sqlfile import build_claims, load_queries
 from .connection import SCHEMA_VERSION, ConnectionManager, parse_url, translate_error
+from .runs import PostgresRunStore
 
 __all__ = ["DUMP_FORMAT", "NOTIFY_CHANNEL", "PostgresBackend"]
 
-Q = load_queries(__package__, task_columns=TASK_COLUMNS)
+Q = build_claims(load_queries(__package__, task_columns=TASK_COLUMNS))
+TRANSFER_Q = load_queries(__package__, "transfer.sql")
 
 NOTIFY_CHANNEL = "prismq_queue"
 """The channel :meth:`PostgresBackend.wait_for_change` listens on; the payload is the schema."""
@@ -77,7 +78,7 @@ NOTIFY_CHANNEL = "prismq_queue"
 DUMP_FORMAT = "prismq-queue-dump"
 """The ``format`` field of the first line of a :meth:`PostgresBackend.backup` file."""
 
-DUMP_TASK_FIELDS = (*(c.strip() for c in TASK_COLUMNS.split(",")), "updated_at")
+DUMP_TASK_FIELDS = TASK_ROW_COLUMNS
 DUMP_WORKER_FIELDS = (
     "worker_id",
     "hostname",
@@ -88,17 +89,26 @@ DUMP_WORKER_FIELDS = (
     "last_heartbeat",
 )
 DUMP_RUN_FIELDS = RUN_COLUMNS
+DUMP_PAUSED_FIELDS = ("task_type", "paused_at")
 DUMP_SCHEDULE_FIELDS = SCHEDULE_COLUMNS
 _DUMP_KINDS = {
     "task": ("dump_tasks", "restore_task", DUMP_TASK_FIELDS),
     "worker": ("dump_workers", "restore_worker", DUMP_WORKER_FIELDS),
     "run": ("dump_runs", "restore_run", DUMP_RUN_FIELDS),
+    "paused": ("dump_paused", "restore_paused", DUMP_PAUSED_FIELDS),
     "schedule": ("dump_schedules", "restore_schedule", DUMP_SCHEDULE_FIELDS),
 }
 """Row kinds of a dump, in file order (runs after their tasks): queries and fields."""
 
-CHECKPOINT_MODES = ("PASSIVE", "FULL", "RESTART", "TRUNCATE")
-EXPECTED_TABLES = ("tasks", "workers", "runs", "schedules", "prismq_schema_version", "prismq_data_version")
+EXPECTED_TABLES = (
+    "tasks",
+    "workers",
+    "runs",
+    "paused_task_types",
+    "schedules",
+    "prismq_schema_version",
+    "prismq_data_version",
+)
 EXPECTED_INDEXES = (
     "idx_tasks_ready_fifo",
     "idx_tasks_ready_priority",
@@ -137,6 +147,11 @@ class PostgresBackend(SQLQueueBackend):
 
     name = "postgresql"
     queries = Q
+    transfer_queries = TRANSFER_Q
+    latest_schema_version = SCHEMA_VERSION
+    notifies_changes = True
+    path = None
+    journal_mode = ""
 
     def __init__(
         self,
@@ -162,12 +177,15 @@ class PostgresBackend(SQLQueueBackend):
         )
         self.schema = self.db.schema
         self.location = self.db.location
+        self.identity = (self.name, self.location, self.schema or "")
+        self.pragmas: dict[str, str | int] = {}
         self._changing = itertools.count(-1, -1)
         self._listener: psycopg.Connection[Any] | None = None
         self._listen_schema: str | None = None
         self._listen_lock = threading.Lock()
         self.server_clock = ServerClock(self.server_time)
         """The server's clock as this process sees it: ``QueueDatabase``'s default clock."""
+        self.clock = self.server_clock
 
     # -- life cycle and schema -------------------------------------------------
     def server_time(self) -> float:
@@ -189,6 +207,16 @@ class PostgresBackend(SQLQueueBackend):
 
     def _flag(self, value: bool) -> bool:
         return bool(value)
+
+    def _executemany(self, conn: psycopg.Connection[Any], sql: str, values: Sequence[Any]) -> None:
+        with conn.cursor() as cur:
+            cur.executemany(sql, values)
+
+    def run_store(self, clock: Callable[[], float]) -> PostgresRunStore:
+        return PostgresRunStore(self.db, clock)
+
+    def schedule_store(self) -> ScheduleStore:
+        return ScheduleStore(self)
 
     def close(self) -> None:
         self.stop_listening()
@@ -220,25 +248,18 @@ class PostgresBackend(SQLQueueBackend):
                         break
             return out
 
-        def keyed(conn: psycopg.Connection[Any]) -> list[tuple[int, bool]]:
-            out: list[tuple[int, bool]] = []
-            for row in rows:
-                if row["idempotency_key"] is None:
-                    out.append((conn.execute(Q["insert_task"], row).fetchone()[0], True))  # type: ignore[index]
-                    continue
-                inserted = conn.execute(Q["insert_task_idempotent"], row).fetchone()
-                if inserted is not None:
-                    out.append((inserted[0], True))
-                else:
-                    existing = conn.execute(Q["task_id_by_idempotency_key"], row).fetchone()
-                    out.append((existing[0], False))  # type: ignore[index]
-            return out
-
         if not tasks:
             return []
         if all(t.idempotency_key is None for t in tasks):
             return self.db.write(plain)
-        return self.db.write(keyed)
+        keys = [t.idempotency_key for t in tasks]
+        return self.db.write(lambda c: self._insert_keyed(c, rows, keys))
+
+    def _insert_one(self, conn: psycopg.Connection[Any], row: Any) -> int:
+        return int(conn.execute(Q["insert_task"], row).fetchone()[0])  # type: ignore[index]
+
+    def _key_params(self, key: str) -> dict[str, str]:
+        return {"idempotency_key": key}
 
     def data_version(self) -> int:
         """A number that changes when a committed statement changed tasks.
@@ -262,9 +283,8 @@ class PostgresBackend(SQLQueueBackend):
         notify when enqueued, not when their ``run_after`` arrives, so callers still wake
         up on a timer. Idle workers call it instead of sleeping between empty claims::
 
-            wait = getattr(backend, "wait_for_change", None)
-            if wait is not None:
-                wait(poll_interval)
+            if backend.notifies_changes:
+                backend.wait_for_change(poll_interval)
             else:
                 time.sleep(poll_interval)
 
@@ -354,29 +374,18 @@ class PostgresBackend(SQLQueueBackend):
             ).fetchall()
         return rows
 
-    def _claim_split(
-        self,
-        conn: psycopg.Connection[Any],
-        task_types: Sequence[str] | None,
-        strategy: SchedulingStrategy,
-        params: dict[str, Any],
-    ) -> list[Any]:
-        """Weighted draws: pick types by weight, then the oldest ready task of each."""
-        if task_types is None:
-            candidates = [r[0] for r in conn.execute(Q["queued_task_types"])]
-        else:
-            candidates = list(dict.fromkeys(task_types))
-        available = [
-            r[0]
-            for r in conn.execute(Q["ready_task_types"], {"task_types": candidates, "now": params["now"]})
-        ]
-        return self._claim_by_weight(conn, strategy, available, params)
+    def _ready_types(self, conn: psycopg.Connection[Any], candidates: list[str], now: float) -> list[str]:
+        return [r[0] for r in conn.execute(Q["ready_task_types"], {"task_types": candidates, "now": now})]
 
     def next_run_after(self, task_types: Sequence[str] | None) -> float | None:
-        if task_types is None:
-            return self.db.read(lambda c: c.execute(Q["next_run_after_any"]).fetchone()[0])  # type: ignore[index]
-        params = {"task_types": list(dict.fromkeys(task_types))}
-        return self.db.read(lambda c: c.execute(Q["next_run_after_types"], params).fetchone()[0])  # type: ignore[index]
+        def work(conn: psycopg.Connection[Any]) -> float | None:
+            types = self._unpaused(conn, task_types)  # paused types have no next run
+            if types is None:
+                return conn.execute(Q["next_run_after_any"]).fetchone()[0]  # type: ignore[index, no-any-return]
+            params = {"task_types": list(dict.fromkeys(types))}
+            return conn.execute(Q["next_run_after_types"], params).fetchone()[0]  # type: ignore[index, no-any-return]
+
+        return self.db.read(work)
 
     # -- worker registry -------------------------------------------------------
     def register_worker(self, info: WorkerInfo) -> None:
@@ -401,9 +410,7 @@ class PostgresBackend(SQLQueueBackend):
         Raises:
             ConfigError: ``mode`` is not one of the SQLite checkpoint modes.
         """
-        word = mode.strip().upper()
-        if word not in CHECKPOINT_MODES:
-            raise ConfigError(f"checkpoint mode must be one of {', '.join(CHECKPOINT_MODES)}, got {mode!r}")
+        checkpoint_mode(mode)
         return (0, 0, 0)
 
     def vacuum(self) -> None:
@@ -445,9 +452,9 @@ class PostgresBackend(SQLQueueBackend):
         """Write a checksummed JSON-lines dump of every task, worker, run and schedule.
 
         Line 1 is a header (format, schema version, time); then one ``{"task": {...}}``,
-        ``{"worker": {...}}``, ``{"run": {...}}`` or ``{"schedule": {...}}`` line per row
-        (runs of :mod:`prismq.queue.integrations`, after the tasks they belong to; periodic
-        schedules of :mod:`prismq.queue.schedules`), read in one
+        ``{"worker": {...}}``, ``{"run": {...}}``, ``{"paused": {...}}`` or ``{"schedule": {...}}``
+        line per row (runs of :mod:`prismq.queue.integrations`, after the tasks they belong to;
+        then paused task types; periodic schedules of :mod:`prismq.queue.schedules` last), read in one
         consistent snapshot; the last line
         holds the row counts and the SHA-256 of every line before it. The file is written
         owner-only under a temporary name and renamed into place. This covers the queue's
@@ -456,37 +463,21 @@ class PostgresBackend(SQLQueueBackend):
         Raises:
             BackupError: The destination is a folder or not writable.
         """
-        destination = Path(destination).expanduser()
-        if destination.is_dir():
-            raise BackupError(f"{destination} is a directory; give the backup file's path")
-        parent = destination.parent
-        if not parent.is_dir():
-            raise BackupError(f"the backup folder {parent} does not exist; create it first")
-        temp = parent / f".{destination.name}.{secrets.token_hex(4)}.partial"
-        try:
-            fd = os.open(temp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-        except OSError as exc:
-            raise BackupError(
-                f"cannot write a backup in {parent}: {exc.strerror or exc}; choose a writable folder"
-            ) from None
-        try:
-            with os.fdopen(fd, "wb") as handle:
+
+        def write(temp: Path) -> None:
+            with open(temp, "wb") as handle:
                 self.db.read(lambda c: self._write_dump(c, handle), snapshot=True)
                 handle.flush()
                 os.fsync(handle.fileno())
-            os.replace(temp, destination)
-        except OSError as exc:
-            raise BackupError(f"backup to {destination} failed: {exc.strerror or exc}") from None
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                temp.unlink()
-        return destination
+
+        return write_backup(destination, write)
 
     def _write_dump(self, conn: psycopg.Connection[Any], handle: Any) -> None:
         digest = hashlib.sha256()
         counts = dict.fromkeys(_DUMP_KINDS, 0)
         has_runs = conn.execute(Q["has_runs_table"]).fetchone()[0]  # type: ignore[index]
         has_schedules = conn.execute(Q["has_schedules_table"]).fetchone()[0]  # type: ignore[index]
+        has_paused = conn.execute(Q["has_paused_table"]).fetchone()[0]  # type: ignore[index]
 
         def emit(record: dict[str, Any]) -> None:
             line = (json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n").encode("utf-8")
@@ -497,8 +488,10 @@ class PostgresBackend(SQLQueueBackend):
         for kind, (query, _restore, fields) in _DUMP_KINDS.items():
             if kind == "run" and not has_runs:
                 continue  # a schema from before the run registry (version 1)
+            if kind == "paused" and not has_paused:
+                continue  # a schema from before paused task types (version 2)
             if kind == "schedule" and not has_schedules:
-                continue  # a schema from before periodic schedules (version 2)
+                continue  # a schema from before periodic schedules (version 3)
             with conn.cursor(name=f"prismq_dump_{kind}") as cur:
                 cur.itersize = _RESTORE_BATCH
                 cur.execute(Q[query])
@@ -510,13 +503,14 @@ class PostgresBackend(SQLQueueBackend):
             "tasks": counts["task"],
             "workers": counts["worker"],
             "runs": counts["run"],
+            "paused_types": counts["paused"],
             "schedules": counts["schedule"],
             "sha256": digest.hexdigest(),
         }
         handle.write((json.dumps(end, separators=(",", ":")) + "\n").encode("utf-8"))
 
     def restore(self, source: Path) -> None:
-        """Replace every task, worker, run and schedule with a verified :meth:`backup` dump.
+        """Replace every task, worker, run, paused type and schedule with a verified :meth:`backup` dump.
 
         The whole file is checked first (header, schema version, row shape, counts and
         checksum); a damaged or foreign file is refused and nothing changes. The swap is
@@ -532,6 +526,7 @@ class PostgresBackend(SQLQueueBackend):
         def work(conn: psycopg.Connection[Any]) -> None:
             conn.execute(Q["delete_all_tasks"])
             conn.execute(Q["delete_all_workers"])
+            conn.execute(Q["delete_all_paused"])
             conn.execute(Q["delete_all_schedules"])
             with conn.cursor() as cur:
                 for kind, rows in _dump_batches(source):
@@ -539,6 +534,9 @@ class PostgresBackend(SQLQueueBackend):
             conn.execute(Q["advance_task_ids"])
 
         self.db.write(work)
+
+    def _explain(self, conn: psycopg.Connection[Any], name: str, params: dict[str, Any]) -> list[str]:
+        return [r[0] for r in conn.execute(f"EXPLAIN {Q[name]}", params).fetchall()]  # type: ignore[call-overload]
 
     def explain_claims(self) -> dict[str, list[str]]:
         # Plans for a claim when every queued task is ready (the common, costly case).
@@ -593,10 +591,14 @@ def verify_dump(source: Path) -> None:
                     counts["worker"] += 1
                 elif "run" in record and set(record["run"]) == set(DUMP_RUN_FIELDS):
                     counts["run"] += 1
+                elif "paused" in record and set(record["paused"]) == set(DUMP_PAUSED_FIELDS):
+                    counts["paused"] += 1
                 elif "schedule" in record and set(record["schedule"]) == set(DUMP_SCHEDULE_FIELDS):
                     counts["schedule"] += 1
                 elif number > 1:
-                    raise ValueError(f"line {number} is not a task, run, worker or schedule")
+                    raise ValueError(
+                        f"line {number} is not a task, run, worker, paused task type or schedule"
+                    )
                 digest.update(line)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BackupError(f"{source} is not a readable queue dump ({exc}); nothing was restored") from None
@@ -607,6 +609,7 @@ def verify_dump(source: Path) -> None:
         or end.get("tasks") != counts["task"]
         or end.get("workers") != counts["worker"]
         or end.get("runs", 0) != counts["run"]  # dumps from before runs have no count
+        or end.get("paused_types", 0) != counts["paused"]  # nor dumps from before pausing
         or end.get("schedules", 0) != counts["schedule"]  # nor from before schedules
     ):
         raise BackupError(f"{source} is damaged (checksum or row counts differ); nothing was restored")

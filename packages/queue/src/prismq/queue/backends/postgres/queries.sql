@@ -209,158 +209,121 @@ SET status = CASE WHEN cancel_requested THEN 'cancelled'
     updated_at = %(now)s
 WHERE id IN (SELECT id FROM expired) AND status = 'leased';
 
--- name: claim_oldest_first_any
-WITH picked AS MATERIALIZED (
+-- The claim. Every claim variant is this one UPDATE with a pick_* selection of the rows
+-- to lease (a "picked" CTE, read in strategy order with FOR UPDATE SKIP LOCKED) in place
+-- of {picked}: claim_<variant> is built from pick_<variant> when the queries are loaded
+-- (prismq.queue.backends.sqlfile.build_claims).
+-- name: claim_template
+WITH {picked}
+UPDATE tasks
+SET status = 'leased', attempts = attempts + 1, locked_by = %(worker)s, lease_token = %(token)s,
+    lease_until = %(lease_until)s, started_at = %(now)s, updated_at = %(now)s,
+    progress = NULL, progress_message = NULL
+WHERE id IN (SELECT id FROM picked) AND status = 'queued'
+RETURNING {task_columns};
+
+-- Conditions every ready row a claim picks must meet besides being queued and due, as
+-- "AND ..." (none today); put in place of {ready_filter} in the picks.
+-- name: ready_filter
+
+-- name: pick_oldest_first_any
+picked AS MATERIALIZED (
     SELECT id FROM tasks
-    WHERE status = 'queued' AND run_after <= %(now)s
+    WHERE status = 'queued' AND run_after <= %(now)s {ready_filter}
     ORDER BY run_after, id LIMIT %(count)s
     FOR UPDATE SKIP LOCKED
 )
-UPDATE tasks
-SET status = 'leased', attempts = attempts + 1, locked_by = %(worker)s, lease_token = %(token)s,
-    lease_until = %(lease_until)s, started_at = %(now)s, updated_at = %(now)s,
-    progress = NULL, progress_message = NULL
-WHERE id IN (SELECT id FROM picked) AND status = 'queued'
-RETURNING {task_columns};
 
--- name: claim_newest_first_any
-WITH picked AS MATERIALIZED (
+-- name: pick_newest_first_any
+picked AS MATERIALIZED (
     SELECT id FROM tasks
-    WHERE status = 'queued' AND run_after <= %(now)s
+    WHERE status = 'queued' AND run_after <= %(now)s {ready_filter}
     ORDER BY run_after DESC, id DESC LIMIT %(count)s
     FOR UPDATE SKIP LOCKED
 )
-UPDATE tasks
-SET status = 'leased', attempts = attempts + 1, locked_by = %(worker)s, lease_token = %(token)s,
-    lease_until = %(lease_until)s, started_at = %(now)s, updated_at = %(now)s,
-    progress = NULL, progress_message = NULL
-WHERE id IN (SELECT id FROM picked) AND status = 'queued'
-RETURNING {task_columns};
 
--- name: claim_priority_any
-WITH picked AS MATERIALIZED (
+-- name: pick_priority_any
+picked AS MATERIALIZED (
     SELECT id FROM tasks
-    WHERE status = 'queued' AND run_after <= %(now)s
+    WHERE status = 'queued' AND run_after <= %(now)s {ready_filter}
     ORDER BY priority, run_after, id LIMIT %(count)s
     FOR UPDATE SKIP LOCKED
 )
-UPDATE tasks
-SET status = 'leased', attempts = attempts + 1, locked_by = %(worker)s, lease_token = %(token)s,
-    lease_until = %(lease_until)s, started_at = %(now)s, updated_at = %(now)s,
-    progress = NULL, progress_message = NULL
-WHERE id IN (SELECT id FROM picked) AND status = 'queued'
-RETURNING {task_columns};
 
--- name: claim_oldest_first_type
-WITH picked AS MATERIALIZED (
+-- name: pick_oldest_first_type
+picked AS MATERIALIZED (
     SELECT id FROM tasks
     WHERE status = 'queued' AND task_type >= %(task_type)s AND task_type <= %(task_type)s
-      AND run_after <= %(now)s
+      AND run_after <= %(now)s {ready_filter}
     ORDER BY task_type, run_after, id LIMIT %(count)s
     FOR UPDATE SKIP LOCKED
 )
-UPDATE tasks
-SET status = 'leased', attempts = attempts + 1, locked_by = %(worker)s, lease_token = %(token)s,
-    lease_until = %(lease_until)s, started_at = %(now)s, updated_at = %(now)s,
-    progress = NULL, progress_message = NULL
-WHERE id IN (SELECT id FROM picked) AND status = 'queued'
-RETURNING {task_columns};
 
--- name: claim_newest_first_type
-WITH picked AS MATERIALIZED (
+-- name: pick_newest_first_type
+picked AS MATERIALIZED (
     SELECT id FROM tasks
     WHERE status = 'queued' AND task_type >= %(task_type)s AND task_type <= %(task_type)s
-      AND run_after <= %(now)s
+      AND run_after <= %(now)s {ready_filter}
     ORDER BY task_type DESC, run_after DESC, id DESC LIMIT %(count)s
     FOR UPDATE SKIP LOCKED
 )
-UPDATE tasks
-SET status = 'leased', attempts = attempts + 1, locked_by = %(worker)s, lease_token = %(token)s,
-    lease_until = %(lease_until)s, started_at = %(now)s, updated_at = %(now)s,
-    progress = NULL, progress_message = NULL
-WHERE id IN (SELECT id FROM picked) AND status = 'queued'
-RETURNING {task_columns};
 
--- name: claim_priority_type
-WITH picked AS MATERIALIZED (
+-- name: pick_priority_type
+picked AS MATERIALIZED (
     SELECT id FROM tasks
     WHERE status = 'queued' AND task_type >= %(task_type)s AND task_type <= %(task_type)s
-      AND run_after <= %(now)s
+      AND run_after <= %(now)s {ready_filter}
     ORDER BY task_type, priority, run_after, id LIMIT %(count)s
     FOR UPDATE SKIP LOCKED
 )
-UPDATE tasks
-SET status = 'leased', attempts = attempts + 1, locked_by = %(worker)s, lease_token = %(token)s,
-    lease_until = %(lease_until)s, started_at = %(now)s, updated_at = %(now)s,
-    progress = NULL, progress_message = NULL
-WHERE id IN (SELECT id FROM picked) AND status = 'queued'
-RETURNING {task_columns};
 
 -- Several task types merged: each type's best rows are read (and locked, skipping rows
 -- other claimers hold) off its own index, then the overall best are leased; the few extra
 -- rows locked are released at commit.
--- name: claim_oldest_first_types
-WITH candidates AS MATERIALIZED (
+-- name: pick_oldest_first_types
+candidates AS MATERIALIZED (
     SELECT c.id, c.run_after
     FROM unnest(%(task_types)s::text[]) AS wanted(task_type)
     CROSS JOIN LATERAL (
         SELECT id, run_after FROM tasks
         WHERE status = 'queued' AND task_type >= wanted.task_type AND task_type <= wanted.task_type
-          AND run_after <= %(now)s
+          AND run_after <= %(now)s {ready_filter}
         ORDER BY task_type, run_after, id LIMIT %(count)s
         FOR UPDATE SKIP LOCKED
     ) AS c
 ), picked AS MATERIALIZED (
     SELECT id FROM candidates ORDER BY run_after, id LIMIT %(count)s
 )
-UPDATE tasks
-SET status = 'leased', attempts = attempts + 1, locked_by = %(worker)s, lease_token = %(token)s,
-    lease_until = %(lease_until)s, started_at = %(now)s, updated_at = %(now)s,
-    progress = NULL, progress_message = NULL
-WHERE id IN (SELECT id FROM picked) AND status = 'queued'
-RETURNING {task_columns};
 
--- name: claim_newest_first_types
-WITH candidates AS MATERIALIZED (
+-- name: pick_newest_first_types
+candidates AS MATERIALIZED (
     SELECT c.id, c.run_after
     FROM unnest(%(task_types)s::text[]) AS wanted(task_type)
     CROSS JOIN LATERAL (
         SELECT id, run_after FROM tasks
         WHERE status = 'queued' AND task_type >= wanted.task_type AND task_type <= wanted.task_type
-          AND run_after <= %(now)s
+          AND run_after <= %(now)s {ready_filter}
         ORDER BY task_type DESC, run_after DESC, id DESC LIMIT %(count)s
         FOR UPDATE SKIP LOCKED
     ) AS c
 ), picked AS MATERIALIZED (
     SELECT id FROM candidates ORDER BY run_after DESC, id DESC LIMIT %(count)s
 )
-UPDATE tasks
-SET status = 'leased', attempts = attempts + 1, locked_by = %(worker)s, lease_token = %(token)s,
-    lease_until = %(lease_until)s, started_at = %(now)s, updated_at = %(now)s,
-    progress = NULL, progress_message = NULL
-WHERE id IN (SELECT id FROM picked) AND status = 'queued'
-RETURNING {task_columns};
 
--- name: claim_priority_types
-WITH candidates AS MATERIALIZED (
+-- name: pick_priority_types
+candidates AS MATERIALIZED (
     SELECT c.id, c.priority, c.run_after
     FROM unnest(%(task_types)s::text[]) AS wanted(task_type)
     CROSS JOIN LATERAL (
         SELECT id, priority, run_after FROM tasks
         WHERE status = 'queued' AND task_type >= wanted.task_type AND task_type <= wanted.task_type
-          AND run_after <= %(now)s
+          AND run_after <= %(now)s {ready_filter}
         ORDER BY task_type, priority, run_after, id LIMIT %(count)s
         FOR UPDATE SKIP LOCKED
     ) AS c
 ), picked AS MATERIALIZED (
     SELECT id FROM candidates ORDER BY priority, run_after, id LIMIT %(count)s
 )
-UPDATE tasks
-SET status = 'leased', attempts = attempts + 1, locked_by = %(worker)s, lease_token = %(token)s,
-    lease_until = %(lease_until)s, started_at = %(now)s, updated_at = %(now)s,
-    progress = NULL, progress_message = NULL
-WHERE id IN (SELECT id FROM picked) AND status = 'queued'
-RETURNING {task_columns};
 
 -- Distinct task types with queued work, by skipping through the type index (one index
 -- probe per type, however many tasks each has).
@@ -517,7 +480,126 @@ VALUES (%(run_id)s, %(task_id)s, %(module_id)s, %(module_name)s, %(status)s, %(p
         %(items_total)s, %(exit_code)s, %(error_message)s, %(owner)s, %(attempts)s,
         %(created_at)s, %(started_at)s, %(completed_at)s, %(updated_at)s);
 
--- Periodic schedules (prismq.queue.schedules, migration 0003) in a dump.
+-- ---------------------------------------------------------------------------------------
+-- Paused task types (migration 3). Claims read paused_names inside their transaction;
+-- a resume wakes idle workers.
+-- ---------------------------------------------------------------------------------------
+
+-- name: pause_type
+INSERT INTO paused_task_types (task_type, paused_at) VALUES (%(task_type)s, %(now)s)
+ON CONFLICT (task_type) DO NOTHING;
+
+-- name: resume_type
+DELETE FROM paused_task_types WHERE task_type = %(task_type)s;
+
+-- name: notify_queued
+SELECT pg_notify('prismq_queue', current_schema());
+
+-- name: paused_types
+SELECT task_type, paused_at FROM paused_task_types ORDER BY task_type;
+
+-- name: paused_names
+SELECT task_type FROM paused_task_types;
+
+-- ---------------------------------------------------------------------------------------
+-- Pages of tasks for the dashboard: keyset pagination, each status off its own index
+-- (see the SQLite file for the meaning of the parameters).
+-- ---------------------------------------------------------------------------------------
+
+-- name: page_all
+SELECT {task_columns} FROM tasks
+WHERE id < %(cursor_id)s
+  AND (%(task_type)s::text IS NULL OR task_type = %(task_type)s::text)
+  AND (%(since)s::double precision IS NULL OR created_at >= %(since)s::double precision)
+  AND (%(until)s::double precision IS NULL OR created_at < %(until)s::double precision)
+  AND (%(search)s::text IS NULL OR strpos(payload, %(search)s::text) > 0
+       OR strpos(coalesce(last_error, ''), %(search)s::text) > 0)
+ORDER BY id DESC LIMIT %(limit)s;
+
+-- name: page_queued
+SELECT {task_columns} FROM tasks
+WHERE status = 'queued' AND (task_type, run_after, id) > (%(cursor_type)s::text, %(cursor_time)s::double precision, %(cursor_id)s::bigint)
+  AND (%(since)s::double precision IS NULL OR run_after >= %(since)s::double precision)
+  AND (%(until)s::double precision IS NULL OR run_after < %(until)s::double precision)
+  AND (%(search)s::text IS NULL OR strpos(payload, %(search)s::text) > 0
+       OR strpos(coalesce(last_error, ''), %(search)s::text) > 0)
+ORDER BY task_type, run_after, id LIMIT %(limit)s;
+
+-- name: page_queued_type
+SELECT {task_columns} FROM tasks
+WHERE status = 'queued' AND task_type >= %(task_type)s::text AND task_type <= %(task_type)s::text
+  AND (run_after, id) > (%(cursor_time)s::double precision, %(cursor_id)s::bigint)
+  AND (%(since)s::double precision IS NULL OR run_after >= %(since)s::double precision)
+  AND (%(until)s::double precision IS NULL OR run_after < %(until)s::double precision)
+  AND (%(search)s::text IS NULL OR strpos(payload, %(search)s::text) > 0
+       OR strpos(coalesce(last_error, ''), %(search)s::text) > 0)
+ORDER BY task_type, run_after, id LIMIT %(limit)s;
+
+-- name: page_leased
+SELECT {task_columns} FROM tasks
+WHERE status = 'leased' AND (lease_until, id) > (%(cursor_time)s::double precision, %(cursor_id)s::bigint)
+  AND (%(task_type)s::text IS NULL OR task_type = %(task_type)s::text)
+  AND (%(since)s::double precision IS NULL OR lease_until >= %(since)s::double precision)
+  AND (%(until)s::double precision IS NULL OR lease_until < %(until)s::double precision)
+  AND (%(search)s::text IS NULL OR strpos(payload, %(search)s::text) > 0
+       OR strpos(coalesce(last_error, ''), %(search)s::text) > 0)
+ORDER BY lease_until, id LIMIT %(limit)s;
+
+-- One query for the three finished states: idx_tasks_finished is keyed by status first.
+-- name: page_finished
+SELECT {task_columns} FROM tasks
+WHERE status = %(status)s::text AND finished_at IS NOT NULL
+  AND (finished_at, id) < (%(cursor_time)s::double precision, %(cursor_id)s::bigint)
+  AND (%(task_type)s::text IS NULL OR task_type = %(task_type)s::text)
+  AND (%(since)s::double precision IS NULL OR finished_at >= %(since)s::double precision)
+  AND (%(until)s::double precision IS NULL OR finished_at < %(until)s::double precision)
+  AND (%(search)s::text IS NULL OR strpos(payload, %(search)s::text) > 0
+       OR strpos(coalesce(last_error, ''), %(search)s::text) > 0)
+ORDER BY status DESC, finished_at DESC, id DESC LIMIT %(limit)s;
+
+-- name: finished_histogram
+SELECT floor((finished_at - %(since)s) / %(step)s)::bigint AS bucket, status, count(*)
+FROM tasks
+WHERE status IN ('completed', 'dead', 'cancelled') AND finished_at >= %(since)s
+GROUP BY bucket, status;
+
+-- ---------------------------------------------------------------------------------------
+-- Changes to a list of tasks by id, for the bulk operations.
+-- ---------------------------------------------------------------------------------------
+
+-- name: retry_ids
+UPDATE tasks
+SET status = 'queued', run_after = %(now)s, finished_at = NULL, cancel_requested = false,
+    attempts = 0, updated_at = %(now)s
+WHERE id = ANY (%(ids)s::bigint[]) AND status IN ('dead', 'cancelled');
+
+-- name: cancel_queued_ids
+UPDATE tasks
+SET status = 'cancelled', finished_at = %(now)s, updated_at = %(now)s
+WHERE id = ANY (%(ids)s::bigint[]) AND status = 'queued';
+
+-- name: request_cancel_leased_ids
+UPDATE tasks SET cancel_requested = true, updated_at = %(now)s
+WHERE id = ANY (%(ids)s::bigint[]) AND status = 'leased' AND NOT cancel_requested;
+
+-- name: delete_ids
+DELETE FROM tasks
+WHERE id = ANY (%(ids)s::bigint[]) AND status <> 'leased'
+  AND id < (SELECT max(id) FROM tasks);
+
+-- Paused task types in a backup dump (schema version 3 on).
+-- name: has_paused_table
+SELECT to_regclass('paused_task_types') IS NOT NULL;
+
+-- name: dump_paused
+SELECT task_type, paused_at FROM paused_task_types ORDER BY task_type;
+
+-- name: delete_all_paused
+DELETE FROM paused_task_types;
+
+-- name: restore_paused
+INSERT INTO paused_task_types (task_type, paused_at) VALUES (%(task_type)s, %(paused_at)s);
+-- Periodic schedules (prismq.queue.schedules, migration 0004) in a dump.
 -- name: has_schedules_table
 SELECT to_regclass('schedules') IS NOT NULL;
 
