@@ -1,7 +1,7 @@
 """Storage of periodic schedules on the SQL backends (see :mod:`prismq.queue.schedules`).
 
-A schedule is one row of the ``schedules`` table (SQLite migration 0005, PostgreSQL
-migration 0004). Its ``next_run`` is the next tick not yet enqueued. Firing a schedule is
+A schedule is one row of the ``schedules`` table (SQLite migration 0006, PostgreSQL
+migration 0005). Its ``next_run`` is the next tick not yet enqueued. Firing a schedule is
 one transaction that
 
 1. reads the due schedules (on PostgreSQL locking them, ``FOR UPDATE SKIP LOCKED``),

@@ -1,4 +1,4 @@
--- PrismQ Queue schema, version 5: periodic schedules (prismq.queue.schedules).
+-- PrismQ Queue schema, version 6: periodic schedules (prismq.queue.schedules).
 -- One row per schedule. next_run is the next tick not yet enqueued (UTC epoch seconds);
 -- a scheduler advances it in the same transaction that inserts the tick's task, whose
 -- idempotency key 'prismq.schedule:<name>@<tick>' is unique, so a tick is enqueued once

@@ -1,4 +1,4 @@
--- PrismQ Queue schema for PostgreSQL, version 4: periodic schedules
+-- PrismQ Queue schema for PostgreSQL, version 5: periodic schedules
 -- (prismq.queue.schedules). Same columns and meaning as the SQLite table. next_run is the
 -- next tick not yet enqueued (UTC epoch seconds); a scheduler advances it in the same
 -- transaction that inserts the tick's task, whose idempotency key
