@@ -15,16 +15,21 @@ def process_video(ctx: TaskContext) -> dict:
 from __future__ import annotations
 
 from .context import TaskCancelled, TaskContext, TaskFailed
+from .observer import MultiObserver, TaskObservation, TaskObserver, TaskOutcome
 from .registry import Handler, HandlerRegistry
 from .runner import RunSummary, TaskTimeoutError, WorkerRunner, run_worker
 
 __all__ = [
     "Handler",
     "HandlerRegistry",
+    "MultiObserver",
     "RunSummary",
     "TaskCancelled",
     "TaskContext",
     "TaskFailed",
+    "TaskObservation",
+    "TaskObserver",
+    "TaskOutcome",
     "TaskTimeoutError",
     "WorkerRunner",
     "run_worker",

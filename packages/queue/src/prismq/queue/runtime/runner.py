@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import multiprocessing.synchronize
 import os
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -19,6 +20,7 @@ from ..models import Task
 from ..worker import QueueWorker
 from .context import TaskCancelled, TaskContext, TaskFailed
 from .logs import task_logger, worker_logger
+from .observer import MultiObserver, TaskObservation, TaskObserver, TaskOutcome
 from .registry import Handler, HandlerRegistry
 from .threads import DaemonThreadPool
 from .wakeup import ChangeWaiter, make_waiter
@@ -98,6 +100,8 @@ class WorkerRunner:
         stop_flag: Checked every loop; when set, the worker stops gracefully.
         install_signal_handlers: Stop gracefully on SIGINT/SIGTERM (and CTRL_BREAK on
             Windows); a second signal stops at once.
+        observer: Told when each attempt starts and how it ends (metrics, tracing); a
+            list is called in order. See :mod:`prismq.queue.runtime.observer`.
 
     Raises:
         ConfigError: Bad settings, or the worker's task types include one the registry has
@@ -118,6 +122,7 @@ class WorkerRunner:
         wake_mode: str = "auto",
         stop_flag: StopFlag | None = None,
         install_signal_handlers: bool = False,
+        observer: TaskObserver | Sequence[TaskObserver] | None = None,
     ) -> None:
         if len(registry) == 0:
             raise ConfigError("the handler registry is empty; register at least one handler")
@@ -151,6 +156,8 @@ class WorkerRunner:
         self.wake_mode = wake_mode
         self.stop_flag = stop_flag
         self.install_signal_handlers = install_signal_handlers
+        self.observer = MultiObserver(observer) if isinstance(observer, Sequence) else observer
+        self._observations: dict[int, TaskObservation] = {}
         self.summary = RunSummary()
         self.log = worker_logger(worker.worker_id)
         self._inflight: dict[int, asyncio.Task[None]] = {}
@@ -360,6 +367,16 @@ class WorkerRunner:
         self._contexts.pop(task_id, None)
         self._async_calls.pop(task_id, None)
         self._cancel_reasons.pop(task_id, None)
+        self._observed(task_id, TaskOutcome.ABANDONED)
+
+    def _observed(self, task_id: int, outcome: TaskOutcome, error: BaseException | None = None) -> None:
+        """Tell the task's observation how its attempt ended (once; later calls do nothing)."""
+        observation = self._observations.pop(task_id, None)
+        if observation is not None:
+            try:
+                observation.finished(outcome, error)
+            except Exception:
+                self.log.exception("task observer failed; ignored")
 
     async def _execute(self, task: Task) -> None:
         log = task_logger(self.worker.worker_id, task)
@@ -367,6 +384,14 @@ class WorkerRunner:
         assert handler is not None  # claims are filtered by the registry's types
         ctx = TaskContext(task, self.worker, log)
         self._contexts[task.id] = ctx
+        if self.observer is not None:
+            try:
+                observation = self.observer.task_started(task, self.worker.worker_id)
+            except Exception:
+                self.log.exception("task observer failed; ignored")
+                observation = None
+            if observation is not None:
+                self._observations[task.id] = observation
         timeout = handler.timeout or self.task_timeout
         log.debug("started")
         try:
@@ -398,6 +423,7 @@ class WorkerRunner:
         else:
             if ctx.lease_lost:
                 self.summary.lease_lost += 1
+                self._observed(task.id, TaskOutcome.LEASE_LOST)
                 log.warning("lease was lost while running; result discarded")
                 return
             try:
@@ -423,7 +449,9 @@ class WorkerRunner:
         if handler.is_async:
             call: asyncio.Future[Any] = asyncio.ensure_future(handler.func(ctx))  # type: ignore[arg-type]
         else:
-            call = asyncio.wrap_future(self._handler_pool.submit(handler.func, ctx))
+            # In a copy of this task's context: the handler sees what observers set (a span).
+            run = contextvars.copy_context().run
+            call = asyncio.wrap_future(self._handler_pool.submit(run, handler.func, ctx))
         self._async_calls[ctx.task_id] = call
         return await asyncio.wait_for(call, timeout)
 
@@ -434,6 +462,7 @@ class WorkerRunner:
             )
         elif reason == "lost":
             self.summary.lease_lost += 1
+            self._observed(task.id, TaskOutcome.LEASE_LOST)
             log.warning("lease was lost; the attempt was stopped")
         elif reason == "shutdown":
             await self._outcome(self.worker.release_task, task, log, "released")
@@ -443,13 +472,16 @@ class WorkerRunner:
             updated = await self._call(functools.partial(self.worker.fail_task, task.id, error, retry=retry))
         except LeaseLostError as exc:
             self.summary.lease_lost += 1
+            self._observed(task.id, TaskOutcome.LEASE_LOST)
             log.warning("%s", exc)
             return
         if updated.status.value == "dead":
             self.summary.dead += 1
+            self._observed(task.id, TaskOutcome.DEAD, error)
             log.error("failed for good after %d attempt(s): %s", updated.attempts, updated.last_error)
         else:
             self.summary.retried += 1
+            self._observed(task.id, TaskOutcome.RETRIED, error)
             log.info("failed; retry at %s", updated.run_after.isoformat())
 
     async def _outcome(
@@ -463,9 +495,11 @@ class WorkerRunner:
             returned = await self._call(method, task.id, *args)
         except LeaseLostError as exc:
             self.summary.lease_lost += 1
+            self._observed(task.id, TaskOutcome.LEASE_LOST)
             log.warning("%s", exc)
             return None
         setattr(self.summary, counter, getattr(self.summary, counter) + 1)
+        self._observed(task.id, TaskOutcome(counter))
         log.debug("%s", counter)
         return returned
 
@@ -538,8 +572,9 @@ class WorkerRunner:
                 try:
                     await self._call(self.worker.release_task, task_id)
                     self.summary.released += 1
+                    self._observed(task_id, TaskOutcome.RELEASED)
                 except LeaseLostError:
-                    pass
+                    self._observed(task_id, TaskOutcome.LEASE_LOST)
             execution = self._inflight.get(task_id)
             if execution is not None:
                 execution.cancel()
