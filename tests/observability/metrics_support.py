@@ -6,8 +6,11 @@ import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+"""Sample values keyed by metric name and sorted labels."""
 
-def parse(body: bytes | str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+
+def parse(body: bytes | str) -> Samples:
     """Every sample of an exposition, keyed by name and sorted labels."""
     text = body.decode() if isinstance(body, bytes) else body
     return {
@@ -17,7 +20,7 @@ def parse(body: bytes | str) -> dict[tuple[str, tuple[tuple[str, str], ...]], fl
     }
 
 
-def value(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
+def value(samples: Samples, name: str, **labels: str) -> float:
     """One sample's value; KeyError names what is missing."""
     key = (name, tuple(sorted(labels.items())))
     if key not in samples:
@@ -25,7 +28,7 @@ def value(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: s
     return samples[key]
 
 
-def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+def scrape(url: str) -> Samples:
     """GET a /metrics URL and parse it."""
     with urllib.request.urlopen(url, timeout=10) as response:
         assert response.status == 200

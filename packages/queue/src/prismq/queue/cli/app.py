@@ -103,6 +103,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
             filter(None, [str(Path.cwd()), os.environ.get("PYTHONPATH")])
         )
     settings = _worker_settings(args)
+    if args.metrics_port is not None:
+        from .worker_metrics import run_with_metrics
+
+        return run_with_metrics(settings, args.metrics_port, args.metrics_host)
     if settings.processes > 1:
         from ..runtime.supervisor import Supervisor
 

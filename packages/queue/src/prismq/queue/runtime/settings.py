@@ -30,6 +30,7 @@ from ..database import QueueDatabase
 from ..errors import ConfigError
 from ..strategies import SchedulingStrategy, WeightedRandomStrategy, resolve_strategy
 from ..worker import QueueWorker
+from .observer import TaskObserver
 from .registry import HandlerRegistry
 
 __all__ = ["WorkerSettings", "load_settings", "settings_from_mapping"]
@@ -57,6 +58,10 @@ class WorkerSettings:
         burst: Exit when the queue is drained.
         max_tasks: Exit after this many tasks (per process).
         wake_mode: ``auto``, ``notify``, ``inotify`` or ``poll``.
+        metrics: Count Prometheus worker metrics in each worker process (needs the
+            ``metrics`` extra; see :mod:`prismq.queue.observability.metrics`).
+        tracing: Record an OpenTelemetry span for each execution (needs the ``otel``
+            extra; see :mod:`prismq.queue.observability.tracing`).
     """
 
     database: str | None = None
@@ -76,6 +81,8 @@ class WorkerSettings:
     burst: bool = False
     max_tasks: int | None = None
     wake_mode: str = "auto"
+    metrics: bool = False
+    tracing: bool = False
 
     def build_registry(self) -> HandlerRegistry:
         """Import the handlers now (fails fast with ConfigError)."""
@@ -123,7 +130,21 @@ class WorkerSettings:
             "grace_period": self.grace_period,
             "idle_timeout": self.idle_timeout,
             "wake_mode": self.wake_mode,
+            "observer": self.build_observers() or None,
         }
+
+    def build_observers(self) -> list[TaskObserver]:
+        """The task observers ``metrics`` and ``tracing`` ask for (imported only then)."""
+        observers: list[TaskObserver] = []
+        if self.metrics:
+            from ..observability.metrics import MetricsObserver
+
+            observers.append(MetricsObserver())
+        if self.tracing:
+            from ..observability.tracing import TracingObserver
+
+            observers.append(TracingObserver())
+        return observers
 
 
 _WORKER_KEYS = {f.name for f in fields(WorkerSettings)} - {"handlers"}
@@ -189,7 +210,7 @@ _KINDS = {
     "database": "str", "registry": "str", "worker_id": "str", "strategy": "str", "weights": "table",
     "default_weight": "num", "task_types": "list", "concurrency": "int", "processes": "int",
     "lease_duration": "num", "task_timeout": "num", "grace_period": "num", "idle_timeout": "num",
-    "burst": "bool", "max_tasks": "int", "wake_mode": "str",
+    "burst": "bool", "max_tasks": "int", "wake_mode": "str", "metrics": "bool", "tracing": "bool",
 }  # fmt: skip
 
 
