@@ -87,6 +87,7 @@ def _worker_settings(args: argparse.Namespace) -> WorkerSettings:
         "burst": args.burst,
         "max_tasks": args.max_tasks,
         "worker_id": args.worker_id,
+        "tracing": args.tracing,
     }
     if args.config:
         return load_settings(args.config, **overrides)
@@ -104,7 +105,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         )
     settings = _worker_settings(args)
     if args.metrics_port is not None:
-        from .worker_metrics import run_with_metrics
+        from .observability import run_with_metrics
 
         return run_with_metrics(settings, args.metrics_port, args.metrics_host)
     if settings.processes > 1:

@@ -8,7 +8,7 @@ import re
 from typing import Any, NoReturn
 
 from ..backends.sqlite.backend import CHECKPOINT_MODES
-from .worker_metrics import add_metrics_arguments
+from .observability import add_observability_arguments
 
 __all__ = ["UsageError", "build_parser", "parse_duration", "parse_json", "parse_weights"]
 
@@ -120,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--burst", action="store_true", default=None, help="exit when no task is ready")
     p.add_argument("--max-tasks", type=_positive_int, help="exit after this many tasks per process")
     p.add_argument("--worker-id", help="worker id (prefix with several processes)")
-    add_metrics_arguments(p)
+    add_observability_arguments(p)
 
     p = command("stats", "counts by status and type, backlog age, throughput, workers")
     p.add_argument("--type", dest="task_types", type=_task_types, help="show only these task types")

@@ -34,6 +34,10 @@ QueueWorker(db, worker_id="w1").run(registry, burst=True, observer=Recorder())
 assert seen == [("resize", "completed")]
 ```
 
+:class:`EnqueueObserver` is the client's side: :class:`~prismq.queue.QueueClient` tells it
+about each enqueue (and each retry by hand), and stores the trace context it gives with
+the tasks.
+
 The runner calls an observer on its event-loop thread, inside the task's own asyncio
 context (so a context variable set in :meth:`TaskObserver.task_started`, such as the
 current trace span, is what the handler sees). An observer that raises is logged and
@@ -50,7 +54,14 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from ..models import Task
 
-__all__ = ["MultiObserver", "TaskObservation", "TaskObserver", "TaskOutcome"]
+__all__ = [
+    "EnqueueObservation",
+    "EnqueueObserver",
+    "MultiObserver",
+    "TaskObservation",
+    "TaskObserver",
+    "TaskOutcome",
+]
 
 logger = logging.getLogger("prismq.queue.observer")
 
@@ -143,3 +154,39 @@ class MultiObserver(TaskObserver):
             if observation is not None:
                 parts.append(observation)
         return _Observations(parts) if parts else None
+
+
+class EnqueueObservation:
+    """What an enqueue observer keeps about one ``enqueue`` or ``enqueue_many`` call.
+
+    Attributes:
+        trace_context: Stored with every task of the call (JSON text of a W3C trace
+            context), or ``None`` to store nothing.
+    """
+
+    trace_context: str | None = None
+
+    def finished(self, task_ids: Sequence[int], error: BaseException | None = None) -> None:
+        """The insert ended.
+
+        Args:
+            task_ids: The tasks' ids, in the order given (empty when the insert failed).
+            error: The exception that failed the insert, else ``None``.
+        """
+
+
+class EnqueueObserver:
+    """Told about each enqueue of a :class:`~prismq.queue.QueueClient`; observes nothing."""
+
+    def enqueue_started(self, task_types: Sequence[str]) -> EnqueueObservation | None:
+        """Tasks of these types (one per task, in order) are about to be inserted.
+
+        Called after the tasks were validated, before the insert.
+
+        Returns:
+            An observation, whose ``trace_context`` the tasks store, or ``None``.
+        """
+        return None
+
+    def task_retried(self, task: Task) -> None:
+        """``QueueClient.retry`` queued a dead or cancelled task again (``task`` as it is now)."""

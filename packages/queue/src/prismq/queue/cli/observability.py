@@ -1,4 +1,4 @@
-"""``prismq-queue worker --metrics-port``: serve Prometheus metrics while workers run.
+"""``prismq-queue worker --metrics-port`` and ``--tracing``: metrics and traces of workers.
 
 One endpoint, whatever ``--processes`` is: with one process the worker serves its own
 metrics; with several, each child writes its counters to prometheus_client's
@@ -19,7 +19,7 @@ from dataclasses import replace
 from ..runtime.settings import WorkerSettings
 from . import output
 
-__all__ = ["add_metrics_arguments", "run_with_metrics"]
+__all__ = ["add_observability_arguments", "run_with_metrics"]
 
 
 def _port(text: str) -> int:
@@ -32,8 +32,8 @@ def _port(text: str) -> int:
     return value
 
 
-def add_metrics_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``--metrics-port`` and ``--metrics-host`` to the worker command."""
+def add_observability_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--metrics-port``, ``--metrics-host`` and ``--tracing`` to the worker command."""
     parser.add_argument(
         "--metrics-port",
         type=_port,
@@ -41,6 +41,12 @@ def add_metrics_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--metrics-host", default="127.0.0.1", help="address for --metrics-port (default 127.0.0.1)"
+    )
+    parser.add_argument(
+        "--tracing",
+        action="store_true",
+        default=None,
+        help="an OpenTelemetry span per execution (needs prismq-queue[otel] and a configured SDK)",
     )
 
 
