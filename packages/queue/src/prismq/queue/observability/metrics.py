@@ -12,20 +12,9 @@ Two kinds of metric, so every number stays right however many processes run:
   them to prometheus_client's multiprocess files in a folder the supervisor owns, and the
   supervisor serves their sum.
 
-``metrics_exposition(db)`` renders both as the Prometheus text format, for any web
-framework (the dashboard serves it at ``/metrics``):
-
-```python
-from prismq.queue import QueueClient, QueueDatabase
-from prismq.queue.observability.metrics import metrics_exposition
-
-db = QueueDatabase()
-db.initialize_schema()
-QueueClient(db).enqueue("send_email", {"to": "a@example.com"})
-body, content_type = metrics_exposition(db)
-assert content_type.startswith("text/plain")
-assert b'prismq_queue_tasks{status="queued",task_type="send_email"} 1.0' in body
-```
+:func:`metrics_exposition` renders both as the Prometheus text format, for any web
+framework (the dashboard serves it at ``/metrics``). The *Metrics and traces* page of
+the documentation has runnable examples.
 """
 
 from __future__ import annotations

@@ -21,32 +21,7 @@
 The API alone records nothing: configure an SDK ``TracerProvider`` (or run under
 ``opentelemetry-instrument``) to export the spans.
 
-```python
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
-from prismq.queue import QueueClient, QueueDatabase, QueueWorker
-from prismq.queue.observability.tracing import TracingObserver
-from prismq.queue.runtime import HandlerRegistry
-
-exporter = InMemorySpanExporter()
-provider = TracerProvider()
-provider.add_span_processor(SimpleSpanProcessor(exporter))
-tracing = TracingObserver(tracer_provider=provider)
-
-db = QueueDatabase()
-db.initialize_schema()
-QueueClient(db, observer=tracing).enqueue("send_email", {"to": "a@example.com"})
-registry = HandlerRegistry()
-registry.register("send_email", lambda ctx: "sent")
-QueueWorker(db, worker_id="w1").run(registry, burst=True, observer=tracing)
-
-send, process = sorted(exporter.get_finished_spans(), key=lambda span: span.start_time)
-assert (send.name, process.name) == ("send send_email", "process send_email")
-assert process.parent.span_id == send.context.span_id  # one trace, enqueue to execution
-assert process.context.trace_id == send.context.trace_id
-```
+The *Metrics and traces* page of the documentation has runnable examples.
 """
 
 from __future__ import annotations

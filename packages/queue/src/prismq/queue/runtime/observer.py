@@ -5,34 +5,7 @@ and how it ended, and knows nothing else about them: the Prometheus metrics
 (:mod:`prismq.queue.observability.metrics`) and the OpenTelemetry spans
 (:mod:`prismq.queue.observability.tracing`) are observers, and so is anything you write.
 
-```python
-from prismq.queue import QueueClient, QueueDatabase, QueueWorker
-from prismq.queue.runtime import HandlerRegistry, TaskObservation, TaskObserver, TaskOutcome
-
-seen = []
-
-
-class Recorder(TaskObserver):
-    def task_started(self, task, worker_id):
-        return Finished(task.task_type)
-
-
-class Finished(TaskObservation):
-    def __init__(self, task_type):
-        self.task_type = task_type
-
-    def finished(self, outcome, error=None):
-        seen.append((self.task_type, outcome.value))
-
-
-registry = HandlerRegistry()
-registry.register("resize", lambda ctx: {"ok": True})
-db = QueueDatabase()
-db.initialize_schema()
-QueueClient(db).enqueue("resize", {"w": 640})
-QueueWorker(db, worker_id="w1").run(registry, burst=True, observer=Recorder())
-assert seen == [("resize", "completed")]
-```
+The *Metrics and traces* page of the documentation shows an observer of your own.
 
 :class:`EnqueueObserver` is the client's side: :class:`~prismq.queue.QueueClient` tells it
 about each enqueue (and each retry by hand), and stores the trace context it gives with
