@@ -250,3 +250,18 @@ def test_observer_default_is_the_process_metrics(db: QueueDatabase) -> None:
     # metrics_exposition serves this process's worker metrics beside the gauges.
     samples = parse(metrics_exposition(db)[0])
     assert value(samples, "prismq_queue_tasks_completed_total", task_type="ok") >= 1
+
+
+def test_the_core_and_the_cli_never_import_the_extras() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, prismq.queue, prismq.queue.cli, prismq.queue.runtime\n"
+        "from prismq.queue.cli.parsing import build_parser\n"
+        "build_parser().parse_args(['worker', '--handlers', 'm:r', '--metrics-port', '9464', '--tracing'])\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('prometheus_client', 'opentelemetry'))))\n"
+    )
+    command = [sys.executable, "-c", code]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.strip() == "[]"

@@ -253,3 +253,66 @@ def test_worker_settings_and_cli_turn_tracing_on() -> None:
     assert WorkerSettings().runner_options()["observer"] is None
     args = build_parser().parse_args(["worker", "--handlers", "m:r", "--tracing"])
     assert args.tracing is True
+
+
+def test_config_file_turns_metrics_and_tracing_on(tmp_path: Path) -> None:
+    from prismq.queue.runtime.settings import load_settings
+
+    (tmp_path / "handlers_cfg.py").write_text("def run(ctx):\n    return 1\n", encoding="utf-8")
+    config = tmp_path / "worker.toml"
+    config.write_text(
+        '[worker]\nmetrics = true\ntracing = true\n[handlers]\njob = "handlers_cfg:run"\n', encoding="utf-8"
+    )
+    import sys
+
+    sys.path.insert(0, str(tmp_path))
+    try:
+        settings = load_settings(config)
+    finally:
+        sys.path.remove(str(tmp_path))
+    assert (settings.metrics, settings.tracing) == (True, True)
+    names = [type(o).__name__ for o in settings.runner_options()["observer"]]
+    assert names == ["MetricsObserver", "TracingObserver"]
+    config.write_text('[worker]\nmetrics = "yes"\n[handlers]\njob = "handlers_cfg:run"\n', encoding="utf-8")
+    from prismq.queue.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"worker\.metrics must be true or false"):
+        load_settings(config)
+
+
+@pytest.mark.postgres
+def test_a_postgres_dump_from_before_trace_context_restores(
+    postgres_schema: tuple[str, str], tmp_path: Path, spans: Any
+) -> None:
+    """PostgreSQL backups are dumps (SQLite's are database files, migrated when opened)."""
+    import hashlib
+
+    from prismq.queue.backends.postgres import PostgresBackend
+
+    tracing, _exporter, _tracer = spans
+    url, schema = postgres_schema
+    db = QueueDatabase(backend=PostgresBackend(url, schema=schema, max_size=2))
+    db.initialize_schema()
+    client = QueueClient(db, observer=tracing)
+    task_id = client.enqueue("a", {"n": 1})
+    dump = db.backup(tmp_path / "new.dump")
+    # The same dump as schema version 2 wrote it: no trace_context field.
+    lines = dump.read_bytes().splitlines(keepends=True)
+    header = json.loads(lines[0])
+    header["schema_version"] = 2
+    body = [json.dumps(header, separators=(",", ":")).encode() + b"\n"]
+    for line in lines[1:-1]:
+        record = json.loads(line)
+        record.get("task", {}).pop("trace_context", None)
+        body.append(json.dumps(record, separators=(",", ":")).encode() + b"\n")
+    end = json.loads(lines[-1])
+    end["sha256"] = hashlib.sha256(b"".join(body)).hexdigest()
+    old = tmp_path / "old.dump"
+    old.write_bytes(b"".join(body) + json.dumps(end, separators=(",", ":")).encode() + b"\n")
+    client.cancel(task_id)
+    db.restore(old)
+    restored = client.get(task_id)
+    assert restored.status.value == "queued"
+    assert restored.payload == {"n": 1}
+    assert restored.trace_context is None
+    db.close()

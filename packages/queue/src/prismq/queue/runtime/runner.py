@@ -499,7 +499,8 @@ class WorkerRunner:
             log.warning("%s", exc)
             return None
         setattr(self.summary, counter, getattr(self.summary, counter) + 1)
-        self._observed(task.id, TaskOutcome(counter))
+        if counter in _OUTCOMES:
+            self._observed(task.id, _OUTCOMES[counter])
         log.debug("%s", counter)
         return returned
 
@@ -585,6 +586,10 @@ class WorkerRunner:
             await self._call(self.worker.deregister)
         except QueueError as exc:
             self.log.warning("could not leave the worker registry: %s", exc)
+
+
+_OUTCOMES = {outcome.value: outcome for outcome in TaskOutcome}
+"""Summary counters that name how an attempt ended, as the observers' outcomes."""
 
 
 def _is_process_event(flag: object) -> bool:
