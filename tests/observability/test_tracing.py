@@ -316,3 +316,17 @@ def test_a_postgres_dump_from_before_trace_context_restores(
     assert restored.payload == {"n": 1}
     assert restored.trace_context is None
     db.close()
+
+
+def test_with_the_api_alone_nothing_is_recorded_or_stored(db: QueueDatabase) -> None:
+    from opentelemetry.trace import ProxyTracerProvider
+
+    assert isinstance(trace.get_tracer_provider(), ProxyTracerProvider)  # no SDK configured
+    tracing = TracingObserver()
+    client = QueueClient(db, observer=tracing)
+    task_id = client.enqueue("a", None)
+    assert client.get(task_id).trace_context is None
+    registry = HandlerRegistry()
+    registry.register("a", lambda ctx: trace.get_current_span().is_recording())
+    QueueWorker(db, worker_id="w1").run(registry, burst=True, observer=tracing)
+    assert client.get(task_id).result is False
