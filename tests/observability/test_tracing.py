@@ -330,3 +330,22 @@ def test_with_the_api_alone_nothing_is_recorded_or_stored(db: QueueDatabase) -> 
     registry.register("a", lambda ctx: trace.get_current_span().is_recording())
     QueueWorker(db, worker_id="w1").run(registry, burst=True, observer=tracing)
     assert client.get(task_id).result is False
+
+
+def test_an_untraced_task_after_a_traced_one_starts_its_own_trace(db: QueueDatabase, spans: Any) -> None:
+    tracing, exporter, _tracer = spans
+    QueueClient(db, observer=tracing).enqueue("a", 1)
+    QueueClient(db).enqueue("a", 2)  # no observer: no trace context
+    registry = HandlerRegistry()
+    registry.register("a", lambda ctx: trace.get_current_span().get_span_context().trace_id)
+    # One slot: the second task is claimed with the first one's completion, from inside
+    # the first one's execution; its span must not inherit the first one's.
+    QueueWorker(db, worker_id="w1").run(registry, burst=True, observer=tracing, concurrency=1)
+    found = _by_name(exporter)
+    (send,) = found["send a"]
+    first, second = found["process a"]
+    assert _parent_id(first) == send.context.span_id
+    assert second.parent is None
+    assert second.context.trace_id != first.context.trace_id
+    results = [t.result for t in QueueClient(db).list(newest_first=False)]
+    assert results == [first.context.trace_id, second.context.trace_id]  # each handler saw its own span

@@ -182,8 +182,8 @@ class TracingObserver(TaskObserver, EnqueueObserver):
                 "prismq.task.attempt": task.attempts,
             },
         )
-        # The runner calls this inside the task's own asyncio context, which the handler
-        # inherits: attaching here makes the span current for the handler only. The
+        # The runner calls this inside a context made for this task, which the handler
+        # runs in: attaching here makes the span current for the handler only. That
         # context ends with the task, so nothing is detached.
         otel_context.attach(trace.set_span_in_context(span, parent))
         return _Execution(span)

@@ -11,10 +11,11 @@ The *Metrics and traces* page of the documentation shows an observer of your own
 about each enqueue (and each retry by hand), and stores the trace context it gives with
 the tasks.
 
-The runner calls an observer on its event-loop thread, inside the task's own asyncio
-context (so a context variable set in :meth:`TaskObserver.task_started`, such as the
-current trace span, is what the handler sees). An observer that raises is logged and
-ignored: it never changes what happens to a task.
+The runner calls an observer on its event-loop thread. It calls
+:meth:`TaskObserver.task_started` inside a ``contextvars`` context made for that task,
+which the handler then runs in (sync or async): a context variable set there, such as
+the current trace span, is seen by the handler and by nothing else. An observer that
+raises is logged and ignored: it never changes what happens to a task.
 """
 
 from __future__ import annotations

@@ -358,7 +358,18 @@ class WorkerRunner:
     # -- one task --------------------------------------------------------------
     def _start(self, task: Task) -> None:
         self.summary.started += 1
-        execution = asyncio.ensure_future(self._execute(task))
+        # Each task runs in a context of its own, made here: what an observer sets in it (the
+        # current span) is seen by the handler and by nothing else.
+        context = contextvars.copy_context()
+        if self.observer is not None:
+            try:
+                observation = context.run(self.observer.task_started, task, self.worker.worker_id)
+            except Exception:
+                self.log.exception("task observer failed; ignored")
+                observation = None
+            if observation is not None:
+                self._observations[task.id] = observation
+        execution = context.run(asyncio.ensure_future, self._execute(task))
         self._inflight[task.id] = execution
         execution.add_done_callback(functools.partial(self._finished, task.id))
 
@@ -384,14 +395,6 @@ class WorkerRunner:
         assert handler is not None  # claims are filtered by the registry's types
         ctx = TaskContext(task, self.worker, log)
         self._contexts[task.id] = ctx
-        if self.observer is not None:
-            try:
-                observation = self.observer.task_started(task, self.worker.worker_id)
-            except Exception:
-                self.log.exception("task observer failed; ignored")
-                observation = None
-            if observation is not None:
-                self._observations[task.id] = observation
         timeout = handler.timeout or self.task_timeout
         log.debug("started")
         try:
