@@ -265,3 +265,50 @@ def test_the_core_and_the_cli_never_import_the_extras() -> None:
     command = [sys.executable, "-c", code]
     done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=True)
     assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("blocked", "module", "extra"),
+    [
+        ("prometheus_client", "prismq.queue.observability.metrics", "metrics"),
+        ("opentelemetry", "prismq.queue.observability.tracing", "otel"),
+    ],
+)
+def test_a_missing_extra_is_named(blocked: str, module: str, extra: str) -> None:
+    import subprocess
+    import sys
+
+    code = (
+        f"import sys; sys.modules[{blocked!r}] = None\n"
+        "from prismq.queue import ConfigError, ExtraNotInstalledError\n"
+        "try:\n"
+        f"    import {module}\n"
+        "except ImportError as exc:\n"
+        "    assert isinstance(exc, ExtraNotInstalledError) and isinstance(exc, ConfigError)\n"
+        "    print(exc)\n"
+    )
+    command = [sys.executable, "-c", code]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=True)
+    assert f"pip install 'prismq-queue[{extra}]'" in done.stdout
+
+
+def test_worker_metrics_without_the_extra_is_a_clear_usage_error(tmp_path: Any) -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['prometheus_client'] = None\n"
+        "from prismq.queue.cli import main\n"
+        f"sys.exit(main(['--db', {str(tmp_path / 'q.db')!r}, 'worker', '--handlers', 'h:registry',"
+        " '--metrics-port', '0']))\n"
+    )
+    (tmp_path / "h.py").write_text(
+        "from prismq.queue.runtime import HandlerRegistry\nregistry = HandlerRegistry()\n"
+        "registry.register('a', lambda ctx: None)\n",
+        encoding="utf-8",
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 2
+    assert "pip install 'prismq-queue[metrics]'" in done.stderr

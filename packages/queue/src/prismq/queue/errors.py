@@ -12,6 +12,7 @@ QueueError
 │   ├── PriorityError          priority outside MIN_PRIORITY..MAX_PRIORITY
 │   └── ScheduleError          negative delay, both delay and run_after, bad attempts
 ├── ConfigError                malformed setting or environment variable
+│   └── ExtraNotInstalledError an optional feature's extra is not installed
 ├── QueueBusyError             the database stayed locked past the retry bound
 ├── LeaseLostError             this worker no longer holds the task's lease
 ├── TaskNotFoundError          no task with that id
@@ -33,6 +34,7 @@ __all__ = [
     "BackendUnavailableError",
     "BackupError",
     "ConfigError",
+    "ExtraNotInstalledError",
     "LeaseLostError",
     "NotAQueueDatabaseError",
     "PayloadError",
@@ -78,6 +80,14 @@ class ScheduleError(ValidationError):
 
 class ConfigError(QueueError):
     """A setting (argument, environment variable or config file) is malformed."""
+
+
+class ExtraNotInstalledError(ConfigError, ImportError):
+    """An optional feature was asked for without its extra (``pip install "prismq-queue[...]"``).
+
+    Raised when a module that needs the extra is imported; also an ``ImportError``, so code
+    that guards an optional import with ``except ImportError`` handles it as usual.
+    """
 
 
 class QueueBusyError(QueueError):

@@ -27,7 +27,7 @@ from collections.abc import Iterable, Iterator
 from datetime import timezone
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ConfigError, QueueError
+from ..errors import ConfigError, ExtraNotInstalledError, QueueError
 from ..models import TaskStatus
 from ..runtime.observer import TaskObservation, TaskObserver, TaskOutcome
 
@@ -44,7 +44,7 @@ try:
     from prometheus_client.core import GaugeMetricFamily, Metric
     from prometheus_client.multiprocess import MultiProcessCollector
 except ImportError as exc:  # pragma: no cover - exercised without the extra
-    raise ConfigError(
+    raise ExtraNotInstalledError(
         f"Prometheus metrics need prometheus_client ({exc.name or exc}); install it with "
         "pip install 'prismq-queue[metrics]'"
     ) from None

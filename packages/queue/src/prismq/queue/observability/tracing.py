@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__
-from ..errors import ConfigError
+from ..errors import ExtraNotInstalledError
 from ..runtime.observer import (
     EnqueueObservation,
     EnqueueObserver,
@@ -45,7 +45,7 @@ try:
     from opentelemetry import propagate, trace
     from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 except ImportError as exc:  # pragma: no cover - exercised without the extra
-    raise ConfigError(
+    raise ExtraNotInstalledError(
         f"OpenTelemetry tracing needs opentelemetry-api ({exc.name or exc}); install it with "
         "pip install 'prismq-queue[otel]'"
     ) from None
