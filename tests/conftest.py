@@ -20,25 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fakes import FakeClock
 
 from prismq.queue import QueueClient, QueueDatabase
+
+__all__ = ["FakeClock"]
 
 POSTGRES_URL_ENV = "PRISMQ_TEST_POSTGRES_URL"
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 BACKEND_NAMES = ("sqlite", "postgresql")
-
-
-class FakeClock:
-    """A controllable clock for QueueDatabase(clock=...): time moves only when told."""
-
-    def __init__(self, start: float = 1_800_000_000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -117,6 +107,15 @@ def backend_name(request: pytest.FixtureRequest) -> str:
 def db_path(tmp_path: Path) -> Path:
     """Path of a not-yet-created SQLite queue file."""
     return tmp_path / "queue.db"
+
+
+@pytest.fixture
+def sqlite_db(db_path: Path) -> Iterator[QueueDatabase]:
+    """An initialised SQLite queue file at ``db_path``, closed after the test."""
+    database = QueueDatabase(db_path)
+    database.initialize_schema()
+    yield database
+    database.close()
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,14 +35,6 @@ from prismq.queue.backends.sqlite import DEFAULT_PRAGMAS, SCHEMA_VERSION
 
 SYNCHRONOUS = {"OFF": 0, "NORMAL": 1, "FULL": 2, "EXTRA": 3}
 TEMP_STORE = {"DEFAULT": 0, "FILE": 1, "MEMORY": 2}
-
-
-@pytest.fixture
-def sqlite_db(db_path: Path) -> Iterator[QueueDatabase]:
-    database = QueueDatabase(db_path)
-    database.initialize_schema()
-    yield database
-    database.close()
 
 
 def total_rows(path: Path) -> int:

@@ -10,21 +10,12 @@ import sqlite3
 import stat
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from prismq.queue import BackupError, ConfigError, QueueClient, QueueDatabase, QueueWorker
 from prismq.queue.backends.sqlite import SCHEMA_VERSION
-
-
-@pytest.fixture
-def sqlite_db(db_path: Path) -> Iterator[QueueDatabase]:
-    database = QueueDatabase(db_path)
-    database.initialize_schema()
-    yield database
-    database.close()
 
 
 def rows_in(path: Path) -> list[tuple[int, str]]:

@@ -61,14 +61,6 @@ def children() -> Iterator[Children]:
         spawned.stop_all()
 
 
-@pytest.fixture
-def sqlite_db(db_path: Path) -> Iterator[QueueDatabase]:
-    database = QueueDatabase(db_path)
-    database.initialize_schema()
-    yield database
-    database.close()
-
-
 def hard_kill(proc: subprocess.Popen[str]) -> None:
     """SIGKILL on POSIX (no cleanup at all); TerminateProcess on Windows."""
     if sys.platform == "win32":

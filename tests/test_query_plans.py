@@ -56,7 +56,7 @@ def test_plans_cover_every_claim_statement(big_db: QueueDatabase) -> None:
         "queued_task_types",
         "next_run_after_type",
         "reclaim_expired",
-        "lease_by_ids",
+        "claim_by_ids",
     } <= names
     assert all(plans[name] for name in names)
 

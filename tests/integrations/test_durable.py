@@ -282,7 +282,8 @@ def test_runs_need_a_backend_with_a_run_store() -> None:
         name = "othersql"
         location = "othersql://db.example/queue"
 
-    with pytest.raises(ConfigError, match=r"stored in postgresql or sqlite .*, not 'othersql'"):
+    # A backend is a whole Backend or none: one without a run store is refused up front.
+    with pytest.raises(ConfigError, match=r"backend OtherBackend lacks .*\brun_store\b"):
         RunRegistry(queue=QueueDatabase(backend=OtherBackend()))  # type: ignore[arg-type]
 
 

@@ -33,19 +33,6 @@ def sized(ci: int, soak: int) -> int:
     return soak if SOAK else ci
 
 
-class ManualClock:
-    """A clock for ``QueueDatabase(clock=...)``: time moves only when told."""
-
-    def __init__(self, start: float = 1_800_000_000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 def append_line(path: Path | str, line: str) -> None:
     """Append one line with a single ``write`` on an O_APPEND descriptor (survives SIGKILL)."""
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
@@ -290,3 +277,34 @@ def run_python_as_nobody(code: str, *args: str) -> tuple[int, str, str]:
         check=False,
     )
     return proc.returncode, proc.stdout, proc.stderr
+
+
+# -- faults while a worker saves an outcome -----------------------------------------
+
+
+class FaultySaves:
+    """Make a backend's finishing calls raise ``error`` as ``schedule`` says.
+
+    Each call that saves an outcome (complete, fail, release, cancel) takes the next entry
+    of ``schedule``: ``True`` raises ``error``, ``False`` (or an exhausted schedule) lets
+    the call through. A claim that saves nothing is never failed.
+    """
+
+    def __init__(self, backend: Any, error: type[Exception], schedule: list[bool]) -> None:
+        self.error = error
+        self.schedule = list(schedule)
+        self.raised = 0
+        self.calls = 0
+        for name in ("complete_and_claim", "complete_tasks", "finish_attempt"):
+            setattr(backend, name, self._faulty(getattr(backend, name), name))
+
+    def _faulty(self, original: Any, name: str) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if name != "complete_and_claim" or args[0]:
+                self.calls += 1
+                if self.schedule and self.schedule.pop(0):
+                    self.raised += 1
+                    raise self.error("injected fault while saving an outcome")
+            return original(*args, **kwargs)
+
+        return call

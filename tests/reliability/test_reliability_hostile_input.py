@@ -29,12 +29,14 @@ from prismq.queue import (
     QueueClient,
     QueueDatabase,
     QueueError,
+    QueueWorker,
+    RetryPolicy,
     TaskSpec,
     TaskTypeError,
     ValidationError,
 )
 from prismq.queue.cli import main as cli_main
-from prismq.queue.validation import DEFAULT_MAX_PAYLOAD_BYTES
+from prismq.queue.validation import DEFAULT_MAX_PAYLOAD_BYTES, MAX_JSON_DEPTH
 
 INJECTIONS = [
     "'; DROP TABLE tasks; --",
@@ -72,6 +74,17 @@ json_values = st.recursive(
     lambda inner: st.lists(inner, max_size=5) | st.dictionaries(json_text, inner, max_size=5),
     max_leaves=25,
 )
+# Keys JSON cannot hold: the encoder would turn them into strings (merging 1 and "1").
+odd_keys = st.one_of(
+    st.integers(-(2**70), 2**70), st.booleans(), st.none(), st.floats(allow_nan=False), st.tuples()
+)
+odd_keyed = st.recursive(
+    json_leaf,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.one_of(json_text, odd_keys), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
 
 
 def nest(depth: int) -> Any:
@@ -83,14 +96,38 @@ def nest(depth: int) -> Any:
 
 payloads = st.one_of(
     json_values,
-    st.sampled_from([1, 2, 50, 400, 5_000, 10_000]).map(nest),
+    st.sampled_from([1, 2, 50, MAX_JSON_DEPTH, MAX_JSON_DEPTH + 1, 400, 1_000, 5_000, 10_000]).map(nest),
+    odd_keyed,
     st.sampled_from(["x" * (DEFAULT_MAX_PAYLOAD_BYTES - 2), "x" * (DEFAULT_MAX_PAYLOAD_BYTES + 1)]),
-    st.sampled_from([{"s": "é" * (DEFAULT_MAX_PAYLOAD_BYTES // 2)}, {"tuple": (1, 2)}, {1: "int key"}]),
+    st.sampled_from(
+        [
+            {"s": "é" * (DEFAULT_MAX_PAYLOAD_BYTES // 2)},
+            {"tuple": (1, 2)},
+            {1: "int key"},
+            {1: "a", "1": "b"},
+            [{"deep": nest(MAX_JSON_DEPTH - 1)}],
+            {"k": "{" * 300 + "[" * 300},
+        ]
+    ),
     st.sampled_from([{1, 2}, b"bytes", object()]),
 )
 task_types = st.one_of(
     st.sampled_from([*INJECTIONS, *LONE_SURROGATES, "ok", " ", "a\nb", "t" * 201]), st.text(max_size=210)
 )
+
+
+def json_faithful(value: Any, depth: int = 1) -> bool:
+    """True if JSON holds ``value`` unchanged in shape: string keys only, at most
+    MAX_JSON_DEPTH lists and dicts deep (a deeper value could not be decoded again)."""
+    if not isinstance(value, (dict, list, tuple)):
+        return True
+    if depth > MAX_JSON_DEPTH:
+        return False
+    if isinstance(value, dict):
+        if not all(isinstance(key, str) for key in value):
+            return False
+        value = list(value.values())
+    return all(json_faithful(item, depth + 1) for item in value)
 
 
 def expected_payload(payload: Any) -> tuple[bool, Any]:
@@ -101,7 +138,7 @@ def expected_payload(payload: Any) -> tuple[bool, Any]:
         decoded = json.loads(text)
     except (ValueError, TypeError, RecursionError, UnicodeEncodeError):
         return False, None
-    return size <= DEFAULT_MAX_PAYLOAD_BYTES, decoded
+    return size <= DEFAULT_MAX_PAYLOAD_BYTES and json_faithful(payload), decoded
 
 
 class Fuzzed:
@@ -169,7 +206,7 @@ def test_enqueue_any_payload_and_type(fuzzed: Fuzzed, task_type: Any, payload: A
 
 
 @FUZZ
-@given(specs=st.lists(st.tuples(task_types, json_values), min_size=1, max_size=8))
+@given(specs=st.lists(st.tuples(task_types, st.one_of(json_values, odd_keyed)), min_size=1, max_size=8))
 def test_enqueue_many_is_all_or_nothing(fuzzed: Fuzzed, specs: list[tuple[Any, Any]]) -> None:
     try:
         ids = fuzzed.client.enqueue_many(TaskSpec(t, p) for t, p in specs)
@@ -247,7 +284,8 @@ def test_idempotency_keys_are_data(fuzzed: Fuzzed, key: str) -> None:
         st.none(),
         st.floats(),
         st.integers(-5, 10**12),
-        st.sampled_from([3.2e9, 251_606_473_247.0, 6.8e16, 9.2e18, 1e300]),
+        st.sampled_from([3.2e9, 251_606_473_247.0, 6.8e16, 9.2e18, 1e300, 10**400, -(10**400)]),
+        st.integers(2**1023, 2**1100),
         st.text(max_size=5),
     ),
     max_attempts=st.one_of(st.none(), st.integers(-5, 2000), st.floats(), st.booleans()),
@@ -266,6 +304,61 @@ def test_numeric_arguments(fuzzed: Fuzzed, priority: Any, delay: Any, max_attemp
         assert 0 <= task.priority <= 1000
         assert math.isfinite(task.run_after.timestamp())
     fuzzed.check()
+
+
+hostile_numbers = st.one_of(
+    st.integers(-(2**1100), 2**1100),
+    st.floats(),
+    st.sampled_from([10**400, -(10**400), 2**1024, 2**63, -0.0, 1e308]),
+    st.booleans(),
+    st.none(),
+    st.text(max_size=3),
+)
+
+NUMBER_ARGUMENTS: dict[str, Any] = {
+    "delay": lambda c, w, t, v: c.enqueue("n", None, delay=v),
+    "run_after": lambda c, w, t, v: c.enqueue("n", None, run_after=v),
+    "retry_policy": lambda c, w, t, v: RetryPolicy(base_delay=v, multiplier=2, max_delay=v),
+    "multiplier": lambda c, w, t, v: RetryPolicy(multiplier=v),
+    "lease_duration": lambda c, w, t, v: QueueWorker(c.db, "n", lease_duration=v, register=False),
+    "wait": lambda c, w, t, v: c.wait(t, timeout=v, poll_interval=0.001),
+    "prune": lambda c, w, t, v: c.prune(older_than=v, statuses=["dead"]),
+    "created_after": lambda c, w, t, v: c.list(created_after=v, limit=1),
+    "created_before": lambda c, w, t, v: c.list(created_before=v, limit=1),
+    "stale_after": lambda c, w, t, v: c.list_workers(stale_after=v),
+    "release delay": lambda c, w, t, v: w.release_task(t, delay=v),
+}
+
+
+@pytest.fixture(scope="module")
+def numbers_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[QueueDatabase]:
+    with QueueDatabase(tmp_path_factory.mktemp("numbers") / "n.db") as db:
+        db.initialize_schema()
+        yield db
+
+
+@FUZZ
+@given(which=st.sampled_from(sorted(NUMBER_ARGUMENTS)), value=hostile_numbers)
+def test_every_numeric_argument_refuses_with_a_validation_error(
+    numbers_db: QueueDatabase, which: str, value: Any
+) -> None:
+    """Huge integers, NaN, infinities and non-numbers: a ValidationError (never OverflowError
+    or TypeError), or success; a released task stays readable either way."""
+    client = QueueClient(numbers_db)
+    task_id = client.enqueue("n", None)
+    if which == "wait":
+        client.cancel(task_id)  # finished: wait() returns at once when its timeout is valid
+    worker = QueueWorker(numbers_db, "holder", register=False)
+    if which == "release delay":
+        assert [t.id for t in worker.claim_batch(1000) if t.id == task_id] == [task_id]
+    try:
+        NUMBER_ARGUMENTS[which](client, worker, task_id, value)
+    except QueueError as exc:
+        assert isinstance(exc, ValidationError), exc
+        assert len(str(exc)) < 400
+    finally:
+        worker.close()
+    assert math.isfinite(client.get(task_id).run_after.timestamp())
 
 
 # -- the CLI ------------------------------------------------------------------------

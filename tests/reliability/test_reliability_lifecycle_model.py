@@ -14,10 +14,11 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from fakes import FakeClock
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
-from reliability_support import ManualClock, sized
+from reliability_support import sized
 
 from prismq.queue import (
     LeaseLostError,
@@ -50,7 +51,7 @@ class LifecycleMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.folder = Path(tempfile.mkdtemp(prefix="prismq-model-"))
-        self.clock = ManualClock()
+        self.clock = FakeClock()
         self.db = QueueDatabase(self.folder / "model.db", clock=self.clock)
         self.db.initialize_schema()
         policy = RetryPolicy(max_attempts=3, base_delay=RETRY_DELAY, multiplier=1.0, jitter=0.0)

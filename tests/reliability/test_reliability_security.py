@@ -83,15 +83,9 @@ def test_only_the_registry_imports_by_name() -> None:
                 "import_object",
             ):
                 importers.setdefault(str(path.relative_to(PACKAGE)), []).append(call_name(node))
-    # registry.py: handler references from config files. integrations/runs.py: the run
-    # store of the backend in use, looked up in the constant table RUN_STORES.
-    assert set(importers) <= {os.path.join("runtime", "registry.py"), os.path.join("integrations", "runs.py")}
-    assert os.path.join("runtime", "registry.py") in importers, importers
-    from prismq.queue.integrations.runs import RUN_STORES, run_store_class
-
-    assert all(module.startswith("prismq.queue.backends.") for module, _ in RUN_STORES.values())
-    with pytest.raises(ConfigError):
-        run_store_class("os:system")
+    # registry.py: handler references from config files, and nothing else: the run store
+    # comes from the backend in use (Backend.run_store), never from a name.
+    assert set(importers) == {os.path.join("runtime", "registry.py")}, importers
     # The task runner looks handlers up in the registry by task type; it never imports.
     for relative in ("worker.py", os.path.join("runtime", "runner.py")):
         text = (PACKAGE / relative).read_text(encoding="utf-8")
@@ -188,10 +182,13 @@ def test_sql_files_use_bound_parameters_only() -> None:
         text = re.sub(r"--[^\n]*", "", path.read_text(encoding="utf-8"))
         # The only text substitutions: column lists built from the package's constant
         # column names (task_columns, run_columns, columns, updates), bind markers for
-        # those columns (values), and the PostgreSQL schema identifier (through psycopg's
-        # sql.Identifier). No placeholder carries data.
+        # those columns (values), the PostgreSQL schema identifier (through psycopg's
+        # sql.Identifier), and the claim template's pieces (picked, ready_filter: other
+        # named statements of the same file, see sqlfile.build_claims). No placeholder
+        # carries data.
+        pieces = {"schema", "values", "updates", "picked", "ready_filter"}
         for name in re.findall(r"\{(\w+)\}", text):
-            assert name.endswith("columns") or name in {"schema", "values", "updates"}, (path, name)
+            assert name.endswith("columns") or name in pieces, (path, name)
         # No placeholder inside a quoted literal, where it would be spliced, not bound.
         for literal in re.findall(r"'[^']*'", text):
             assert not re.search(r"%\(|%s|:\w+|\?", literal), (path, literal)

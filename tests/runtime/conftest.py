@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,12 +14,9 @@ from prismq.queue.worker import QueueWorker
 
 
 @pytest.fixture
-def file_db(db_path: Path) -> Iterator[QueueDatabase]:
-    """An initialised SQLite queue file (the runtime tests use real files and processes)."""
-    database = QueueDatabase(db_path)
-    database.initialize_schema()
-    yield database
-    database.close()
+def file_db(sqlite_db: QueueDatabase) -> QueueDatabase:
+    """The runtime tests' name for ``sqlite_db``: they use real files and processes."""
+    return sqlite_db
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from fakes import FakeClock
 from runtime_helpers import PYTHON, ThreadedWorker, child_env, wait_until
 
 from prismq.queue import QueueClient, QueueDatabase
@@ -115,16 +116,6 @@ def test_waiter_reports_commits_and_times_out_when_quiet(
         other.close()
 
 
-class _Clock:
-    """A monotonic clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 class _FileBackend:
     """A backend stand-in: a database path the test writes to, and a version it sets."""
 
@@ -139,7 +130,7 @@ class _FileBackend:
 
 
 def test_poller_looks_often_after_work_and_slowly_otherwise(file_db: QueueDatabase, db_path: Path) -> None:
-    clock = _Clock()
+    clock = FakeClock(100.0)
     waiter = PollingWaiter(file_db.backend, interval=0.008, idle_interval=0.03, busy_for=1.0, clock=clock)
     assert waiter.changed() is True  # the first look records the current version
     assert waiter.pace == 0.03  # no work seen yet: the slow pace
@@ -157,7 +148,7 @@ def test_poller_looks_often_after_work_and_slowly_otherwise(file_db: QueueDataba
 
 
 def test_a_look_reads_data_version_only_when_the_file_moved(tmp_path: Path) -> None:
-    clock = _Clock()
+    clock = FakeClock(100.0)
     backend = _FileBackend(tmp_path / "queue.db")
     wal = tmp_path / "queue.db-wal"
     wal.write_bytes(b"w" * 32)

@@ -33,7 +33,15 @@ from .errors import (
     TaskTypeError,
     ValidationError,
 )
-from .models import DEFAULT_PRIORITY, MAX_PRIORITY, MIN_PRIORITY, Task, TaskStatus, WorkerInfo
+from .models import (
+    DEFAULT_PRIORITY,
+    MAX_PRIORITY,
+    MIN_PRIORITY,
+    Task,
+    TaskStatus,
+    UndecodableValue,
+    WorkerInfo,
+)
 from .retry import RetryPolicy
 from .strategies import (
     FIFOStrategy,
@@ -82,6 +90,7 @@ __all__ = [
     "TaskStateError",
     "TaskStatus",
     "TaskTypeError",
+    "UndecodableValue",
     "ValidationError",
     "WeightedRandomStrategy",
     "WorkerInfo",

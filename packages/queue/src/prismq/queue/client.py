@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
@@ -34,8 +33,10 @@ from .validation import (
     MAX_EPOCH_SECONDS,
     MAX_TASK_ID,
     encode_json,
+    is_int,
     validate_delay,
     validate_idempotency_key,
+    validate_number,
     validate_priority,
     validate_task_id,
     validate_task_type,
@@ -118,9 +119,9 @@ def _epoch(value: datetime | float | int, name: str) -> float:
                 f"{name} is a naive datetime; pass an aware one, e.g. datetime.now(timezone.utc)"
             )
         return value.timestamp()
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ScheduleError(f"{name} must be an aware datetime or epoch seconds, got {value!r}")
-    return float(value)
+    return validate_number(value, name)
 
 
 class QueueClient:
@@ -155,11 +156,7 @@ class QueueClient:
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         observer: EnqueueObserver | None = None,
     ) -> None:
-        if (
-            isinstance(max_payload_bytes, bool)
-            or not isinstance(max_payload_bytes, int)
-            or max_payload_bytes < 2
-        ):
+        if not is_int(max_payload_bytes) or max_payload_bytes < 2:
             raise ValidationError(f"max_payload_bytes must be an integer >= 2, got {max_payload_bytes!r}")
         self.db = db
         self.backend = db.backend
@@ -254,11 +251,7 @@ class QueueClient:
             policy = self._policy_for(task_type, retry_policy)
             attempts, policy_json = policy.max_attempts, self._encode_policy(policy)
         if max_attempts is not None:
-            if (
-                isinstance(max_attempts, bool)
-                or not isinstance(max_attempts, int)
-                or not 1 <= max_attempts <= 1000
-            ):
+            if not is_int(max_attempts) or not 1 <= max_attempts <= 1000:
                 raise ScheduleError(f"max_attempts must be an integer from 1 to 1000, got {max_attempts!r}")
             attempts = max_attempts
         # Positional, in NewTask's field order: a keyword call costs twice as much.
@@ -417,9 +410,9 @@ class QueueClient:
             offset: Tasks skipped first, for paging.
             newest_first: Newest (highest id) first, or oldest first.
         """
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 10_000:
+        if not is_int(limit) or not 1 <= limit <= 10_000:
             raise ValidationError(f"limit must be an integer from 1 to 10000, got {limit!r}")
-        if isinstance(offset, bool) or not isinstance(offset, int) or not 0 <= offset <= MAX_TASK_ID:
+        if not is_int(offset) or not 0 <= offset <= MAX_TASK_ID:
             raise ValidationError(f"offset must be an integer from 0 to {MAX_TASK_ID}, got {offset!r}")
         query = TaskQuery(
             statuses=_coerce_statuses(status),

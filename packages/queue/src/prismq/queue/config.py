@@ -17,6 +17,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .errors import ConfigError
 
@@ -29,6 +30,7 @@ __all__ = [
     "QueueConfig",
     "default_db_path",
     "default_worker_id",
+    "settings_from_env",
 ]
 
 ENV_DB_PATH = "PRISMQ_QUEUE_DB_PATH"
@@ -103,6 +105,42 @@ def _positive_int(name: str, raw: str) -> int:
     return value
 
 
+def settings_from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The settings the environment sets, by worker setting name; unset variables are left out.
+
+    ``PRISMQ_QUEUE_DB_PATH`` gives ``database``, ``PRISMQ_QUEUE_WORKER_ID`` ``worker_id``,
+    ``PRISMQ_QUEUE_LEASE_DURATION`` ``lease_duration`` and ``PRISMQ_QUEUE_MAX_WORKERS``
+    ``processes``. This is the environment's layer of the one configuration chain (flags
+    over file over environment over defaults, see
+    :func:`prismq.queue.runtime.settings.resolve_settings`); :class:`QueueConfig` reads the
+    same values.
+
+    Args:
+        environ: The environment to read (``os.environ`` by default).
+
+    Raises:
+        ConfigError: A variable is set to a malformed value; the message names the
+            variable and the expected form.
+    """
+    env = os.environ if environ is None else environ
+    out: dict[str, Any] = {}
+    db = env.get(ENV_DB_PATH, "").strip()
+    if db:
+        out["database"] = db if "://" in db else str(Path(db).expanduser())
+    worker_id = env.get(ENV_WORKER_ID, "").strip()
+    if worker_id:
+        if len(worker_id) > 200:
+            raise ConfigError(f"{ENV_WORKER_ID} is longer than 200 characters; use a shorter id")
+        out["worker_id"] = worker_id
+    lease_raw = env.get(ENV_LEASE_DURATION, "").strip()
+    if lease_raw:
+        out["lease_duration"] = _positive_float(ENV_LEASE_DURATION, lease_raw)
+    workers_raw = env.get(ENV_MAX_WORKERS, "").strip()
+    if workers_raw:
+        out["processes"] = _positive_int(ENV_MAX_WORKERS, workers_raw)
+    return out
+
+
 @dataclass(frozen=True)
 class QueueConfig:
     """The queue's environment-driven settings.
@@ -131,17 +169,10 @@ class QueueConfig:
                 variable and the expected form.
         """
         env = os.environ if environ is None else environ
-        worker_id = env.get(ENV_WORKER_ID, "").strip() or default_worker_id()
-        if len(worker_id) > 200:
-            raise ConfigError(f"{ENV_WORKER_ID} is longer than 200 characters; use a shorter id")
-        lease_raw = env.get(ENV_LEASE_DURATION, "").strip()
-        workers_raw = env.get(ENV_MAX_WORKERS, "").strip()
-        db = env.get(ENV_DB_PATH, "").strip()
+        values = settings_from_env(env)
         return cls(
-            db_path=db if "://" in db else str(default_db_path(environ=env)),
-            worker_id=worker_id,
-            lease_duration=_positive_float(ENV_LEASE_DURATION, lease_raw)
-            if lease_raw
-            else DEFAULT_LEASE_DURATION,
-            max_workers=_positive_int(ENV_MAX_WORKERS, workers_raw) if workers_raw else (os.cpu_count() or 1),
+            db_path=values.get("database") or str(default_db_path(environ=env)),
+            worker_id=values.get("worker_id") or default_worker_id(),
+            lease_duration=values.get("lease_duration", DEFAULT_LEASE_DURATION),
+            max_workers=values.get("processes") or os.cpu_count() or 1,
         )

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from .backends.base import Backend
+from .backends.base import Backend, missing_members
 from .config import ENV_DB_PATH, default_db_path
 from .errors import BackendUnavailableError, ConfigError
 
@@ -63,7 +62,8 @@ class QueueDatabase:
             server's clock for PostgreSQL (read from the server, then advanced with this
             process's monotonic clock), so workers on hosts whose clocks disagree still
             agree on when a lease ends. Pass a clock to control time in tests.
-        backend: A ready backend object, instead of ``target`` (for custom backends).
+        backend: A ready backend object, instead of ``target`` (for custom backends): it
+            must define every member of :class:`~prismq.queue.backends.base.Backend`.
 
     Raises:
         NotAQueueDatabaseError: The file is not SQLite (raised here). An SQLite file of
@@ -73,7 +73,8 @@ class QueueDatabase:
         SchemaVersionError: The file was written by a newer release; raised when the first
             connection opens, leaving the file untouched.
         ReadOnlyStorageError: The file or folder cannot be created or written.
-        ConfigError: A PRAGMA or URL is malformed.
+        ConfigError: A PRAGMA or URL is malformed, or ``backend`` lacks members of the
+            backend interface (the message names them).
 
     Example:
         >>> import tempfile, pathlib
@@ -99,6 +100,12 @@ class QueueDatabase:
             configured = os.environ.get(ENV_DB_PATH, "").strip()
             target = configured or None
         if backend is not None:
+            missing = missing_members(backend)
+            if missing:
+                raise ConfigError(
+                    f"backend {type(backend).__name__} lacks {', '.join(missing)}: a backend "
+                    "defines every member of prismq.queue.backends.base.Backend"
+                )
             self.backend: Backend = backend
         elif target is not None and os.fspath(target).startswith(_POSTGRES_SCHEMES):
             if pragmas:
@@ -110,9 +117,7 @@ class QueueDatabase:
             self.backend = SQLiteBackend(
                 _sqlite_path(target), pragmas=dict(pragmas or {}), busy_retries=busy_retries
             )
-        self.clock: Callable[[], float] = (
-            clock if clock is not None else getattr(self.backend, "server_clock", None) or time.time
-        )
+        self.clock: Callable[[], float] = clock if clock is not None else self.backend.clock
 
     # -- identity --------------------------------------------------------------
     @property
@@ -128,12 +133,12 @@ class QueueDatabase:
     @property
     def path(self) -> Path | None:
         """The SQLite file, or ``None`` for a server database."""
-        return getattr(self.backend, "path", None)
+        return self.backend.path
 
     @property
     def pragmas(self) -> dict[str, str | int]:
         """The PRAGMAs applied to every SQLite connection (empty for PostgreSQL)."""
-        return dict(getattr(self.backend, "pragmas", {}))
+        return dict(self.backend.pragmas)
 
     def now(self) -> float:
         """The current time from this database's clock (UTC epoch seconds)."""

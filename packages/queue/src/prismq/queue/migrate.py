@@ -40,24 +40,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .backends.common import TASK_COLUMNS
+from .backends.common import TASK_ROW_COLUMNS
 from .backends.runstore import RUN_COLUMNS, RUN_TASK_PREFIX
-from .backends.sqlfile import load_queries
 from .database import QueueDatabase
 from .errors import ConfigError, QueueError, StorageError
+from .validation import is_int
 
 __all__ = ["MigrationError", "MigrationReport", "migrate"]
 
-COLUMNS = (*(c.strip() for c in TASK_COLUMNS.split(",")), "updated_at")
+COLUMNS = TASK_ROW_COLUMNS
 """Every column of ``tasks``, in the order rows are read and hashed."""
 
-_BOOLEAN_COLUMNS = ("cancel_requested",)
-_RUN_BOOLEAN_COLUMNS = ("rerunnable",)
 _ACTIVE_RUN_STATUSES = ("queued", "running")
-_SQL_PACKAGES = {
-    "sqlite": "prismq.queue.backends.sqlite",
-    "postgresql": "prismq.queue.backends.postgres",
-}
 
 
 class MigrationError(StorageError):
@@ -105,93 +99,36 @@ class MigrationReport:
 
 
 class _Tasks:
-    """Row-level reads and upserts of ``tasks`` and ``runs`` on one database (``transfer.sql``)."""
+    """Row-level reads and upserts of ``tasks`` and ``runs`` on one database."""
 
     def __init__(self, database: QueueDatabase) -> None:
-        backend = database.backend
-        package = _SQL_PACKAGES.get(backend.name)
-        manager = getattr(backend, "db", None)
-        if package is None or manager is None:
-            raise ConfigError(
-                f"migrate copies between the sqlite and postgresql backends, not {backend.name!r}"
-            )
         self.location = database.location
-        self.name = backend.name
-        self.db = manager
-        self.q = load_queries(package, "transfer.sql")
+        self.backend = database.backend
 
     def count(self) -> int:
-        return int(self.db.read(lambda c: c.execute(self.q["count_tasks"]).fetchone()[0]))
+        return self.backend.copy_count("tasks")
 
     def after(self, after: int, limit: int) -> list[dict[str, Any]]:
-        params = {"after": after, "limit": limit}
-        rows = self.db.read(lambda c: c.execute(self.q["tasks_after"], params).fetchall())
-        return [_normalize(row) for row in rows]
+        return self.backend.copy_read("tasks", after, limit)
 
     def between(self, first: int, last: int) -> list[dict[str, Any]]:
-        params = {"first": first, "last": last}
-        rows = self.db.read(lambda c: c.execute(self.q["tasks_between"], params).fetchall())
-        return [_normalize(row) for row in rows]
+        return self.backend.copy_read_between("tasks", first, last)
 
     def upsert(self, rows: Sequence[dict[str, Any]]) -> None:
-        values = [_for_storage(row, self.name, _BOOLEAN_COLUMNS) for row in rows]
-
-        def work(conn: Any) -> None:
-            self._executemany(conn, self.q["upsert_task"], values)
-            if "advance_task_ids" in self.q:
-                conn.execute(self.q["advance_task_ids"])
-
-        self.db.write(work)
-
-    def _executemany(self, conn: Any, sql: str, values: list[dict[str, Any]]) -> None:
-        if self.name == "postgresql":
-            with conn.cursor() as cur:
-                cur.executemany(sql, values)
-        else:
-            conn.executemany(sql, values)
-
-    def has_runs(self) -> bool:
-        """True when the database has the ``runs`` table (schema version 2 or later)."""
-        return bool(self.db.read(lambda c: c.execute(self.q["has_runs"]).fetchone()[0]))
+        self.backend.copy_write("tasks", rows)
 
     def count_runs(self) -> int:
-        return int(self.db.read(lambda c: c.execute(self.q["count_runs"]).fetchone()[0]))
+        """Runs in the database (0 when its schema has no ``runs`` table)."""
+        return self.backend.copy_count("runs")
 
     def runs_after(self, after: int, limit: int) -> list[dict[str, Any]]:
-        params = {"after": after, "limit": limit}
-        rows = self.db.read(lambda c: c.execute(self.q["runs_after"], params).fetchall())
-        return [_normalize_run(row) for row in rows]
+        return self.backend.copy_read("runs", after, limit)
 
     def runs_between(self, first: int, last: int) -> list[dict[str, Any]]:
-        params = {"first": first, "last": last}
-        rows = self.db.read(lambda c: c.execute(self.q["runs_between"], params).fetchall())
-        return [_normalize_run(row) for row in rows]
+        return self.backend.copy_read_between("runs", first, last)
 
     def upsert_runs(self, rows: Sequence[dict[str, Any]]) -> None:
-        values = [_for_storage(row, self.name, _RUN_BOOLEAN_COLUMNS) for row in rows]
-        self.db.write(lambda conn: self._executemany(conn, self.q["upsert_run"], values))
-
-
-def _normalize(row: Sequence[Any]) -> dict[str, Any]:
-    """A row as a dict with backend-neutral values (booleans as ``bool``)."""
-    out = dict(zip(COLUMNS, row, strict=True))
-    for name in _BOOLEAN_COLUMNS:
-        out[name] = bool(out[name])
-    return out
-
-
-def _normalize_run(row: Sequence[Any]) -> dict[str, Any]:
-    """A ``runs`` row as a dict with backend-neutral values (booleans as ``bool``)."""
-    out = dict(zip(RUN_COLUMNS, row, strict=True))
-    for name in _RUN_BOOLEAN_COLUMNS:
-        out[name] = bool(out[name])
-    return out
-
-
-def _for_storage(row: dict[str, Any], backend: str, booleans: Sequence[str]) -> dict[str, Any]:
-    if backend == "sqlite":
-        return {**row, **{name: int(row[name]) for name in booleans}}
-    return row
+        self.backend.copy_write("runs", rows)
 
 
 def _requeue(row: dict[str, Any], now: float) -> dict[str, Any]:
@@ -231,11 +168,7 @@ def _interrupt_run(row: dict[str, Any], now: float, reason: str) -> dict[str, An
 
 
 def _same_database(a: QueueDatabase, b: QueueDatabase) -> bool:
-    return (a.backend_name, a.location, getattr(a.backend, "schema", None)) == (
-        b.backend_name,
-        b.location,
-        getattr(b.backend, "schema", None),
-    )
+    return a.backend.identity == b.backend.identity
 
 
 def _row_bytes(row: dict[str, Any], columns: Sequence[str] = COLUMNS) -> bytes:
@@ -268,9 +201,9 @@ def migrate(
         MigrationError: Source and target are the same database, a batch could not be
             written (for instance an idempotency key already used by another task in the
             target), or the target did not read back as written.
-        ConfigError: ``batch_size`` is out of range, or a backend is not supported.
+        ConfigError: ``batch_size`` is out of range.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= 100_000:
+    if not is_int(batch_size) or not 1 <= batch_size <= 100_000:
         raise ConfigError(f"batch_size must be an integer from 1 to 100000, got {batch_size!r}")
     if _same_database(source, target):
         raise MigrationError(f"source and target are the same database ({source.location})")
@@ -278,8 +211,7 @@ def migrate(
     reader, writer = _Tasks(source), _Tasks(target)
     target.initialize_schema()
     total = reader.count()
-    copy_runs = reader.has_runs()
-    total_runs = reader.count_runs() if copy_runs else 0
+    total_runs = reader.count_runs()
     now = source.now()
     reason = (
         f"interrupted: the queue was migrated to {target.location} while the run was active; "
@@ -327,7 +259,7 @@ def migrate(
             progress(copied, max(total, copied) + total_runs)
     runs_copied = runs_interrupted = 0
     after = 0
-    while copy_runs:
+    while True:
         rows = reader.runs_after(after, batch_size)
         if not rows:
             break

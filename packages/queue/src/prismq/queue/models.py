@@ -18,6 +18,7 @@ __all__ = [
     "TASK_TRANSITIONS",
     "Task",
     "TaskStatus",
+    "UndecodableValue",
     "WorkerInfo",
     "epoch_to_datetime",
 ]
@@ -85,13 +86,33 @@ def epoch_to_datetime(value: float | None) -> datetime | None:
 
 
 @dataclass(frozen=True)
+class UndecodableValue:
+    """Stands in for a stored payload or result that cannot be decoded as JSON.
+
+    The queue never stores such a value itself, but a row written by hand or by other
+    software can hold one (invalid JSON, or nesting too deep for the decoder). Reading the
+    task gives this marker instead of raising, so one bad row never stops a listing or a
+    claim; a worker that claims such a task marks it dead at once, with the reason as its
+    error, and runs the rest of the batch.
+
+    Attributes:
+        reason: Why decoding failed.
+        text: The start of the stored text (at most 200 characters).
+    """
+
+    reason: str
+    text: str
+
+
+@dataclass(frozen=True)
 class Task:
     """One task, as stored. Immutable: every change goes through the client or a worker.
 
     Attributes:
         id: The task's id, unique in its database.
         task_type: The name that selects the handler, such as ``"video_processing"``.
-        payload: The JSON arguments given at enqueue time.
+        payload: The JSON arguments given at enqueue time (an :class:`UndecodableValue`
+            if the stored text cannot be decoded).
         status: Where the task is in its life.
         priority: Lower runs first under the Priority strategy (0..1000, default 100).
         attempts: How many times the task has been claimed.
@@ -102,7 +123,8 @@ class Task:
         lease_token: The per-claim fencing token, while leased.
         progress: Percent done (0..100) as last reported by the worker.
         progress_message: The message that came with the last progress report.
-        result: What the handler returned (JSON), once completed.
+        result: What the handler returned (JSON), once completed (an
+            :class:`UndecodableValue` if the stored text cannot be decoded).
         last_error: The message of the most recent failure.
         last_traceback: The traceback of the most recent failure, if one was given.
         idempotency_key: The caller's deduplication key, if one was given.

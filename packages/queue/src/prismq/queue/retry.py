@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import math
 import random
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from .errors import ScheduleError
-from .validation import MAX_DELAY_SECONDS
+from .validation import MAX_DELAY_SECONDS, finite_float, is_int, is_number, show_number
 
 __all__ = ["RetryPolicy"]
 
@@ -50,19 +49,20 @@ class RetryPolicy:
     jitter: float = 0.1
 
     def __post_init__(self) -> None:
-        if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int):
+        if not is_int(self.max_attempts):
             raise ScheduleError(f"max_attempts must be an integer of at least 1, got {self.max_attempts!r}")
         if not 1 <= self.max_attempts <= 1000:
             raise ScheduleError(f"max_attempts must be between 1 and 1000, got {self.max_attempts}")
         for name in ("base_delay", "multiplier", "max_delay", "jitter"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
+            if not is_number(value):
                 raise ScheduleError(f"{name} must be a number, got {value!r}")
-            if not math.isfinite(value) or value < 0:
-                raise ScheduleError(f"{name} must be a finite number >= 0, got {value!r}")
+            if finite_float(value) is None or value < 0:
+                raise ScheduleError(f"{name} must be a finite number >= 0, got {show_number(value)}")
         if self.max_delay > MAX_DELAY_SECONDS:
             raise ScheduleError(
-                f"max_delay must be at most {MAX_DELAY_SECONDS:.0f} s (100 years), got {self.max_delay!r}"
+                f"max_delay must be at most {MAX_DELAY_SECONDS:.0f} s (100 years), "
+                f"got {show_number(self.max_delay)}"
             )
         if self.multiplier < 1:
             raise ScheduleError(f"multiplier must be >= 1, got {self.multiplier!r}")

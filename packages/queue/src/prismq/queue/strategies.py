@@ -20,13 +20,13 @@ the head of each and merges them in the strategy's order.
 from __future__ import annotations
 
 import enum
-import math
 import random
 from abc import ABC
 from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
 from .errors import ConfigError
+from .validation import finite_float, is_number
 
 __all__ = [
     "FIFOStrategy",
@@ -143,9 +143,9 @@ class WeightedRandomStrategy(SchedulingStrategy):
     ) -> None:
         self.weights = dict(weights or {})
         for key, value in [*self.weights.items(), ("default_weight", default_weight)]:
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
+            if not is_number(value):
                 raise ConfigError(f"weight for {key!r} must be a number, got {value!r}")
-            if not math.isfinite(value) or value < 0:
+            if finite_float(value) is None or value < 0:
                 raise ConfigError(f"weight for {key!r} must be finite and >= 0, got {value!r}")
         self.default_weight = float(default_weight)
         self._rng = random.Random(seed)

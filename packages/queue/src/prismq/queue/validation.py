@@ -11,7 +11,7 @@ import math
 import re
 from collections.abc import Callable
 from json.encoder import encode_basestring
-from typing import Any
+from typing import Any, TypeGuard
 
 from .errors import PayloadError, PriorityError, ScheduleError, TaskTypeError, ValidationError
 from .models import MAX_PRIORITY, MIN_PRIORITY
@@ -21,12 +21,18 @@ __all__ = [
     "MAX_DELAY_SECONDS",
     "MAX_EPOCH_SECONDS",
     "MAX_IDEMPOTENCY_KEY_LENGTH",
+    "MAX_JSON_DEPTH",
     "MAX_TASK_ID",
     "MAX_TASK_TYPE_LENGTH",
     "decode_json",
     "encode_json",
+    "finite_float",
+    "is_int",
+    "is_number",
+    "show_number",
     "validate_delay",
     "validate_idempotency_key",
+    "validate_number",
     "validate_priority",
     "validate_task_id",
     "validate_task_type",
@@ -47,6 +53,22 @@ MAX_EPOCH_SECONDS = 32_503_680_000.0
 MAX_TASK_ID = 2**63 - 1
 """Largest id SQLite (and PostgreSQL ``bigint``) can store."""
 MAX_IDEMPOTENCY_KEY_LENGTH = 500
+
+MAX_JSON_DEPTH = 128
+"""Deepest nesting of lists and dicts accepted in a payload or result. Far deeper values
+can be encoded but not decoded again (``json.loads`` runs out of recursion), which would
+leave a stored task that no call can read."""
+
+
+def is_int(value: object) -> TypeGuard[int]:
+    """True for an ``int`` that is not a ``bool`` (``True`` is not a count of anything)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: object) -> TypeGuard[int | float]:
+    """True for an ``int`` or ``float`` that is not a ``bool`` (NaN and infinities included)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
 
 _CONTROL_CHARS = re.compile("[\x00-\x1f\x7f]")
 """Characters a task type may not contain: C0 controls and DEL."""
@@ -108,7 +130,8 @@ def encode_json(value: Any, what: str, limit: int) -> str:
 
     Raises:
         PayloadError: Not JSON-serialisable (sets, bytes, objects, NaN/Infinity, lone
-            surrogates, too deep) or larger than ``limit``.
+            surrogates, dict keys that are not strings, nesting deeper than
+            :data:`MAX_JSON_DEPTH`) or larger than ``limit``.
     """
     try:
         text = _encode(value)
@@ -124,7 +147,10 @@ def encode_json(value: Any, what: str, limit: int) -> str:
             "booleans and None only"
         ) from None
     except RecursionError:
-        raise PayloadError(f"{what} is nested too deeply to encode as JSON") from None
+        raise PayloadError(
+            f"{what} is nested more than {MAX_JSON_DEPTH} levels deep (lists and dicts inside "
+            "each other); flatten it"
+        ) from None
     if text.isascii():  # the common case: one byte per character, no surrogates possible
         size = len(text)
     else:
@@ -140,7 +166,67 @@ def encode_json(value: Any, what: str, limit: int) -> str:
             f"{what} is {size} bytes encoded, over the limit of {limit} bytes; store large "
             "data elsewhere and pass a reference, or raise max_payload_bytes"
         )
+    # JSON cannot hold non-string keys (the encoder turns 1, True, None and 2.5 into strings,
+    # so {1: "a", "1": "b"} would silently lose an entry) nor very deep nesting (it could not
+    # be decoded again). The text bounds both cheaply: every dict adds a "{" and every
+    # container a "{" or "[" (strings may add more, never fewer), so the value is only walked
+    # when it could hold a nested dict or be too deep.
+    # Nesting N deep takes 2 * N brackets, so short texts need no depth check at all.
+    dicts = text.count("{")
+    if dicts == 1 and type(value) is dict:
+        if len(text) > _SHALLOW_TEXT and text.count("[") >= MAX_JSON_DEPTH:
+            _check_tree(value, what, 1)
+        else:  # the top-level dict is the only one: check its keys, at C speed
+            try:
+                "".join(value)  # a TypeError exactly when some key is not a str
+            except TypeError:
+                _check_keys(value, what)
+    elif dicts or (len(text) > _SHALLOW_TEXT and text.count("[") > MAX_JSON_DEPTH):
+        _check_tree(value, what, 1)
     return text
+
+
+_SHALLOW_TEXT = 2 * MAX_JSON_DEPTH
+"""Encoded length up to which a value cannot be nested more than MAX_JSON_DEPTH deep."""
+
+
+_CONTAINERS = (dict, list, tuple)
+
+
+def _check_keys(value: dict[Any, Any], what: str) -> None:
+    """Refuse a dict with a key that is not a string.
+
+    Raises:
+        PayloadError: Naming the first such key and its type.
+    """
+    for key in value:
+        if not isinstance(key, str):
+            raise PayloadError(
+                f"{what} has a dict key {key!r} of type {type(key).__name__}; JSON object keys "
+                "must be strings (JSON would turn it into a string, which can silently merge "
+                "keys), so convert keys with str() before enqueueing"
+            )
+
+
+def _check_tree(value: Any, what: str, depth: int) -> None:
+    """Walk the lists and dicts of an encodable ``value``: string keys, bounded depth.
+
+    Raises:
+        PayloadError: A non-string key, or nesting deeper than :data:`MAX_JSON_DEPTH`.
+    """
+    if depth > MAX_JSON_DEPTH:
+        raise PayloadError(
+            f"{what} is nested more than {MAX_JSON_DEPTH} levels deep (lists and dicts inside "
+            "each other); flatten it"
+        )
+    if type(value) is dict or isinstance(value, dict):
+        _check_keys(value, what)
+        items: Any = value.values()
+    else:
+        items = value
+    for item in items:
+        if isinstance(item, _CONTAINERS):
+            _check_tree(item, what, depth + 1)
 
 
 def decode_json(text: str | None) -> Any:
@@ -181,7 +267,7 @@ def validate_priority(priority: object) -> int:
     Raises:
         PriorityError: Not an integer, or outside 0..1000.
     """
-    if isinstance(priority, bool) or not isinstance(priority, int):
+    if not is_int(priority):
         raise PriorityError(
             f"priority must be an integer from {MIN_PRIORITY} to {MAX_PRIORITY}, got {priority!r}"
         )
@@ -193,21 +279,77 @@ def validate_priority(priority: object) -> int:
     return priority
 
 
+def finite_float(value: object) -> float | None:
+    """``value`` as a finite ``float``, or ``None`` when it is not one.
+
+    ``None`` for anything but an ``int`` or ``float`` (``bool`` included), for NaN and
+    infinities, and for an ``int`` too large for a ``float`` (where ``float()`` and
+    ``math.isfinite()`` would raise ``OverflowError``).
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def validate_number(
+    value: object,
+    name: str,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    error: type[ValidationError] = ScheduleError,
+) -> float:
+    """Return ``value`` as a ``float`` if it is a finite number within the bounds.
+
+    Args:
+        value: The argument.
+        name: Its name, for the message.
+        minimum: Smallest value accepted (``None``: no bound).
+        maximum: Largest value accepted (``None``: no bound).
+        error: The error class to raise.
+
+    Raises:
+        ValidationError: ``error``: not a number, NaN, infinite, too large for a float, or
+            outside the bounds (never ``OverflowError``).
+    """
+    number = finite_float(value)
+    if number is None:
+        if isinstance(value, int) and not isinstance(value, bool):
+            raise error(f"{name} is too large, got {show_number(value)}")
+        raise error(f"{name} must be a finite number, got {value!r}")
+    if minimum is not None and number < minimum:
+        raise error(f"{name} must be >= {minimum:g}, got {show_number(value)}")
+    if maximum is not None and number > maximum:
+        raise error(f"{name} must be at most {maximum:g}, got {show_number(value)}")
+    return number
+
+
+def show_number(value: object) -> str:
+    """``repr(value)``, but a huge integer as its size (its digits could run to pages)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**30:
+        return f"an integer of about {int(value.bit_length() * 0.30103) + 1} digits"
+    return repr(value)
+
+
 def validate_delay(delay: object, name: str = "delay") -> float:
     """Return ``delay`` in seconds if it is a finite number >= 0.
 
     Raises:
-        ScheduleError: Not a number, negative, NaN or infinite.
+        ScheduleError: Not a number, negative, NaN, infinite or over 100 years.
     """
-    if isinstance(delay, bool) or not isinstance(delay, (int, float)):
+    if not is_number(delay):
         raise ScheduleError(f"{name} must be a number of seconds, got {delay!r}")
-    if not math.isfinite(delay):
+    if isinstance(delay, float) and not math.isfinite(delay):
         raise ScheduleError(f"{name} must be finite, got {delay!r}")
     if delay < 0:
-        raise ScheduleError(f"{name} must be >= 0 seconds, got {delay!r}; use 0 to run now")
-    if delay > MAX_DELAY_SECONDS:
+        raise ScheduleError(f"{name} must be >= 0 seconds, got {show_number(delay)}; use 0 to run now")
+    if delay > MAX_DELAY_SECONDS:  # exact for any int: no conversion to float yet
         raise ScheduleError(
-            f"{name} must be at most {MAX_DELAY_SECONDS:.0f} seconds (100 years), got {delay!r}"
+            f"{name} must be at most {MAX_DELAY_SECONDS:.0f} seconds (100 years), got {show_number(delay)}"
         )
     return float(delay)
 
@@ -240,7 +382,7 @@ def validate_task_id(task_id: object) -> int:
         ValidationError: Anything else.
     """
     inner = getattr(task_id, "id", task_id) if not isinstance(task_id, int) else task_id
-    if isinstance(inner, bool) or not isinstance(inner, int):
+    if not is_int(inner):
         raise ValidationError(f"task id must be an integer or a Task, got {task_id!r}")
     if not -MAX_TASK_ID - 1 <= inner <= MAX_TASK_ID:
         raise ValidationError(f"task id {inner} is out of range; ids are 64-bit integers")

@@ -14,7 +14,7 @@ import traceback as traceback_module
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, TypeVar
 
 from .backends.base import TaskUpdate
 from .config import DEFAULT_LEASE_DURATION, ENV_LEASE_DURATION, ENV_WORKER_ID, QueueConfig
@@ -26,16 +26,33 @@ from .strategies import SchedulingStrategy, resolve_strategy
 from .validation import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     encode_json,
+    is_int,
+    show_number,
     validate_delay,
     validate_task_id,
     validate_task_type,
 )
 
-if TYPE_CHECKING:
-    from .runtime.registry import HandlerRegistry
-    from .runtime.runner import RunSummary
+__all__ = ["QueueWorker", "WorkerRuntime"]
 
-__all__ = ["QueueWorker"]
+_Summary = TypeVar("_Summary", covariant=True)
+
+
+class WorkerRuntime(Protocol[_Summary]):
+    """What runs handlers for a worker (:class:`prismq.queue.runtime.HandlerRegistry`).
+
+    The runtime sits above the worker: :meth:`QueueWorker.run` hands itself to the
+    registry it is given, so this module never imports the runtime.
+    """
+
+    def run_worker(self, worker: QueueWorker, **options: Any) -> _Summary:
+        """Run ``worker`` on a fresh event loop until it stops."""
+        ...
+
+    async def run_worker_async(self, worker: QueueWorker, **options: Any) -> _Summary:
+        """Run ``worker`` on the caller's running event loop until it stops."""
+        ...
+
 
 logger = logging.getLogger("prismq.queue.worker")
 
@@ -175,7 +192,7 @@ class QueueWorker:
         Returns:
             The leased tasks (empty when nothing is ready).
         """
-        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_BATCH:
+        if not is_int(count) or not 1 <= count <= MAX_BATCH:
             raise ValidationError(f"count must be an integer from 1 to {MAX_BATCH}, got {count!r}")
         return self._claim(count, (), ())[1]
 
@@ -220,6 +237,15 @@ class QueueWorker:
             self._last_heartbeat = now
         return done, tasks
 
+    def _log_fields(self, task: Task) -> dict[str, Any]:
+        """The fields every record about a task carries (see ``runtime.logs``)."""
+        return {
+            "worker_id": self.worker_id,
+            "task_id": task.id,
+            "task_type": task.task_type,
+            "attempt": task.attempts,
+        }
+
     # -- while running ---------------------------------------------------------
     def _update_for(self, task_id: int | Task, action: str) -> TaskUpdate:
         tid = validate_task_id(task_id)
@@ -262,11 +288,11 @@ class QueueWorker:
             :attr:`held_tasks` and logged, not raised.
         """
         renewed = []
-        for tid in list(self._held):
+        for tid, held in list(self._held.items()):
             try:
                 renewed.append(self.renew_lease(tid))
             except LeaseLostError as exc:
-                logger.warning("%s", exc, extra={"task_id": tid, "worker_id": self.worker_id})
+                logger.warning("%s", exc, extra=self._log_fields(held))
         now = self.db.now()
         if self._registered:
             self.backend.heartbeat_worker(self.worker_id, now)
@@ -286,7 +312,7 @@ class QueueWorker:
             LeaseLostError: The lease is no longer held.
         """
         if isinstance(percent, bool) or not isinstance(percent, (int, float)) or not 0 <= percent <= 100:
-            raise ValidationError(f"percent must be a number from 0 to 100, got {percent!r}")
+            raise ValidationError(f"percent must be a number from 0 to 100, got {show_number(percent)}")
         if message is not None and (not isinstance(message, str) or len(message) > 1000):
             raise ValidationError("message must be a string of at most 1000 characters")
         update = self._update_for(task_id, "report progress on")
@@ -369,7 +395,12 @@ class QueueWorker:
             tid = validate_task_id(task_id)
             held = self._held.get(tid)
             if held is None or held.lease_token is None:
-                logger.warning("task %s is not held by %s; skipped", tid, self.worker_id)
+                logger.warning(
+                    "task %s is not held by %s; skipped",
+                    tid,
+                    self.worker_id,
+                    extra={"worker_id": self.worker_id, "task_id": tid, "task_type": "-", "attempt": "-"},
+                )
                 continue
             updates.append(TaskUpdate(tid, self.worker_id, held.lease_token))
             value = None if results is None else results[index]
@@ -379,14 +410,14 @@ class QueueWorker:
         done = self.backend.complete_tasks(updates, encoded, self.db.now())
         completed = []
         for update, ok in zip(updates, done, strict=True):
-            self._held.pop(update.task_id, None)
+            held = self._held.pop(update.task_id, None)
             if ok:
                 completed.append(update.task_id)
             else:
                 logger.warning(
                     "lease on task %s was lost before completion; result discarded",
                     update.task_id,
-                    extra={"task_id": update.task_id, "worker_id": self.worker_id},
+                    extra=self._log_fields(held) if held else {"worker_id": self.worker_id},
                 )
         return completed
 
@@ -473,13 +504,21 @@ class QueueWorker:
         now = self.db.now()
         return self._finish(update, TaskStatus.QUEUED, now + seconds, None, None, False, now)
 
+    def forget_task(self, task_id: int | Task) -> None:
+        """Stop holding a task without changing it: its lease is no longer renewed.
+
+        For an attempt whose outcome could not be saved (the database stayed unavailable):
+        the task stays leased until the lease expires, then runs again. Nothing is written.
+        """
+        self._held.pop(validate_task_id(task_id), None)
+
     def acknowledge_cancel(self, task_id: int | Task, reason: str = "cancelled on request") -> Task:
         """Stop a held task whose cancellation was requested: its status becomes cancelled."""
         update = self._update_for(task_id, "cancel")
         return self._finish(update, TaskStatus.CANCELLED, None, reason, None, True, self.db.now())
 
     # -- running handlers ------------------------------------------------------
-    def run(self, registry: HandlerRegistry, **options: Any) -> RunSummary:
+    def run(self, registry: WorkerRuntime[_Summary], **options: Any) -> _Summary:
         """Run handlers from ``registry`` until stopped: claim, run, complete or fail.
 
         A thin front to :class:`prismq.queue.runtime.WorkerRunner`; ``options`` are its
@@ -489,15 +528,11 @@ class QueueWorker:
         Returns:
             What the run did (counts of completed, retried, dead, ... tasks).
         """
-        from .runtime.runner import run_worker
+        return registry.run_worker(self, **options)
 
-        return run_worker(self, registry, **options)
-
-    async def run_async(self, registry: HandlerRegistry, **options: Any) -> RunSummary:
+    async def run_async(self, registry: WorkerRuntime[_Summary], **options: Any) -> _Summary:
         """:meth:`run` on the caller's running event loop."""
-        from .runtime.runner import WorkerRunner
-
-        return await WorkerRunner(self, registry, **options).run()
+        return await registry.run_worker_async(self, **options)
 
     # -- life cycle ------------------------------------------------------------
     def close(self, release: bool = True) -> None:

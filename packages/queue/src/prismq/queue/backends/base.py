@@ -10,21 +10,27 @@ All times cross this interface as UTC epoch seconds (``float``).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
+from ..errors import ConfigError
 from ..models import Task, TaskStatus, WorkerInfo
 from ..strategies import SchedulingStrategy
 
 __all__ = [
+    "BACKEND_MEMBERS",
+    "CHECKPOINT_MODES",
+    "COPY_TABLES",
     "Backend",
     "NewTask",
     "QueueStats",
     "TaskQuery",
     "TaskUpdate",
+    "checkpoint_mode",
+    "missing_members",
 ]
 
 
@@ -112,12 +118,91 @@ class QueueStats:
         return sum(self.by_status.values())
 
 
+CHECKPOINT_MODES = ("PASSIVE", "FULL", "RESTART", "TRUNCATE")
+"""The modes :meth:`Backend.checkpoint` accepts (SQLite's ``wal_checkpoint`` modes)."""
+
+
+def checkpoint_mode(mode: str) -> str:
+    """``mode`` as one of :data:`CHECKPOINT_MODES` (case and spaces ignored).
+
+    Raises:
+        ConfigError: Any other word.
+    """
+    word = mode.strip().upper() if isinstance(mode, str) else ""
+    if word not in CHECKPOINT_MODES:
+        raise ConfigError(f"checkpoint mode must be one of {', '.join(CHECKPOINT_MODES)}, got {mode!r}")
+    return word
+
+
+COPY_TABLES = ("tasks", "runs")
+"""The tables :mod:`prismq.queue.migrate` copies between databases, in copy order."""
+
+
 @runtime_checkable
 class Backend(Protocol):
-    """What a database must provide. Every method is atomic on its own."""
+    """What a database must provide. Every method is atomic on its own.
+
+    This is the whole interface the higher layers use: the client, worker, runtime, CLI,
+    migration and run registry reach a database only through these attributes and
+    methods, never by its name. A backend that cannot offer a capability still declares
+    it, with the neutral answer its docstring names (``path`` is ``None`` for a server,
+    ``notifies_changes`` is False where nothing is pushed).
+
+    Attributes:
+        name: Short name of the database kind (``"sqlite"``, ``"postgresql"``), for
+            messages and reports only.
+        location: The file path, or the server URL without its password.
+        identity: Equal for two backends that open the same database (what
+            :func:`~prismq.queue.migrate.migrate` refuses to copy onto itself).
+        path: The database file, or ``None`` for a server database.
+        pragmas: The PRAGMAs applied to every connection (empty where there are none).
+        journal_mode: The write-ahead mode a file database reports (``"wal"``); empty for
+            a server database.
+        latest_schema_version: The schema version this release writes; a database below it
+            is migrated by :meth:`initialize_schema`.
+        clock: The clock task times are taken by unless ``QueueDatabase(clock=...)`` names
+            another (UTC epoch seconds): the host's, or the server's.
+        notifies_changes: True when :meth:`wait_for_change` blocks on a notification the
+            database pushes; False when callers must watch for changes themselves.
+    """
 
     name: str
     location: str
+
+    @property
+    def identity(self) -> tuple[str, ...]:
+        """Equal for two backends that open the same database."""
+        ...
+
+    @property
+    def path(self) -> Path | None:
+        """The database file, or ``None`` for a server database."""
+        ...
+
+    @property
+    def pragmas(self) -> dict[str, str | int]:
+        """The PRAGMAs applied to every connection (empty where there are none)."""
+        ...
+
+    @property
+    def latest_schema_version(self) -> int:
+        """The schema version this release writes."""
+        ...
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        """The clock task times are taken by by default (UTC epoch seconds)."""
+        ...
+
+    @property
+    def notifies_changes(self) -> bool:
+        """True when :meth:`wait_for_change` blocks on a pushed notification."""
+        ...
+
+    @property
+    def journal_mode(self) -> str:
+        """The write-ahead mode of a file database (``"wal"``); ``""`` for a server."""
+        ...
 
     # -- life cycle and schema -------------------------------------------------
     def initialize_schema(self) -> int:
@@ -179,6 +264,19 @@ class Backend(Protocol):
 
     def data_version(self) -> int:
         """A number that changes when another connection commits (cheap to read)."""
+        ...
+
+    def wait_for_change(self, timeout: float) -> bool:
+        """Block until the database notifies that work may be ready, or ``timeout`` passes.
+
+        Returns True when a change may have happened. A backend whose
+        ``notifies_changes`` is False returns True at once: it has no notification to wait
+        for, so the caller should look (and pace its looks itself).
+        """
+        ...
+
+    def stop_listening(self) -> None:
+        """Release what :meth:`wait_for_change` opened (a no-op where it opened nothing)."""
         ...
 
     # -- worker side -----------------------------------------------------------
@@ -306,6 +404,51 @@ class Backend(Protocol):
     def explain_claims(self) -> dict[str, list[str]]:
         """Query plans of every claim statement, keyed by statement name."""
         ...
+
+    # -- runs ------------------------------------------------------------------
+    def run_store(self, clock: Callable[[], float]) -> Any:
+        """The durable store of :mod:`prismq.queue.integrations` runs in this database.
+
+        Args:
+            clock: The queue database's clock (UTC epoch seconds).
+        """
+        ...
+
+    # -- copy between databases (prismq.queue.migrate) ---------------------------
+    def copy_count(self, table: str) -> int:
+        """Rows of ``table`` (one of :data:`COPY_TABLES`); 0 for a table the schema lacks."""
+        ...
+
+    def copy_read(self, table: str, after: int, limit: int) -> list[dict[str, Any]]:
+        """Up to ``limit`` rows of ``table`` past key ``after``, in key order.
+
+        The key is ``id`` for tasks and ``task_id`` for runs. Rows are dicts of every column
+        with backend-neutral values (booleans as ``bool``).
+        """
+        ...
+
+    def copy_read_between(self, table: str, first: int, last: int) -> list[dict[str, Any]]:
+        """The rows of ``table`` whose key is from ``first`` to ``last``, in key order."""
+        ...
+
+    def copy_write(self, table: str, rows: Sequence[dict[str, Any]]) -> None:
+        """Upsert rows as :meth:`copy_read` returns them, in one transaction, keeping keys."""
+        ...
+
+
+BACKEND_MEMBERS = tuple(
+    sorted(
+        {name for name in Backend.__annotations__}
+        | {name for name, value in vars(Backend).items() if not name.startswith("_") and callable(value)}
+        | {name for name, value in vars(Backend).items() if isinstance(value, property)}
+    )
+)
+"""Every attribute and method of :class:`Backend`: what a database class must define."""
+
+
+def missing_members(backend: object) -> list[str]:
+    """The :data:`BACKEND_MEMBERS` ``backend`` lacks (empty for a whole backend)."""
+    return [name for name in BACKEND_MEMBERS if not hasattr(backend, name)]
 
 
 def chunked(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:

@@ -14,23 +14,29 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
+import os
 import secrets
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, ClassVar
 
-from ..errors import LeaseLostError, TaskNotFoundError, TaskStateError
-from ..models import Task, TaskStatus, WorkerInfo, epoch_to_datetime
+from ..errors import BackupError, LeaseLostError, QueueError, TaskNotFoundError, TaskStateError
+from ..models import Task, TaskStatus, UndecodableValue, WorkerInfo, epoch_to_datetime
 from ..strategies import Ordering, SchedulingStrategy
-from .base import QueueStats, TaskQuery, TaskUpdate
+from .base import COPY_TABLES, QueueStats, TaskQuery, TaskUpdate
+from .runstore import RUN_COLUMNS
 
 __all__ = [
     "ORDER_KEYS",
     "TASK_COLUMNS",
+    "TASK_ROW_COLUMNS",
     "SQLQueueBackend",
     "describe_holder",
     "row_to_task",
     "row_to_worker",
+    "write_backup",
 ]
 
 TASK_COLUMNS = (
@@ -39,6 +45,24 @@ TASK_COLUMNS = (
     "progress_message, result, last_error, last_traceback, idempotency_key, created_at, "
     "started_at, finished_at, trace_context"
 )
+
+TASK_ROW_COLUMNS = (*(c.strip() for c in TASK_COLUMNS.split(",")), "updated_at")
+"""Every column of ``tasks``, in the order copies and dumps read and write them."""
+
+# Per copied table: its columns in copy order, its boolean columns, and its transfer.sql
+# statements (count, read after a key, read a key range, upsert).
+_COPY = {
+    "tasks": (
+        TASK_ROW_COLUMNS,
+        ("cancel_requested",),
+        "count_tasks",
+        "tasks_after",
+        "tasks_between",
+        "upsert_task",
+    ),
+    "runs": (RUN_COLUMNS, ("rerunnable",), "count_runs", "runs_after", "runs_between", "upsert_run"),
+}
+assert tuple(_COPY) == COPY_TABLES
 
 _STATUS = {status.value: status for status in TaskStatus}
 ORDER_KEYS: dict[Ordering, Callable[[Task], Any]] = {
@@ -49,6 +73,7 @@ ORDER_KEYS: dict[Ordering, Callable[[Task], Any]] = {
 }
 
 
+_logger = logging.getLogger("prismq.queue.backend")
 _decode_json = json.JSONDecoder().decode
 _UTC = timezone.utc
 _from_epoch = datetime.fromtimestamp
@@ -64,14 +89,34 @@ def _decode_policy(text: Any) -> dict[str, Any]:
     cached = _POLICY_CACHE.get(text) if type(text) is str else None
     if cached is None:
         cached = json.loads(text)
-        flat = isinstance(cached, dict) and all(
-            v is None or isinstance(v, (str, int, float)) for v in cached.values()
-        )
+        if not isinstance(cached, dict):
+            return {}  # not a policy: the default applies
+        flat = all(v is None or isinstance(v, (str, int, float)) for v in cached.values())
         if not flat or type(text) is not str:
             return cached  # type: ignore[no-any-return]
         if len(_POLICY_CACHE) < _POLICY_CACHE_SIZE:
             _POLICY_CACHE[text] = cached
     return dict(cached)
+
+
+def decode_stored(text: Any) -> Any:
+    """Decode a stored payload or result; an :class:`UndecodableValue` when it cannot be.
+
+    Rows written by other software (or by hand) may hold text that is not JSON, or JSON
+    nested too deep for the decoder; one such row must not stop every read that meets it.
+    """
+    try:
+        return _decode_json(text)
+    except (ValueError, TypeError, RecursionError) as exc:
+        return _undecodable(text, exc)
+
+
+def _undecodable(text: Any, exc: BaseException) -> UndecodableValue:
+    if isinstance(exc, RecursionError):
+        reason = "it is nested too deeply to decode"
+    else:
+        reason = f"it is not valid JSON ({type(exc).__name__}: {str(exc)[:200]})"
+    return UndecodableValue(reason=reason, text=str(text)[:200])
 
 
 def row_to_task(row: Sequence[Any]) -> Task:
@@ -84,15 +129,29 @@ def row_to_task(row: Sequence[Any]) -> Task:
     and ``datetime.fromtimestamp`` are bound once, and retry policies are decoded through
     a small cache (see :func:`_decode_policy`). A test checks that the result equals
     ``Task(...)`` built the ordinary way, field for field.
+
+    A payload or result that cannot be decoded becomes an :class:`UndecodableValue`, and a
+    retry policy that cannot be decoded gives the default policy: a row written by other
+    software never makes a read raise.
     """
     utc, from_epoch = _UTC, _from_epoch
     lease_until, started_at, finished_at, result = row[9], row[20], row[21], row[15]
+    try:
+        payload = _decode_json(row[2])
+    except (ValueError, TypeError, RecursionError) as exc:
+        payload = _undecodable(row[2], exc)
+    if result is not None:
+        result = decode_stored(result)
+    try:
+        policy = _decode_policy(row[7])
+    except (ValueError, TypeError, RecursionError):
+        policy = {}  # the default policy applies
     task = _new_instance(Task)
     task.__dict__.update(
         {
             "id": row[0],
             "task_type": row[1],
-            "payload": _decode_json(row[2]),
+            "payload": payload,
             "status": _STATUS[row[3]],
             "priority": row[4],
             "attempts": row[5],
@@ -104,14 +163,14 @@ def row_to_task(row: Sequence[Any]) -> Task:
             "lease_token": row[11],
             "progress": row[13],
             "progress_message": row[14],
-            "result": None if result is None else _decode_json(result),
+            "result": result,
             "last_error": row[16],
             "last_traceback": row[17],
             "idempotency_key": row[18],
             "cancel_requested": bool(row[12]),
             "started_at": None if started_at is None else from_epoch(started_at, utc),
             "finished_at": None if finished_at is None else from_epoch(finished_at, utc),
-            "retry_policy": _decode_policy(row[7]),
+            "retry_policy": policy,
             "trace_context": row[22],
         }
     )
@@ -140,11 +199,147 @@ def describe_holder(row: Sequence[Any]) -> str:
     return f"it is now {status}"
 
 
+def write_backup(destination: Path, write: Callable[[Path], None], live: Path | None = None) -> Path:
+    """Write a backup through a temporary file beside ``destination``, then rename it into place.
+
+    The temporary file is created owner-only (``0600``) and exclusively, handed to
+    ``write`` (which fills and checks it, raising :class:`BackupError` on a failed
+    check), and renamed over ``destination`` only when ``write`` returns, so a
+    half-written backup never appears. It is removed whatever happens.
+
+    Args:
+        destination: The backup file's path.
+        write: Fills the temporary file whose path it is given.
+        live: The live database file, which ``destination`` must not be.
+
+    Raises:
+        BackupError: ``destination`` is the live file, a folder, in a missing or
+            unwritable folder, or an unusable name; or writing failed.
+    """
+    destination = Path(destination).expanduser()
+    parent = destination.parent
+    try:
+        if live is not None and destination.exists() and destination.resolve() == live.resolve():
+            raise BackupError("the backup destination is the live database itself; choose another path")
+        if destination.is_dir():
+            raise BackupError(f"{destination} is a directory; give the backup file's path")
+        if not parent.is_dir():
+            raise BackupError(f"the backup folder {parent} does not exist; create it first")
+    except (OSError, ValueError) as exc:  # a name too long, a NUL, an unencodable character
+        reason = getattr(exc, "strerror", None) or exc
+        raise BackupError(
+            f"cannot use {destination} as a backup destination: {reason}; choose another path"
+        ) from None
+    temp = parent / f".{destination.name}.{secrets.token_hex(4)}.partial"
+    try:
+        os.close(os.open(temp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or exc
+        raise BackupError(f"cannot write a backup in {parent}: {reason}; choose a writable folder") from None
+    try:
+        write(temp)
+        os.replace(temp, destination)
+    except OSError as exc:
+        raise BackupError(f"backup to {destination} failed: {exc.strerror or exc}") from None
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            temp.unlink()
+    return destination
+
+
 class SQLQueueBackend:
     """Operations shared by the SQL backends (see the module docstring)."""
 
     queries: ClassVar[dict[str, str]]
+    transfer_queries: ClassVar[dict[str, str]]
+    notifies_changes: ClassVar[bool] = False
     db: Any
+
+    def wait_for_change(self, timeout: float) -> bool:
+        """Nothing is pushed here: return True at once (the caller looks for itself)."""
+        return True
+
+    def stop_listening(self) -> None:
+        """Nothing listens here."""
+
+    def _executemany(self, conn: Any, sql: str, values: Sequence[Any]) -> None:
+        """Run ``sql`` once per parameter set on ``conn``."""
+        conn.executemany(sql, values)
+
+    def _insert_one(self, conn: Any, row: Any) -> int:
+        """Insert one task row (bound as ``insert_task`` takes it); return its id."""
+        raise NotImplementedError
+
+    def _key_params(self, key: str) -> Any:
+        """Bind ``task_id_by_idempotency_key``'s one parameter."""
+        raise NotImplementedError
+
+    def _insert_keyed(
+        self, conn: Any, rows: Sequence[Any], keys: Sequence[str | None]
+    ) -> list[tuple[int, bool]]:
+        """Insert rows one by one; a row whose idempotency key is taken returns that task's id."""
+        out: list[tuple[int, bool]] = []
+        for row, key in zip(rows, keys, strict=True):
+            if key is None:
+                out.append((self._insert_one(conn, row), True))
+                continue
+            inserted = conn.execute(self.queries["insert_task_idempotent"], row).fetchone()
+            if inserted is not None:
+                out.append((inserted[0], True))
+            else:
+                existing = conn.execute(
+                    self.queries["task_id_by_idempotency_key"], self._key_params(key)
+                ).fetchone()
+                out.append((existing[0], False))
+        return out
+
+    # -- copy between databases --------------------------------------------------
+    def _copy_spec(self, table: str) -> tuple[Any, ...]:
+        try:
+            return _COPY[table]
+        except KeyError:
+            raise ValueError(f"no copy of table {table!r}; copied tables: {', '.join(COPY_TABLES)}") from None
+
+    def _has_table(self, table: str) -> bool:
+        if table == "tasks":
+            return True
+        return bool(self.db.read(lambda c: c.execute(self.transfer_queries["has_runs"]).fetchone()[0]))
+
+    def _copy_rows(self, table: str, query: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        columns, booleans = self._copy_spec(table)[:2]
+        if not self._has_table(table):
+            return []
+        rows = self.db.read(lambda c: c.execute(self.transfer_queries[query], params).fetchall())
+        out = []
+        for row in rows:
+            record = dict(zip(columns, row, strict=True))
+            for name in booleans:
+                record[name] = bool(record[name])
+            out.append(record)
+        return out
+
+    def copy_count(self, table: str) -> int:
+        count_query = self._copy_spec(table)[2]
+        if not self._has_table(table):
+            return 0
+        return int(self.db.read(lambda c: c.execute(self.transfer_queries[count_query]).fetchone()[0]))
+
+    def copy_read(self, table: str, after: int, limit: int) -> list[dict[str, Any]]:
+        return self._copy_rows(table, self._copy_spec(table)[3], {"after": after, "limit": limit})
+
+    def copy_read_between(self, table: str, first: int, last: int) -> list[dict[str, Any]]:
+        return self._copy_rows(table, self._copy_spec(table)[4], {"first": first, "last": last})
+
+    def copy_write(self, table: str, rows: Sequence[dict[str, Any]]) -> None:
+        _columns, booleans, _count, _after, _between, upsert = self._copy_spec(table)
+        values = [{**row, **{name: self._flag(bool(row[name])) for name in booleans}} for row in rows]
+
+        def work(conn: Any) -> None:
+            self._executemany(conn, self.transfer_queries[upsert], values)
+            if table == "tasks" and "advance_task_ids" in self.transfer_queries:
+                conn.execute(self.transfer_queries["advance_task_ids"])
+
+        self.db.write(work)
 
     def _array(self, values: list[Any]) -> Any:
         """Bind a list parameter (SQLite: JSON text for ``json_each``; PostgreSQL: an array)."""
@@ -163,6 +358,26 @@ class SQLQueueBackend:
     ) -> list[Any]:
         """Lease up to ``params["count"]`` ready tasks inside the open transaction; return rows."""
         raise NotImplementedError
+
+    def _queued_types(self, conn: Any) -> list[str]:
+        """Task types that have queued tasks, read off the ready index (one seek per type)."""
+        return [row[0] for row in conn.execute(self.queries["queued_task_types"])]
+
+    def _ready_types(self, conn: Any, candidates: list[str], now: float) -> list[str]:
+        """Those of ``candidates`` with a task ready at ``now``, in ``candidates`` order."""
+        raise NotImplementedError
+
+    def _claim_split(
+        self,
+        conn: Any,
+        task_types: Sequence[str] | None,
+        strategy: SchedulingStrategy,
+        params: dict[str, Any],
+    ) -> list[Any]:
+        """Weighted draws: pick types by weight, then the oldest ready task of each."""
+        candidates = self._queued_types(conn) if task_types is None else list(dict.fromkeys(task_types))
+        available = self._ready_types(conn, candidates, params["now"])
+        return self._claim_by_weight(conn, strategy, available, params)
 
     def _claim_by_weight(
         self, conn: Any, strategy: SchedulingStrategy, available: list[str], params: dict[str, Any]
@@ -235,7 +450,54 @@ class SQLQueueBackend:
         tasks = [row_to_task(r) for r in rows]
         if len(tasks) > 1:
             tasks.sort(key=ORDER_KEYS[strategy.ordering])
+        for task in tasks:
+            if type(task.payload) is UndecodableValue:
+                return done, self._bury_undecodable(tasks, worker_id, now)
         return done, tasks
+
+    def _bury_undecodable(self, tasks: list[Task], worker_id: str, now: float) -> list[Task]:
+        """Make claimed tasks whose payload cannot be decoded dead; return the others.
+
+        No handler could run such a task, and retrying cannot help. The change is fenced by
+        the claim's token; if it fails (a busy database), the task is left leased and is
+        reclaimed, and buried again, once the lease expires: the rest of the batch runs
+        either way.
+        """
+        good = [t for t in tasks if type(t.payload) is not UndecodableValue]
+        bad = [t for t in tasks if type(t.payload) is UndecodableValue]
+        sql = self.queries["finish_attempt"]
+
+        def work(conn: Any) -> None:
+            for task in bad:
+                params = {
+                    **self._fenced(TaskUpdate(task.id, worker_id, task.lease_token or "")),
+                    "status": TaskStatus.DEAD.value,
+                    "run_after": None,
+                    "error": f"the stored payload cannot be decoded: {task.payload.reason}",
+                    "traceback": None,
+                    "count_attempt": self._flag(True),
+                    "now": now,
+                }
+                conn.execute(sql, params).fetchone()
+
+        try:
+            self.db.write(work)
+        except QueueError as exc:
+            _logger.error("could not mark %d undecodable task(s) dead: %s", len(bad), exc)
+        else:
+            for task in bad:
+                _logger.error(
+                    "task %s has a payload that cannot be decoded (%s); marked dead",
+                    task.id,
+                    task.payload.reason,  # type: ignore[union-attr]
+                    extra={
+                        "worker_id": worker_id,
+                        "task_id": task.id,
+                        "task_type": task.task_type,
+                        "attempt": task.attempts,
+                    },
+                )
+        return good
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Any]:

@@ -140,18 +140,32 @@ class SQLRunStore:
         """Insert the ``runs`` row; raise ValidationError when ``run_id`` already exists."""
         raise NotImplementedError
 
+    def _lock_run(self, conn: Any, run_id: str) -> None:
+        """Serialise inserts and claims of one run id until commit (where the write lock does not)."""
+
+    def _limit(self, limit: int | None) -> Any:
+        """Bind a ``LIMIT`` (``None``: no limit)."""
+        raise NotImplementedError
+
+    def _executemany(self, conn: Any, sql: str, values: Sequence[dict[str, Any]]) -> None:
+        """Run ``sql`` once per parameter set."""
+        conn.executemany(sql, values)
+
+    def _delete_finished(self, conn: Any, before: float) -> int:
+        """Delete finished runs that ended before ``before`` with their tasks; return how many."""
+        raise NotImplementedError
+
     def _run_params(self, record: dict[str, Any], now: float, fence: str | None) -> dict[str, Any]:
         return run_params(record, now, fence, self._flag(bool(record["rerunnable"])))
 
-    def __init__(self, backend: Any, clock: Callable[[], float] = time.time) -> None:
-        self.backend = backend
-        self.db = backend.db
+    def __init__(self, db: Any, clock: Callable[[], float] = time.time) -> None:
+        self.db = db
         self._clock = clock
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
         """One write transaction; store calls made inside it on this thread join it."""
-        with self.backend.transaction():
+        with self.db.transaction():
             yield
 
     def _insert(
@@ -211,6 +225,106 @@ class SQLRunStore:
     def now(self) -> float:
         """The queue database's clock (UTC epoch seconds)."""
         return self._clock()
+
+    # -- registry --------------------------------------------------------------
+    def insert(self, record: dict[str, Any], locker: str, lease_until: float) -> dict[str, Any]:
+        """Add a run (and its task); an active run's task is leased by ``locker``.
+
+        Raises:
+            ValidationError: A run with this id exists.
+        """
+        now = self.now()
+
+        def work(conn: Any) -> dict[str, Any]:
+            self._lock_run(conn, record["run_id"])
+            return self._insert(conn, record, None, locker, lease_until, now)
+
+        return self.db.write(work)
+
+    def query(
+        self,
+        statuses: Sequence[str] | None = None,
+        module_id: str | None = None,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Runs matching the filters, newest first."""
+        params = {
+            "statuses": None if statuses is None else self._array(list(statuses)),
+            "module_id": module_id,
+            "limit": self._limit(limit),
+        }
+        rows = self.db.read(lambda c: c.execute(self.queries["list_runs"], params).fetchall())
+        return [row_to_record(r) for r in rows]
+
+    def delete_finished_before(self, before: float) -> int:
+        """Delete finished runs (and their tasks) that ended before ``before``."""
+        return int(self.db.write(lambda c: self._delete_finished(c, before)))
+
+    # -- owning manager --------------------------------------------------------
+    def claim(self, record: dict[str, Any], owner: str, lease_until: float) -> dict[str, Any] | None:
+        """Record a run as owned by ``owner``: insert it, or take over a queued one.
+
+        Returns:
+            The stored record, or ``None`` when the run exists and is not a queued run
+            free to take (finished, or held by a live manager).
+        """
+        now = self.now()
+
+        def work(conn: Any) -> dict[str, Any] | None:
+            params = {"run_id": record["run_id"], "owner": owner, "now": now}
+            self._lock_run(conn, record["run_id"])
+            row = conn.execute(self.queries["claim_run"], params).fetchone()
+            if row is None:
+                if conn.execute(self.queries["get_run"], {"run_id": record["run_id"]}).fetchone() is not None:
+                    return None
+                return self._insert(conn, record, owner, owner, lease_until, now)
+            stored = row_to_record(row)
+            self._lease(conn, stored["task_id"], owner, lease_until, now)
+            return stored
+
+        return self.db.write(work)
+
+    def save_active(self, records: Sequence[dict[str, Any]], owner: str) -> None:
+        """Write the progress and start of active runs ``owner`` holds, in bulk.
+
+        Cheaper than :meth:`save` (two statements executed over all records); runs the
+        owner no longer holds are skipped silently.
+        """
+        if not records:
+            return
+        now = self.now()
+        runs = [
+            {
+                "run_id": r["run_id"],
+                "status": r["status"],
+                "progress_percent": r["progress_percent"],
+                "progress_message": r["progress_message"],
+                "items_processed": r["items_processed"],
+                "items_total": r["items_total"],
+                "attempts": r["attempts"],
+                "started_at": r["started_at"],
+                "fence": owner,
+                "now": now,
+            }
+            for r in records
+        ]
+        tasks = [
+            {
+                "task_id": r["task_id"],
+                "progress": r["progress_percent"],
+                "progress_message": r["progress_message"],
+                "started_at": r["started_at"],
+                "fence": owner,
+                "now": now,
+            }
+            for r in records
+        ]
+
+        def work(conn: Any) -> None:
+            self._executemany(conn, self.queries["save_active_run"], runs)
+            self._executemany(conn, self.queries["touch_task"], tasks)
+
+        self.db.write(work)
 
     def update(self, record: dict[str, Any]) -> dict[str, Any] | None:
         """Overwrite a run's fields (not its owner); a finished run releases its task."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from importlib import resources
 
-__all__ = ["load_migrations", "load_queries"]
+__all__ = ["build_claims", "load_migrations", "load_queries"]
 
 _NAME = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
 _MIGRATION = re.compile(r"^(\d{4})_\w+\.sql$")
@@ -39,6 +39,32 @@ def load_queries(package: str, filename: str = "queries.sql", **placeholders: st
             raise RuntimeError(f"duplicate query name {name!r} in {package}/{filename}")
         queries[name] = statement
     return queries
+
+
+def build_claims(queries: dict[str, str]) -> dict[str, str]:
+    """Build every claim variant from the one claim template of a backend's queries.
+
+    ``claim_template`` holds the claim's ``UPDATE`` once, with a ``{picked}`` marker;
+    each ``pick_<variant>`` query is what goes there (the selection of rows to lease), and
+    becomes ``claim_<variant>``. ``ready_filter`` (extra conditions on the rows a claim
+    may pick, as ``AND ...``; may be empty) replaces every ``{ready_filter}`` marker. The
+    template, picks and filter are not kept as queries of their own.
+
+    Raises:
+        RuntimeError: A built name is already a query, or no template is given.
+    """
+    out = dict(queries)
+    try:
+        template = out.pop("claim_template")
+    except KeyError:
+        raise RuntimeError("no claim_template among the queries") from None
+    ready_filter = out.pop("ready_filter", "")
+    for name in [n for n in out if n.startswith("pick_")]:
+        built = "claim_" + name.removeprefix("pick_")
+        if built in out:
+            raise RuntimeError(f"{built} is written out and built from {name}; keep one")
+        out[built] = template.replace("{picked}", out.pop(name))
+    return {name: sql.replace("{ready_filter}", ready_filter) for name, sql in out.items()}
 
 
 def load_migrations(package: str) -> list[tuple[int, str, str]]:

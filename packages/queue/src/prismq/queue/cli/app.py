@@ -21,7 +21,7 @@ from ..database import QueueDatabase
 from ..errors import ConfigError, QueueError, ValidationError
 from ..models import TaskStatus
 from ..runtime.logs import configure_logging
-from ..runtime.settings import WorkerSettings, load_settings, settings_from_mapping
+from ..runtime.settings import WorkerSettings, resolve_settings
 from . import output
 from .parsing import UsageError, build_parser, parse_json
 
@@ -89,12 +89,7 @@ def _worker_settings(args: argparse.Namespace) -> WorkerSettings:
         "worker_id": args.worker_id,
         "tracing": args.tracing,
     }
-    if args.config:
-        return load_settings(args.config, **overrides)
-    settings = settings_from_mapping(overrides)
-    settings.build_registry()
-    settings.build_strategy()
-    return settings
+    return resolve_settings(args.config, overrides)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:

@@ -33,14 +33,6 @@ def _check(name: str, status: str, detail: str) -> dict[str, str]:
     return {"check": name, "status": status, "detail": detail}
 
 
-def _latest_schema_version(db: QueueDatabase) -> int | None:
-    if db.backend_name == "sqlite":
-        from ..backends.sqlite import SCHEMA_VERSION
-
-        return SCHEMA_VERSION
-    return getattr(db.backend, "latest_schema_version", None)
-
-
 def run_doctor(db: QueueDatabase, stale_after: float = 120.0) -> dict[str, Any]:
     """Run every check; each is ``ok``, ``warn`` or ``fail`` with a detail saying what to do.
 
@@ -49,10 +41,10 @@ def run_doctor(db: QueueDatabase, stale_after: float = 120.0) -> dict[str, Any]:
     """
     checks: list[dict[str, str]] = []
     version = db.schema_version()
-    latest = _latest_schema_version(db)
+    latest = db.backend.latest_schema_version
     if version == 0:
         checks.append(_check("schema", "fail", "not initialised; run 'prismq-queue init'"))
-    elif latest is not None and version < latest:
+    elif version < latest:
         checks.append(
             _check(
                 "schema", "warn", f"version {version}, this release writes {latest}; run 'prismq-queue init'"
@@ -69,7 +61,7 @@ def run_doctor(db: QueueDatabase, stale_after: float = 120.0) -> dict[str, Any]:
     else:
         checks.append(_check("integrity", "fail", "; ".join(problems[:5]) + " — restore the latest backup"))
     if db.path is not None:
-        mode = getattr(db.backend, "journal_mode", "")
+        mode = db.backend.journal_mode
         checks.append(
             _check(
                 "journal mode",

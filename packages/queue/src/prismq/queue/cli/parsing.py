@@ -7,7 +7,7 @@ import json
 import re
 from typing import Any, NoReturn
 
-from ..backends.sqlite.backend import CHECKPOINT_MODES
+from ..backends.base import CHECKPOINT_MODES
 from .observability import add_observability_arguments
 
 __all__ = ["UsageError", "build_parser", "parse_duration", "parse_json", "parse_weights"]
@@ -115,7 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=_positive_int, help="tasks at once per process (default 1)")
     p.add_argument("--processes", type=_positive_int, help="worker processes (default 1)")
     p.add_argument("--lease", type=parse_duration, help="lease duration, e.g. 60s")
-    p.add_argument("--timeout", type=parse_duration, help="per-task timeout (default ten leases)")
+    p.add_argument(
+        "--timeout",
+        type=parse_duration,
+        help="per-task timeout (default ten leases); a timed-out sync handler keeps its lease "
+        "and slot until its thread returns, so a retry never overlaps it",
+    )
     p.add_argument("--grace", type=parse_duration, help="shutdown grace period (default 30s)")
     p.add_argument("--burst", action="store_true", default=None, help="exit when no task is ready")
     p.add_argument("--max-tasks", type=_positive_int, help="exit after this many tasks per process")

@@ -64,6 +64,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, ValidationError
+from ..validation import is_int, is_number
 from .runs import (
     DEFAULT_LEASE_DURATION,
     MAX_ID_LENGTH,
@@ -209,11 +210,7 @@ class BackgroundTaskManager:
             registry = RunRegistry()
         if queue is not None:
             registry.use_queue(queue)
-        if (
-            isinstance(lease_duration, bool)
-            or not isinstance(lease_duration, (int, float))
-            or lease_duration < 0.1
-        ):
+        if not is_number(lease_duration) or lease_duration < 0.1:
             raise ValidationError(f"lease_duration must be at least 0.1 s, got {lease_duration!r}")
         if owner_id is None:
             owner_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
@@ -507,7 +504,7 @@ class BackgroundTaskManager:
             logger.exception("run %s failed", run.run_id)
             await self._finish(run, RunStatus.FAILED, str(exc) or type(exc).__name__)
         else:
-            if isinstance(result, int) and not isinstance(result, bool):
+            if is_int(result):
                 run.exit_code = result
                 if result != 0:
                     await self._finish(run, RunStatus.FAILED, f"exited with code {result}")

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import copy
 import enum
-import importlib
-import math
 import os
 import secrets
 import socket
@@ -35,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import ConfigError, QueueError, ValidationError
 from ..models import epoch_to_datetime
-from ..validation import DEFAULT_MAX_PAYLOAD_BYTES, encode_json
+from ..validation import DEFAULT_MAX_PAYLOAD_BYTES, encode_json, finite_float, is_int, is_number
 
 if TYPE_CHECKING:
     from ..database import QueueDatabase
@@ -305,14 +303,11 @@ def check_progress(
             or a message longer than 1000 characters.
     """
     if (
-        isinstance(percent, bool)
-        or not isinstance(percent, (int, float))
-        or not math.isfinite(percent)
-        or not 0 <= percent <= 100
+        finite_float(percent) is None or not 0 <= percent <= 100  # type: ignore[operator]
     ):
         raise ValidationError(f"progress percent must be a number from 0 to 100, got {percent!r}")
     for name, value in (("items_processed", items_processed), ("items_total", items_total)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+        if value is not None and (not is_int(value) or value < 0):
             raise ValidationError(f"{name} must be an integer >= 0, got {value!r}")
     if message is not None and (not isinstance(message, str) or len(message) > 1000):
         raise ValidationError("progress message must be a string of at most 1000 characters")
@@ -571,32 +566,6 @@ class MemoryRunStore:
         return False
 
 
-RUN_STORES = {
-    "sqlite": ("prismq.queue.backends.sqlite.runs", "SQLiteRunStore"),
-    "postgresql": ("prismq.queue.backends.postgres.runs", "PostgresRunStore"),
-}
-"""The durable run store of each backend (by ``backend.name``): module and class."""
-
-
-def run_store_class(backend_name: str) -> Any:
-    """The run store class for a queue database's backend, imported on first use.
-
-    Only the chosen backend's module is imported, so psycopg is loaded only when a
-    PostgreSQL queue database is in use.
-
-    Raises:
-        ConfigError: The backend has no run store.
-    """
-    try:
-        module_name, class_name = RUN_STORES[backend_name]
-    except KeyError:
-        raise ConfigError(
-            f"durable runs are stored in {' or '.join(sorted(RUN_STORES))} queue databases, "
-            f"not {backend_name!r}"
-        ) from None
-    return getattr(importlib.import_module(module_name), class_name)
-
-
 class RunRegistry:
     """Every run's record: in memory by default, or durable in a queue database.
 
@@ -607,9 +576,8 @@ class RunRegistry:
             (queued or running) stays owned without a manager renewing it; a manager's
             ``start_task`` takes it over. Past that it counts as interrupted.
 
-    Raises:
-        ConfigError: The queue database's backend has no run store (see
-            :data:`RUN_STORES`).
+    The durable store is the one the queue database's backend provides
+    (:meth:`Backend.run_store <prismq.queue.backends.base.Backend.run_store>`).
 
     Example:
         >>> registry = RunRegistry()
@@ -621,11 +589,7 @@ class RunRegistry:
     def __init__(
         self, queue: QueueDatabase | None = None, *, lease_duration: float = DEFAULT_LEASE_DURATION
     ) -> None:
-        if (
-            isinstance(lease_duration, bool)
-            or not isinstance(lease_duration, (int, float))
-            or lease_duration <= 0
-        ):
+        if not is_number(lease_duration) or lease_duration <= 0:
             raise ValidationError(
                 f"lease_duration must be a positive number of seconds, got {lease_duration!r}"
             )
@@ -645,8 +609,8 @@ class RunRegistry:
         """Keep runs in ``queue`` from now on (what ``BackgroundTaskManager(queue=...)`` does).
 
         Raises:
-            ConfigError: The registry already uses another database, already holds runs
-                in memory, or the database's backend has no run store.
+            ConfigError: The registry already uses another database or already holds
+                runs in memory.
         """
         if self.queue is queue:
             return
@@ -656,9 +620,8 @@ class RunRegistry:
             raise ConfigError(
                 "this registry already holds runs in memory; attach the queue database before adding runs"
             )
-        store_class = run_store_class(queue.backend_name)
         queue.initialize_schema()
-        self.store = store_class(queue.backend, queue.now)
+        self.store = queue.backend.run_store(queue.now)
         self.queue = queue
 
     def now(self) -> float:
@@ -696,7 +659,7 @@ class RunRegistry:
         Returns:
             How many runs were deleted (with their queue tasks, when durable).
         """
-        if isinstance(max_age_days, bool) or not isinstance(max_age_days, (int, float)) or max_age_days < 0:
+        if not is_number(max_age_days) or max_age_days < 0:
             raise ValidationError(f"max_age_days must be a number >= 0, got {max_age_days!r}")
         return self.store.delete_finished_before(self.now() - max_age_days * 86400.0)
 
@@ -735,7 +698,7 @@ class RunRegistry:
     def _runs(
         self, statuses: list[str] | None = None, module_id: str | None = None, limit: int | None = None
     ) -> list[Run]:
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        if limit is not None and (not is_int(limit) or limit < 1):
             raise ValidationError(f"limit must be an integer >= 1, got {limit!r}")
         return [record_to_run(r) for r in self.store.query(statuses, module_id, limit)]
 

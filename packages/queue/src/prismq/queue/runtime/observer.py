@@ -50,8 +50,8 @@ class TaskOutcome(str, enum.Enum):
         CANCELLED: The task was cancelled on request while it ran.
         RELEASED: The worker gave the task back unfinished at shutdown.
         LEASE_LOST: The worker lost its lease; the outcome was discarded.
-        ABANDONED: The worker stopped at once (second signal) with the task running; its
-            lease expires and it runs again elsewhere.
+        ABANDONED: The worker stopped at once (second signal) with the task running, or
+            could not save the outcome; the lease expires and the task runs again.
     """
 
     COMPLETED = "completed"

@@ -6,11 +6,15 @@ import importlib
 import inspect
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import ConfigError
-from ..validation import validate_task_type
+from ..validation import is_number, validate_task_type
 from .context import TaskContext
+from .runner import RunSummary, WorkerRunner, run_worker
+
+if TYPE_CHECKING:
+    from ..worker import QueueWorker
 
 __all__ = ["Handler", "HandlerRegistry", "import_object"]
 
@@ -83,9 +87,7 @@ class HandlerRegistry:
             raise ConfigError(
                 f"task type {task_type!r} already has a handler ({self._handlers[task_type].func!r})"
             )
-        if timeout is not None and (
-            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0
-        ):
+        if timeout is not None and (not is_number(timeout) or timeout <= 0):
             raise ConfigError(
                 f"timeout for {task_type!r} must be a positive number of seconds, got {timeout!r}"
             )
@@ -133,6 +135,18 @@ class HandlerRegistry:
                 )
             registry.register(task_type, import_object(reference, f"handler for {task_type!r}"))
         return registry
+
+    def run_worker(self, worker: QueueWorker, **options: Any) -> RunSummary:
+        """Run ``worker`` with these handlers on a fresh event loop until it stops.
+
+        What :meth:`QueueWorker.run <prismq.queue.worker.QueueWorker.run>` calls;
+        ``options`` are :class:`~prismq.queue.runtime.WorkerRunner`'s keyword arguments.
+        """
+        return run_worker(worker, self, **options)
+
+    async def run_worker_async(self, worker: QueueWorker, **options: Any) -> RunSummary:
+        """:meth:`run_worker` on the caller's running event loop."""
+        return await WorkerRunner(worker, self, **options).run()
 
     @classmethod
     def load(cls, reference: str) -> HandlerRegistry:

@@ -13,17 +13,21 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from ..errors import ConfigError, LeaseLostError, PayloadError, QueueError
+from ..errors import ConfigError, LeaseLostError, PayloadError, QueueError, ValidationError
 from ..models import Task
+from ..validation import is_int, is_number
 from ..worker import QueueWorker
 from .context import TaskCancelled, TaskContext, TaskFailed
 from .logs import task_logger, worker_logger
 from .observer import MultiObserver, TaskObservation, TaskObserver, TaskOutcome
-from .registry import Handler, HandlerRegistry
+from .outcomes import HandlerEscaped, base_exception_outcome, guard_coroutine, save_with_retry
 from .threads import DaemonThreadPool
 from .wakeup import ChangeWaiter, make_waiter
+
+if TYPE_CHECKING:
+    from .registry import Handler, HandlerRegistry
 
 __all__ = ["RunSummary", "StopFlag", "TaskTimeoutError", "WorkerRunner"]
 
@@ -58,6 +62,8 @@ class RunSummary:
         released: Tasks given back unfinished at shutdown.
         timed_out: Attempts failed for running past their timeout.
         lease_lost: Attempts whose lease was lost (outcome discarded).
+        abandoned: Attempts whose outcome could not be saved, even after retrying while
+            the lease lasted; they run again once their lease expires.
         stopped_by_signal: True when a signal or the stop flag ended the run.
     """
 
@@ -69,6 +75,7 @@ class RunSummary:
     released: int = 0
     timed_out: int = 0
     lease_lost: int = 0
+    abandoned: int = 0
     stopped_by_signal: bool = False
 
 
@@ -126,12 +133,12 @@ class WorkerRunner:
     ) -> None:
         if len(registry) == 0:
             raise ConfigError("the handler registry is empty; register at least one handler")
-        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or not 1 <= concurrency <= 1000:
+        if not is_int(concurrency) or not 1 <= concurrency <= 1000:
             raise ConfigError(f"concurrency must be an integer from 1 to 1000, got {concurrency!r}")
         if max_tasks is not None and (not isinstance(max_tasks, int) or max_tasks < 1):
             raise ConfigError(f"max_tasks must be a positive integer, got {max_tasks!r}")
         for name, value in (("grace_period", grace_period), ("idle_timeout", idle_timeout)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            if not is_number(value) or value < 0:
                 raise ConfigError(f"{name} must be a number of seconds >= 0, got {value!r}")
         if wake_mode not in ("auto", "notify", "inotify", "poll"):
             raise ConfigError(f"wake_mode must be auto, notify, inotify or poll, got {wake_mode!r}")
@@ -169,6 +176,7 @@ class WorkerRunner:
         self._started_when_idle = 0
         self._immediate = False
         self._signals_seen = 0
+        self._exit_exception: BaseException | None = None
 
     # -- stopping --------------------------------------------------------------
     def request_stop(self, immediate: bool = False) -> None:
@@ -250,6 +258,8 @@ class WorkerRunner:
             self._wait_pool.shutdown()
             self._db_pool.shutdown()
             self.log.info("worker stopped: %s", self.summary)
+        if self._exit_exception is not None:
+            raise self._exit_exception  # a handler's SystemExit, once its attempt is failed
         return self.summary
 
     def _watch_stop_flag(self, loop: asyncio.AbstractEventLoop) -> threading.Event:
@@ -401,19 +411,24 @@ class WorkerRunner:
             result = await self._invoke(handler, ctx, timeout)
         except asyncio.TimeoutError:
             ctx._request_cancel()
-            if not handler.is_async:
-                self._handler_pool.replace_stuck_thread()
             self.summary.timed_out += 1
             error = TaskTimeoutError(
                 f"handler for {task.task_type!r} ran longer than its timeout of {timeout:g} s"
             )
             log.error("%s", error)
+            if not handler.is_async:
+                await self._await_thread(task.id, log)
             await self._fail(task, error, retry=True, log=log)
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as exc:
             reason = self._cancel_reasons.get(task.id)
-            if reason is None:
+            if reason == "abandon":  # this execution itself was cancelled (immediate stop)
                 raise
+            if reason is None:  # raised by the handler (a future it awaited was cancelled)
+                await self._handler_raised_base(task, exc, log)
+                return
             await self._after_interruption(task, reason, log)
+        except HandlerEscaped as exc:
+            await self._handler_raised_base(task, exc.original, log)
         except TaskCancelled:
             await self._outcome(
                 self.worker.acknowledge_cancel, task, log, "cancelled", "cancelled on request"
@@ -423,6 +438,8 @@ class WorkerRunner:
         except Exception as exc:
             log.info("handler raised %s: %s", type(exc).__name__, exc)
             await self._fail(task, exc, retry=True, log=log)
+        except BaseException as exc:  # from a sync handler's thread, or a custom class
+            await self._handler_raised_base(task, exc, log)
         else:
             if ctx.lease_lost:
                 self.summary.lease_lost += 1
@@ -450,13 +467,43 @@ class WorkerRunner:
 
     async def _invoke(self, handler: Handler, ctx: TaskContext, timeout: float) -> Any:
         if handler.is_async:
-            call: asyncio.Future[Any] = asyncio.ensure_future(handler.func(ctx))  # type: ignore[arg-type]
-        else:
-            # In a copy of this task's context: the handler sees what observers set (a span).
-            run = contextvars.copy_context().run
-            call = asyncio.wrap_future(self._handler_pool.submit(run, handler.func, ctx))
+            call: asyncio.Future[Any] = asyncio.ensure_future(guard_coroutine(handler.func(ctx)))  # type: ignore[arg-type]
+            self._async_calls[ctx.task_id] = call
+            return await asyncio.wait_for(call, timeout)
+        # In a copy of this task's context: the handler sees what observers set (a span).
+        run = contextvars.copy_context().run
+        call = asyncio.wrap_future(self._handler_pool.submit(run, handler.func, ctx))
         self._async_calls[ctx.task_id] = call
-        return await asyncio.wait_for(call, timeout)
+        # Shielded: a timeout must not drop the thread's future, whose end is awaited.
+        return await asyncio.wait_for(asyncio.shield(call), timeout)
+
+    async def _await_thread(self, task_id: int, log: Any) -> None:
+        """Wait for a timed-out sync handler's thread to return; its outcome is discarded.
+
+        A thread cannot be stopped, so the attempt keeps its lease (renewed by the
+        heartbeat) and its concurrency slot until the handler returns: only then is the
+        attempt failed, so a retry never runs while the old attempt still does.
+        """
+        call = self._async_calls.get(task_id)
+        if call is None or call.done():
+            return
+        log.warning("the timed-out handler is still running; its lease and slot are kept until it returns")
+        await asyncio.wait({call})
+        if not call.cancelled():
+            call.exception()  # retrieved, so asyncio does not report it as never retrieved
+
+    async def _handler_raised_base(self, task: Task, exc: BaseException, log: Any) -> None:
+        """End an attempt whose handler raised a ``BaseException`` (see :func:`base_exception_outcome`)."""
+        outcome = base_exception_outcome(exc)
+        log.warning("handler raised %s (not an Exception): %s", type(exc).__name__, exc)
+        if outcome == "release":
+            await self._outcome(self.worker.release_task, task, log, "released")
+            self.request_stop()
+            return
+        await self._fail(task, exc, retry=True, log=log)
+        if outcome == "fail_and_exit":
+            self._exit_exception = self._exit_exception or exc
+            self.request_stop()
 
     async def _after_interruption(self, task: Task, reason: str, log: Any) -> None:
         if reason == "cancel":
@@ -470,13 +517,33 @@ class WorkerRunner:
         elif reason == "shutdown":
             await self._outcome(self.worker.release_task, task, log, "released")
 
+    async def _save(self, task: Task, log: Any, method: Callable[..., T], *args: Any) -> T:
+        """Call a finishing ``method`` on the task, retrying transient errors (:mod:`.outcomes`)."""
+        return await save_with_retry(lambda: self._call(method, task.id, *args), self.worker, task.id, log)
+
+    def _unsaved(self, task: Task, error: QueueError, log: Any) -> None:
+        """Give up an attempt whose outcome could not be saved: its lease is left to expire."""
+        self.worker.forget_task(task.id)
+        self.summary.abandoned += 1
+        self._observed(task.id, TaskOutcome.ABANDONED, error)
+        log.error(
+            "the outcome could not be saved (%s: %s); the task runs again once its lease expires",
+            type(error).__name__,
+            error,
+        )
+
     async def _fail(self, task: Task, error: BaseException, *, retry: bool, log: Any) -> None:
         try:
-            updated = await self._call(functools.partial(self.worker.fail_task, task.id, error, retry=retry))
+            updated = await self._save(
+                task, log, functools.partial(self.worker.fail_task, retry=retry), error
+            )
         except LeaseLostError as exc:
             self.summary.lease_lost += 1
             self._observed(task.id, TaskOutcome.LEASE_LOST)
             log.warning("%s", exc)
+            return
+        except QueueError as exc:
+            self._unsaved(task, exc, log)
             return
         if updated.status.value == "dead":
             self.summary.dead += 1
@@ -495,11 +562,16 @@ class WorkerRunner:
         A lost lease is counted and logged instead, and gives ``None``.
         """
         try:
-            returned = await self._call(method, task.id, *args)
+            returned = await self._save(task, log, method, *args)
         except LeaseLostError as exc:
             self.summary.lease_lost += 1
             self._observed(task.id, TaskOutcome.LEASE_LOST)
             log.warning("%s", exc)
+            return None
+        except ValidationError:
+            raise  # a result that cannot be stored: the caller fails the attempt instead
+        except QueueError as exc:
+            self._unsaved(task, exc, log)
             return None
         setattr(self.summary, counter, getattr(self.summary, counter) + 1)
         if counter in _OUTCOMES:
@@ -556,7 +628,8 @@ class WorkerRunner:
                     break
                 await asyncio.wait(set(self._inflight.values()), timeout=min(remaining, 0.1))
         if self._immediate:
-            for execution in list(self._inflight.values()):
+            for task_id, execution in list(self._inflight.items()):
+                self._cancel_reasons[task_id] = "abandon"
                 execution.cancel()
             self.log.warning("abandoned %d running task(s); their leases will expire", len(self._inflight))
             return
@@ -579,8 +652,11 @@ class WorkerRunner:
                     self._observed(task_id, TaskOutcome.RELEASED)
                 except LeaseLostError:
                     self._observed(task_id, TaskOutcome.LEASE_LOST)
+                except QueueError as exc:
+                    self.log.error("could not release task %s at shutdown: %s", task_id, exc)
             execution = self._inflight.get(task_id)
             if execution is not None:
+                self._cancel_reasons[task_id] = "abandon"
                 execution.cancel()
         await self._deregister()
 

@@ -19,21 +19,22 @@ fails at start-up with the file and key named, not at the first task.
 from __future__ import annotations
 
 import json
-import math
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from ..config import QueueConfig, settings_from_env
 from ..database import QueueDatabase
 from ..errors import ConfigError
 from ..strategies import SchedulingStrategy, WeightedRandomStrategy, resolve_strategy
+from ..validation import finite_float, is_int
 from ..worker import QueueWorker
 from .observer import TaskObserver
 from .registry import HandlerRegistry
 
-__all__ = ["WorkerSettings", "load_settings", "settings_from_mapping"]
+__all__ = ["WorkerSettings", "load_settings", "resolve_settings", "settings_from_mapping"]
 
 
 @dataclass(frozen=True)
@@ -187,8 +188,8 @@ def _read(path: Path) -> dict[str, Any]:
 def _check_type(path: Path, key: str, value: Any, kind: str) -> Any:
     ok = {
         "str": isinstance(value, str),
-        "int": isinstance(value, int) and not isinstance(value, bool),
-        "num": isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value),
+        "int": is_int(value),
+        "num": finite_float(value) is not None,
         "bool": isinstance(value, bool),
         "list": isinstance(value, list) and all(isinstance(v, str) for v in value),
         "table": isinstance(value, dict),
@@ -214,18 +215,16 @@ _KINDS = {
 }  # fmt: skip
 
 
-def load_settings(path: str | Path, **overrides: Any) -> WorkerSettings:
-    """Load worker settings from a ``.toml``, ``.json``, ``.yaml`` or ``.yml`` file.
+def _known(options: Mapping[str, Any]) -> dict[str, Any]:
+    """``options`` as a dict, if every key names a worker setting."""
+    unknown = set(options) - _WORKER_KEYS - {"handlers"}
+    if unknown:
+        raise ConfigError(f"unknown worker setting(s): {', '.join(sorted(unknown))}")
+    return dict(options)
 
-    Args:
-        path: The config file.
-        **overrides: Settings that win over the file (``None`` values are ignored).
 
-    Raises:
-        ConfigError: The file is unreadable or malformed, has an unknown key, a value of
-            the wrong type, or a handler that cannot be imported.
-    """
-    path = Path(path)
+def _file_values(path: Path) -> dict[str, Any]:
+    """The settings a config file gives, checked (handlers not imported yet)."""
     data = _read(path)
     unknown = set(data) - {"worker", "handlers"}
     if unknown:
@@ -253,20 +252,80 @@ def load_settings(path: str | Path, **overrides: Any) -> WorkerSettings:
         values["weights"] = tuple(weights.items())
     if "task_types" in values:
         values["task_types"] = tuple(values["task_types"])
-    values["handlers"] = tuple(handlers.items())
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    if handlers:
+        values["handlers"] = tuple(handlers.items())
+    return values
+
+
+def _checked(values: dict[str, Any], path: Path | None) -> WorkerSettings:
+    """Settings from merged values, with handlers imported and the strategy built."""
     settings = WorkerSettings(**values)
     try:
         settings.build_registry()
         settings.build_strategy()
     except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+        raise ConfigError(f"{path}: {exc}" if path is not None else str(exc)) from None
     return settings
+
+
+def resolve_settings(
+    config_file: str | Path | None = None,
+    flags: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> WorkerSettings:
+    """Worker settings from every source, in one chain: flags over file over environment over defaults.
+
+    What ``prismq-queue worker`` runs with. Each layer sets only what it names:
+
+    1. defaults: the :class:`WorkerSettings` field defaults, and for the database
+       :attr:`QueueConfig.db_path <prismq.queue.config.QueueConfig.db_path>` (the
+       platform's default path when ``PRISMQ_QUEUE_DB_PATH`` is unset);
+    2. the environment (:func:`prismq.queue.config.settings_from_env`):
+       ``PRISMQ_QUEUE_DB_PATH``, ``PRISMQ_QUEUE_WORKER_ID``,
+       ``PRISMQ_QUEUE_LEASE_DURATION``, ``PRISMQ_QUEUE_MAX_WORKERS`` (as ``processes``);
+    3. the config file's ``[worker]`` and ``[handlers]``;
+    4. ``flags`` (command-line options; ``None`` values are not given).
+
+    Args:
+        config_file: A ``.toml``, ``.json``, ``.yaml`` or ``.yml`` file, or ``None``.
+        flags: Settings by :class:`WorkerSettings` field name.
+        environ: The environment to read (``os.environ`` by default).
+
+    Raises:
+        ConfigError: A malformed variable, file, key or value, an unknown setting, or a
+            handler that cannot be imported (the message names where it came from).
+    """
+    given = _known({k: v for k, v in (flags or {}).items() if v is not None})
+    values: dict[str, Any] = {"database": QueueConfig.from_env(environ).db_path}
+    values.update(settings_from_env(environ))
+    path = None if config_file is None else Path(config_file)
+    if path is not None:
+        values.update(_file_values(path))
+    values.update(given)
+    return _checked(values, path)
+
+
+def load_settings(path: str | Path, **overrides: Any) -> WorkerSettings:
+    """Load worker settings from a ``.toml``, ``.json``, ``.yaml`` or ``.yml`` file.
+
+    Only the file and ``overrides`` (no environment: settings left unset are read from it
+    by :class:`~prismq.queue.QueueDatabase` and :class:`~prismq.queue.QueueWorker` when
+    they start); :func:`resolve_settings` is the whole chain.
+
+    Args:
+        path: The config file.
+        **overrides: Settings that win over the file (``None`` values are ignored).
+
+    Raises:
+        ConfigError: The file is unreadable or malformed, has an unknown key, a value of
+            the wrong type, or a handler that cannot be imported.
+    """
+    path = Path(path)
+    values = _file_values(path)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return _checked(values, path)
 
 
 def settings_from_mapping(options: Mapping[str, Any]) -> WorkerSettings:
     """Settings from keyword options (``None`` values are left at their defaults)."""
-    unknown = set(options) - _WORKER_KEYS - {"handlers"}
-    if unknown:
-        raise ConfigError(f"unknown worker setting(s): {', '.join(sorted(unknown))}")
-    return WorkerSettings(**{k: v for k, v in options.items() if v is not None})
+    return WorkerSettings(**{k: v for k, v in _known(options).items() if v is not None})

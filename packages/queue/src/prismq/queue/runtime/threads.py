@@ -1,4 +1,4 @@
-"""A small pool of daemon threads that can replace a thread stuck in a hung handler."""
+"""A small pool of daemon threads for handlers and database calls."""
 
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ _STOP = object()
 class DaemonThreadPool:
     """Run callables on ``size`` daemon threads.
 
-    Unlike ``ThreadPoolExecutor``, a thread stuck in a call can be written off with
-    :meth:`replace_stuck_thread`: a fresh thread takes its place, so a hung handler costs
-    one thread, not one slot of the worker's concurrency. Daemon threads never keep the
-    process alive at exit.
+    Unlike ``ThreadPoolExecutor``, its threads are daemon threads, which never keep the
+    process alive at exit (a hung handler must not block a stop). A thread stuck in a
+    call is not replaced: a timed-out handler keeps its slot until it returns, so a
+    retry never runs beside it.
     """
 
     def __init__(self, size: int, name: str) -> None:
@@ -58,10 +58,6 @@ class DaemonThreadPool:
         future: Future[Any] = Future()
         self._queue.put((future, func, args))
         return future
-
-    def replace_stuck_thread(self) -> None:
-        """Add a thread to stand in for one that is stuck in a call."""
-        self._spawn()
 
     def shutdown(self) -> None:
         """Ask every idle thread to exit once the queued calls are done (does not wait)."""

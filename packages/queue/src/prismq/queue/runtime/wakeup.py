@@ -94,7 +94,7 @@ class PollingWaiter:
         self._last: int | None = None
         self._last_work = float("-inf")
         self._last_read = float("-inf")
-        path = getattr(backend, "path", None)
+        path = backend.path
         self._wal = None if path is None else f"{path}-wal"
         self._main = "" if path is None else str(path)
         # The watched file's stat when data_version was last read (-1: none).
@@ -286,9 +286,7 @@ class BackendWaiter:
 
     def close(self) -> None:
         """Release the waiter's resources."""
-        closer = getattr(self.backend, "stop_listening", None)
-        if callable(closer):
-            closer()
+        self.backend.stop_listening()
 
 
 def make_waiter(backend: Any, mode: str = "auto") -> ChangeWaiter:
@@ -298,9 +296,9 @@ def make_waiter(backend: Any, mode: str = "auto") -> ChangeWaiter:
         backend: The queue backend.
         mode: ``"auto"``, ``"notify"`` (backend push), ``"inotify"`` or ``"poll"``.
     """
-    if mode in ("auto", "notify") and callable(getattr(backend, "wait_for_change", None)):
+    if mode in ("auto", "notify") and backend.notifies_changes:
         return BackendWaiter(backend)
-    path = getattr(backend, "path", None)
+    path = backend.path
     if mode in ("auto", "inotify") and path is not None and sys.platform.startswith("linux"):
         try:
             return InotifyWaiter(backend, path)

@@ -47,28 +47,29 @@ import hashlib
 import itertools
 import json
 import os
-import secrets
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import psycopg
 
-from ...errors import BackupError, ConfigError
+from ...errors import BackupError
 from ...models import WorkerInfo
 from ...strategies import SchedulingStrategy
-from ..base import NewTask, chunked
-from ..common import TASK_COLUMNS, SQLQueueBackend
+from ..base import NewTask, checkpoint_mode, chunked
+from ..common import TASK_COLUMNS, TASK_ROW_COLUMNS, SQLQueueBackend, write_backup
 from ..runstore import RUN_COLUMNS
 from ..serverclock import ServerClock
-from ..sqlfile import load_queries
+from ..sqlfile import build_claims, load_queries
 from .connection import SCHEMA_VERSION, ConnectionManager, parse_url, translate_error
+from .runs import PostgresRunStore
 
 __all__ = ["DUMP_FORMAT", "NOTIFY_CHANNEL", "PostgresBackend"]
 
-Q = load_queries(__package__, task_columns=TASK_COLUMNS)
+Q = build_claims(load_queries(__package__, task_columns=TASK_COLUMNS))
+TRANSFER_Q = load_queries(__package__, "transfer.sql")
 
 NOTIFY_CHANNEL = "prismq_queue"
 """The channel :meth:`PostgresBackend.wait_for_change` listens on; the payload is the schema."""
@@ -76,7 +77,7 @@ NOTIFY_CHANNEL = "prismq_queue"
 DUMP_FORMAT = "prismq-queue-dump"
 """The ``format`` field of the first line of a :meth:`PostgresBackend.backup` file."""
 
-DUMP_TASK_FIELDS = (*(c.strip() for c in TASK_COLUMNS.split(",")), "updated_at")
+DUMP_TASK_FIELDS = TASK_ROW_COLUMNS
 DUMP_WORKER_FIELDS = (
     "worker_id",
     "hostname",
@@ -97,7 +98,6 @@ _ALL_TASK_FIELDS = frozenset(DUMP_TASK_FIELDS)
 _OPTIONAL_TASK_FIELDS = frozenset({"trace_context"})
 """Task fields a dump of an older schema lacks (restored as NULL)."""
 
-CHECKPOINT_MODES = ("PASSIVE", "FULL", "RESTART", "TRUNCATE")
 EXPECTED_TABLES = ("tasks", "workers", "runs", "prismq_schema_version", "prismq_data_version")
 EXPECTED_INDEXES = (
     "idx_tasks_ready_fifo",
@@ -137,6 +137,11 @@ class PostgresBackend(SQLQueueBackend):
 
     name = "postgresql"
     queries = Q
+    transfer_queries = TRANSFER_Q
+    latest_schema_version = SCHEMA_VERSION
+    notifies_changes = True
+    path = None
+    journal_mode = ""
 
     def __init__(
         self,
@@ -162,12 +167,15 @@ class PostgresBackend(SQLQueueBackend):
         )
         self.schema = self.db.schema
         self.location = self.db.location
+        self.identity = (self.name, self.location, self.schema or "")
+        self.pragmas: dict[str, str | int] = {}
         self._changing = itertools.count(-1, -1)
         self._listener: psycopg.Connection[Any] | None = None
         self._listen_schema: str | None = None
         self._listen_lock = threading.Lock()
         self.server_clock = ServerClock(self.server_time)
         """The server's clock as this process sees it: ``QueueDatabase``'s default clock."""
+        self.clock = self.server_clock
 
     # -- life cycle and schema -------------------------------------------------
     def server_time(self) -> float:
@@ -189,6 +197,13 @@ class PostgresBackend(SQLQueueBackend):
 
     def _flag(self, value: bool) -> bool:
         return bool(value)
+
+    def _executemany(self, conn: psycopg.Connection[Any], sql: str, values: Sequence[Any]) -> None:
+        with conn.cursor() as cur:
+            cur.executemany(sql, values)
+
+    def run_store(self, clock: Callable[[], float]) -> PostgresRunStore:
+        return PostgresRunStore(self.db, clock)
 
     def close(self) -> None:
         self.stop_listening()
@@ -221,25 +236,18 @@ class PostgresBackend(SQLQueueBackend):
                         break
             return out
 
-        def keyed(conn: psycopg.Connection[Any]) -> list[tuple[int, bool]]:
-            out: list[tuple[int, bool]] = []
-            for row in rows:
-                if row["idempotency_key"] is None:
-                    out.append((conn.execute(Q["insert_task"], row).fetchone()[0], True))  # type: ignore[index]
-                    continue
-                inserted = conn.execute(Q["insert_task_idempotent"], row).fetchone()
-                if inserted is not None:
-                    out.append((inserted[0], True))
-                else:
-                    existing = conn.execute(Q["task_id_by_idempotency_key"], row).fetchone()
-                    out.append((existing[0], False))  # type: ignore[index]
-            return out
-
         if not tasks:
             return []
         if all(t.idempotency_key is None for t in tasks):
             return self.db.write(plain)
-        return self.db.write(keyed)
+        keys = [t.idempotency_key for t in tasks]
+        return self.db.write(lambda c: self._insert_keyed(c, rows, keys))
+
+    def _insert_one(self, conn: psycopg.Connection[Any], row: Any) -> int:
+        return int(conn.execute(Q["insert_task"], row).fetchone()[0])  # type: ignore[index]
+
+    def _key_params(self, key: str) -> dict[str, str]:
+        return {"idempotency_key": key}
 
     def data_version(self) -> int:
         """A number that changes when a committed statement changed tasks.
@@ -263,9 +271,8 @@ class PostgresBackend(SQLQueueBackend):
         notify when enqueued, not when their ``run_after`` arrives, so callers still wake
         up on a timer. Idle workers call it instead of sleeping between empty claims::
 
-            wait = getattr(backend, "wait_for_change", None)
-            if wait is not None:
-                wait(poll_interval)
+            if backend.notifies_changes:
+                backend.wait_for_change(poll_interval)
             else:
                 time.sleep(poll_interval)
 
@@ -355,23 +362,8 @@ class PostgresBackend(SQLQueueBackend):
             ).fetchall()
         return rows
 
-    def _claim_split(
-        self,
-        conn: psycopg.Connection[Any],
-        task_types: Sequence[str] | None,
-        strategy: SchedulingStrategy,
-        params: dict[str, Any],
-    ) -> list[Any]:
-        """Weighted draws: pick types by weight, then the oldest ready task of each."""
-        if task_types is None:
-            candidates = [r[0] for r in conn.execute(Q["queued_task_types"])]
-        else:
-            candidates = list(dict.fromkeys(task_types))
-        available = [
-            r[0]
-            for r in conn.execute(Q["ready_task_types"], {"task_types": candidates, "now": params["now"]})
-        ]
-        return self._claim_by_weight(conn, strategy, available, params)
+    def _ready_types(self, conn: psycopg.Connection[Any], candidates: list[str], now: float) -> list[str]:
+        return [r[0] for r in conn.execute(Q["ready_task_types"], {"task_types": candidates, "now": now})]
 
     def next_run_after(self, task_types: Sequence[str] | None) -> float | None:
         if task_types is None:
@@ -402,9 +394,7 @@ class PostgresBackend(SQLQueueBackend):
         Raises:
             ConfigError: ``mode`` is not one of the SQLite checkpoint modes.
         """
-        word = mode.strip().upper()
-        if word not in CHECKPOINT_MODES:
-            raise ConfigError(f"checkpoint mode must be one of {', '.join(CHECKPOINT_MODES)}, got {mode!r}")
+        checkpoint_mode(mode)
         return (0, 0, 0)
 
     def vacuum(self) -> None:
@@ -456,31 +446,14 @@ class PostgresBackend(SQLQueueBackend):
         Raises:
             BackupError: The destination is a folder or not writable.
         """
-        destination = Path(destination).expanduser()
-        if destination.is_dir():
-            raise BackupError(f"{destination} is a directory; give the backup file's path")
-        parent = destination.parent
-        if not parent.is_dir():
-            raise BackupError(f"the backup folder {parent} does not exist; create it first")
-        temp = parent / f".{destination.name}.{secrets.token_hex(4)}.partial"
-        try:
-            fd = os.open(temp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-        except OSError as exc:
-            raise BackupError(
-                f"cannot write a backup in {parent}: {exc.strerror or exc}; choose a writable folder"
-            ) from None
-        try:
-            with os.fdopen(fd, "wb") as handle:
+
+        def write(temp: Path) -> None:
+            with open(temp, "wb") as handle:
                 self.db.read(lambda c: self._write_dump(c, handle), snapshot=True)
                 handle.flush()
                 os.fsync(handle.fileno())
-            os.replace(temp, destination)
-        except OSError as exc:
-            raise BackupError(f"backup to {destination} failed: {exc.strerror or exc}") from None
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                temp.unlink()
-        return destination
+
+        return write_backup(destination, write)
 
     def _write_dump(self, conn: psycopg.Connection[Any], handle: Any) -> None:
         digest = hashlib.sha256()

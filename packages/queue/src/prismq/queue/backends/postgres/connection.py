@@ -71,8 +71,11 @@ def parse_url(url: str) -> tuple[str, str | None]:
     Returns:
         The URL without ``schema``, and the schema (``None`` when absent).
     """
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
+    try:
+        parts = urlsplit(url)
+        query = parse_qsl(parts.query, keep_blank_values=True)
+    except ValueError as exc:  # an unclosed "[" of an IPv6 host, for one
+        raise ConfigError(f"malformed PostgreSQL URL {redact_text(url)}: {exc}") from None
     schemas = [value for key, value in query if key == "schema"]
     if not schemas:
         return url, None
@@ -92,6 +95,18 @@ def check_schema_name(schema: str) -> str:
             f"got {schema!r}"
         )
     return schema
+
+
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)\S*@")  # greedy: up to the last "@", safe side
+_PARAM_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+
+
+def redact_text(text: str) -> str:
+    """``text`` with any password in it (``user:PASSWORD@`` or ``password=...``) as ``***``.
+
+    For messages about a URL too malformed to parse, where :func:`redact` cannot rebuild it.
+    """
+    return _PARAM_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1***@", text))
 
 
 def redact(conninfo: str) -> str:
@@ -217,7 +232,9 @@ class ConnectionManager:
         try:
             params = conninfo_to_dict(url)
         except psycopg.ProgrammingError as exc:
-            raise ConfigError(f"malformed PostgreSQL URL: {exc}") from None
+            raise ConfigError(
+                f"malformed PostgreSQL URL {redact_text(url)}: {redact_text(str(exc))}"
+            ) from None
         self.schema = None if schema is None else check_schema_name(schema)
         self._password = str(params.get("password") or "") or None
         options = [str(params.get("options") or ""), f"-c lock_timeout={int(lock_timeout * 1000)}"]

@@ -209,158 +209,121 @@ SET status = CASE WHEN cancel_requested THEN 'cancelled'
     updated_at = %(now)s
 WHERE id IN (SELECT id FROM expired) AND status = 'leased';
 
--- name: claim_oldest_first_any
-WITH picked AS MATERIALIZED (
+-- The claim. Every claim variant is this one UPDATE with a pick_* selection of the rows
+-- to lease (a "picked" CTE, read in strategy order with FOR UPDATE SKIP LOCKED) in place
+-- of {picked}: claim_<variant> is built from pick_<variant> when the queries are loaded
+-- (prismq.queue.backends.sqlfile.build_claims).
+-- name: claim_template
+WITH {picked}
+UPDATE tasks
+SET status = 'leased', attempts = attempts + 1, locked_by = %(worker)s, lease_token = %(token)s,
+    lease_until = %(lease_until)s, started_at = %(now)s, updated_at = %(now)s,
+    progress = NULL, progress_message = NULL
+WHERE id IN (SELECT id FROM picked) AND status = 'queued'
+RETURNING {task_columns};
+
+-- Conditions every ready row a claim picks must meet besides being queued and due, as
+-- "AND ..." (none today); put in place of {ready_filter} in the picks.
+-- name: ready_filter
+
+-- name: pick_oldest_first_any
+picked AS MATERIALIZED (
     SELECT id FROM tasks
-    WHERE status = 'queued' AND run_after <= %(now)s
+    WHERE status = 'queued' AND run_after <= %(now)s {ready_filter}
     ORDER BY run_after, id LIMIT %(count)s
     FOR UPDATE SKIP LOCKED
 )
-UPDATE tasks
-SET status = 'leased', attempts = attempts + 1, locked_by = %(worker)s, lease_token = %(token)s,
-    lease_until = %(lease_until)s, started_at = %(now)s, updated_at = %(now)s,
-    progress = NULL, progress_message = NULL
-WHERE id IN (SELECT id FROM picked) AND status = 'queued'
-RETURNING {task_columns};
 
--- name: claim_newest_first_any
-WITH picked AS MATERIALIZED (
+-- name: pick_newest_first_any
+picked AS MATERIALIZED (
     SELECT id FROM tasks
-    WHERE status = 'queued' AND run_after <= %(now)s
+    WHERE status = 'queued' AND run_after <= %(now)s {ready_filter}
     ORDER BY run_after DESC, id DESC LIMIT %(count)s
     FOR UPDATE SKIP LOCKED
 )
-UPDATE tasks
-SET status = 'leased', attempts = attempts + 1, locked_by = %(worker)s, lease_token = %(token)s,
-    lease_until = %(lease_until)s, started_at = %(now)s, updated_at = %(now)s,
-    progress = NULL, progress_message = NULL
-WHERE id IN (SELECT id FROM picked) AND status = 'queued'
-RETURNING {task_columns};
 
--- name: claim_priority_any
-WITH picked AS MATERIALIZED (
+-- name: pick_priority_any
+picked AS MATERIALIZED (
     SELECT id FROM tasks
-    WHERE status = 'queued' AND run_after <= %(now)s
+    WHERE status = 'queued' AND run_after <= %(now)s {ready_filter}
     ORDER BY priority, run_after, id LIMIT %(count)s
     FOR UPDATE SKIP LOCKED
 )
-UPDATE tasks
-SET status = 'leased', attempts = attempts + 1, locked_by = %(worker)s, lease_token = %(token)s,
-    lease_until = %(lease_until)s, started_at = %(now)s, updated_at = %(now)s,
-    progress = NULL, progress_message = NULL
-WHERE id IN (SELECT id FROM picked) AND status = 'queued'
-RETURNING {task_columns};
 
--- name: claim_oldest_first_type
-WITH picked AS MATERIALIZED (
+-- name: pick_oldest_first_type
+picked AS MATERIALIZED (
     SELECT id FROM tasks
     WHERE status = 'queued' AND task_type >= %(task_type)s AND task_type <= %(task_type)s
-      AND run_after <= %(now)s
+      AND run_after <= %(now)s {ready_filter}
     ORDER BY task_type, run_after, id LIMIT %(count)s
     FOR UPDATE SKIP LOCKED
 )
-UPDATE tasks
-SET status = 'leased', attempts = attempts + 1, locked_by = %(worker)s, lease_token = %(token)s,
-    lease_until = %(lease_until)s, started_at = %(now)s, updated_at = %(now)s,
-    progress = NULL, progress_message = NULL
-WHERE id IN (SELECT id FROM picked) AND status = 'queued'
-RETURNING {task_columns};
 
--- name: claim_newest_first_type
-WITH picked AS MATERIALIZED (
+-- name: pick_newest_first_type
+picked AS MATERIALIZED (
     SELECT id FROM tasks
     WHERE status = 'queued' AND task_type >= %(task_type)s AND task_type <= %(task_type)s
-      AND run_after <= %(now)s
+      AND run_after <= %(now)s {ready_filter}
     ORDER BY task_type DESC, run_after DESC, id DESC LIMIT %(count)s
     FOR UPDATE SKIP LOCKED
 )
-UPDATE tasks
-SET status = 'leased', attempts = attempts + 1, locked_by = %(worker)s, lease_token = %(token)s,
-    lease_until = %(lease_until)s, started_at = %(now)s, updated_at = %(now)s,
-    progress = NULL, progress_message = NULL
-WHERE id IN (SELECT id FROM picked) AND status = 'queued'
-RETURNING {task_columns};
 
--- name: claim_priority_type
-WITH picked AS MATERIALIZED (
+-- name: pick_priority_type
+picked AS MATERIALIZED (
     SELECT id FROM tasks
     WHERE status = 'queued' AND task_type >= %(task_type)s AND task_type <= %(task_type)s
-      AND run_after <= %(now)s
+      AND run_after <= %(now)s {ready_filter}
     ORDER BY task_type, priority, run_after, id LIMIT %(count)s
     FOR UPDATE SKIP LOCKED
 )
-UPDATE tasks
-SET status = 'leased', attempts = attempts + 1, locked_by = %(worker)s, lease_token = %(token)s,
-    lease_until = %(lease_until)s, started_at = %(now)s, updated_at = %(now)s,
-    progress = NULL, progress_message = NULL
-WHERE id IN (SELECT id FROM picked) AND status = 'queued'
-RETURNING {task_columns};
 
 -- Several task types merged: each type's best rows are read (and locked, skipping rows
 -- other claimers hold) off its own index, then the overall best are leased; the few extra
 -- rows locked are released at commit.
--- name: claim_oldest_first_types
-WITH candidates AS MATERIALIZED (
+-- name: pick_oldest_first_types
+candidates AS MATERIALIZED (
     SELECT c.id, c.run_after
     FROM unnest(%(task_types)s::text[]) AS wanted(task_type)
     CROSS JOIN LATERAL (
         SELECT id, run_after FROM tasks
         WHERE status = 'queued' AND task_type >= wanted.task_type AND task_type <= wanted.task_type
-          AND run_after <= %(now)s
+          AND run_after <= %(now)s {ready_filter}
         ORDER BY task_type, run_after, id LIMIT %(count)s
         FOR UPDATE SKIP LOCKED
     ) AS c
 ), picked AS MATERIALIZED (
     SELECT id FROM candidates ORDER BY run_after, id LIMIT %(count)s
 )
-UPDATE tasks
-SET status = 'leased', attempts = attempts + 1, locked_by = %(worker)s, lease_token = %(token)s,
-    lease_until = %(lease_until)s, started_at = %(now)s, updated_at = %(now)s,
-    progress = NULL, progress_message = NULL
-WHERE id IN (SELECT id FROM picked) AND status = 'queued'
-RETURNING {task_columns};
 
--- name: claim_newest_first_types
-WITH candidates AS MATERIALIZED (
+-- name: pick_newest_first_types
+candidates AS MATERIALIZED (
     SELECT c.id, c.run_after
     FROM unnest(%(task_types)s::text[]) AS wanted(task_type)
     CROSS JOIN LATERAL (
         SELECT id, run_after FROM tasks
         WHERE status = 'queued' AND task_type >= wanted.task_type AND task_type <= wanted.task_type
-          AND run_after <= %(now)s
+          AND run_after <= %(now)s {ready_filter}
         ORDER BY task_type DESC, run_after DESC, id DESC LIMIT %(count)s
         FOR UPDATE SKIP LOCKED
     ) AS c
 ), picked AS MATERIALIZED (
     SELECT id FROM candidates ORDER BY run_after DESC, id DESC LIMIT %(count)s
 )
-UPDATE tasks
-SET status = 'leased', attempts = attempts + 1, locked_by = %(worker)s, lease_token = %(token)s,
-    lease_until = %(lease_until)s, started_at = %(now)s, updated_at = %(now)s,
-    progress = NULL, progress_message = NULL
-WHERE id IN (SELECT id FROM picked) AND status = 'queued'
-RETURNING {task_columns};
 
--- name: claim_priority_types
-WITH candidates AS MATERIALIZED (
+-- name: pick_priority_types
+candidates AS MATERIALIZED (
     SELECT c.id, c.priority, c.run_after
     FROM unnest(%(task_types)s::text[]) AS wanted(task_type)
     CROSS JOIN LATERAL (
         SELECT id, priority, run_after FROM tasks
         WHERE status = 'queued' AND task_type >= wanted.task_type AND task_type <= wanted.task_type
-          AND run_after <= %(now)s
+          AND run_after <= %(now)s {ready_filter}
         ORDER BY task_type, priority, run_after, id LIMIT %(count)s
         FOR UPDATE SKIP LOCKED
     ) AS c
 ), picked AS MATERIALIZED (
     SELECT id FROM candidates ORDER BY priority, run_after, id LIMIT %(count)s
 )
-UPDATE tasks
-SET status = 'leased', attempts = attempts + 1, locked_by = %(worker)s, lease_token = %(token)s,
-    lease_until = %(lease_until)s, started_at = %(now)s, updated_at = %(now)s,
-    progress = NULL, progress_message = NULL
-WHERE id IN (SELECT id FROM picked) AND status = 'queued'
-RETURNING {task_columns};
 
 -- Distinct task types with queued work, by skipping through the type index (one index
 -- probe per type, however many tasks each has).

@@ -21,7 +21,7 @@ from typing import Any
 import psycopg
 
 from ...errors import ValidationError
-from ..runstore import RUN_COLUMNS, SQLRunStore, row_to_record
+from ..runstore import RUN_COLUMNS, SQLRunStore
 from ..sqlfile import load_queries
 
 __all__ = ["PostgresRunStore"]
@@ -39,7 +39,8 @@ class PostgresRunStore(SQLRunStore):
     :class:`~prismq.queue.backends.sqlite.runs.SQLiteRunStore`.
 
     Args:
-        backend: The PostgreSQL backend of the queue database (schema version 2 or later).
+        db: The connection manager of the queue database's backend (schema version 2 or
+            later); the backend builds its store (:meth:`PostgresBackend.run_store`).
         clock: Returns the current UTC epoch time (the queue database's clock).
     """
 
@@ -57,105 +58,15 @@ class PostgresRunStore(SQLRunStore):
             # Raising rolls the transaction back, the task inserted before it with it.
             raise ValidationError(f"a run with id {run_id!r} already exists")
 
-    # -- registry --------------------------------------------------------------
+    def _lock_run(self, conn: Connection, run_id: str) -> None:
+        conn.execute(Q["lock_run"], {"run_id": run_id})
 
-    def insert(self, record: dict[str, Any], locker: str, lease_until: float) -> dict[str, Any]:
-        """Add a run (and its task); an active run's task is leased by ``locker``.
+    def _limit(self, limit: int | None) -> int | None:
+        return limit
 
-        Raises:
-            ValidationError: A run with this id exists.
-        """
-        now = self.now()
+    def _executemany(self, conn: Connection, sql: str, values: Sequence[dict[str, Any]]) -> None:
+        with conn.cursor() as cur:
+            cur.executemany(sql, values)
 
-        def work(conn: Connection) -> dict[str, Any]:
-            conn.execute(Q["lock_run"], {"run_id": record["run_id"]})
-            return self._insert(conn, record, None, locker, lease_until, now)
-
-        return self.db.write(work)
-
-    def query(
-        self,
-        statuses: Sequence[str] | None = None,
-        module_id: str | None = None,
-        limit: int | None = None,
-    ) -> list[dict[str, Any]]:
-        """Runs matching the filters, newest first."""
-        params = {
-            "statuses": None if statuses is None else list(statuses),
-            "module_id": module_id,
-            "limit": limit,
-        }
-        rows = self.db.read(lambda c: c.execute(Q["list_runs"], params).fetchall())
-        return [row_to_record(r) for r in rows]
-
-    def delete_finished_before(self, before: float) -> int:
-        """Delete finished runs (and their tasks) that ended before ``before``."""
-        return int(
-            self.db.write(lambda c: c.execute(Q["delete_finished_runs"], {"before": before}).fetchone()[0])  # type: ignore[index]
-        )
-
-    # -- owning manager --------------------------------------------------------
-    def claim(self, record: dict[str, Any], owner: str, lease_until: float) -> dict[str, Any] | None:
-        """Record a run as owned by ``owner``: insert it, or take over a queued one.
-
-        Returns:
-            The stored record, or ``None`` when the run exists and is not a queued run
-            free to take (finished, or held by a live manager).
-        """
-        now = self.now()
-
-        def work(conn: Connection) -> dict[str, Any] | None:
-            params = {"run_id": record["run_id"], "owner": owner, "now": now}
-            conn.execute(Q["lock_run"], params)
-            row = conn.execute(Q["claim_run"], params).fetchone()
-            if row is None:
-                if conn.execute(Q["get_run"], params).fetchone() is not None:
-                    return None
-                return self._insert(conn, record, owner, owner, lease_until, now)
-            stored = row_to_record(row)
-            self._lease(conn, stored["task_id"], owner, lease_until, now)
-            return stored
-
-        return self.db.write(work)
-
-    def save_active(self, records: Sequence[dict[str, Any]], owner: str) -> None:
-        """Write the progress and start of active runs ``owner`` holds, in bulk.
-
-        Runs the owner no longer holds are skipped silently.
-        """
-        if not records:
-            return
-        now = self.now()
-        runs = [
-            {
-                "run_id": r["run_id"],
-                "status": r["status"],
-                "progress_percent": r["progress_percent"],
-                "progress_message": r["progress_message"],
-                "items_processed": r["items_processed"],
-                "items_total": r["items_total"],
-                "attempts": r["attempts"],
-                "started_at": r["started_at"],
-                "fence": owner,
-                "now": now,
-            }
-            for r in records
-        ]
-        tasks = [
-            {
-                "task_id": r["task_id"],
-                "progress": r["progress_percent"],
-                "progress_message": r["progress_message"],
-                "started_at": r["started_at"],
-                "fence": owner,
-                "now": now,
-            }
-            for r in records
-        ]
-
-        def work(conn: Connection) -> None:
-            with conn.cursor() as cur:
-                cur.executemany(Q["save_active_run"], runs)
-                cur.executemany(Q["touch_task"], tasks)
-
-        self.db.write(work)
+    def _delete_finished(self, conn: Connection, before: float) -> int:
+        return int(conn.execute(Q["delete_finished_runs"], {"before": before}).fetchone()[0])  # type: ignore[index]

@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import secrets
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ...errors import BackupError, ConfigError, QueueBusyError
+from ...errors import BackupError, QueueBusyError
 from ...models import WorkerInfo
 from ...strategies import Ordering, SchedulingStrategy
-from ..base import NewTask, TaskUpdate
-from ..common import TASK_COLUMNS, SQLQueueBackend
-from ..sqlfile import load_queries
+from ..base import NewTask, TaskUpdate, checkpoint_mode
+from ..common import TASK_COLUMNS, SQLQueueBackend, write_backup
+from ..sqlfile import build_claims, load_queries
 from .connection import (
     APPLICATION_ID,
     SCHEMA_VERSION,
@@ -26,17 +24,18 @@ from .connection import (
     normalize_pragmas,
     translate_error,
 )
+from .runs import SQLiteRunStore
 
 __all__ = ["SQLiteBackend"]
 
-Q = load_queries(__package__, task_columns=TASK_COLUMNS)
+Q = build_claims(load_queries(__package__, task_columns=TASK_COLUMNS))
+TRANSFER_Q = load_queries(__package__, "transfer.sql")
 
 _CANDIDATE_KEYS = {
     Ordering.OLDEST_FIRST: lambda row: (row[2], row[0]),
     Ordering.NEWEST_FIRST: lambda row: (-row[2], -row[0]),
     Ordering.PRIORITY: lambda row: (row[1], row[2], row[0]),
 }
-CHECKPOINT_MODES = ("PASSIVE", "FULL", "RESTART", "TRUNCATE")
 # Result codes the backup's progress callback sees while the destination is locked.
 _SQLITE_BUSY, _SQLITE_LOCKED = 5, 6
 
@@ -56,6 +55,9 @@ class SQLiteBackend(SQLQueueBackend):
 
     name = "sqlite"
     queries = Q
+    transfer_queries = TRANSFER_Q
+    latest_schema_version = SCHEMA_VERSION
+    notifies_changes = False
 
     def __init__(
         self,
@@ -65,6 +67,8 @@ class SQLiteBackend(SQLQueueBackend):
     ) -> None:
         self.path = Path(path).expanduser()
         self.location = str(self.path)
+        self.identity = (self.name, self.location)
+        self.clock = time.time
         self.pragmas = normalize_pragmas(pragmas)
         self.db = ConnectionManager(self.path, self.pragmas, busy_retries=busy_retries)
 
@@ -90,6 +94,9 @@ class SQLiteBackend(SQLQueueBackend):
         self.db.connection()
         return self.db.journal_mode
 
+    def run_store(self, clock: Callable[[], float]) -> SQLiteRunStore:
+        return SQLiteRunStore(self.db, clock)
+
     def connection(self) -> sqlite3.Connection:
         """This thread's raw connection (for PRAGMA reads and your own queries)."""
         return self.db.connection()
@@ -110,24 +117,16 @@ class SQLiteBackend(SQLQueueBackend):
             last = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
             return [(task_id, True) for task_id in range(last - len(tasks) + 1, last + 1)]
 
-        def keyed(conn: sqlite3.Connection) -> list[tuple[int, bool]]:
-            out: list[tuple[int, bool]] = []
-            for t in tasks:
-                row = t + times
-                if t.idempotency_key is None:
-                    out.append((int(conn.execute(insert, row).lastrowid or 0), True))
-                    continue
-                inserted = conn.execute(Q["insert_task_idempotent"], row).fetchone()
-                if inserted is not None:
-                    out.append((inserted[0], True))
-                else:
-                    existing = conn.execute(Q["task_id_by_idempotency_key"], (t.idempotency_key,)).fetchone()
-                    out.append((existing[0], False))
-            return out
-
         if any(t.idempotency_key is not None for t in tasks):
-            return self.db.write(keyed)
+            keys = [t.idempotency_key for t in tasks]
+            return self.db.write(lambda c: self._insert_keyed(c, [t + times for t in tasks], keys))
         return self.db.write(plain)
+
+    def _insert_one(self, conn: sqlite3.Connection, row: Any) -> int:
+        return int(conn.execute(Q["insert_task"], row).lastrowid or 0)
+
+    def _key_params(self, key: str) -> tuple[str]:
+        return (key,)
 
     def data_version(self) -> int:
         return int(self.db.read(lambda c: c.execute("PRAGMA data_version").fetchone()[0]))
@@ -166,7 +165,7 @@ class SQLiteBackend(SQLQueueBackend):
         else:
             # Every ready index is per task type: with no filter, claim over the types
             # that have queued tasks (a few index seeks) and merge their heads.
-            types = _queued_types(conn) if task_types is None else task_types
+            types = self._queued_types(conn) if task_types is None else task_types
             if not types:
                 rows = []
             elif len(types) == 1:
@@ -195,28 +194,15 @@ class SQLiteBackend(SQLQueueBackend):
             return []
         candidates.sort(key=_CANDIDATE_KEYS[ordering])
         ids = [row[0] for row in candidates[: params["count"]]]
-        return conn.execute(Q["lease_by_ids"], {**params, "ids": json.dumps(ids)}).fetchall()
+        return conn.execute(Q["claim_by_ids"], {**params, "ids": json.dumps(ids)}).fetchall()
 
-    def _claim_split(
-        self,
-        conn: sqlite3.Connection,
-        task_types: Sequence[str] | None,
-        strategy: SchedulingStrategy,
-        params: dict[str, Any],
-    ) -> list[Any]:
-        """Weighted draws: pick types by weight, then the oldest ready task of each."""
-        now = params["now"]
-        candidates = _queued_types(conn) if task_types is None else list(dict.fromkeys(task_types))
-        available = [
-            t
-            for t in candidates
-            if conn.execute(Q["has_ready_of_type"], {"task_type": t, "now": now}).fetchone()
-        ]
-        return self._claim_by_weight(conn, strategy, available, params)
+    def _ready_types(self, conn: sqlite3.Connection, candidates: list[str], now: float) -> list[str]:
+        ready = Q["has_ready_of_type"]
+        return [t for t in candidates if conn.execute(ready, {"task_type": t, "now": now}).fetchone()]
 
     def next_run_after(self, task_types: Sequence[str] | None) -> float | None:
         def work(conn: sqlite3.Connection) -> float | None:
-            types = _queued_types(conn) if task_types is None else task_types
+            types = self._queued_types(conn) if task_types is None else task_types
             times = [conn.execute(Q["next_run_after_type"], {"task_type": t}).fetchone()[0] for t in types]
             known = [t for t in times if t is not None]
             return min(known) if known else None
@@ -238,9 +224,7 @@ class SQLiteBackend(SQLQueueBackend):
 
     # -- maintenance -----------------------------------------------------------
     def checkpoint(self, mode: str = "PASSIVE") -> tuple[int, int, int]:
-        word = mode.strip().upper()
-        if word not in CHECKPOINT_MODES:
-            raise ConfigError(f"checkpoint mode must be one of {', '.join(CHECKPOINT_MODES)}, got {mode!r}")
+        word = checkpoint_mode(mode)
         row = self.db.read(lambda c: c.execute(f"PRAGMA wal_checkpoint({word})").fetchone())
         return int(row[0]), int(row[1]), int(row[2])
 
@@ -252,47 +236,24 @@ class SQLiteBackend(SQLQueueBackend):
 
     def backup(self, destination: Path) -> Path:
         destination = Path(destination).expanduser()
-        parent = destination.parent
-        try:
-            if destination.exists() and destination.resolve() == self.path.resolve():
-                raise BackupError("the backup destination is the live database itself; choose another path")
-            if destination.is_dir():
-                raise BackupError(f"{destination} is a directory; give the backup file's path")
-            if not parent.is_dir():
-                raise BackupError(f"the backup folder {parent} does not exist; create it first")
-        except (OSError, ValueError) as exc:  # a name too long, a NUL, an unencodable character
-            reason = getattr(exc, "strerror", None) or exc
-            raise BackupError(
-                f"cannot use {destination} as a backup destination: {reason}; choose another path"
-            ) from None
-        temp = parent / f".{destination.name}.{secrets.token_hex(4)}.partial"
-        try:
-            fd = os.open(temp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-            os.close(fd)
-        except (OSError, ValueError) as exc:
-            raise BackupError(
-                f"cannot write a backup in {parent}: {getattr(exc, 'strerror', None) or exc}; "
-                "choose a writable folder"
-            ) from None
-        try:
-            target = sqlite3.connect(str(temp), isolation_level=None)
+
+        def write(temp: Path) -> None:
             try:
-                self.db.connection().backup(target)
-                target.execute("PRAGMA journal_mode = DELETE")
-                check = target.execute("PRAGMA quick_check").fetchone()[0]
-            finally:
-                target.close()
+                target = sqlite3.connect(str(temp), isolation_level=None)
+                try:
+                    self.db.connection().backup(target)
+                    target.execute("PRAGMA journal_mode = DELETE")
+                    check = target.execute("PRAGMA quick_check").fetchone()[0]
+                finally:
+                    target.close()
+            except sqlite3.Error as exc:
+                raise BackupError(
+                    f"backup to {destination} failed: {translate_error(exc, str(destination))}"
+                ) from None
             if check != "ok":
                 raise BackupError(f"the backup copy failed its integrity check: {check}")
-            os.replace(temp, destination)
-        except sqlite3.Error as exc:
-            raise BackupError(
-                f"backup to {destination} failed: {translate_error(exc, str(destination))}"
-            ) from None
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                temp.unlink()
-        return destination
+
+        return write_backup(destination, write, live=self.path)
 
     def restore(self, source: Path) -> None:
         source = Path(source).expanduser()
@@ -338,18 +299,12 @@ class SQLiteBackend(SQLQueueBackend):
             "count_expired_leases",
             "count_finished_since",
             "prune",
-            "lease_by_ids",
         ]
         for name in names:
             params = {**base, "since": 0.0, "before": 0.0, "statuses": "[]", "ids": "[1]"}
             rows = conn.execute(f"EXPLAIN QUERY PLAN {Q[name]}", params).fetchall()
             plans[name] = [r[3] for r in rows]
         return plans
-
-
-def _queued_types(conn: sqlite3.Connection) -> list[str]:
-    """Task types that have queued tasks: one index seek per type (a loose index scan)."""
-    return [row[0] for row in conn.execute(Q["queued_task_types"])]
 
 
 def verify_backup(source: Path) -> None:

@@ -28,6 +28,7 @@ from ...errors import (
     StorageError,
     StorageFullError,
 )
+from ...validation import is_int
 from ..sqlfile import load_migrations, load_queries
 
 __all__ = [
@@ -117,7 +118,7 @@ def normalize_pragmas(overrides: Mapping[str, str | int] | None) -> dict[str, st
                 f"unsupported PRAGMA {raw_name!r}; supported: {', '.join(sorted(_PRAGMA_VALUES))}"
             )
         if allowed is int:
-            if isinstance(value, bool) or not isinstance(value, int):
+            if not is_int(value):
                 try:
                     value = int(str(value))
                 except ValueError:

@@ -100,54 +100,49 @@ SET status = CASE WHEN cancel_requested THEN 'cancelled'
     updated_at = :now
 WHERE status <> 'queued' AND (status = 'leased') = 1 AND coalesce(lease_until, finished_at) < :now;
 
--- name: lease_by_ids
+-- The claim. Every claim variant is this one UPDATE with a pick_* selection of the ids
+-- to lease in place of {picked}: claim_<variant> is built from pick_<variant> when the
+-- queries are loaded (prismq.queue.backends.sqlfile.build_claims).
+-- name: claim_template
 UPDATE tasks
 SET status = 'leased', attempts = attempts + 1, locked_by = :worker, lease_token = :token,
     lease_until = :lease_until, started_at = :now, updated_at = :now,
     progress = NULL, progress_message = NULL
-WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'queued'
+WHERE id IN ({picked}) AND status = 'queued'
 RETURNING {task_columns};
 
--- name: claim_oldest_first_type
-UPDATE tasks
-SET status = 'leased', attempts = attempts + 1, locked_by = :worker, lease_token = :token,
-    lease_until = :lease_until, started_at = :now, updated_at = :now,
-    progress = NULL, progress_message = NULL
-WHERE id IN (SELECT id FROM tasks INDEXED BY idx_tasks_ready_type WHERE status = 'queued' AND task_type = :task_type
-             AND run_after <= :now ORDER BY run_after, id LIMIT :count)
-RETURNING {task_columns};
+-- Conditions every ready row a claim picks must meet besides being queued and due, as
+-- "AND ..." (none today); put in place of {ready_filter} in the picks and candidates.
+-- name: ready_filter
 
--- name: claim_newest_first_type
-UPDATE tasks
-SET status = 'leased', attempts = attempts + 1, locked_by = :worker, lease_token = :token,
-    lease_until = :lease_until, started_at = :now, updated_at = :now,
-    progress = NULL, progress_message = NULL
-WHERE id IN (SELECT id FROM tasks INDEXED BY idx_tasks_ready_type WHERE status = 'queued' AND task_type = :task_type
-             AND run_after <= :now ORDER BY run_after DESC, id DESC LIMIT :count)
-RETURNING {task_columns};
+-- name: pick_by_ids
+SELECT value FROM json_each(:ids)
 
--- name: claim_priority_type
-UPDATE tasks
-SET status = 'leased', attempts = attempts + 1, locked_by = :worker, lease_token = :token,
-    lease_until = :lease_until, started_at = :now, updated_at = :now,
-    progress = NULL, progress_message = NULL
-WHERE id IN (SELECT id FROM tasks INDEXED BY idx_tasks_ready_type_priority WHERE status = 'queued' AND task_type = :task_type
-             AND run_after <= :now ORDER BY priority, run_after, id LIMIT :count)
-RETURNING {task_columns};
+-- name: pick_oldest_first_type
+SELECT id FROM tasks INDEXED BY idx_tasks_ready_type WHERE status = 'queued' AND task_type = :task_type
+AND run_after <= :now {ready_filter} ORDER BY run_after, id LIMIT :count
+
+-- name: pick_newest_first_type
+SELECT id FROM tasks INDEXED BY idx_tasks_ready_type WHERE status = 'queued' AND task_type = :task_type
+AND run_after <= :now {ready_filter} ORDER BY run_after DESC, id DESC LIMIT :count
+
+-- name: pick_priority_type
+SELECT id FROM tasks INDEXED BY idx_tasks_ready_type_priority WHERE status = 'queued' AND task_type = :task_type
+AND run_after <= :now {ready_filter} ORDER BY priority, run_after, id LIMIT :count
 
 -- name: candidates_oldest_first_type
 SELECT id, priority, run_after FROM tasks INDEXED BY idx_tasks_ready_type
-WHERE status = 'queued' AND task_type = :task_type AND run_after <= :now
+WHERE status = 'queued' AND task_type = :task_type AND run_after <= :now {ready_filter}
 ORDER BY run_after, id LIMIT :count;
 
 -- name: candidates_newest_first_type
 SELECT id, priority, run_after FROM tasks INDEXED BY idx_tasks_ready_type
-WHERE status = 'queued' AND task_type = :task_type AND run_after <= :now
+WHERE status = 'queued' AND task_type = :task_type AND run_after <= :now {ready_filter}
 ORDER BY run_after DESC, id DESC LIMIT :count;
 
 -- name: candidates_priority_type
 SELECT id, priority, run_after FROM tasks INDEXED BY idx_tasks_ready_type_priority
-WHERE status = 'queued' AND task_type = :task_type AND run_after <= :now
+WHERE status = 'queued' AND task_type = :task_type AND run_after <= :now {ready_filter}
 ORDER BY priority, run_after, id LIMIT :count;
 
 -- name: queued_task_types
