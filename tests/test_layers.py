@@ -22,8 +22,8 @@ LAYERS = (
     ("backends",),
     ("database",),
     ("client", "worker", "migrate"),
-    ("runtime",),
-    ("integrations",),
+    ("runtime", "observability"),
+    ("integrations", "dashboard"),
     ("cli", "__main__", ""),
 )
 """Lowest first; a module's layer is that of its first name under ``prismq.queue``."""

@@ -22,7 +22,7 @@ from ..errors import ConfigError, QueueError, ValidationError
 from ..models import TaskStatus
 from ..runtime.logs import configure_logging
 from ..runtime.settings import WorkerSettings, resolve_settings
-from . import output
+from . import dashboard, flow, output
 from .parsing import UsageError, build_parser, parse_json
 
 __all__ = ["main"]
@@ -344,6 +344,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "migrate": cmd_migrate,
     "demo": cmd_demo,
 }
+COMMANDS.update(flow.COMMANDS)
+COMMANDS.update(dashboard.COMMANDS)
 
 
 def _one_line(text: str) -> str:

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import ConfigError, ExtraNotInstalledError, QueueError
 from ..models import TaskStatus
 from ..runtime.observer import TaskObservation, TaskObserver, TaskOutcome
+from ..validation import is_int, is_number
 
 try:
     from prometheus_client import (
@@ -104,7 +105,7 @@ class QueueCollector:
     """
 
     def __init__(self, db: QueueDatabase, *, stale_after: float = DEFAULT_STALE_AFTER) -> None:
-        if isinstance(stale_after, bool) or not isinstance(stale_after, (int, float)) or stale_after <= 0:
+        if not is_number(stale_after) or not stale_after > 0:
             raise ConfigError(f"stale_after must be a positive number of seconds, got {stale_after!r}")
         self.db = db
         self.stale_after = float(stale_after)
@@ -394,7 +395,7 @@ def serve_metrics(
     Raises:
         ConfigError: The port is out of range or cannot be bound.
     """
-    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+    if not is_int(port) or not 0 <= port <= 65535:
         raise ConfigError(f"metrics port must be an integer from 0 to 65535, got {port!r}")
     registry = metrics_registry(db, stale_after=stale_after)
     try:

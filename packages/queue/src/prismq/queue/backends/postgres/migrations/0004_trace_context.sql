@@ -1,4 +1,4 @@
--- PrismQ Queue schema for PostgreSQL, version 3: the trace context a task carries.
+-- PrismQ Queue schema for PostgreSQL, version 4: the trace context a task carries.
 -- Same column and meaning as the SQLite schema: the W3C trace context (a JSON object such
 -- as {"traceparent": "00-...-01"}) of the code that enqueued the task, written when
 -- OpenTelemetry tracing is on; NULL when it is off.

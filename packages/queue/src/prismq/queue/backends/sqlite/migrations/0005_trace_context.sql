@@ -1,4 +1,4 @@
--- PrismQ Queue schema, version 4: the trace context a task carries.
+-- PrismQ Queue schema, version 5: the trace context a task carries.
 --
 -- trace_context holds the W3C trace context (a JSON object such as
 -- {"traceparent": "00-...-01"}) of the code that enqueued the task, written when
