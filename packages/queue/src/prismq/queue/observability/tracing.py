@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ExtraNotInstalledError
@@ -54,11 +53,6 @@ if TYPE_CHECKING:
     from ..models import Task
 
 __all__ = ["MESSAGING_SYSTEM", "TracingObserver", "extract_context"]
-
-try:
-    _VERSION: str | None = metadata.version("prismq-queue")
-except metadata.PackageNotFoundError:  # pragma: no cover - run from a source tree
-    _VERSION = None
 
 MESSAGING_SYSTEM = "prismq"
 """The ``messaging.system`` attribute of every span."""
@@ -134,7 +128,7 @@ class TracingObserver(TaskObserver, EnqueueObserver):
     """
 
     def __init__(self, tracer_provider: Any = None) -> None:
-        self.tracer = trace.get_tracer("prismq.queue", _VERSION, tracer_provider=tracer_provider)
+        self.tracer = trace.get_tracer("prismq.queue", tracer_provider=tracer_provider)
 
     # -- producer side ----------------------------------------------------------
     def enqueue_started(self, task_types: Sequence[str]) -> EnqueueObservation:
