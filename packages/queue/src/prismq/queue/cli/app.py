@@ -88,6 +88,9 @@ def _worker_settings(args: argparse.Namespace) -> WorkerSettings:
         "max_tasks": args.max_tasks,
         "worker_id": args.worker_id,
         "tracing": args.tracing,
+        "batch_size": args.batch_size,
+        "linger": args.linger,
+        "prefetch": args.prefetch,
     }
     return resolve_settings(args.config, overrides)
 

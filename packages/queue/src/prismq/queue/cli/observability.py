@@ -37,6 +37,7 @@ def add_observability_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--metrics-port",
         type=_port,
+        metavar="PORT",
         help="serve Prometheus metrics at http://HOST:PORT/metrics (needs prismq-queue[metrics])",
     )
     parser.add_argument(

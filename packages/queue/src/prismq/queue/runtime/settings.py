@@ -7,6 +7,9 @@ strategy = "fifo"            # fifo | lifo | priority | weighted_random
 concurrency = 4
 processes = 2
 lease_duration = 60
+batch_size = 100             # outcomes written in one transaction at most
+linger = 0.005               # longest wait of an outcome before it is written (seconds)
+prefetch = 100               # most tasks leased ahead of the free slots
 
 [handlers]
 video_processing = "myapp.tasks:process_video"
@@ -31,8 +34,10 @@ from ..errors import ConfigError
 from ..strategies import SchedulingStrategy, WeightedRandomStrategy, resolve_strategy
 from ..validation import finite_float, is_int
 from ..worker import QueueWorker
+from .acks import DEFAULT_BATCH_SIZE, DEFAULT_LINGER
 from .observer import TaskObserver
 from .registry import HandlerRegistry
+from .runner import DEFAULT_PREFETCH
 
 __all__ = ["WorkerSettings", "load_settings", "resolve_settings", "settings_from_mapping"]
 
@@ -51,7 +56,8 @@ class WorkerSettings:
         default_weight: Weighted Random weight of unlisted types.
         task_types: Claim only these types (``None``: every type with a handler).
         concurrency: Tasks run at once per process.
-        processes: Worker processes a supervisor runs.
+        processes: Worker processes a supervisor runs (:func:`resolve_settings` takes
+            ``PRISMQ_QUEUE_MAX_WORKERS`` when neither a flag nor the file gives it).
         lease_duration: Lease length in seconds (``None``: environment or 60).
         task_timeout: Default per-task timeout in seconds (``None``: ten leases).
         grace_period: Seconds running tasks get to finish at shutdown.
@@ -63,6 +69,9 @@ class WorkerSettings:
             ``metrics`` extra; see :mod:`prismq.queue.observability.metrics`).
         tracing: Record an OpenTelemetry span for each execution (needs the ``otel``
             extra; see :mod:`prismq.queue.observability.tracing`).
+        batch_size: Outcomes written in one transaction at most.
+        linger: Longest wait, in seconds, of a finished task's outcome before it is written.
+        prefetch: Most tasks leased ahead of the free slots (fewer when handlers are slow).
     """
 
     database: str | None = None
@@ -84,6 +93,9 @@ class WorkerSettings:
     wake_mode: str = "auto"
     metrics: bool = False
     tracing: bool = False
+    batch_size: int = DEFAULT_BATCH_SIZE
+    linger: float = DEFAULT_LINGER
+    prefetch: int = DEFAULT_PREFETCH
 
     def build_registry(self) -> HandlerRegistry:
         """Import the handlers now (fails fast with ConfigError)."""
@@ -132,6 +144,9 @@ class WorkerSettings:
             "idle_timeout": self.idle_timeout,
             "wake_mode": self.wake_mode,
             "observer": self.build_observers() or None,
+            "batch_size": self.batch_size,
+            "linger": self.linger,
+            "prefetch": self.prefetch,
         }
 
     def build_observers(self) -> list[TaskObserver]:
@@ -211,7 +226,8 @@ _KINDS = {
     "database": "str", "registry": "str", "worker_id": "str", "strategy": "str", "weights": "table",
     "default_weight": "num", "task_types": "list", "concurrency": "int", "processes": "int",
     "lease_duration": "num", "task_timeout": "num", "grace_period": "num", "idle_timeout": "num",
-    "burst": "bool", "max_tasks": "int", "wake_mode": "str", "metrics": "bool", "tracing": "bool",
+    "burst": "bool", "max_tasks": "int", "wake_mode": "str", "batch_size": "int", "linger": "num",
+    "prefetch": "int", "metrics": "bool", "tracing": "bool",
 }  # fmt: skip
 
 
