@@ -10,7 +10,7 @@ import pytest
 from metrics_support import parse, scrape, value
 from runtime_helpers import wait_until
 
-from prismq.queue import QueueClient, QueueDatabase, QueueWorker
+from prismq.queue import QueueClient, QueueDatabase, QueueWorker, Task
 from prismq.queue.errors import ConfigError
 from prismq.queue.observability.metrics import (
     MetricsObserver,
@@ -19,7 +19,14 @@ from prismq.queue.observability.metrics import (
     metrics_exposition,
     serve_metrics,
 )
-from prismq.queue.runtime import HandlerRegistry, TaskFailed, TaskObservation, TaskObserver, TaskOutcome
+from prismq.queue.runtime import (
+    HandlerRegistry,
+    TaskContext,
+    TaskFailed,
+    TaskObservation,
+    TaskObserver,
+    TaskOutcome,
+)
 
 
 def test_depth_by_type_and_status_age_leases_dead_and_workers(
@@ -312,3 +319,50 @@ def test_worker_metrics_without_the_extra_is_a_clear_usage_error(tmp_path: Any) 
     )
     assert done.returncode == 2
     assert "pip install 'prismq-queue[metrics]'" in done.stderr
+
+
+@pytest.mark.sqlite_only
+def test_a_lease_lost_at_the_group_commit_is_reported_per_task(db: QueueDatabase) -> None:
+    """Outcomes written together: the one whose lease was lost meanwhile is a lease loss alone."""
+    client = QueueClient(db)
+    stolen_id = client.enqueue("steal", None)
+    kept_id = client.enqueue("keep", None)
+    registry = HandlerRegistry()
+
+    @registry.handler("steal")
+    def steal(ctx: TaskContext) -> str:
+        # Another holder takes the task over after the handler ran, before its outcome is written.
+        with db.transaction() as conn:
+            conn.execute(
+                "UPDATE tasks SET locked_by = 'thief', lease_token = 'stolen' WHERE id = ?", (ctx.task_id,)
+            )
+        return "discarded"
+
+    @registry.handler("keep")
+    def keep(ctx: TaskContext) -> str:
+        return "kept"
+
+    seen: list[tuple[int, TaskOutcome]] = []
+
+    class Recorded(TaskObservation):
+        def __init__(self, task_id: int) -> None:
+            self.task_id = task_id
+
+        def finished(self, outcome: TaskOutcome, error: BaseException | None = None) -> None:
+            seen.append((self.task_id, outcome))
+
+    class Recorder(TaskObserver):
+        def task_started(self, task: Task, worker_id: str) -> TaskObservation:
+            return Recorded(task.id)
+
+    metrics = WorkerMetrics()
+    summary = QueueWorker(db, worker_id="w").run(
+        registry, burst=True, concurrency=2, linger=1.0, observer=[Recorder(), metrics.observer()]
+    )
+    assert (summary.completed, summary.lease_lost) == (1, 1)
+    assert sorted(seen) == [(stolen_id, TaskOutcome.LEASE_LOST), (kept_id, TaskOutcome.COMPLETED)]
+    samples = parse(metrics_exposition_of(metrics))
+    assert value(samples, "prismq_queue_lease_losses_total", task_type="steal") == 1
+    assert value(samples, "prismq_queue_tasks_completed_total", task_type="keep") == 1
+    assert ("prismq_queue_tasks_completed_total", (("task_type", "steal"),)) not in samples
+    assert value(samples, "prismq_queue_worker_tasks_running") == 0

@@ -162,7 +162,8 @@ def test_a_killed_child_keeps_its_counts_and_leaves_the_gauge(workers: Workers, 
     with QueueDatabase(db_path) as db:
         client = QueueClient(db)
         client.enqueue_many([TaskSpec("work", {"n": n}) for n in range(10)])
-        proc, url = workers.start("--processes", "2", "--lease", "2s")
+        # No prefetch: each process leases only the task it runs, so each holds one.
+        proc, url = workers.start("--processes", "2", "--lease", "2s", "--prefetch", "0")
         wait_until(lambda: client.count_by_status()["completed"] == 10, timeout=60)
         client.enqueue_many([TaskSpec("hold", None) for _ in range(2)])
         _scrape_until(url, lambda s: value(s, "prismq_queue_worker_tasks_running") == 2)
