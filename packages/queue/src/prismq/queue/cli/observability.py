@@ -95,7 +95,7 @@ def run_with_metrics(settings: WorkerSettings, port: int, host: str) -> int:
 
             def forget(report: ChildExit) -> None:
                 if report.pid is not None:
-                    multiprocess.mark_process_dead(report.pid)
+                    multiprocess.mark_process_dead(report.pid)  # type: ignore[no-untyped-call]
 
             with _multiprocess_folder():
                 server = serve_metrics(db, port, host)

@@ -316,12 +316,12 @@ def metrics_registry(db: QueueDatabase, *, stale_after: float = DEFAULT_STALE_AF
         stale_after: Seconds without a heartbeat after which a worker counts as stale.
     """
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(QueueCollector(db, stale_after=stale_after))  # type: ignore[arg-type]
+    registry.register(QueueCollector(db, stale_after=stale_after))
     folder = os.environ.get(MULTIPROCESS_ENV)
     if folder:
-        MultiProcessCollector(registry, path=folder)
+        MultiProcessCollector(registry, path=folder)  # type: ignore[no-untyped-call]
     else:
-        registry.register(_ProcessMetrics())  # type: ignore[arg-type]
+        registry.register(_ProcessMetrics())
     return registry
 
 

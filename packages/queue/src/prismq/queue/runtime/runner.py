@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import functools
 import multiprocessing.synchronize
 import os
 import signal
@@ -704,7 +703,12 @@ class WorkerRunner:
             self._async_running += 1
             record.execution = context.run(asyncio.ensure_future, self._execute(record))
         else:
-            self._slots.submit(record, functools.partial(context.run, handler.func), record.ctx)
+            func = handler.func
+
+            def run_in_context(ctx: TaskContext) -> Any:
+                return context.run(func, ctx)
+
+            self._slots.submit(record, run_in_context, record.ctx)
 
     def _observed(self, record: InFlight | Task, outcome: TaskOutcome, error: object = None) -> None:
         """Tell the attempt's observation how it ended (once; later calls do nothing)."""
