@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .backends.base import NewTask, PageQuery, QueueStats, TaskQuery
 from .database import QueueDatabase
@@ -44,6 +44,9 @@ from .validation import (
     validate_task_id,
     validate_task_type,
 )
+
+if TYPE_CHECKING:
+    from .runtime.observer import EnqueueObserver
 
 __all__ = ["QueueClient", "TaskPage", "TaskSpec"]
 
@@ -167,6 +170,9 @@ class QueueClient:
         default_retry_policy: The policy for task types without their own.
         retry_policies: A policy per task type; stored with each task at enqueue time.
         max_payload_bytes: Largest encoded payload accepted (1 MiB by default).
+        observer: Told about each enqueue and retry, and may give a trace context for
+            the tasks to carry (:class:`~prismq.queue.observability.tracing.TracingObserver`
+            does); see :mod:`prismq.queue.runtime.observer`.
 
     Example:
         >>> import tempfile, pathlib
@@ -186,6 +192,7 @@ class QueueClient:
         default_retry_policy: RetryPolicy | None = None,
         retry_policies: Mapping[str, RetryPolicy] | None = None,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        observer: EnqueueObserver | None = None,
     ) -> None:
         if not is_int(max_payload_bytes) or max_payload_bytes < 2:
             raise ValidationError(f"max_payload_bytes must be an integer >= 2, got {max_payload_bytes!r}")
@@ -194,6 +201,7 @@ class QueueClient:
         self.default_retry_policy = default_retry_policy or RetryPolicy()
         self.retry_policies = dict(retry_policies or {})
         self.max_payload_bytes = max_payload_bytes
+        self.observer = observer
         self._policy_json: dict[int, tuple[RetryPolicy, str]] = {}
 
     # -- enqueue ---------------------------------------------------------------
@@ -346,6 +354,8 @@ class QueueClient:
             now,
             {},  # one task: nothing to remember between tasks
         )
+        if self.observer is not None:
+            return self._insert_observed([new], now)[0]
         return self.backend.insert_tasks((new,), now)[0][0]
 
     def enqueue_many(self, tasks: Iterable[TaskSpec | Mapping[str, Any]]) -> list[int]:
@@ -362,6 +372,8 @@ class QueueClient:
         """
         now = self.db.now()
         prepared = self._prepare_many(tasks, now)
+        if self.observer is not None:
+            return self._insert_observed(prepared, now)
         return [task_id for task_id, _ in self.backend.insert_tasks(prepared, now)]
 
     def _prepare_many(self, tasks: Iterable[TaskSpec | Mapping[str, Any]], now: float) -> list[NewTask]:
@@ -390,6 +402,22 @@ class QueueClient:
                 raise type(exc)(f"task #{index}: {exc}") from None
             prepared.append(new)
         return prepared
+
+    def _insert_observed(self, tasks: list[NewTask], now: float) -> list[int]:
+        """Insert ``tasks`` with the observer told, carrying the trace context it gives."""
+        assert self.observer is not None
+        observation = self.observer.enqueue_started([t.task_type for t in tasks])
+        if observation is None:
+            return [task_id for task_id, _ in self.backend.insert_tasks(tasks, now)]
+        if observation.trace_context is not None:
+            tasks = [t._replace(trace_context=observation.trace_context) for t in tasks]
+        try:
+            ids = [task_id for task_id, _ in self.backend.insert_tasks(tasks, now)]
+        except BaseException as exc:
+            observation.finished([], exc)
+            raise
+        observation.finished(ids)
+        return ids
 
     # -- queries ---------------------------------------------------------------
     def get(self, task_id: int) -> Task:
@@ -619,7 +647,10 @@ class QueueClient:
             TaskNotFoundError: No such task.
             TaskStateError: The task is not dead or cancelled.
         """
-        return self.backend.retry_task(validate_task_id(task_id), self.db.now(), bool(reset_attempts))
+        task = self.backend.retry_task(validate_task_id(task_id), self.db.now(), bool(reset_attempts))
+        if self.observer is not None:
+            self.observer.task_retried(task)
+        return task
 
     def delete(self, task_id: int) -> None:
         """Delete one task that is not running.

@@ -54,6 +54,7 @@ class NewTask(NamedTuple):
     max_attempts: int
     retry_policy_json: str
     idempotency_key: str | None = None
+    trace_context: str | None = None
 
 
 @dataclass(frozen=True)

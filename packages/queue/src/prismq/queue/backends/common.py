@@ -61,7 +61,7 @@ TASK_COLUMNS = (
     "id, task_type, payload, status, priority, attempts, max_attempts, retry_policy, "
     "run_after, lease_until, locked_by, lease_token, cancel_requested, progress, "
     "progress_message, result, last_error, last_traceback, idempotency_key, created_at, "
-    "started_at, finished_at"
+    "started_at, finished_at, trace_context"
 )
 
 TASK_ROW_COLUMNS = (*(c.strip() for c in TASK_COLUMNS.split(",")), "updated_at")
@@ -189,6 +189,7 @@ def row_to_task(row: Sequence[Any]) -> Task:
             "started_at": None if started_at is None else from_epoch(started_at, utc),
             "finished_at": None if finished_at is None else from_epoch(finished_at, utc),
             "retry_policy": policy,
+            "trace_context": row[22],
         }
     )
     return task

@@ -88,16 +88,16 @@ LISTEN prismq_queue;
 
 -- name: insert_task
 INSERT INTO tasks (task_type, payload, priority, run_after, max_attempts, retry_policy,
-                   idempotency_key, created_at, updated_at)
+                   idempotency_key, trace_context, created_at, updated_at)
 VALUES (%(task_type)s, %(payload)s, %(priority)s, %(run_after)s, %(max_attempts)s,
-        %(retry_policy)s, %(idempotency_key)s, %(now)s, %(now)s)
+        %(retry_policy)s, %(idempotency_key)s, %(trace_context)s, %(now)s, %(now)s)
 RETURNING id;
 
 -- name: insert_task_idempotent
 INSERT INTO tasks (task_type, payload, priority, run_after, max_attempts, retry_policy,
-                   idempotency_key, created_at, updated_at)
+                   idempotency_key, trace_context, created_at, updated_at)
 VALUES (%(task_type)s, %(payload)s, %(priority)s, %(run_after)s, %(max_attempts)s,
-        %(retry_policy)s, %(idempotency_key)s, %(now)s, %(now)s)
+        %(retry_policy)s, %(idempotency_key)s, %(trace_context)s, %(now)s, %(now)s)
 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING id;
 
@@ -441,7 +441,7 @@ ANALYZE tasks, workers, runs, schedules;
 SELECT id, task_type, payload, status, priority, attempts, max_attempts, retry_policy,
        run_after, lease_until, locked_by, lease_token, cancel_requested, progress,
        progress_message, result, last_error, last_traceback, idempotency_key, created_at,
-       started_at, finished_at, updated_at
+       started_at, finished_at, trace_context, updated_at
 FROM tasks ORDER BY id;
 
 -- name: dump_workers
@@ -459,12 +459,12 @@ INSERT INTO tasks (id, task_type, payload, status, priority, attempts, max_attem
                    retry_policy, run_after, lease_until, locked_by, lease_token,
                    cancel_requested, progress, progress_message, result, last_error,
                    last_traceback, idempotency_key, created_at, started_at, finished_at,
-                   updated_at)
+                   trace_context, updated_at)
 VALUES (%(id)s, %(task_type)s, %(payload)s, %(status)s, %(priority)s, %(attempts)s,
         %(max_attempts)s, %(retry_policy)s, %(run_after)s, %(lease_until)s, %(locked_by)s,
         %(lease_token)s, %(cancel_requested)s, %(progress)s, %(progress_message)s, %(result)s,
         %(last_error)s, %(last_traceback)s, %(idempotency_key)s, %(created_at)s,
-        %(started_at)s, %(finished_at)s, %(updated_at)s);
+        %(started_at)s, %(finished_at)s, %(trace_context)s, %(updated_at)s);
 
 -- Never hand out an id again, even one only the replaced content had used.
 -- name: advance_task_ids

@@ -110,7 +110,7 @@ class SQLiteBackend(SQLQueueBackend):
         if not tasks:
             return []
         insert = Q["insert_task"]
-        # A NewTask is a tuple of the insert's first seven parameters, in order; appending
+        # A NewTask is a tuple of the insert's first eight parameters, in order; appending
         # the two times (created_at, updated_at) makes the row, with no per-field copying.
         times = (now, now)
 

@@ -3,13 +3,13 @@
 
 -- name: insert_task
 INSERT INTO tasks (task_type, payload, priority, run_after, max_attempts, retry_policy,
-                   idempotency_key, created_at, updated_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?);
+                   idempotency_key, trace_context, created_at, updated_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
 
 -- name: insert_task_idempotent
 INSERT INTO tasks (task_type, payload, priority, run_after, max_attempts, retry_policy,
-                   idempotency_key, created_at, updated_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                   idempotency_key, trace_context, created_at, updated_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING id;
 
