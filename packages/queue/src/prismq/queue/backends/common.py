@@ -747,6 +747,40 @@ class SQLQueueBackend:
         )
         return "the task no longer exists" if row is None else describe_holder(row)
 
+    def insert_leased(self, task: NewTask, worker_id: str, lease_until: float, now: float) -> Task:
+        def work(conn: Any) -> Task:
+            params = {
+                "task_type": task.task_type,
+                "payload": task.payload_json,
+                "priority": task.priority,
+                "run_after": task.run_after,
+                "retry_policy": task.retry_policy_json,
+                "worker": worker_id,
+                "token": secrets.token_hex(8),
+                "lease_until": lease_until,
+                "now": now,
+            }
+            return row_to_task(conn.execute(self.queries["insert_leased"], params).fetchone())
+
+        return self.db.write(work)
+
+    def lease_again(
+        self, task_id: int, worker_id: str, lease_until: float, now: float, handover: str | None = None
+    ) -> Task | None:
+        def work(conn: Any) -> Task | None:
+            params = {
+                "id": task_id,
+                "handover": handover,
+                "worker": worker_id,
+                "token": secrets.token_hex(8),
+                "lease_until": lease_until,
+                "now": now,
+            }
+            row = conn.execute(self.queries["lease_again"], params).fetchone()
+            return None if row is None else row_to_task(row)
+
+        return self.db.write(work)
+
     def renew_lease(self, update: TaskUpdate, lease_until: float, now: float) -> Task:
         def work(conn: Any) -> Task:
             params = {**self._fenced(update), "lease_until": lease_until, "now": now}

@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-import secrets
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar
+
+from ..models import TaskStatus
+from .base import NewTask, TaskUpdate
 
 __all__ = [
     "ACTIVE",
@@ -158,8 +160,9 @@ class SQLRunStore:
     def _run_params(self, record: dict[str, Any], now: float, fence: str | None) -> dict[str, Any]:
         return run_params(record, now, fence, self._flag(bool(record["rerunnable"])))
 
-    def __init__(self, db: Any, clock: Callable[[], float] = time.time) -> None:
-        self.db = db
+    def __init__(self, backend: Any, clock: Callable[[], float] = time.time) -> None:
+        self.backend = backend
+        self.db = backend.db
         self._clock = clock
 
     @contextlib.contextmanager
@@ -173,10 +176,15 @@ class SQLRunStore:
         conn: Any,
         record: dict[str, Any],
         owner: str | None,
-        locker: str | None,
-        lease_until: float | None,
+        locker: str,
+        lease_until: float,
         now: float,
     ) -> dict[str, Any]:
+        """Insert a run: its task through the backend's fenced operations, then its row.
+
+        The task is inserted leased by ``locker`` (:meth:`Backend.insert_leased`); a run
+        recorded already finished has its task finished at once under that fresh lease.
+        """
         status = record["status"]
         active = status in ACTIVE
         payload = {
@@ -185,42 +193,44 @@ class SQLRunStore:
             "module_name": record["module_name"],
             "parameters": record["parameters"],
         }
-        task_params = {
-            **task_mirror(record),
-            "task_type": RUN_TASK_PREFIX + record["module_id"],
-            "payload": json.dumps(payload, separators=(",", ":")),
-            "lease_until": lease_until if active else None,
-            "locker": locker if active else None,
-            "token": secrets.token_hex(8) if active else None,
-            "created_at": record["created_at"],
-            "started_at": record["started_at"],
-            "finished_at": None if active else (record["completed_at"] or now),
-            "now": now,
-        }
-        task_id = conn.execute(self.queries["insert_task"], task_params).fetchone()[0]
+        new = NewTask(
+            task_type=RUN_TASK_PREFIX + record["module_id"],
+            payload_json=json.dumps(payload, separators=(",", ":")),
+            priority=100,
+            run_after=record["created_at"],
+            max_attempts=1,
+            retry_policy_json="{}",
+        )
+        task = self.backend.insert_leased(new, locker, lease_until, now)
+        update = TaskUpdate(task.id, locker, task.lease_token or "")
+        mirror = task_mirror(record)
+        if mirror["progress"] or mirror["progress_message"] is not None:
+            self.backend.update_progress(update, mirror["progress"] or 0.0, mirror["progress_message"], now)
+        if status == "completed":
+            self.backend.complete_tasks([update], [mirror["result"]], now)
+        elif not active:
+            ended = TaskStatus.CANCELLED if status == "cancelled" else TaskStatus.DEAD
+            self.backend.finish_attempt(update, ended, None, mirror["last_error"], None, True, now)
         run_params = {
             **self._run_params(record, now, None),
-            "task_id": task_id,
+            "task_id": task.id,
             "module_id": record["module_id"],
             "owner": owner if active else None,
             "created_at": record["created_at"],
         }
         self._insert_run(conn, run_params, record["run_id"])
-        return {**record, "task_id": task_id, "owner": owner if active else None, "updated_at": now}
+        return {**record, "task_id": task.id, "owner": owner if active else None, "updated_at": now}
 
-    def _lease(self, conn: Any, task_id: int, owner: str, lease_until: float, now: float) -> None:
-        """Make ``owner`` the lease holder of a run's task, reviving it when it had ended."""
-        params = {
-            "task_id": task_id,
-            "owner": owner,
-            "token": secrets.token_hex(8),
-            "lease_until": lease_until,
-            "now": now,
-        }
-        if conn.execute(self.queries["relock_task"], params).rowcount:
-            return
-        conn.execute(self.queries["requeue_task"], params)
-        conn.execute(self.queries["lease_task"], params)
+    def _lease(self, conn: Any, task_id: int, owner: str, lease_until: float) -> None:
+        """Make ``owner`` the lease holder of a run's task, reviving it when it had ended.
+
+        Through :meth:`Backend.lease_again`, under a fresh lease token: the run row was
+        taken first (``claim_run``/``take_rerunnable``), so the task's current holder, if
+        any, hands it over.
+        """
+        current = self.backend.get_task(task_id)
+        handover = None if current is None else current.lease_token
+        self.backend.lease_again(task_id, owner, lease_until, self.now(), handover)
 
     def now(self) -> float:
         """The queue database's clock (UTC epoch seconds)."""
@@ -279,7 +289,7 @@ class SQLRunStore:
                     return None
                 return self._insert(conn, record, owner, owner, lease_until, now)
             stored = row_to_record(row)
-            self._lease(conn, stored["task_id"], owner, lease_until, now)
+            self._lease(conn, stored["task_id"], owner, lease_until)
             return stored
 
         return self.db.write(work)
@@ -422,7 +432,7 @@ class SQLRunStore:
                 row_to_record(r) for r in conn.execute(self.queries["take_rerunnable"], params).fetchall()
             ]
             for record in records:
-                self._lease(conn, record["task_id"], owner, lease_until, now)
+                self._lease(conn, record["task_id"], owner, lease_until)
             return records
 
         return self.db.write(work)

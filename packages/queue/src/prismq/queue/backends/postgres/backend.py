@@ -209,7 +209,7 @@ class PostgresBackend(SQLQueueBackend):
             cur.executemany(sql, values)
 
     def run_store(self, clock: Callable[[], float]) -> PostgresRunStore:
-        return PostgresRunStore(self.db, clock)
+        return PostgresRunStore(self, clock)
 
     def close(self) -> None:
         self.stop_listening()

@@ -349,6 +349,38 @@ CROSS JOIN LATERAL (
 ) AS ready
 ORDER BY wanted.position;
 
+-- name: insert_leased
+-- A task inserted already leased by :worker under a fresh :token (its first attempt), so
+-- only that holder's fenced operations can change it; one attempt allowed, so a lease
+-- that runs out makes it dead (reclaim_expired), never queued for another worker.
+INSERT INTO tasks (task_type, payload, status, priority, attempts, max_attempts, retry_policy,
+                   run_after, lease_until, locked_by, lease_token, created_at, started_at,
+                   updated_at)
+VALUES (%(task_type)s, %(payload)s, 'leased', %(priority)s, 1, 1, %(retry_policy)s, %(run_after)s,
+        %(lease_until)s, %(worker)s, %(token)s, %(now)s, %(now)s, %(now)s)
+RETURNING {task_columns};
+
+-- name: lease_again
+-- Lease one task by id to :worker under a fresh :token: a queued or ended task starts a
+-- new attempt (one more allowed, so the lease running out still makes it dead); a leased
+-- one whose lease ran out, that :worker already holds, or whose holder hands it over
+-- (:handover is its current token), changes holder and token only.
+UPDATE tasks
+SET status = 'leased',
+    attempts = attempts + CASE WHEN status = 'leased' THEN 0 ELSE 1 END,
+    max_attempts = greatest(max_attempts, attempts + CASE WHEN status = 'leased' THEN 0 ELSE 1 END),
+    cancel_requested = CASE WHEN status = 'leased' THEN cancel_requested ELSE false END,
+    started_at = CASE WHEN status = 'leased' THEN started_at ELSE %(now)s END,
+    progress = CASE WHEN status = 'leased' THEN progress END,
+    progress_message = CASE WHEN status = 'leased' THEN progress_message END,
+    run_after = CASE WHEN status = 'leased' THEN run_after ELSE %(now)s END,
+    finished_at = NULL, locked_by = %(worker)s, lease_token = %(token)s, lease_until = %(lease_until)s,
+    updated_at = %(now)s
+WHERE id = %(id)s
+  AND (status IN ('queued', 'dead', 'cancelled')
+       OR (status = 'leased' AND (locked_by = %(worker)s OR lease_token = %(handover)s OR lease_until < %(now)s)))
+RETURNING {task_columns};
+
 -- name: renew_lease
 UPDATE tasks SET lease_until = %(lease_until)s, updated_at = %(now)s
 WHERE id = %(id)s AND status = 'leased' AND locked_by = %(worker)s AND lease_token = %(token)s

@@ -1,24 +1,15 @@
 -- Named queries of the run registry (prismq.queue.integrations) on PostgreSQL.
 -- {run_columns} is replaced by the run column list when the file is loaded. Same
 -- statements and meaning as the SQLite backend's runs.sql.
--- A run's task moves only along the queue's legal transitions: it is inserted leased by
--- the manager that owns the run, its lease is renewed, and it leaves the lease for
--- completed, dead or cancelled; a re-run is a retry (dead -> queued) followed at once by
--- a claim (queued -> leased) in the same transaction.
+-- A run's task moves only along the queue's legal transitions. It is inserted leased,
+-- and leased again for a takeover or a re-run, by the backend's fenced operations
+-- (insert_leased, lease_again in queries.sql); the statements below renew, mirror,
+-- finish and expire the lease its owner holds.
 
 -- name: lock_run
 -- Serialises inserts and claims of one run id until commit (a check-then-insert that
 -- READ COMMITTED would otherwise let two managers race through).
 SELECT pg_advisory_xact_lock(hashtext('prismq_run:' || current_schema() || ':' || %(run_id)s));
-
--- name: insert_task
-INSERT INTO tasks (task_type, payload, status, priority, attempts, max_attempts, retry_policy,
-                   run_after, lease_until, locked_by, lease_token, progress, progress_message,
-                   result, last_error, created_at, started_at, finished_at, updated_at)
-VALUES (%(task_type)s, %(payload)s, %(task_status)s, 100, 1, 1, '{}', %(created_at)s,
-        %(lease_until)s, %(locker)s, %(token)s, %(progress)s, %(progress_message)s, %(result)s,
-        %(last_error)s, %(created_at)s, %(started_at)s, %(finished_at)s, %(now)s)
-RETURNING id;
 
 -- name: insert_run
 INSERT INTO runs ({run_columns})
@@ -87,27 +78,6 @@ WHERE run_id = %(run_id)s AND status = 'queued'
        OR EXISTS (SELECT 1 FROM tasks t WHERE t.id = runs.task_id
                   AND (t.status <> 'leased' OR t.lease_until < %(now)s)))
 RETURNING {run_columns};
-
--- name: relock_task
-UPDATE tasks
-SET locked_by = %(owner)s, lease_token = %(token)s, lease_until = %(lease_until)s,
-    updated_at = %(now)s
-WHERE id = %(task_id)s AND status = 'leased';
-
--- name: requeue_task
--- The retry half of a re-run: dead or cancelled -> queued, one more attempt allowed.
-UPDATE tasks
-SET status = 'queued', run_after = %(now)s, finished_at = NULL, cancel_requested = false,
-    max_attempts = attempts + 1, updated_at = %(now)s
-WHERE id = %(task_id)s AND status IN ('dead', 'cancelled');
-
--- name: lease_task
--- The claim half of a re-run: queued -> leased by this manager, in the same transaction.
-UPDATE tasks
-SET status = 'leased', attempts = attempts + 1, locked_by = %(owner)s, lease_token = %(token)s,
-    lease_until = %(lease_until)s, started_at = %(now)s, progress = NULL,
-    progress_message = NULL, updated_at = %(now)s
-WHERE id = %(task_id)s AND status = 'queued';
 
 -- name: renew_leases
 UPDATE tasks SET lease_until = %(lease_until)s, updated_at = %(now)s

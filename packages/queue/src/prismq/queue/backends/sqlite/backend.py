@@ -95,7 +95,7 @@ class SQLiteBackend(SQLQueueBackend):
         return self.db.journal_mode
 
     def run_store(self, clock: Callable[[], float]) -> SQLiteRunStore:
-        return SQLiteRunStore(self.db, clock)
+        return SQLiteRunStore(self, clock)
 
     def connection(self) -> sqlite3.Connection:
         """This thread's raw connection (for PRAGMA reads and your own queries)."""
