@@ -32,7 +32,7 @@ from ..errors import (
 )
 from ..models import Task, TaskStatus, UndecodableValue, WorkerInfo, epoch_to_datetime
 from ..strategies import Ordering, SchedulingStrategy
-from .base import COPY_TABLES, KeysetPage, PageQuery, QueueStats, TaskQuery, TaskUpdate
+from .base import COPY_TABLES, KeysetPage, NewTask, PageQuery, QueueStats, TaskQuery, TaskUpdate
 from .runstore import RUN_COLUMNS
 
 __all__ = [
