@@ -258,6 +258,17 @@ class QueueWorker:
             )
         return TaskUpdate(tid, self.worker_id, held.lease_token)
 
+    def _hold(self, task: Task) -> None:
+        """Hold ``task``, leased to this worker by another fenced operation.
+
+        For tasks leased outside :meth:`claim_batch` (``Backend.insert_leased``,
+        ``Backend.lease_again``): from then on they are renewed, updated and finished
+        here like claimed ones.
+        """
+        if task.locked_by != self.worker_id or task.lease_token is None:
+            raise LeaseLostError(f"task {task.id} is not leased to worker {self.worker_id!r}")
+        self._held[task.id] = task
+
     def _forget_on_loss(self, tid: int) -> None:
         self._held.pop(tid, None)
 

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar
 
-from ..models import TaskStatus
+from ..models import Task, TaskStatus
 from .base import NewTask, TaskUpdate
 
 __all__ = [
@@ -219,9 +219,10 @@ class SQLRunStore:
             "created_at": record["created_at"],
         }
         self._insert_run(conn, run_params, record["run_id"])
-        return {**record, "task_id": task.id, "owner": owner if active else None, "updated_at": now}
+        stored = {**record, "task_id": task.id, "owner": owner if active else None, "updated_at": now}
+        return {**stored, "task": task} if active else stored
 
-    def _lease(self, conn: Any, task_id: int, owner: str, lease_until: float) -> None:
+    def _lease(self, conn: Any, task_id: int, owner: str, lease_until: float) -> Task | None:
         """Make ``owner`` the lease holder of a run's task, reviving it when it had ended.
 
         Through :meth:`Backend.lease_again`, under a fresh lease token: the run row was
@@ -230,7 +231,7 @@ class SQLRunStore:
         """
         current = self.backend.get_task(task_id)
         handover = None if current is None else current.lease_token
-        self.backend.lease_again(task_id, owner, lease_until, self.now(), handover)
+        return self.backend.lease_again(task_id, owner, lease_until, self.now(), handover)
 
     def now(self) -> float:
         """The queue database's clock (UTC epoch seconds)."""
@@ -247,7 +248,9 @@ class SQLRunStore:
 
         def work(conn: Any) -> dict[str, Any]:
             self._lock_run(conn, record["run_id"])
-            return self._insert(conn, record, None, locker, lease_until, now)
+            stored = self._insert(conn, record, None, locker, lease_until, now)
+            stored.pop("task", None)
+            return stored
 
         return self.db.write(work)
 
@@ -289,16 +292,16 @@ class SQLRunStore:
                     return None
                 return self._insert(conn, record, owner, owner, lease_until, now)
             stored = row_to_record(row)
-            self._lease(conn, stored["task_id"], owner, lease_until)
-            return stored
+            return {**stored, "task": self._lease(conn, stored["task_id"], owner, lease_until)}
 
         return self.db.write(work)
 
     def save_active(self, records: Sequence[dict[str, Any]], owner: str) -> None:
         """Write the progress and start of active runs ``owner`` holds, in bulk.
 
-        Cheaper than :meth:`save` (two statements executed over all records); runs the
-        owner no longer holds are skipped silently.
+        Cheaper than :meth:`save` (one statement executed over all records); runs the
+        owner no longer holds are skipped silently. Only the ``runs`` rows: the owner
+        mirrors progress on the tasks through its ``QueueWorker``.
         """
         if not records:
             return
@@ -318,37 +321,21 @@ class SQLRunStore:
             }
             for r in records
         ]
-        tasks = [
-            {
-                "task_id": r["task_id"],
-                "progress": r["progress_percent"],
-                "progress_message": r["progress_message"],
-                "started_at": r["started_at"],
-                "fence": owner,
-                "now": now,
-            }
-            for r in records
-        ]
-
-        def work(conn: Any) -> None:
-            self._executemany(conn, self.queries["save_active_run"], runs)
-            self._executemany(conn, self.queries["touch_task"], tasks)
-
-        self.db.write(work)
+        self.db.write(lambda conn: self._executemany(conn, self.queries["save_active_run"], runs))
 
     def update(self, record: dict[str, Any]) -> dict[str, Any] | None:
-        """Overwrite a run's fields (not its owner); a finished run releases its task."""
+        """Overwrite a run's fields (not its owner): the ``runs`` row only.
+
+        The task is changed only by the lease holder: a run finished here while a manager
+        holds its task is finished there at its next renewal (:meth:`ended_runs`); with no
+        live holder the task's lease runs out and it becomes dead.
+        """
         now = self.now()
 
         def work(conn: Any) -> dict[str, Any] | None:
             row = conn.execute(self.queries["save_run"], self._run_params(record, now, None)).fetchone()
             if row is None:
                 return None
-            params = {**task_mirror(record), "task_id": row[0], "fence": None, "now": now}
-            if record["status"] in ACTIVE:
-                conn.execute(self.queries["touch_task"], {**params, "started_at": record["started_at"]})
-            else:
-                conn.execute(self.queries["finish_task"], params)
             found = conn.execute(self.queries["get_run"], {"run_id": record["run_id"]}).fetchone()
             return row_to_record(found)
 
@@ -360,43 +347,37 @@ class SQLRunStore:
         return None if row is None else row_to_record(row)
 
     def save(self, records: Sequence[dict[str, Any]], owner: str) -> list[bool]:
-        """Write runs ``owner`` holds; False for a run it no longer holds."""
+        """Write the ``runs`` rows of runs ``owner`` holds; False for a run it no longer holds.
+
+        The owner finishes or updates the tasks through its ``QueueWorker``.
+        """
         now = self.now()
 
         def work(conn: Any) -> list[bool]:
             done = []
             for record in records:
                 row = conn.execute(self.queries["save_run"], self._run_params(record, now, owner)).fetchone()
-                if row is None:
-                    done.append(False)
-                    continue
-                params = {**task_mirror(record), "task_id": row[0], "fence": owner, "now": now}
-                if record["status"] in ACTIVE:
-                    conn.execute(self.queries["touch_task"], {**params, "started_at": record["started_at"]})
-                else:
-                    conn.execute(self.queries["finish_task"], params)
-                done.append(True)
+                done.append(row is not None)
             return done
 
         return self.db.write(work)
 
     def renew(self, owner: str, lease_until: float) -> dict[str, bool]:
-        """Extend the leases of ``owner``'s active runs.
+        """The active runs ``owner`` holds (its ``runs`` row and its task's lease).
+
+        Reads only: the owner renews its tasks' leases through its ``QueueWorker`` first.
 
         Returns:
             Per run still held, whether its cancellation was requested (by
             :meth:`request_cancel` or ``QueueClient.cancel`` on its task).
         """
-        now = self.now()
+        rows = self.db.read(lambda c: c.execute(self.queries["held_runs"], {"owner": owner}).fetchall())
+        return {run_id: bool(flag) for run_id, flag in rows}
 
-        def work(conn: Any) -> dict[str, bool]:
-            conn.execute(
-                self.queries["renew_leases"], {"owner": owner, "lease_until": lease_until, "now": now}
-            )
-            rows = conn.execute(self.queries["held_runs"], {"owner": owner}).fetchall()
-            return {run_id: bool(flag) for run_id, flag in rows}
-
-        return self.db.write(work)
+    def ended_runs(self, owner: str) -> list[dict[str, Any]]:
+        """Runs finished by a registry whose task ``owner`` still leases (see :meth:`update`)."""
+        rows = self.db.read(lambda c: c.execute(self.queries["ended_runs"], {"owner": owner}).fetchall())
+        return [row_to_record(r) for r in rows]
 
     def interrupt_orphans(self) -> list[str]:
         """Mark interrupted every active run whose owner's lease ran out; return their ids."""
@@ -405,17 +386,19 @@ class SQLRunStore:
         def work(conn: Any) -> list[str]:
             found = conn.execute(self.queries["orphaned_runs"], {"now": now}).fetchall()
             out = []
-            for run_id, task_id, owner, lease_until in found:
+            for run_id, _task_id, owner, lease_until in found:
                 holder = f"manager {owner!r}" if owner else "no manager"
                 reason = (
                     f"interrupted: {holder} stopped renewing the run's lease"
                     + ("" if lease_until is None else f" (it expired at epoch {lease_until:.3f})")
                     + "; its process ended before the run finished"
                 )
-                params = {"run_id": run_id, "task_id": task_id, "reason": reason, "now": now}
+                params = {"run_id": run_id, "reason": reason, "now": now}
                 if conn.execute(self.queries["interrupt_run"], params).rowcount:
-                    conn.execute(self.queries["expire_task"], params)
                     out.append(run_id)
+            if out:
+                # Their tasks' leases ran out: the queue's own expiry makes them dead.
+                self.backend.reclaim_expired(now)
             return out
 
         return self.db.write(work)
@@ -431,17 +414,28 @@ class SQLRunStore:
             records = [
                 row_to_record(r) for r in conn.execute(self.queries["take_rerunnable"], params).fetchall()
             ]
-            for record in records:
-                self._lease(conn, record["task_id"], owner, lease_until)
-            return records
+            return [
+                {**record, "task": self._lease(conn, record["task_id"], owner, lease_until)}
+                for record in records
+            ]
 
         return self.db.write(work)
 
     def request_cancel(self, run_id: str) -> bool:
-        """Flag an active run for cancellation; its owner stops it at its next renewal."""
+        """Flag an active run for cancellation; its owner stops it at its next renewal.
+
+        The flag is the task's cancel request (``Backend.cancel_task`` on a leased task).
+        """
         now = self.now()
-        return bool(
-            self.db.write(
-                lambda c: c.execute(self.queries["request_cancel"], {"run_id": run_id, "now": now}).rowcount
-            )
-        )
+
+        def work(conn: Any) -> bool:
+            record = self.get(run_id)
+            if record is None or record["status"] not in ACTIVE:
+                return False
+            task = self.backend.get_task(record["task_id"])
+            if task is None or task.status is not TaskStatus.LEASED:
+                return False
+            self.backend.cancel_task(task.id, now)
+            return True
+
+        return bool(self.db.write(work))

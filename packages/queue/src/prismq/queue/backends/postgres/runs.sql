@@ -3,8 +3,8 @@
 -- statements and meaning as the SQLite backend's runs.sql.
 -- A run's task moves only along the queue's legal transitions. It is inserted leased,
 -- and leased again for a takeover or a re-run, by the backend's fenced operations
--- (insert_leased, lease_again in queries.sql); the statements below renew, mirror,
--- finish and expire the lease its owner holds.
+-- (insert_leased, lease_again in queries.sql), then renewed, updated and finished by
+-- its owner's QueueWorker; the statements here write runs rows and only read tasks.
 
 -- name: lock_run
 -- Serialises inserts and claims of one run id until commit (a check-then-insert that
@@ -53,23 +53,6 @@ SET status = %(status)s, progress_percent = %(progress_percent)s,
     completed_at = NULL, updated_at = %(now)s
 WHERE run_id = %(run_id)s AND owner = %(fence)s AND status IN ('queued', 'running');
 
--- name: touch_task
--- An active run: mirror its progress and start time on its leased task.
-UPDATE tasks
-SET progress = %(progress)s, progress_message = %(progress_message)s,
-    started_at = coalesce(%(started_at)s::double precision, started_at), updated_at = %(now)s
-WHERE id = %(task_id)s AND status = 'leased'
-  AND (%(fence)s::text IS NULL OR locked_by = %(fence)s::text);
-
--- name: finish_task
--- A finished run: its task leaves the lease (leased -> completed, dead or cancelled).
-UPDATE tasks
-SET status = %(task_status)s, result = %(result)s, last_error = %(last_error)s,
-    progress = %(progress)s, progress_message = %(progress_message)s, finished_at = %(now)s,
-    lease_until = NULL, locked_by = NULL, lease_token = NULL, updated_at = %(now)s
-WHERE id = %(task_id)s AND status = 'leased'
-  AND (%(fence)s::text IS NULL OR locked_by = %(fence)s::text);
-
 -- name: claim_run
 -- A manager takes a queued run that no live manager holds.
 UPDATE runs SET owner = %(owner)s, updated_at = %(now)s
@@ -78,12 +61,6 @@ WHERE run_id = %(run_id)s AND status = 'queued'
        OR EXISTS (SELECT 1 FROM tasks t WHERE t.id = runs.task_id
                   AND (t.status <> 'leased' OR t.lease_until < %(now)s)))
 RETURNING {run_columns};
-
--- name: renew_leases
-UPDATE tasks SET lease_until = %(lease_until)s, updated_at = %(now)s
-WHERE id IN (SELECT task_id FROM runs
-             WHERE owner = %(owner)s AND status IN ('queued', 'running'))
-  AND status = 'leased' AND locked_by = %(owner)s;
 
 -- name: held_runs
 SELECT r.run_id, t.cancel_requested
@@ -104,13 +81,6 @@ SET status = 'interrupted', completed_at = %(now)s, error_message = %(reason)s,
     updated_at = %(now)s
 WHERE run_id = %(run_id)s AND status IN ('queued', 'running');
 
--- name: expire_task
--- leased -> dead: the owner's lease ran out (the attempt is the task's last one).
-UPDATE tasks
-SET status = 'dead', finished_at = %(now)s, last_error = %(reason)s, lease_until = NULL,
-    locked_by = NULL, lease_token = NULL, updated_at = %(now)s
-WHERE id = %(task_id)s AND status = 'leased' AND lease_until < %(now)s;
-
 -- name: take_rerunnable
 UPDATE runs
 SET status = 'queued', owner = %(owner)s, started_at = NULL, completed_at = NULL,
@@ -119,19 +89,15 @@ SET status = 'queued', owner = %(owner)s, started_at = NULL, completed_at = NULL
 WHERE status = 'interrupted' AND rerunnable AND module_id = ANY(%(modules)s::text[])
 RETURNING {run_columns};
 
--- name: request_cancel
-UPDATE tasks SET cancel_requested = true, updated_at = %(now)s
-WHERE id = (SELECT task_id FROM runs
-            WHERE run_id = %(run_id)s AND status IN ('queued', 'running'))
-  AND status = 'leased';
+-- name: finished_task_ids
+SELECT coalesce(array_agg(task_id), '{}') FROM runs
+WHERE status IN ('completed', 'failed', 'cancelled', 'interrupted')
+  AND coalesce(completed_at, created_at) < %(before)s;
 
--- name: delete_finished_runs
--- Deleting a run's task deletes the run (ON DELETE CASCADE); one task per run.
-WITH gone AS (
-    DELETE FROM tasks
-    WHERE id IN (SELECT task_id FROM runs
-                 WHERE status IN ('completed', 'failed', 'cancelled', 'interrupted')
-                   AND coalesce(completed_at, created_at) < %(before)s)
-    RETURNING id
-)
-SELECT count(*) FROM gone;
+-- name: ended_runs
+-- Runs finished by a registry (not their owner) whose task the owner still leases: the
+-- owner finishes the task as the run row says.
+SELECT {run_columns} FROM runs r
+WHERE r.owner = %(owner)s AND r.status NOT IN ('queued', 'running')
+  AND EXISTS (SELECT 1 FROM tasks t WHERE t.id = r.task_id AND t.status = 'leased'
+              AND t.locked_by = %(owner)s);
