@@ -776,7 +776,11 @@ class SQLQueueBackend:
                 "lease_until": lease_until,
                 "now": now,
             }
-            row = conn.execute(self.queries["lease_again"], params).fetchone()
+            row = conn.execute(self.queries["hand_over"], params).fetchone()
+            if row is None:
+                revive = {"id": task_id, "now": now, "reset": self._flag(False)}
+                conn.execute(self.queries["retry_finished"], revive)
+                row = conn.execute(self.queries["claim_id"], params).fetchone()
             return None if row is None else row_to_task(row)
 
         return self.db.write(work)

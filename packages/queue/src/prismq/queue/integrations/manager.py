@@ -178,8 +178,10 @@ class _ProgressFlush:
     def __call__(self) -> None:
         if self._records is None:
             self._records = self._manager._take_pending_progress()
-        self._manager.registry.store.save_active(self._records, self._manager.owner_id)
-        self._manager._mirror_progress(self._records)
+        store = self._manager.registry.store
+        with store.batch():  # the run rows and their tasks change in one commit
+            store.save_active(self._records, self._manager.owner_id)
+            self._manager._mirror_progress(self._records)
 
 
 class BackgroundTaskManager:
@@ -336,9 +338,10 @@ class BackgroundTaskManager:
 
     def _save_finished(self, record: dict[str, Any]) -> bool:
         """Record a finished run, then end its task; False if this manager no longer holds it."""
-        done = self._store.save([record], self.owner_id)[0]
-        if done:
-            self._finish_task(record)
+        with self._store.batch():  # the run row and its task change in one commit
+            done = self._store.save([record], self.owner_id)[0]
+            if done:
+                self._finish_task(record)
         return done
 
     def _renew(self) -> dict[str, bool]:

@@ -226,6 +226,9 @@ RETURNING {task_columns};
 -- "AND ..." (none today); put in place of {ready_filter} in the picks.
 -- name: ready_filter
 
+-- name: pick_id
+picked AS MATERIALIZED (SELECT %(id)s::bigint AS id)
+
 -- name: pick_oldest_first_any
 picked AS MATERIALIZED (
     SELECT id FROM tasks
@@ -360,25 +363,15 @@ VALUES (%(task_type)s, %(payload)s, 'leased', %(priority)s, 1, 1, %(retry_policy
         %(lease_until)s, %(worker)s, %(token)s, %(now)s, %(now)s, %(now)s)
 RETURNING {task_columns};
 
--- name: lease_again
--- Lease one task by id to :worker under a fresh :token: a queued or ended task starts a
--- new attempt (one more allowed, so the lease running out still makes it dead); a leased
--- one whose lease ran out, that :worker already holds, or whose holder hands it over
--- (:handover is its current token), changes holder and token only.
+-- name: hand_over
+-- lease_again on a leased task: a new holder and token (fencing off the previous one) when
+-- its lease ran out, :worker already holds it, or its holder hands it over (:handover
+-- is its current token). A queued, dead or cancelled task is leased again by
+-- retry_finished then claim_id (the claim template), in the same transaction.
 UPDATE tasks
-SET status = 'leased',
-    attempts = attempts + CASE WHEN status = 'leased' THEN 0 ELSE 1 END,
-    max_attempts = greatest(max_attempts, attempts + CASE WHEN status = 'leased' THEN 0 ELSE 1 END),
-    cancel_requested = CASE WHEN status = 'leased' THEN cancel_requested ELSE false END,
-    started_at = CASE WHEN status = 'leased' THEN started_at ELSE %(now)s END,
-    progress = CASE WHEN status = 'leased' THEN progress END,
-    progress_message = CASE WHEN status = 'leased' THEN progress_message END,
-    run_after = CASE WHEN status = 'leased' THEN run_after ELSE %(now)s END,
-    finished_at = NULL, locked_by = %(worker)s, lease_token = %(token)s, lease_until = %(lease_until)s,
-    updated_at = %(now)s
-WHERE id = %(id)s
-  AND (status IN ('queued', 'dead', 'cancelled')
-       OR (status = 'leased' AND (locked_by = %(worker)s OR lease_token = %(handover)s OR lease_until < %(now)s)))
+SET locked_by = %(worker)s, lease_token = %(token)s, lease_until = %(lease_until)s, updated_at = %(now)s
+WHERE id = %(id)s AND status = 'leased'
+  AND (locked_by = %(worker)s OR lease_token = %(handover)s OR lease_until < %(now)s)
 RETURNING {task_columns};
 
 -- name: renew_lease

@@ -115,6 +115,9 @@ RETURNING {task_columns};
 -- "AND ..." (none today); put in place of {ready_filter} in the picks and candidates.
 -- name: ready_filter
 
+-- name: pick_id
+SELECT :id
+
 -- name: pick_by_ids
 SELECT value FROM json_each(:ids)
 
@@ -169,25 +172,15 @@ VALUES (:task_type, :payload, 'leased', :priority, 1, 1, :retry_policy, :run_aft
         :lease_until, :worker, :token, :now, :now, :now)
 RETURNING {task_columns};
 
--- name: lease_again
--- Lease one task by id to :worker under a fresh :token: a queued or ended task starts a
--- new attempt (one more allowed, so the lease running out still makes it dead); a leased
--- one whose lease ran out, that :worker already holds, or whose holder hands it over
--- (:handover is its current token), changes holder and token only.
+-- name: hand_over
+-- lease_again on a leased task: a new holder and token (fencing off the previous one) when
+-- its lease ran out, :worker already holds it, or its holder hands it over (:handover
+-- is its current token). A queued, dead or cancelled task is leased again by
+-- retry_finished then claim_id (the claim template), in the same transaction.
 UPDATE tasks
-SET status = 'leased',
-    attempts = attempts + CASE WHEN status = 'leased' THEN 0 ELSE 1 END,
-    max_attempts = max(max_attempts, attempts + CASE WHEN status = 'leased' THEN 0 ELSE 1 END),
-    cancel_requested = CASE WHEN status = 'leased' THEN cancel_requested ELSE 0 END,
-    started_at = CASE WHEN status = 'leased' THEN started_at ELSE :now END,
-    progress = CASE WHEN status = 'leased' THEN progress END,
-    progress_message = CASE WHEN status = 'leased' THEN progress_message END,
-    run_after = CASE WHEN status = 'leased' THEN run_after ELSE :now END,
-    finished_at = NULL, locked_by = :worker, lease_token = :token, lease_until = :lease_until,
-    updated_at = :now
-WHERE id = :id
-  AND (status IN ('queued', 'dead', 'cancelled')
-       OR (status = 'leased' AND (locked_by = :worker OR lease_token = :handover OR lease_until < :now)))
+SET locked_by = :worker, lease_token = :token, lease_until = :lease_until, updated_at = :now
+WHERE id = :id AND status = 'leased'
+  AND (locked_by = :worker OR lease_token = :handover OR lease_until < :now)
 RETURNING {task_columns};
 
 -- name: renew_lease
