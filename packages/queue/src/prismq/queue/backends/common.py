@@ -458,6 +458,8 @@ class SQLQueueBackend:
             "lease_until": now + lease_duration,
             "now": now,
             "count": count,
+            # Run tasks only for a worker that names its types (see ready_filter).
+            "explicit": self._flag(task_types is not None),
         }
 
         def work(conn: Any) -> tuple[list[bool], list[Any]]:

@@ -15,6 +15,7 @@ from ...models import WorkerInfo
 from ...strategies import Ordering, SchedulingStrategy
 from ..base import NewTask, TaskUpdate, checkpoint_mode
 from ..common import TASK_COLUMNS, SQLQueueBackend, write_backup
+from ..runstore import RUN_TASK_PREFIX
 from ..sqlfile import build_claims, load_queries
 from .connection import (
     APPLICATION_ID,
@@ -28,7 +29,14 @@ from .runs import SQLiteRunStore
 
 __all__ = ["SQLiteBackend"]
 
-Q = build_claims(load_queries(__package__, task_columns=TASK_COLUMNS))
+Q = build_claims(
+    load_queries(
+        __package__,
+        task_columns=TASK_COLUMNS,
+        run_task_prefix=RUN_TASK_PREFIX,
+        run_task_prefix_length=str(len(RUN_TASK_PREFIX)),
+    )
+)
 TRANSFER_Q = load_queries(__package__, "transfer.sql")
 
 _CANDIDATE_KEYS = {
@@ -188,7 +196,15 @@ class SQLiteBackend(SQLQueueBackend):
         candidates: list[Any] = []
         for task_type in dict.fromkeys(task_types):
             candidates.extend(
-                conn.execute(sql, {"task_type": task_type, "now": params["now"], "count": params["count"]})
+                conn.execute(
+                    sql,
+                    {
+                        "task_type": task_type,
+                        "now": params["now"],
+                        "count": params["count"],
+                        "explicit": params["explicit"],
+                    },
+                )
             )
         if not candidates:
             return []
@@ -292,7 +308,16 @@ class SQLiteBackend(SQLQueueBackend):
 
     def explain_claims(self) -> dict[str, list[str]]:
         now = 0.0
-        base = {"worker": "w", "token": "t", "lease_until": 1.0, "now": now, "count": 1, "task_type": "x"}
+        base = {
+            "worker": "w",
+            "token": "t",
+            "lease_until": 1.0,
+            "now": now,
+            "count": 1,
+            "task_type": "x",
+            "explicit": 0,
+            "id": 1,
+        }
         plans: dict[str, list[str]] = {}
         conn = self.db.connection()
         names = [n for n in Q if n.startswith(("claim_", "candidates_"))]

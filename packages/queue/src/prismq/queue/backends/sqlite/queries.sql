@@ -112,8 +112,11 @@ WHERE id IN ({picked}) AND status = 'queued'
 RETURNING {task_columns};
 
 -- Conditions every ready row a claim picks must meet besides being queued and due, as
--- "AND ..." (none today); put in place of {ready_filter} in the picks and candidates.
+-- "AND ...", put in place of {ready_filter} in the picks and candidates: a run's task
+-- ({run_task_prefix}<module>, prismq.queue.integrations) is claimed only by a worker
+-- that names its task types (:explicit true), never by one that claims every type.
 -- name: ready_filter
+AND (:explicit OR substr(task_type, 1, {run_task_prefix_length}) <> '{run_task_prefix}')
 
 -- name: pick_id
 SELECT :id
