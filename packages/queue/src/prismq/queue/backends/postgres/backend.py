@@ -60,7 +60,7 @@ from ...models import WorkerInfo
 from ...strategies import SchedulingStrategy
 from ..base import NewTask, checkpoint_mode, chunked
 from ..common import TASK_COLUMNS, TASK_ROW_COLUMNS, SQLQueueBackend, write_backup
-from ..runstore import RUN_COLUMNS, RUN_TASK_PREFIX
+from ..runstore import RUN_COLUMNS
 from ..serverclock import ServerClock
 from ..sqlfile import build_claims, load_queries
 from .connection import SCHEMA_VERSION, ConnectionManager, parse_url, translate_error
@@ -68,14 +68,7 @@ from .runs import PostgresRunStore
 
 __all__ = ["DUMP_FORMAT", "NOTIFY_CHANNEL", "PostgresBackend"]
 
-Q = build_claims(
-    load_queries(
-        __package__,
-        task_columns=TASK_COLUMNS,
-        run_task_prefix=RUN_TASK_PREFIX,
-        run_task_prefix_length=str(len(RUN_TASK_PREFIX)),
-    )
-)
+Q = build_claims(load_queries(__package__, task_columns=TASK_COLUMNS))
 TRANSFER_Q = load_queries(__package__, "transfer.sql")
 
 NOTIFY_CHANNEL = "prismq_queue"

@@ -15,7 +15,6 @@ from ...models import WorkerInfo
 from ...strategies import Ordering, SchedulingStrategy
 from ..base import NewTask, TaskUpdate, checkpoint_mode
 from ..common import TASK_COLUMNS, SQLQueueBackend, write_backup
-from ..runstore import RUN_TASK_PREFIX
 from ..sqlfile import build_claims, load_queries
 from .connection import (
     APPLICATION_ID,
@@ -29,14 +28,7 @@ from .runs import SQLiteRunStore
 
 __all__ = ["SQLiteBackend"]
 
-Q = build_claims(
-    load_queries(
-        __package__,
-        task_columns=TASK_COLUMNS,
-        run_task_prefix=RUN_TASK_PREFIX,
-        run_task_prefix_length=str(len(RUN_TASK_PREFIX)),
-    )
-)
+Q = build_claims(load_queries(__package__, task_columns=TASK_COLUMNS))
 TRANSFER_Q = load_queries(__package__, "transfer.sql")
 
 _CANDIDATE_KEYS = {

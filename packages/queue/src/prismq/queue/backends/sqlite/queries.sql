@@ -113,10 +113,10 @@ RETURNING {task_columns};
 
 -- Conditions every ready row a claim picks must meet besides being queued and due, as
 -- "AND ...", put in place of {ready_filter} in the picks and candidates: a run's task
--- ({run_task_prefix}<module>, prismq.queue.integrations) is claimed only by a worker
+-- (prismq.run:<module>, RUN_TASK_PREFIX of prismq.queue.backends.runstore) is claimed only by a worker
 -- that names its task types (:explicit true), never by one that claims every type.
 -- name: ready_filter
-AND (:explicit OR substr(task_type, 1, {run_task_prefix_length}) <> '{run_task_prefix}')
+AND (:explicit OR substr(task_type, 1, 11) <> 'prismq.run:')
 
 -- name: pick_id
 SELECT :id
