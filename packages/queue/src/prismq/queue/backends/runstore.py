@@ -10,10 +10,14 @@ A run is stored twice over, on purpose:
   columns: its six-valued status, module name, parameters, item counts, exit code,
   owner and re-run flag. This row is the run's record; the task mirrors it.
 
-A run's task is inserted already leased by its owner, with ``max_attempts`` equal to its
-attempts, so a queue worker never claims it, and a worker that reclaims its expired lease
-makes it dead instead of queued. Records cross this interface as plain dicts with UTC
-epoch-second times; :mod:`prismq.queue.integrations.runs` turns them into ``Run`` objects.
+A run's task changes only through the backend's fenced task operations: it is inserted
+already leased (``Backend.insert_leased``, one attempt allowed, so a lease that runs out
+makes it dead, never queued), leased again under a fresh token for a takeover or a re-run
+(``Backend.lease_again``), and from then on renewed, updated and finished by its owning
+manager's ``QueueWorker``. The statements of ``runs.sql`` write ``runs`` rows only, and a
+queue worker claims a run task only if it names run task types (the claim's
+``ready_filter``). Records cross this interface as plain dicts with UTC epoch-second
+times; :mod:`prismq.queue.integrations.runs` turns them into ``Run`` objects.
 
 Each backend's store subclasses :class:`SQLRunStore` with its ``runs.sql`` queries and
 says how it binds a list and a flag and how it reports a duplicate run id.
