@@ -49,7 +49,7 @@ from .strategies import (
     SchedulingStrategy,
     WeightedRandomStrategy,
 )
-from .worker import QueueWorker
+from .worker import Ack, AckKind, AckResult, QueueWorker
 
 __version__ = "0.1.0"
 
@@ -57,6 +57,9 @@ __all__ = [
     "DEFAULT_PRIORITY",
     "MAX_PRIORITY",
     "MIN_PRIORITY",
+    "Ack",
+    "AckKind",
+    "AckResult",
     "BackendUnavailableError",
     "BackupError",
     "ConfigError",

@@ -29,6 +29,7 @@ __all__ = [
     "NewTask",
     "PageQuery",
     "QueueStats",
+    "Settlement",
     "TaskQuery",
     "TaskUpdate",
     "checkpoint_mode",
@@ -120,6 +121,23 @@ class TaskUpdate(NamedTuple):
     task_id: int
     worker_id: str
     lease_token: str
+
+
+class Settlement(NamedTuple):
+    """The fenced end of a held attempt, as written by :meth:`Backend.settle_and_claim`.
+
+    ``status`` ``completed`` stores ``result_json``; ``queued`` (retry or release), ``dead``
+    and ``cancelled`` store ``run_after`` (``None``: unchanged), ``error`` and
+    ``traceback``. ``count_attempt`` False gives the attempt back (a release).
+    """
+
+    update: TaskUpdate
+    status: TaskStatus
+    result_json: str | None = None
+    run_after: float | None = None
+    error: str | None = None
+    traceback: str | None = None
+    count_attempt: bool = True
 
 
 @dataclass(frozen=True)
@@ -383,6 +401,28 @@ class Backend(Protocol):
         """
         ...
 
+    def settle_and_claim(
+        self,
+        settlements: Sequence[Settlement],
+        worker_id: str,
+        task_types: Sequence[str] | None,
+        strategy: SchedulingStrategy,
+        count: int,
+        lease_duration: float,
+        now: float,
+        reclaim_first: bool = False,
+    ) -> tuple[list[bool], list[Task]]:
+        """End held attempts, then lease up to ``count`` more, in one transaction.
+
+        Each settlement is fenced by its own lease token; one whose lease was lost changes
+        nothing and does not stop the others or the claim. ``count`` may be 0 (settle only).
+
+        Returns:
+            One flag per settlement (False where the lease was lost or the task is gone)
+            and the leased tasks, in strategy order.
+        """
+        ...
+
     def next_run_after(self, task_types: Sequence[str] | None) -> float | None:
         """The earliest ``run_after`` among queued tasks of these types (``None``: none)."""
         ...
@@ -422,8 +462,10 @@ class Backend(Protocol):
         """Extend a lease; raise ``LeaseLostError`` if it is no longer held."""
         ...
 
-    def update_progress(self, update: TaskUpdate, percent: float, message: str | None, now: float) -> Task:
-        """Record progress on a held task."""
+    def update_progress(
+        self, update: TaskUpdate, percent: float, message: str | None, lease_until: float, now: float
+    ) -> Task:
+        """Record progress on a held task and extend its lease to at least ``lease_until``."""
         ...
 
     def complete_tasks(

@@ -152,8 +152,7 @@ class _StoreWriter:
                 # Rolled back: the leases this worker holds are what they were before.
                 for task_id in self._worker.held_tasks.keys() - before.keys():
                     self._worker.forget_task(task_id)
-                for task in before.values():
-                    self._worker._hold(task)
+                self._worker._hold(before.values())
             return False
         for (_, _, future), result in zip(ops, results, strict=True):
             future.set_result(result)
@@ -292,21 +291,21 @@ class BackgroundTaskManager:
         return datetime.fromtimestamp(self._store.now(), tz=timezone.utc)
 
     # -- on the writer thread: runs rows in the store, tasks through the worker ---------
-    def _hold(self, stored: dict[str, Any] | None) -> dict[str, Any] | None:
+    def _adopt(self, stored: dict[str, Any] | None) -> dict[str, Any] | None:
         """Take the task leased with a stored run into the worker (durable stores only)."""
         if stored is not None:
             task = stored.pop("task", None)
             if task is not None and self._worker is not None:
-                self._worker._hold(task)
+                self._worker._hold([task])
         return stored
 
     def _claim(self, record: dict[str, Any]) -> dict[str, Any] | None:
-        return self._hold(self._store.claim(record, self.owner_id, self._lease_until()))
+        return self._adopt(self._store.claim(record, self.owner_id, self._lease_until()))
 
     def _take_rerunnable(self, module_ids: list[str]) -> list[dict[str, Any]]:
         records = self._store.take_rerunnable(module_ids, self.owner_id, self._lease_until())
         for record in records:
-            self._hold(record)
+            self._adopt(record)
         return records
 
     def _mirror_progress(self, records: list[dict[str, Any]]) -> None:
