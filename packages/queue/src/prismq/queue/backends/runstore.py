@@ -209,7 +209,9 @@ class SQLRunStore:
         update = TaskUpdate(task.id, locker, task.lease_token or "")
         mirror = task_mirror(record)
         if mirror["progress"] or mirror["progress_message"] is not None:
-            self.backend.update_progress(update, mirror["progress"] or 0.0, mirror["progress_message"], now)
+            self.backend.update_progress(
+                update, mirror["progress"] or 0.0, mirror["progress_message"], lease_until, now
+            )
         if status == "completed":
             self.backend.complete_tasks([update], [mirror["result"]], now)
         elif not active:
