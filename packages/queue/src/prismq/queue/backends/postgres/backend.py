@@ -563,7 +563,8 @@ class PostgresBackend(SQLQueueBackend):
             "explicit": False,
             "id": 1,
         }
-        names = [n for n in Q if n.startswith("claim_")]
+        # claim_id leases one known task by its key (lease_again), not a scan of ready tasks.
+        names = [n for n in Q if n.startswith("claim_") and n != "claim_id"]
         names += ["queued_task_types", "ready_task_types", "reclaim_expired"]
 
         def work(conn: psycopg.Connection[Any]) -> dict[str, list[str]]:

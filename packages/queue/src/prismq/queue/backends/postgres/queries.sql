@@ -230,7 +230,8 @@ RETURNING {task_columns};
 AND (%(explicit)s OR substr(task_type, 1, 11) <> 'prismq.run:')
 
 -- name: pick_id
-picked AS MATERIALIZED (SELECT %(id)s::bigint AS id)
+-- One known task by id (lease_again), not a ready scan.
+picked AS MATERIALIZED (SELECT id FROM tasks WHERE id = %(id)s FOR UPDATE)
 
 -- name: pick_oldest_first_any
 picked AS MATERIALIZED (
