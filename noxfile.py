@@ -39,6 +39,9 @@ RUFF = "ruff==0.17.6"
 # Spelling of the code and the docs; its settings (what to skip, real words it does not
 # know) are in pyproject.toml under [tool.codespell].
 CODESPELL = "codespell[toml]==2.4.3"
+# mypy --strict over the package and tests/typing (settings in pyproject.toml); it reads
+# the types of the package's dependencies, so they are installed beside it.
+MYPY_DEPS = ["mypy==1.19.1", "types-PyYAML", "django-stubs", "pytest>=8.1"]
 TEST_DEPS = [
     "pytest>=8.1",
     "hypothesis>=6",
@@ -170,7 +173,7 @@ def _build_site(session: nox.Session, site_dir: Path) -> None:
 @nox.session
 def tests(session: nox.Session) -> None:
     """The test suite (SQLite and PostgreSQL). Posargs go to pytest."""
-    session.install("-e", _package("cli", "postgres", "dashboard"), *TEST_DEPS)
+    session.install("-e", _package("cli", "postgres", "dashboard", "django"), *TEST_DEPS)
     # A hung test fails after TEST_TIMEOUT seconds instead of eating the CI budget.
     timeout = (
         [] if any(arg.startswith("--timeout") for arg in session.posargs) else [f"--timeout={TEST_TIMEOUT}"]
@@ -181,12 +184,12 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """Ruff over the code and the docs' Python examples; markdownlint over the Markdown;
-    codespell over both.
+    """Ruff over the code and the docs' Python examples; mypy --strict; markdownlint over the
+    Markdown; codespell over both.
 
     Every check runs even when an earlier one fails, so one run reports everything.
     """
-    session.install(RUFF, CODESPELL)
+    session.install(RUFF, CODESPELL, *MYPY_DEPS, "-e", _package("postgres", "yaml", "dashboard", "django"))
     node_external = _npm_ci(session)
     failed: list[str] = []
 
@@ -197,6 +200,7 @@ def lint(session: nox.Session) -> None:
             failed.append(name)
 
     paths = _existing(PYTHON_PATHS)
+    check("mypy --strict", "mypy")
     check("ruff check", "ruff", "check", *paths)
     check("ruff format", "ruff", "format", "--check", *paths)
     markdown = _existing(MARKDOWN_SOURCES)
@@ -238,7 +242,7 @@ def docs(session: nox.Session) -> None:
 @nox.session
 def doctest(session: nox.Session) -> None:
     """Run every Python example of the Markdown docs and of the docstrings."""
-    session.install("-e", _package("cli", "postgres", "dashboard"), *TEST_DEPS)
+    session.install("-e", _package("cli", "postgres", "dashboard", "django"), *TEST_DEPS)
     # The PostgreSQL examples get a schema of their own on the test server (see the plugin).
     env = {**_postgres_env(), "PYTHONPATH": str(TOOLS)}
     plugin = ("-p", "markdown_docs_fixtures")
@@ -329,5 +333,5 @@ def bench_smoke(session: nox.Session) -> None:
 @nox.session
 def soak(session: nox.Session) -> None:
     """The reliability tests at soak size (minutes; not part of the default run)."""
-    session.install("-e", _package("cli", "postgres"), *TEST_DEPS)
+    session.install("-e", _package("cli", "postgres", "dashboard", "django"), *TEST_DEPS)
     session.run("pytest", "tests/reliability", *session.posargs, env={**_postgres_env(), "PRISMQ_SOAK": "1"})

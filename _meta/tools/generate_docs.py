@@ -279,7 +279,7 @@ def render_error_tree(summaries: bool = True) -> str:
     def walk(cls: type, prefix: str) -> None:
         children = sorted(
             (c for c in cls.__subclasses__() if c.__module__.startswith("prismq.queue")),
-            key=lambda c: (c.__module__ != "prismq.queue.errors", _source_order(c)),
+            key=lambda c: (c.__module__ != "prismq.queue.errors", c.__module__, _source_order(c)),
         )
         for i, child in enumerate(children):
             last = i == len(children) - 1

@@ -7,6 +7,7 @@ The public API is importable from here::
 
 from __future__ import annotations
 
+from .aio import AsyncQueueClient
 from .backends.base import QueueStats
 from .client import QueueClient, TaskSpec
 from .config import QueueConfig, default_db_path
@@ -60,6 +61,7 @@ __all__ = [
     "Ack",
     "AckKind",
     "AckResult",
+    "AsyncQueueClient",
     "BackendUnavailableError",
     "BackupError",
     "ConfigError",

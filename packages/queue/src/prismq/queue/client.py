@@ -101,7 +101,7 @@ _SPEC_DEFAULTS = tuple((f.name, f.default) for f in fields(TaskSpec))
 _SPEC_NAMES = frozenset(name for name, _ in _SPEC_DEFAULTS)
 
 
-def _mapping_fields(spec: object) -> tuple[Any, ...]:
+def _mapping_fields(spec: object) -> tuple[Any, Any, Any, Any, Any, Any, Any, Any]:
     """The field values of an ``enqueue_many`` item given as a mapping, in ``TaskSpec`` order.
 
     Args:
@@ -360,6 +360,11 @@ class QueueClient:
             The ids, in the order given.
         """
         now = self.db.now()
+        prepared = self._prepare_many(tasks, now)
+        return [task_id for task_id, _ in self.backend.insert_tasks(prepared, now)]
+
+    def _prepare_many(self, tasks: Iterable[TaskSpec | Mapping[str, Any]], now: float) -> list[NewTask]:
+        """Validate a batch for :meth:`enqueue_many`; the error names the faulty item's index."""
         prepare = self._prepare
         type_defaults: dict[str, tuple[int, str]] = {}
         prepared: list[NewTask] = []
@@ -383,7 +388,7 @@ class QueueClient:
             except ValidationError as exc:
                 raise type(exc)(f"task #{index}: {exc}") from None
             prepared.append(new)
-        return [task_id for task_id, _ in self.backend.insert_tasks(prepared, now)]
+        return prepared
 
     # -- queries ---------------------------------------------------------------
     def get(self, task_id: int) -> Task:
@@ -419,6 +424,22 @@ class QueueClient:
             offset: Tasks skipped first, for paging.
             newest_first: Newest (highest id) first, or oldest first.
         """
+        query = self._task_query(
+            status, task_type, created_after, created_before, limit, offset, newest_first
+        )
+        return self.backend.list_tasks(query)
+
+    @staticmethod
+    def _task_query(
+        status: TaskStatus | str | Iterable[TaskStatus | str] | None,
+        task_type: str | Iterable[str] | None,
+        created_after: datetime | float | None,
+        created_before: datetime | float | None,
+        limit: int,
+        offset: int,
+        newest_first: bool,
+    ) -> TaskQuery:
+        """Check :meth:`list`'s filters and build the backend's query."""
         if not is_int(limit) or not 1 <= limit <= 10_000:
             raise ValidationError(f"limit must be an integer from 1 to 10000, got {limit!r}")
         if not is_int(offset) or not 0 <= offset <= MAX_TASK_ID:
@@ -432,7 +453,7 @@ class QueueClient:
             offset=offset,
             newest_first=bool(newest_first),
         )
-        return self.backend.list_tasks(query)
+        return query
 
     def count_by_status(self) -> dict[str, int]:
         """Task count per status, every status included."""
@@ -446,7 +467,7 @@ class QueueClient:
         """A consistent snapshot: counts, ready/delayed, oldest wait, throughput, workers."""
         return self.backend.stats(self.db.now())
 
-    def list_workers(self, stale_after: float | None = None) -> list[WorkerInfo]:
+    def list_workers(self, stale_after: float | None = None) -> builtins.list[WorkerInfo]:
         """Registered workers; with ``stale_after``, only those silent for that many seconds."""
         if stale_after is not None:
             stale_after = validate_delay(stale_after, "stale_after")
@@ -741,6 +762,14 @@ class QueueClient:
         Raises:
             ValidationError: A negative age, or a status that is not terminal.
         """
+        seconds, chosen = self._prune_args(older_than, statuses)
+        return self.backend.prune(self.db.now() - seconds, chosen)
+
+    @staticmethod
+    def _prune_args(
+        older_than: float | timedelta, statuses: Iterable[TaskStatus | str]
+    ) -> tuple[float, tuple[TaskStatus, ...]]:
+        """Check :meth:`prune`'s arguments: the age in seconds and the chosen statuses."""
         seconds = older_than.total_seconds() if isinstance(older_than, timedelta) else older_than
         seconds = validate_delay(seconds, "older_than")
         chosen = _coerce_statuses(list(statuses)) or ()
@@ -749,7 +778,7 @@ class QueueClient:
             raise ValidationError(
                 f"prune deletes finished tasks only; {', '.join(live)} is not a finished status"
             )
-        return self.backend.prune(self.db.now() - seconds, chosen)
+        return seconds, chosen
 
     # -- results ---------------------------------------------------------------
     def get_result(self, task_id: int) -> Any:

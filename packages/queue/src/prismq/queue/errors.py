@@ -25,10 +25,11 @@ QueueError
 │   ├── BackupError
 │   ├── BackendUnavailableError
 │   └── MigrationError          in prismq.queue.migrate
+├── RunNotFoundError            in prismq.queue.integrations.runs
 ├── TaskCancelled               in prismq.queue.runtime.context
 ├── TaskFailed                  in prismq.queue.runtime.context
-├── RunNotFoundError            in prismq.queue.integrations.runs
-└── TaskTimeoutError            in prismq.queue.runtime.runner
+├── TaskTimeoutError            in prismq.queue.runtime.runner
+└── HandlerError                in prismq.queue.testing
 ```
 """
 

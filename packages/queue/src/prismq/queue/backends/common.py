@@ -34,6 +34,8 @@ from ..models import Task, TaskStatus, UndecodableValue, WorkerInfo, epoch_to_da
 from ..strategies import Ordering, SchedulingStrategy
 from .base import (
     COPY_TABLES,
+    AsyncStore,
+    Connections,
     KeysetPage,
     NewTask,
     PageQuery,
@@ -48,6 +50,7 @@ __all__ = [
     "ORDER_KEYS",
     "TASK_COLUMNS",
     "TASK_ROW_COLUMNS",
+    "Connections",
     "SQLQueueBackend",
     "describe_holder",
     "row_to_task",
@@ -109,7 +112,7 @@ def _decode_policy(text: Any) -> dict[str, Any]:
             return {}  # not a policy: the default applies
         flat = all(v is None or isinstance(v, (str, int, float)) for v in cached.values())
         if not flat or type(text) is not str:
-            return cached  # type: ignore[no-any-return]
+            return cached
         if len(_POLICY_CACHE) < _POLICY_CACHE_SIZE:
             _POLICY_CACHE[text] = cached
     return dict(cached)
@@ -285,7 +288,11 @@ class SQLQueueBackend:
     queries: ClassVar[dict[str, str]]
     transfer_queries: ClassVar[dict[str, str]]
     notifies_changes: ClassVar[bool] = False
-    db: Any
+    db: Connections
+
+    def async_store(self, clock: Callable[[], float]) -> AsyncStore | None:
+        """No asyncio store of its own: the async client runs the synchronous calls on threads."""
+        return None
 
     def wait_for_change(self, timeout: float) -> bool:
         """Nothing is pushed here: return True at once (the caller looks for itself)."""
@@ -597,7 +604,7 @@ class SQLQueueBackend:
                 _logger.error(
                     "task %s has a payload that cannot be decoded (%s); marked dead",
                     task.id,
-                    task.payload.reason,  # type: ignore[union-attr]
+                    task.payload.reason,
                     extra={
                         "worker_id": worker_id,
                         "task_id": task.id,
@@ -805,10 +812,10 @@ class SQLQueueBackend:
 
     def prune(self, finished_before: float, statuses: Sequence[TaskStatus]) -> int:
         params = {"before": finished_before, "statuses": self._array([s.value for s in statuses])}
-        return self.db.write(lambda c: c.execute(self.queries["prune"], params).rowcount)
+        return int(self.db.write(lambda c: c.execute(self.queries["prune"], params).rowcount))
 
     def reclaim_expired(self, now: float) -> int:
-        return self.db.write(lambda c: c.execute(self.queries["reclaim_expired"], {"now": now}).rowcount)
+        return int(self.db.write(lambda c: c.execute(self.queries["reclaim_expired"], {"now": now}).rowcount))
 
     def _fenced(self, update: TaskUpdate) -> dict[str, Any]:
         return {"id": update.task_id, "worker": update.worker_id, "token": update.lease_token}

@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar
 
 from ..models import Task, TaskStatus
-from .base import NewTask, TaskUpdate
+from .base import Connections, NewTask, TaskUpdate
 
 __all__ = [
     "ACTIVE",
@@ -165,8 +165,8 @@ class SQLRunStore:
         return run_params(record, now, fence, self._flag(bool(record["rerunnable"])))
 
     def __init__(self, backend: Any, clock: Callable[[], float] = time.time) -> None:
-        self.backend = backend
-        self.db = backend.db
+        self.backend = backend  # its fenced task operations; the run rows go through db
+        self.db: Connections = backend.db
         self._clock = clock
 
     @contextlib.contextmanager

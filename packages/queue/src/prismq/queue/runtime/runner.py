@@ -794,7 +794,7 @@ class WorkerRunner:
                     )
 
     async def _invoke(self, record: InFlight, timeout: float) -> Any:
-        call: asyncio.Future[Any] = asyncio.ensure_future(guard_coroutine(record.handler.func(record.ctx)))  # type: ignore[arg-type]
+        call: asyncio.Future[Any] = asyncio.ensure_future(guard_coroutine(record.handler.func(record.ctx)))
         record.call = call
         return await asyncio.wait_for(call, timeout)
 

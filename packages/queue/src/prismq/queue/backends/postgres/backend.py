@@ -58,7 +58,7 @@ import psycopg
 from ...errors import BackupError
 from ...models import WorkerInfo
 from ...strategies import SchedulingStrategy
-from ..base import NewTask, TaskUpdate, checkpoint_mode, chunked
+from ..base import AsyncStore, NewTask, TaskUpdate, checkpoint_mode, chunked
 from ..common import TASK_COLUMNS, TASK_ROW_COLUMNS, SQLQueueBackend, write_backup
 from ..runstore import RUN_COLUMNS
 from ..serverclock import ServerClock
@@ -161,7 +161,7 @@ class PostgresBackend(SQLQueueBackend):
         connect_timeout: float = 10.0,
     ) -> None:
         url, url_schema = parse_url(url)
-        self.db = ConnectionManager(
+        self.db: ConnectionManager = ConnectionManager(
             url,
             schema if schema is not None else url_schema,
             Q,
@@ -394,6 +394,12 @@ class PostgresBackend(SQLQueueBackend):
     def _ready_types(self, conn: psycopg.Connection[Any], candidates: list[str], now: float) -> list[str]:
         return [r[0] for r in conn.execute(Q["ready_task_types"], {"task_types": candidates, "now": now})]
 
+    def async_store(self, clock: Callable[[], float]) -> AsyncStore | None:
+        """An asyncio store on psycopg's asynchronous pool, with this backend's settings."""
+        from .aio import AsyncPostgresStore
+
+        return AsyncPostgresStore(self, clock)
+
     def next_run_after(self, task_types: Sequence[str] | None) -> float | None:
         def work(conn: psycopg.Connection[Any]) -> float | None:
             types = self._unpaused(conn, task_types)  # paused types have no next run
@@ -548,7 +554,7 @@ class PostgresBackend(SQLQueueBackend):
         self.db.write(work)
 
     def _explain(self, conn: psycopg.Connection[Any], name: str, params: dict[str, Any]) -> list[str]:
-        return [r[0] for r in conn.execute(f"EXPLAIN {Q[name]}", params).fetchall()]  # type: ignore[call-overload]
+        return [r[0] for r in conn.execute(f"EXPLAIN {Q[name]}", params).fetchall()]
 
     def explain_claims(self) -> dict[str, list[str]]:
         # Plans for a claim when every queued task is ready (the common, costly case).
@@ -569,8 +575,7 @@ class PostgresBackend(SQLQueueBackend):
 
         def work(conn: psycopg.Connection[Any]) -> dict[str, list[str]]:
             return {
-                name: [r[0] for r in conn.execute(f"EXPLAIN {Q[name]}", base).fetchall()]  # type: ignore[call-overload]
-                for name in names
+                name: [r[0] for r in conn.execute(f"EXPLAIN {Q[name]}", base).fetchall()] for name in names
             }
 
         return self.db.read(work)

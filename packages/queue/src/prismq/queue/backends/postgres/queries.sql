@@ -9,6 +9,10 @@
 -- name: create_schema
 CREATE SCHEMA IF NOT EXISTS {schema};
 
+-- Removes a schema and everything in it (prismq.queue.testing's temporary queues only).
+-- name: drop_schema
+DROP SCHEMA IF EXISTS {schema} CASCADE;
+
 -- Serialises schema creation and migrations per schema (the configured one, else the
 -- first schema of the search_path).
 -- name: lock_migrations
