@@ -237,7 +237,8 @@ class SQLRunStore:
         """
         current = self.backend.get_task(task_id)
         handover = None if current is None else current.lease_token
-        return self.backend.lease_again(task_id, owner, lease_until, self.now(), handover)
+        leased: Task | None = self.backend.lease_again(task_id, owner, lease_until, self.now(), handover)
+        return leased
 
     def now(self) -> float:
         """The queue database's clock (UTC epoch seconds)."""

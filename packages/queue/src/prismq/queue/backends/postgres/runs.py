@@ -71,4 +71,4 @@ class PostgresRunStore(SQLRunStore):
     def _delete_finished(self, conn: Connection, before: float) -> int:
         ids = conn.execute(Q["finished_task_ids"], {"before": before}).fetchone()[0]  # type: ignore[index]
         # Deleting a run's task deletes the run (ON DELETE CASCADE); one task per run.
-        return self.backend.change_tasks("delete", list(ids), self.now())
+        return int(self.backend.change_tasks("delete", list(ids), self.now()))
