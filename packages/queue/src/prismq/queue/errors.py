@@ -10,11 +10,16 @@ QueueError
 │   ├── PayloadError
 │   ├── TaskTypeError
 │   ├── PriorityError
-│   └── ScheduleError
+│   ├── ScheduleError
+│   └── PeriodicScheduleError
+│       ├── CronExpressionError
+│       ├── TimeZoneError
+│       └── MisfirePolicyError
 ├── ConfigError
 ├── QueueBusyError
 ├── LeaseLostError
 ├── TaskNotFoundError
+├── ScheduleNotFoundError
 ├── TaskStateError
 ├── QueueTimeoutError
 ├── StorageError
@@ -39,21 +44,26 @@ __all__ = [
     "BackendUnavailableError",
     "BackupError",
     "ConfigError",
+    "CronExpressionError",
     "LeaseLostError",
+    "MisfirePolicyError",
     "NotAQueueDatabaseError",
     "PayloadError",
+    "PeriodicScheduleError",
     "PriorityError",
     "QueueBusyError",
     "QueueError",
     "QueueTimeoutError",
     "ReadOnlyStorageError",
     "ScheduleError",
+    "ScheduleNotFoundError",
     "SchemaVersionError",
     "StorageError",
     "StorageFullError",
     "TaskNotFoundError",
     "TaskStateError",
     "TaskTypeError",
+    "TimeZoneError",
     "ValidationError",
 ]
 
@@ -82,6 +92,22 @@ class ScheduleError(ValidationError):
     """A delay, ``run_after``, lease or attempt count is out of range or contradictory."""
 
 
+class PeriodicScheduleError(ValidationError):
+    """A periodic schedule's definition (cron, time zone, misfire policy, name) was refused."""
+
+
+class CronExpressionError(PeriodicScheduleError):
+    """A cron expression does not parse (wrong field count, a value out of range)."""
+
+
+class TimeZoneError(PeriodicScheduleError):
+    """A time zone is not a known IANA name (such as ``Europe/Prague`` or ``UTC``)."""
+
+
+class MisfirePolicyError(PeriodicScheduleError):
+    """A misfire policy is unknown, or its backfill count or grace period is out of range."""
+
+
 class ConfigError(QueueError):
     """A setting (argument, environment variable or config file) is malformed."""
 
@@ -100,6 +126,10 @@ class LeaseLostError(QueueError):
 
 class TaskNotFoundError(QueueError, LookupError):
     """No task has the given id."""
+
+
+class ScheduleNotFoundError(QueueError, LookupError):
+    """No periodic schedule has the given name."""
 
 
 class TaskStateError(QueueError):
