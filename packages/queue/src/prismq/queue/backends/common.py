@@ -37,6 +37,7 @@ from .base import (
     AsyncStore,
     Connections,
     KeysetPage,
+    NewTask,
     PageQuery,
     QueueStats,
     Settlement,
@@ -545,6 +546,8 @@ class SQLQueueBackend:
             "lease_until": now + lease_duration,
             "now": now,
             "count": count,
+            # Run tasks only for a worker that names its types (see ready_filter).
+            "explicit": self._flag(task_types is not None),
         }
 
         def work(conn: Any) -> tuple[list[bool], list[Any]]:
@@ -833,6 +836,44 @@ class SQLQueueBackend:
             lambda c: c.execute(self.queries["lease_holder"], {"id": update.task_id}).fetchone()
         )
         return "the task no longer exists" if row is None else describe_holder(row)
+
+    def insert_leased(self, task: NewTask, worker_id: str, lease_until: float, now: float) -> Task:
+        def work(conn: Any) -> Task:
+            params = {
+                "task_type": task.task_type,
+                "payload": task.payload_json,
+                "priority": task.priority,
+                "run_after": task.run_after,
+                "retry_policy": task.retry_policy_json,
+                "worker": worker_id,
+                "token": secrets.token_hex(8),
+                "lease_until": lease_until,
+                "now": now,
+            }
+            return row_to_task(conn.execute(self.queries["insert_leased"], params).fetchone())
+
+        return self.db.write(work)
+
+    def lease_again(
+        self, task_id: int, worker_id: str, lease_until: float, now: float, handover: str | None = None
+    ) -> Task | None:
+        def work(conn: Any) -> Task | None:
+            params = {
+                "id": task_id,
+                "handover": handover,
+                "worker": worker_id,
+                "token": secrets.token_hex(8),
+                "lease_until": lease_until,
+                "now": now,
+            }
+            row = conn.execute(self.queries["hand_over"], params).fetchone()
+            if row is None:
+                revive = {"id": task_id, "now": now, "reset": self._flag(False)}
+                conn.execute(self.queries["retry_finished"], revive)
+                row = conn.execute(self.queries["claim_id"], params).fetchone()
+            return None if row is None else row_to_task(row)
+
+        return self.db.write(work)
 
     def renew_lease(self, update: TaskUpdate, lease_until: float, now: float) -> Task:
         def work(conn: Any) -> Task:

@@ -216,7 +216,7 @@ class PostgresBackend(SQLQueueBackend):
             cur.executemany(sql, values)
 
     def run_store(self, clock: Callable[[], float]) -> PostgresRunStore:
-        return PostgresRunStore(self.db, clock)
+        return PostgresRunStore(self, clock)
 
     def schedule_store(self) -> ScheduleStore:
         return ScheduleStore(self)
@@ -582,8 +582,11 @@ class PostgresBackend(SQLQueueBackend):
             "count": 10,
             "task_type": "x",
             "task_types": ["x", "y"],
+            "explicit": False,
+            "id": 1,
         }
-        names = [n for n in Q if n.startswith("claim_")]
+        # claim_id leases one known task by its key (lease_again), not a scan of ready tasks.
+        names = [n for n in Q if n.startswith("claim_") and n != "claim_id"]
         names += ["queued_task_types", "ready_task_types", "reclaim_expired"]
 
         def work(conn: psycopg.Connection[Any]) -> dict[str, list[str]]:

@@ -227,8 +227,15 @@ WHERE id IN (SELECT id FROM picked) AND status = 'queued'
 RETURNING {task_columns};
 
 -- Conditions every ready row a claim picks must meet besides being queued and due, as
--- "AND ..." (none today); put in place of {ready_filter} in the picks.
+-- "AND ...", put in place of {ready_filter} in the picks: a run's task
+-- (prismq.run:<module>, RUN_TASK_PREFIX of prismq.queue.backends.runstore) is claimed only by a worker
+-- that names its task types (%(explicit)s true), never by one that claims every type.
 -- name: ready_filter
+AND (%(explicit)s OR substr(task_type, 1, 11) <> 'prismq.run:')
+
+-- name: pick_id
+-- One known task by id (lease_again), not a ready scan.
+picked AS MATERIALIZED (SELECT id FROM tasks WHERE id = %(id)s FOR UPDATE)
 
 -- name: pick_oldest_first_any
 picked AS MATERIALIZED (
@@ -352,6 +359,28 @@ CROSS JOIN LATERAL (
     LIMIT 1
 ) AS ready
 ORDER BY wanted.position;
+
+-- name: insert_leased
+-- A task inserted already leased by :worker under a fresh :token (its first attempt), so
+-- only that holder's fenced operations can change it; one attempt allowed, so a lease
+-- that runs out makes it dead (reclaim_expired), never queued for another worker.
+INSERT INTO tasks (task_type, payload, status, priority, attempts, max_attempts, retry_policy,
+                   run_after, lease_until, locked_by, lease_token, created_at, started_at,
+                   updated_at)
+VALUES (%(task_type)s, %(payload)s, 'leased', %(priority)s, 1, 1, %(retry_policy)s, %(run_after)s,
+        %(lease_until)s, %(worker)s, %(token)s, %(now)s, %(now)s, %(now)s)
+RETURNING {task_columns};
+
+-- name: hand_over
+-- lease_again on a leased task: a new holder and token (fencing off the previous one) when
+-- its lease ran out, :worker already holds it, or its holder hands it over (:handover
+-- is its current token). A queued, dead or cancelled task is leased again by
+-- retry_finished then claim_id (the claim template), in the same transaction.
+UPDATE tasks
+SET locked_by = %(worker)s, lease_token = %(token)s, lease_until = %(lease_until)s, updated_at = %(now)s
+WHERE id = %(id)s AND status = 'leased'
+  AND (locked_by = %(worker)s OR lease_token = %(handover)s OR lease_until < %(now)s)
+RETURNING {task_columns};
 
 -- name: renew_lease
 UPDATE tasks SET lease_until = %(lease_until)s, updated_at = %(now)s

@@ -96,7 +96,7 @@ class SQLiteBackend(SQLQueueBackend):
         return self.db.journal_mode
 
     def run_store(self, clock: Callable[[], float]) -> SQLiteRunStore:
-        return SQLiteRunStore(self.db, clock)
+        return SQLiteRunStore(self, clock)
 
     def schedule_store(self) -> ScheduleStore:
         return ScheduleStore(self)
@@ -192,7 +192,15 @@ class SQLiteBackend(SQLQueueBackend):
         candidates: list[Any] = []
         for task_type in dict.fromkeys(task_types):
             candidates.extend(
-                conn.execute(sql, {"task_type": task_type, "now": params["now"], "count": params["count"]})
+                conn.execute(
+                    sql,
+                    {
+                        "task_type": task_type,
+                        "now": params["now"],
+                        "count": params["count"],
+                        "explicit": params["explicit"],
+                    },
+                )
             )
         if not candidates:
             return []
@@ -296,7 +304,16 @@ class SQLiteBackend(SQLQueueBackend):
 
     def explain_claims(self) -> dict[str, list[str]]:
         now = 0.0
-        base = {"worker": "w", "token": "t", "lease_until": 1.0, "now": now, "count": 1, "task_type": "x"}
+        base = {
+            "worker": "w",
+            "token": "t",
+            "lease_until": 1.0,
+            "now": now,
+            "count": 1,
+            "task_type": "x",
+            "explicit": 0,
+            "id": 1,
+        }
         plans: dict[str, list[str]] = {}
         conn = self.db.connection()
         names = [n for n in Q if n.startswith(("claim_", "candidates_"))]
