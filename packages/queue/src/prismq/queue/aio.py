@@ -122,7 +122,8 @@ class AsyncQueueClient:
     coroutine, with the same arguments, validation and errors: everything but the
     dashboard's operations (``page``, ``delete``, ``delete_many``, ``retry_many``,
     ``cancel_many``, ``pause``, ``resume``, ``paused``, ``finished_histogram``) and the
-    ``schedules`` management object, which :attr:`sync_client` offers. Close it with :meth:`aclose` (or use ``async with``); the
+    ``schedules`` management object, which :attr:`sync_client` offers. Close it with
+    :meth:`aclose` (or use ``async with``); the
     :class:`~prismq.queue.database.QueueDatabase` stays open and is closed by its owner.
 
     Args:
