@@ -15,6 +15,7 @@ from .errors import (
     BackendUnavailableError,
     BackupError,
     ConfigError,
+    DuplicateTaskError,
     LeaseLostError,
     NotAQueueDatabaseError,
     PayloadError,
@@ -32,6 +33,7 @@ from .errors import (
     TaskTypeError,
     ValidationError,
 )
+from .flow import FlowLimit, Unique
 from .models import (
     DEFAULT_PRIORITY,
     MAX_PRIORITY,
@@ -60,7 +62,9 @@ __all__ = [
     "BackendUnavailableError",
     "BackupError",
     "ConfigError",
+    "DuplicateTaskError",
     "FIFOStrategy",
+    "FlowLimit",
     "LIFOStrategy",
     "LeaseLostError",
     "NotAQueueDatabaseError",
@@ -89,6 +93,7 @@ __all__ = [
     "TaskStatus",
     "TaskTypeError",
     "UndecodableValue",
+    "Unique",
     "ValidationError",
     "WeightedRandomStrategy",
     "WorkerInfo",

@@ -18,6 +18,15 @@ from .errors import (
     TaskStateError,
     ValidationError,
 )
+from .flow import (
+    FlowLimit,
+    Unique,
+    unique_key_for,
+    validate_concurrency_key,
+    validate_limit,
+    validate_period,
+    validate_scope,
+)
 from .models import (
     DEFAULT_PRIORITY,
     MAX_PRIORITY,
@@ -268,6 +277,8 @@ class QueueClient:
         max_attempts: int | None = None,
         retry_policy: RetryPolicy | None = None,
         idempotency_key: str | None = None,
+        concurrency_key: str | None = None,
+        unique: Unique | None = None,
     ) -> int:
         """Add one task and return its id.
 
@@ -283,9 +294,14 @@ class QueueClient:
             retry_policy: Backoff for this task (default: the type's or the client's).
             idempotency_key: Enqueueing the same key again returns the existing task's id
                 instead of adding a task; atomic, even across processes.
+            concurrency_key: The key this task's concurrency and rate limits count it
+                under (a tenant, an API host; 1-200 characters). See :mod:`prismq.queue.flow`.
+            unique: Make the enqueue unique while an equal task is pending
+                (:class:`~prismq.queue.flow.Unique`); not with ``idempotency_key``.
 
         Returns:
-            The task id (the existing task's id when the idempotency key was seen).
+            The task id (the existing task's id when the idempotency key was seen, or an
+            equal pending task was found under ``unique``).
 
         Raises:
             PayloadError: The payload is not JSON or is larger than ``max_payload_bytes``.
@@ -293,6 +309,7 @@ class QueueClient:
             PriorityError: The priority is outside 0..1000.
             ScheduleError: A negative delay, both ``delay`` and ``run_after``, or bad
                 ``max_attempts``.
+            DuplicateTaskError: ``unique`` found an equal task and says to raise.
             QueueBusyError: The database stayed locked past the retry bound.
         """
         now = self.db.now()
@@ -308,7 +325,25 @@ class QueueClient:
             now,
             {},  # one task: nothing to remember between tasks
         )
-        return self.backend.insert_tasks((new,), now)[0][0]
+        if concurrency_key is None and unique is None:
+            return self.backend.insert_tasks((new,), now)[0][0]
+        key = validate_concurrency_key(concurrency_key)
+        if unique is None:
+            return self.backend.insert_flow_task(new, now, key, None, 0.0, (), False)[0]
+        if not isinstance(unique, Unique):
+            raise ValidationError(f"unique must be a Unique, got {type(unique).__name__}")
+        if idempotency_key is not None:
+            raise ValidationError("give either idempotency_key or unique, not both")
+        since = 0.0 if unique.period is None else now - unique.period
+        return self.backend.insert_flow_task(
+            new,
+            now,
+            key,
+            unique_key_for(unique, new.task_type, new.payload_json),
+            since,
+            unique.statuses,
+            unique.on_duplicate == "raise",
+        )[0]
 
     def enqueue_many(self, tasks: Iterable[TaskSpec | Mapping[str, Any]]) -> list[int]:
         """Add many tasks in one transaction: all of them, or none.
@@ -347,6 +382,52 @@ class QueueClient:
                 raise type(exc)(f"task #{index}: {exc}") from None
             prepared.append(new)
         return [task_id for task_id, _ in self.backend.insert_tasks(prepared, now)]
+
+    # -- flow control ------------------------------------------------------------
+    def set_concurrency_limit(self, limit: int, *, task_type: str | None = None, key: str | None = None) -> None:
+        """Allow at most ``limit`` tasks of a scope leased at once, across every worker.
+
+        Args:
+            limit: Most tasks leased at once (1 to 1,000,000).
+            task_type: The task type covered (default: every type).
+            key: The concurrency key covered (default: every key). Give one or both.
+
+        Raises:
+            ValidationError: No scope, or a bad limit, type or key.
+        """
+        task_type, key = validate_scope(task_type, key)
+        self.backend.set_limit("concurrency", task_type, key, validate_limit(limit), None)
+
+    def set_rate_limit(
+        self, limit: int, period: float, *, task_type: str | None = None, key: str | None = None
+    ) -> None:
+        """Allow at most ``limit`` claims of a scope's tasks in any ``period`` seconds.
+
+        Args:
+            limit: Most claims per period (1 to 1,000,000).
+            period: The window, in seconds.
+            task_type: The task type covered (default: every type).
+            key: The concurrency key covered (default: every key). Give one or both.
+
+        Raises:
+            ValidationError: No scope, or a bad limit, period, type or key.
+        """
+        task_type, key = validate_scope(task_type, key)
+        self.backend.set_limit("rate", task_type, key, validate_limit(limit), validate_period(period))
+
+    def remove_concurrency_limit(self, *, task_type: str | None = None, key: str | None = None) -> bool:
+        """Remove a scope's concurrency limit; return False when it had none."""
+        task_type, key = validate_scope(task_type, key)
+        return self.backend.remove_limit("concurrency", task_type, key)
+
+    def remove_rate_limit(self, *, task_type: str | None = None, key: str | None = None) -> bool:
+        """Remove a scope's rate limit (and its recorded claims); return False when it had none."""
+        task_type, key = validate_scope(task_type, key)
+        return self.backend.remove_limit("rate", task_type, key)
+
+    def list_limits(self) -> list[FlowLimit]:
+        """Every limit, ordered by task type then key (``""`` stands for "every")."""
+        return list(self.backend.list_limits())
 
     # -- queries ---------------------------------------------------------------
     def get(self, task_id: int) -> Task:

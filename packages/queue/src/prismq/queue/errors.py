@@ -16,6 +16,7 @@ QueueError
 ├── LeaseLostError             this worker no longer holds the task's lease
 ├── TaskNotFoundError          no task with that id
 ├── TaskStateError             the task is not in a state that allows the call
+├── DuplicateTaskError         a unique enqueue found an equal pending task
 ├── QueueTimeoutError          wait() ran out of time
 └── StorageError               the storage itself refused
     ├── SchemaVersionError     written by a newer version of PrismQ Queue
@@ -33,6 +34,7 @@ __all__ = [
     "BackendUnavailableError",
     "BackupError",
     "ConfigError",
+    "DuplicateTaskError",
     "LeaseLostError",
     "NotAQueueDatabaseError",
     "PayloadError",
@@ -98,6 +100,18 @@ class TaskNotFoundError(QueueError, LookupError):
 
 class TaskStateError(QueueError):
     """The task exists but its status does not allow the requested operation."""
+
+
+class DuplicateTaskError(QueueError):
+    """An enqueue made unique (``on_duplicate="raise"``) found an equal pending task.
+
+    Attributes:
+        existing_id: The id of the equal task.
+    """
+
+    def __init__(self, message: str, existing_id: int) -> None:
+        super().__init__(message)
+        self.existing_id = existing_id
 
 
 class QueueTimeoutError(QueueError, TimeoutError):

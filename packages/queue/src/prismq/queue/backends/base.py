@@ -404,6 +404,40 @@ class Backend(Protocol):
         """Query plans of every claim statement, keyed by statement name."""
         ...
 
+    # -- flow control (prismq.queue.flow) ----------------------------------------
+    def set_limit(self, kind: str, task_type: str, key: str, limit: int, period: float | None) -> None:
+        """Set the ``"concurrency"`` or ``"rate"`` limit of a scope (``""``: every)."""
+        ...
+
+    def remove_limit(self, kind: str, task_type: str, key: str) -> bool:
+        """Remove a scope's concurrency or rate limit; False when it had none."""
+        ...
+
+    def list_limits(self) -> list[Any]:
+        """Every limit, as :class:`~prismq.queue.flow.FlowLimit`, by scope."""
+        ...
+
+    def limit_usage(self, now: float) -> dict[tuple[str, str], tuple[int, int]]:
+        """Per limited scope: ``(tasks leased now, claims within its rate period)``."""
+        ...
+
+    def insert_flow_task(
+        self,
+        task: NewTask,
+        now: float,
+        concurrency_key: str | None,
+        unique_key: str | None,
+        unique_since: float,
+        unique_statuses: Sequence[str],
+        raise_on_duplicate: bool,
+    ) -> tuple[int, bool]:
+        """Insert a task with a concurrency key and/or unique key; ``(id, inserted)``.
+
+        Raises:
+            DuplicateTaskError: An equal pending task exists and ``raise_on_duplicate``.
+        """
+        ...
+
     # -- runs ------------------------------------------------------------------
     def run_store(self, clock: Callable[[], float]) -> Any:
         """The durable store of :mod:`prismq.queue.integrations` runs in this database.

@@ -22,10 +22,18 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..errors import BackupError, LeaseLostError, QueueError, TaskNotFoundError, TaskStateError
+from ..errors import (
+    BackupError,
+    DuplicateTaskError,
+    LeaseLostError,
+    QueueError,
+    TaskNotFoundError,
+    TaskStateError,
+)
+from ..flow import ClaimGate, FlowLimit, plan_claim
 from ..models import Task, TaskStatus, UndecodableValue, WorkerInfo, epoch_to_datetime
 from ..strategies import Ordering, SchedulingStrategy
-from .base import COPY_TABLES, QueueStats, TaskQuery, TaskUpdate
+from .base import COPY_TABLES, NewTask, QueueStats, TaskQuery, TaskUpdate
 from .runstore import RUN_COLUMNS
 
 __all__ = [
@@ -434,6 +442,7 @@ class SQLQueueBackend:
             "lease_until": now + lease_duration,
             "now": now,
             "count": count,
+            **self._unblocked,
         }
 
         def work(conn: Any) -> tuple[list[bool], list[Any]]:
@@ -442,7 +451,16 @@ class SQLQueueBackend:
                 return done, []
             if reclaim_first:
                 conn.execute(queries["reclaim_expired"], {"now": now})
-            return done, self._claim_rows(conn, task_types, strategy, params)
+            gate = self._claim_gate(conn, task_types, count, now)
+            if gate is None:
+                return done, self._claim_rows(conn, task_types, strategy, params)
+            if gate.count == 0:
+                return done, []
+            limited = {**params, "count": gate.count, **self._blocked_params(gate.blocked)}
+            rows = self._claim_rows(conn, task_types, strategy, limited)
+            if gate.rated and rows:
+                self._record_starts(conn, gate, [row[0] for row in rows], now)
+            return done, rows
 
         # Rows become Task objects after the commit: the write lock is held for SQL only.
         done, rows = self.db.write(work)
@@ -453,6 +471,153 @@ class SQLQueueBackend:
             if type(task.payload) is UndecodableValue:
                 return done, self._bury_undecodable(tasks, worker_id, now)
         return done, tasks
+
+    # -- flow control --------------------------------------------------------------
+    _unblocked: ClassVar[dict[str, Any]] = {"blocked": None}
+    """Claim parameters meaning "no scope is blocked" (the ready filter's parameters)."""
+
+    def _blocked_params(self, blocked: Sequence[tuple[str, str]]) -> dict[str, Any]:
+        """Bind the scopes a claim must skip for the ready filter."""
+        return {"blocked": json.dumps([list(scope) for scope in blocked]) if blocked else None}
+
+    def _claim_gate(
+        self, conn: Any, task_types: Sequence[str] | None, count: int, now: float
+    ) -> ClaimGate | None:
+        """Read (and on PostgreSQL lock) the limits a claim is under; None when none apply."""
+        queries = self.queries
+        wanted = None if task_types is None else self._array(list(dict.fromkeys(task_types)))
+        rows = conn.execute(queries["flow_limits_for_claim"], {"task_types": wanted}).fetchall()
+        if not rows:
+            return None
+        limits = [FlowLimit(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+        leased: list[tuple[str, str, int]] = []
+        if any(limit.max_leased is not None for limit in limits):
+            leased = [(r[0], r[1], r[2]) for r in conn.execute(queries["leased_by_scope"])]
+        starts: dict[tuple[str, str], int] = {}
+        for limit in limits:
+            if limit.max_starts is None or limit.period is None:
+                continue
+            scope = {"task_type": limit.task_type, "key": limit.key}
+            since = now - limit.period
+            conn.execute(queries["forget_flow_starts"], {**scope, "before": since})
+            starts[(limit.task_type, limit.key)] = conn.execute(
+                queries["count_flow_starts"], {**scope, "since": since}
+            ).fetchone()[0]
+        return plan_claim(limits, leased, starts, count)
+
+    def _record_starts(self, conn: Any, gate: ClaimGate, ids: list[int], now: float) -> None:
+        """Add one start per claimed task under each rate limit covering it."""
+        scopes = conn.execute(self.queries["flow_scopes_of"], {"ids": self._array(ids)}).fetchall()
+        starts = [
+            {"task_type": limit.task_type, "key": limit.key, "now": now}
+            for task_type, key in scopes
+            for limit in gate.rated
+            if limit.covers(task_type, key)
+        ]
+        if starts:
+            self._executemany(conn, self.queries["add_flow_start"], starts)
+
+    def set_limit(self, kind: str, task_type: str, key: str, limit: int, period: float | None) -> None:
+        """Set the concurrency (``kind="concurrency"``) or rate limit of a scope."""
+        params = {"task_type": task_type, "key": key, "limit": limit, "period": period}
+        self.db.write(lambda c: c.execute(self.queries[f"set_{kind}_limit"], params))
+
+    def remove_limit(self, kind: str, task_type: str, key: str) -> bool:
+        """Remove a scope's concurrency or rate limit; False when it had none."""
+        scope = {"task_type": task_type, "key": key}
+
+        def work(conn: Any) -> bool:
+            removed = conn.execute(self.queries[f"drop_{kind}_limit"], scope).rowcount
+            if not removed:
+                removed = conn.execute(self.queries[f"clear_{kind}_limit"], scope).rowcount
+            if removed and kind == "rate":
+                conn.execute(self.queries["forget_all_flow_starts"], scope)
+            return bool(removed)
+
+        return bool(self.db.write(work))
+
+    def list_limits(self) -> list[FlowLimit]:
+        """Every limit, by scope."""
+        rows = self.db.read(lambda c: c.execute(self.queries["list_flow_limits"]).fetchall())
+        return [FlowLimit(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+
+    def limit_usage(self, now: float) -> dict[tuple[str, str], tuple[int, int]]:
+        """Per limited scope: ``(tasks leased now, claims within its rate period)``."""
+
+        def work(conn: Any) -> dict[tuple[str, str], tuple[int, int]]:
+            limits = [FlowLimit(*r) for r in conn.execute(self.queries["list_flow_limits"]).fetchall()]
+            leased = [(r[0], r[1], r[2]) for r in conn.execute(self.queries["leased_by_scope"])]
+            out = {}
+            for limit in limits:
+                used = sum(n for t, k, n in leased if limit.covers(t, k))
+                started = 0
+                if limit.period is not None:
+                    scope = {"task_type": limit.task_type, "key": limit.key, "since": now - limit.period}
+                    started = conn.execute(self.queries["count_flow_starts"], scope).fetchone()[0]
+                out[(limit.task_type, limit.key)] = (used, started)
+            return out
+
+        return dict(self.db.read(work))
+
+    def insert_flow_task(
+        self,
+        task: NewTask,
+        now: float,
+        concurrency_key: str | None,
+        unique_key: str | None,
+        unique_since: float,
+        unique_statuses: Sequence[str],
+        raise_on_duplicate: bool,
+    ) -> tuple[int, bool]:
+        """Insert one task with a concurrency key and/or a unique key.
+
+        With a unique key, an equal task (same key, in one of ``unique_statuses``,
+        created at or after ``unique_since``) found in the same transaction is returned
+        as ``(its id, False)``, or raised as :class:`DuplicateTaskError`.
+        """
+        queries = self.queries
+        row = {
+            "task_type": task.task_type,
+            "payload": task.payload_json,
+            "priority": task.priority,
+            "run_after": task.run_after,
+            "max_attempts": task.max_attempts,
+            "retry_policy": task.retry_policy_json,
+            "idempotency_key": task.idempotency_key,
+            "now": now,
+            "concurrency_key": concurrency_key,
+            "unique_key": unique_key,
+        }
+
+        def work(conn: Any) -> tuple[int, bool]:
+            if unique_key is not None:
+                if "lock_unique_key" in queries:
+                    conn.execute(queries["lock_unique_key"], {"unique_key": unique_key})
+                found = conn.execute(
+                    queries["find_unique"],
+                    {
+                        "unique_key": unique_key,
+                        "since": unique_since,
+                        "statuses": self._array(list(unique_statuses)),
+                    },
+                ).fetchone()
+                if found is not None:
+                    if raise_on_duplicate:
+                        raise DuplicateTaskError(
+                            f"an equal {task.task_type!r} task is already pending (task {found[0]}); "
+                            "it was not enqueued again",
+                            found[0],
+                        )
+                    return found[0], False
+            inserted = conn.execute(queries["insert_task_flow"], row).fetchone()
+            if inserted is not None:
+                return inserted[0], True
+            existing = conn.execute(
+                queries["task_id_by_idempotency_key"], self._key_params(task.idempotency_key or "")
+            ).fetchone()
+            return existing[0], False
+
+        return tuple(self.db.write(work))  # type: ignore[return-value]
 
     def _bury_undecodable(self, tasks: list[Task], worker_id: str, now: float) -> list[Task]:
         """Make claimed tasks whose payload cannot be decoded dead; return the others.

@@ -51,7 +51,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import psycopg
 
@@ -188,6 +188,13 @@ class PostgresBackend(SQLQueueBackend):
             return int(conn.execute(Q["read_schema_version"]).fetchone()[0]) if has_version else 0  # type: ignore[index]
 
         return self.db.read(work)
+
+    _unblocked: ClassVar[dict[str, Any]] = {"blocked_types": None, "blocked_keys": None}
+
+    def _blocked_params(self, blocked: Sequence[tuple[str, str]]) -> dict[str, Any]:
+        if not blocked:
+            return dict(self._unblocked)
+        return {"blocked_types": [t for t, _ in blocked], "blocked_keys": [k for _, k in blocked]}
 
     def _array(self, values: list[Any]) -> list[Any]:
         return values

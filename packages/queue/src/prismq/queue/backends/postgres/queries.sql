@@ -223,8 +223,14 @@ WHERE id IN (SELECT id FROM picked) AND status = 'queued'
 RETURNING {task_columns};
 
 -- Conditions every ready row a claim picks must meet besides being queued and due, as
--- "AND ..." (none today); put in place of {ready_filter} in the picks.
+-- "AND ..."; put in place of {ready_filter} in the picks. blocked_types/blocked_keys are
+-- NULL, or the [task type, key] scopes whose flow limit is reached ('' for every type or
+-- every key): their tasks wait (prismq.queue.flow).
 -- name: ready_filter
+AND (%(blocked_types)s::text[] IS NULL OR NOT EXISTS (
+    SELECT 1 FROM unnest(%(blocked_types)s::text[], %(blocked_keys)s::text[]) AS b(task_type, concurrency_key)
+    WHERE b.task_type IN ('', tasks.task_type)
+      AND b.concurrency_key IN ('', coalesce(tasks.concurrency_key, ''))))
 
 -- name: pick_oldest_first_any
 picked AS MATERIALIZED (
@@ -418,6 +424,87 @@ VACUUM (ANALYZE) runs;
 
 -- name: analyze
 ANALYZE tasks, workers, runs;
+
+-- ---------------------------------------------------------------------------------------
+-- Flow control (prismq.queue.flow): limits, the claim's view of them, unique enqueues.
+-- ---------------------------------------------------------------------------------------
+
+-- The limits a claim of :task_types (NULL for every type) is under, locked in one order:
+-- claims under one limit take turns, and the next statement sees every earlier claim.
+-- name: flow_limits_for_claim
+SELECT task_type, concurrency_key, max_leased, max_starts, period FROM flow_limits
+WHERE %(task_types)s::text[] IS NULL OR task_type = '' OR task_type = ANY (%(task_types)s::text[])
+ORDER BY task_type, concurrency_key
+FOR UPDATE;
+
+-- name: leased_by_scope
+SELECT task_type, coalesce(concurrency_key, ''), count(*) FROM tasks
+WHERE status = 'leased'
+GROUP BY task_type, coalesce(concurrency_key, '');
+
+-- name: forget_flow_starts
+DELETE FROM flow_starts
+WHERE task_type = %(task_type)s AND concurrency_key = %(key)s AND started_at <= %(before)s;
+
+-- name: count_flow_starts
+SELECT count(*) FROM flow_starts
+WHERE task_type = %(task_type)s AND concurrency_key = %(key)s AND started_at > %(since)s;
+
+-- name: flow_scopes_of
+SELECT task_type, coalesce(concurrency_key, '') FROM tasks WHERE id = ANY (%(ids)s::bigint[]);
+
+-- name: add_flow_start
+INSERT INTO flow_starts (task_type, concurrency_key, started_at) VALUES (%(task_type)s, %(key)s, %(now)s);
+
+-- name: set_concurrency_limit
+INSERT INTO flow_limits (task_type, concurrency_key, max_leased) VALUES (%(task_type)s, %(key)s, %(limit)s)
+ON CONFLICT (task_type, concurrency_key) DO UPDATE SET max_leased = excluded.max_leased;
+
+-- name: set_rate_limit
+INSERT INTO flow_limits (task_type, concurrency_key, max_starts, period)
+VALUES (%(task_type)s, %(key)s, %(limit)s, %(period)s)
+ON CONFLICT (task_type, concurrency_key) DO UPDATE
+SET max_starts = excluded.max_starts, period = excluded.period;
+
+-- name: drop_concurrency_limit
+DELETE FROM flow_limits
+WHERE task_type = %(task_type)s AND concurrency_key = %(key)s AND max_leased IS NOT NULL AND max_starts IS NULL;
+
+-- name: clear_concurrency_limit
+UPDATE flow_limits SET max_leased = NULL
+WHERE task_type = %(task_type)s AND concurrency_key = %(key)s AND max_leased IS NOT NULL;
+
+-- name: drop_rate_limit
+DELETE FROM flow_limits
+WHERE task_type = %(task_type)s AND concurrency_key = %(key)s AND max_starts IS NOT NULL AND max_leased IS NULL;
+
+-- name: clear_rate_limit
+UPDATE flow_limits SET max_starts = NULL, period = NULL
+WHERE task_type = %(task_type)s AND concurrency_key = %(key)s AND max_starts IS NOT NULL;
+
+-- name: forget_all_flow_starts
+DELETE FROM flow_starts WHERE task_type = %(task_type)s AND concurrency_key = %(key)s;
+
+-- name: list_flow_limits
+SELECT task_type, concurrency_key, max_leased, max_starts, period FROM flow_limits
+ORDER BY task_type, concurrency_key;
+
+-- Serialises unique enqueues of one key until the transaction ends.
+-- name: lock_unique_key
+SELECT pg_advisory_xact_lock(hashtext('prismq_unique:' || current_schema() || ':' || %(unique_key)s));
+
+-- name: find_unique
+SELECT id FROM tasks
+WHERE unique_key = %(unique_key)s AND created_at >= %(since)s AND status = ANY (%(statuses)s::text[])
+ORDER BY created_at DESC LIMIT 1;
+
+-- name: insert_task_flow
+INSERT INTO tasks (task_type, payload, priority, run_after, max_attempts, retry_policy,
+                   idempotency_key, created_at, updated_at, concurrency_key, unique_key)
+VALUES (%(task_type)s, %(payload)s, %(priority)s, %(run_after)s, %(max_attempts)s,
+        %(retry_policy)s, %(idempotency_key)s, %(now)s, %(now)s, %(concurrency_key)s, %(unique_key)s)
+ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+RETURNING id;
 
 -- name: dump_tasks
 SELECT id, task_type, payload, status, priority, attempts, max_attempts, retry_policy,

@@ -188,7 +188,15 @@ class SQLiteBackend(SQLQueueBackend):
         candidates: list[Any] = []
         for task_type in dict.fromkeys(task_types):
             candidates.extend(
-                conn.execute(sql, {"task_type": task_type, "now": params["now"], "count": params["count"]})
+                conn.execute(
+                    sql,
+                    {
+                        "task_type": task_type,
+                        "now": params["now"],
+                        "count": params["count"],
+                        "blocked": params["blocked"],
+                    },
+                )
             )
         if not candidates:
             return []

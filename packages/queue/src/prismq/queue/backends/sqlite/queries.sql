@@ -112,8 +112,14 @@ WHERE id IN ({picked}) AND status = 'queued'
 RETURNING {task_columns};
 
 -- Conditions every ready row a claim picks must meet besides being queued and due, as
--- "AND ..." (none today); put in place of {ready_filter} in the picks and candidates.
+-- "AND ..."; put in place of {ready_filter} in the picks and candidates. :blocked is NULL,
+-- or a JSON array of [task type, key] scopes whose flow limit is reached ('' for every
+-- type or every key): their tasks wait (prismq.queue.flow).
 -- name: ready_filter
+AND (:blocked IS NULL OR NOT EXISTS (
+    SELECT 1 FROM json_each(:blocked) AS b
+    WHERE json_extract(b.value, '$[0]') IN ('', tasks.task_type)
+      AND json_extract(b.value, '$[1]') IN ('', coalesce(tasks.concurrency_key, ''))))
 
 -- name: pick_by_ids
 SELECT value FROM json_each(:ids)
@@ -226,3 +232,80 @@ WHERE status = 'queued' AND task_type = :task_type;
 
 -- name: analyze
 ANALYZE;
+
+-- ---------------------------------------------------------------------------------------
+-- Flow control (prismq.queue.flow): limits, the claim's view of them, unique enqueues.
+-- ---------------------------------------------------------------------------------------
+
+-- The limits a claim of :task_types (a JSON array, or NULL for every type) is under.
+-- name: flow_limits_for_claim
+SELECT task_type, concurrency_key, max_leased, max_starts, period FROM flow_limits
+WHERE :task_types IS NULL OR task_type = '' OR task_type IN (SELECT value FROM json_each(:task_types));
+
+-- Leased tasks per (type, key): the leased part of idx_tasks_leased_finished.
+-- name: leased_by_scope
+SELECT task_type, coalesce(concurrency_key, ''), count(*) FROM tasks
+WHERE status <> 'queued' AND (status = 'leased') = 1
+GROUP BY task_type, coalesce(concurrency_key, '');
+
+-- name: forget_flow_starts
+DELETE FROM flow_starts WHERE task_type = :task_type AND concurrency_key = :key AND started_at <= :before;
+
+-- name: count_flow_starts
+SELECT count(*) FROM flow_starts WHERE task_type = :task_type AND concurrency_key = :key AND started_at > :since;
+
+-- name: flow_scopes_of
+SELECT task_type, coalesce(concurrency_key, '') FROM tasks WHERE id IN (SELECT value FROM json_each(:ids));
+
+-- name: add_flow_start
+INSERT INTO flow_starts (task_type, concurrency_key, started_at) VALUES (:task_type, :key, :now);
+
+-- name: set_concurrency_limit
+INSERT INTO flow_limits (task_type, concurrency_key, max_leased) VALUES (:task_type, :key, :limit)
+ON CONFLICT (task_type, concurrency_key) DO UPDATE SET max_leased = excluded.max_leased;
+
+-- name: set_rate_limit
+INSERT INTO flow_limits (task_type, concurrency_key, max_starts, period)
+VALUES (:task_type, :key, :limit, :period)
+ON CONFLICT (task_type, concurrency_key) DO UPDATE
+SET max_starts = excluded.max_starts, period = excluded.period;
+
+-- name: drop_concurrency_limit
+DELETE FROM flow_limits
+WHERE task_type = :task_type AND concurrency_key = :key AND max_leased IS NOT NULL AND max_starts IS NULL;
+
+-- name: clear_concurrency_limit
+UPDATE flow_limits SET max_leased = NULL
+WHERE task_type = :task_type AND concurrency_key = :key AND max_leased IS NOT NULL;
+
+-- name: drop_rate_limit
+DELETE FROM flow_limits
+WHERE task_type = :task_type AND concurrency_key = :key AND max_starts IS NOT NULL AND max_leased IS NULL;
+
+-- name: clear_rate_limit
+UPDATE flow_limits SET max_starts = NULL, period = NULL
+WHERE task_type = :task_type AND concurrency_key = :key AND max_starts IS NOT NULL;
+
+-- name: forget_all_flow_starts
+DELETE FROM flow_starts WHERE task_type = :task_type AND concurrency_key = :key;
+
+-- name: list_flow_limits
+SELECT task_type, concurrency_key, max_leased, max_starts, period FROM flow_limits
+ORDER BY task_type, concurrency_key;
+
+-- The newest task holding :unique_key in one of :statuses (JSON), created at or after :since.
+-- name: find_unique
+SELECT id FROM tasks INDEXED BY idx_tasks_unique
+WHERE unique_key = :unique_key AND created_at >= :since
+  AND status IN (SELECT value FROM json_each(:statuses))
+ORDER BY created_at DESC LIMIT 1;
+
+-- An enqueue with a concurrency key or unique key; an idempotency key already taken
+-- inserts nothing (the caller then reads the task holding it).
+-- name: insert_task_flow
+INSERT INTO tasks (task_type, payload, priority, run_after, max_attempts, retry_policy,
+                   idempotency_key, created_at, updated_at, concurrency_key, unique_key)
+VALUES (:task_type, :payload, :priority, :run_after, :max_attempts, :retry_policy,
+        :idempotency_key, :now, :now, :concurrency_key, :unique_key)
+ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+RETURNING id;
