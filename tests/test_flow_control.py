@@ -41,8 +41,12 @@ def test_type_limit_caps_leased_tasks_and_frees_on_completion(client: QueueClien
     assert claim(db, 10, ["email"]) == []
 
 
-@pytest.mark.parametrize("strategy", [FIFOStrategy(), PriorityStrategy(), WeightedRandomStrategy({"a": 1, "b": 1})])
-def test_key_limit_applies_across_types_and_strategies(client: QueueClient, db: QueueDatabase, strategy) -> None:
+@pytest.mark.parametrize(
+    "strategy", [FIFOStrategy(), PriorityStrategy(), WeightedRandomStrategy({"a": 1, "b": 1})]
+)
+def test_key_limit_applies_across_types_and_strategies(
+    client: QueueClient, db: QueueDatabase, strategy
+) -> None:
     client.set_concurrency_limit(1, key="tenant-1")
     a = [client.enqueue("a", concurrency_key="tenant-1") for _ in range(3)]
     b = [client.enqueue("b", concurrency_key="tenant-1") for _ in range(3)]

@@ -45,7 +45,9 @@ def most_in_window(times: list[float], period: float) -> int:
 
 
 @pytest.fixture
-def run_children(backend_name: str, db_path: Path, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[[], list[dict[str, Any]]]]:
+def run_children(
+    backend_name: str, db_path: Path, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Callable[[], list[dict[str, Any]]]]:
     if backend_name == "postgresql":
         url, schema = request.getfixturevalue("postgres_schema")
         target = [url, schema]

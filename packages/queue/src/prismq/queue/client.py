@@ -384,7 +384,9 @@ class QueueClient:
         return [task_id for task_id, _ in self.backend.insert_tasks(prepared, now)]
 
     # -- flow control ------------------------------------------------------------
-    def set_concurrency_limit(self, limit: int, *, task_type: str | None = None, key: str | None = None) -> None:
+    def set_concurrency_limit(
+        self, limit: int, *, task_type: str | None = None, key: str | None = None
+    ) -> None:
         """Allow at most ``limit`` tasks of a scope leased at once, across every worker.
 
         Args:

@@ -206,7 +206,9 @@ class Unique:
         if self.states not in UNIQUE_STATES:
             raise ValidationError(f"Unique states must be 'queued' or 'active', got {self.states!r}")
         if self.on_duplicate not in ("return", "raise"):
-            raise ValidationError(f"Unique on_duplicate must be 'return' or 'raise', got {self.on_duplicate!r}")
+            raise ValidationError(
+                f"Unique on_duplicate must be 'return' or 'raise', got {self.on_duplicate!r}"
+            )
 
     @property
     def statuses(self) -> tuple[str, ...]:
