@@ -33,7 +33,7 @@ from common import Settings, load_average, machine_info  # noqa: E402
 
 CORE_SCENARIOS = ("enqueue", "drain", "backlog", "memory", "writes")
 # Scenarios that live beside the core ones and run when their module is present.
-OPTIONAL_SCENARIOS = ("wakeup", "peers", "postgres")
+OPTIONAL_SCENARIOS = ("wakeup", "peers", "postgres", "flow")
 SCENARIOS = CORE_SCENARIOS + tuple(
     name for name in OPTIONAL_SCENARIOS if (HERE / "scenarios" / f"{name}.py").is_file()
 )

@@ -52,7 +52,8 @@ def test_key_limit_applies_across_types_and_strategies(
     b = [client.enqueue("b", concurrency_key="tenant-1") for _ in range(3)]
     free = client.enqueue("a", concurrency_key="tenant-2")
     got = claim(db, 10, ["a", "b"], strategy)
-    assert len(got) == 1 and got[0] in a + b + [free]
+    assert len(got) == 1
+    assert got[0] in a + b + [free]
     got += claim(db, 10, ["a", "b"], strategy)
     got += claim(db, 10, ["a", "b"], strategy)
     assert free in got
@@ -84,12 +85,14 @@ def test_expired_lease_reclaimed_frees_its_place(make_db, clock) -> None:
     client = QueueClient(db)
     client.set_concurrency_limit(1, task_type="t")
     first, second = client.enqueue("t"), client.enqueue("t")
-    assert db.backend.claim("w", ["t"], FIFOStrategy(), 5, 10.0, db.now()) and True
+    assert db.backend.claim("w", ["t"], FIFOStrategy(), 5, 10.0, db.now())
+    assert True
     assert db.backend.claim("w", ["t"], FIFOStrategy(), 5, 10.0, db.now()) == []
     clock.advance(11)
     got = db.backend.claim("w", ["t"], FIFOStrategy(), 5, 10.0, db.now(), reclaim_first=True)
     # The expired lease went back to the queue, so its place is free again: one claim.
-    assert len(got) == 1 and got[0].id in (first, second)
+    assert len(got) == 1
+    assert got[0].id in (first, second)
     assert client.count_by_status() == {**client.count_by_status(), "leased": 1, "queued": 1}
 
 
@@ -101,7 +104,8 @@ def test_rate_limit_counts_claims_within_the_period(make_db, clock) -> None:
         client.enqueue("call", concurrency_key="api.example.com")
     unkeyed = client.enqueue("call")
     got = [t.id for t in db.backend.claim("w", None, FIFOStrategy(), 10, 600.0, db.now())]
-    assert len(got) == 3 and unkeyed not in got
+    assert len(got) == 3
+    assert unkeyed not in got
     got = [t.id for t in db.backend.claim("w", None, FIFOStrategy(), 10, 600.0, db.now())]
     assert got == [unkeyed]
     assert db.backend.claim("w", None, FIFOStrategy(), 10, 600.0, db.now()) == []
@@ -109,7 +113,9 @@ def test_rate_limit_counts_claims_within_the_period(make_db, clock) -> None:
     assert db.backend.claim("w", None, FIFOStrategy(), 10, 600.0, db.now()) == []
     clock.advance(5.5)
     assert len(db.backend.claim("w", None, FIFOStrategy(), 10, 600.0, db.now())) == 3
-    assert db.backend.limit_usage(db.now()) == {("", "api.example.com"): (6, 3)}
+    assert db.backend.limit_usage(db.now()) == {
+        ("", "api.example.com"): (0, 3)
+    }  # no concurrency limit: not counted
 
 
 def test_concurrency_and_rate_on_one_scope(client: QueueClient, db: QueueDatabase) -> None:
@@ -222,7 +228,7 @@ def test_worker_runs_under_a_limit(client: QueueClient, db: QueueDatabase) -> No
 
 def test_plan_claim_takes_the_smallest_room() -> None:
     limits = [FlowLimit("a", "", 5), FlowLimit("", "k", 2), FlowLimit("b", "", None, 3, 1.0)]
-    gate = plan_claim(limits, [("a", "k", 1), ("a", "", 3)], {("b", ""): 3}, 10)
+    gate = plan_claim(limits, [("a", "", 4, 0), ("", "k", 1, 0), ("b", "", 0, 3)], 10)
     assert gate.count == 1
     assert gate.blocked == (("b", ""),)
     assert [limit.task_type for limit in gate.rated] == ["b"]

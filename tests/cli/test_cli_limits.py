@@ -21,7 +21,8 @@ def test_set_list_and_remove_limits(tmp_path: Path, capsys: pytest.CaptureFixtur
     db = tmp_path / "q.db"
     assert run(capsys, db, "limits", "set-concurrency", "2", "--type", "email")[0] == 0
     code, out, _ = run(capsys, db, "limits", "set-rate", "10", "1m", "--key", "api")
-    assert code == 0 and "At most 10 started per 60s" in out
+    assert code == 0
+    assert "At most 10 started per 60s" in out
     assert run(capsys, db, "enqueue", "email", "{}", "--concurrency-key", "api")[0] == 0
     with QueueDatabase(db) as opened:
         assert QueueClient(opened).list_limits() == [
@@ -52,11 +53,14 @@ def test_set_list_and_remove_limits(tmp_path: Path, capsys: pytest.CaptureFixtur
         },
     ]
     code, out, _ = run(capsys, db, "limits", "list")
-    assert "1 / 2 leased" in out and "1 / 10 per 60s" in out
+    assert "1 / 2 leased" in out
+    assert "1 / 10 per 60s" in out
     code, out, _ = run(capsys, db, "limits", "remove", "rate", "--key", "api")
-    assert code == 0 and "Removed the rate limit" in out
+    assert code == 0
+    assert "Removed the rate limit" in out
     code, out, _ = run(capsys, db, "limits", "remove", "rate", "--key", "api")
-    assert code == 0 and "No rate limit was set" in out
+    assert code == 0
+    assert "No rate limit was set" in out
 
 
 @pytest.mark.parametrize(

@@ -142,8 +142,7 @@ class ClaimGate:
 
 def plan_claim(
     limits: Sequence[FlowLimit],
-    leased: Iterable[tuple[str, str, int]],
-    starts: dict[tuple[str, str], int],
+    used: Iterable[tuple[str, str, int, int]],
     count: int,
 ) -> ClaimGate:
     """Work out how many tasks a claim may lease, and which scopes must wait.
@@ -154,20 +153,18 @@ def plan_claim(
 
     Args:
         limits: The limits that apply to the claim.
-        leased: ``(task type, key, count)`` of the tasks leased now.
-        starts: Claims within each rate-limited scope's current period.
+        used: Per limit, in the same order: ``(task type, key, tasks leased now, claims
+            within the rate period)``.
         count: The tasks the worker asked for.
     """
-    leased_rows = list(leased)
     blocked: list[tuple[str, str]] = []
     room = count
-    for limit in limits:
+    for limit, (_, _, leased, started) in zip(limits, used, strict=True):
         left: list[int] = []
         if limit.max_leased is not None:
-            used = sum(n for t, k, n in leased_rows if limit.covers(t, k))
-            left.append(limit.max_leased - used)
+            left.append(limit.max_leased - leased)
         if limit.max_starts is not None:
-            left.append(limit.max_starts - starts.get((limit.task_type, limit.key), 0))
+            left.append(limit.max_starts - started)
         smallest = min(left)
         if smallest <= 0:
             blocked.append((limit.task_type, limit.key))

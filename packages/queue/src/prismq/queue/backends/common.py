@@ -486,24 +486,13 @@ class SQLQueueBackend:
         """Read (and on PostgreSQL lock) the limits a claim is under; None when none apply."""
         queries = self.queries
         wanted = None if task_types is None else self._array(list(dict.fromkeys(task_types)))
-        rows = conn.execute(queries["flow_limits_for_claim"], {"task_types": wanted}).fetchall()
+        if "lock_flow_limits" in queries:
+            if not conn.execute(queries["lock_flow_limits"], {"task_types": wanted}).fetchall():
+                return None
+        rows = conn.execute(queries["flow_limits_for_claim"], {"task_types": wanted, "now": now}).fetchall()
         if not rows:
             return None
-        limits = [FlowLimit(r[0], r[1], r[2], r[3], r[4]) for r in rows]
-        leased: list[tuple[str, str, int]] = []
-        if any(limit.max_leased is not None for limit in limits):
-            leased = [(r[0], r[1], r[2]) for r in conn.execute(queries["leased_by_scope"])]
-        starts: dict[tuple[str, str], int] = {}
-        for limit in limits:
-            if limit.max_starts is None or limit.period is None:
-                continue
-            scope = {"task_type": limit.task_type, "key": limit.key}
-            since = now - limit.period
-            conn.execute(queries["forget_flow_starts"], {**scope, "before": since})
-            starts[(limit.task_type, limit.key)] = conn.execute(
-                queries["count_flow_starts"], {**scope, "since": since}
-            ).fetchone()[0]
-        return plan_claim(limits, leased, starts, count)
+        return plan_claim([FlowLimit(*r[:5]) for r in rows], [(r[0], r[1], r[5], r[6]) for r in rows], count)
 
     def _record_starts(self, conn: Any, gate: ClaimGate, ids: list[int], now: float) -> None:
         """Add one start per claimed task under each rate limit covering it."""
@@ -516,6 +505,9 @@ class SQLQueueBackend:
         ]
         if starts:
             self._executemany(conn, self.queries["add_flow_start"], starts)
+        for limit in gate.rated:  # claims older than a period no longer count
+            scope = {"task_type": limit.task_type, "key": limit.key, "before": now - (limit.period or 0.0)}
+            conn.execute(self.queries["forget_flow_starts"], scope)
 
     def set_limit(self, kind: str, task_type: str, key: str, limit: int, period: float | None) -> None:
         """Set the concurrency (``kind="concurrency"``) or rate limit of a scope."""
@@ -543,21 +535,9 @@ class SQLQueueBackend:
 
     def limit_usage(self, now: float) -> dict[tuple[str, str], tuple[int, int]]:
         """Per limited scope: ``(tasks leased now, claims within its rate period)``."""
-
-        def work(conn: Any) -> dict[tuple[str, str], tuple[int, int]]:
-            limits = [FlowLimit(*r) for r in conn.execute(self.queries["list_flow_limits"]).fetchall()]
-            leased = [(r[0], r[1], r[2]) for r in conn.execute(self.queries["leased_by_scope"])]
-            out = {}
-            for limit in limits:
-                used = sum(n for t, k, n in leased if limit.covers(t, k))
-                started = 0
-                if limit.period is not None:
-                    scope = {"task_type": limit.task_type, "key": limit.key, "since": now - limit.period}
-                    started = conn.execute(self.queries["count_flow_starts"], scope).fetchone()[0]
-                out[(limit.task_type, limit.key)] = (used, started)
-            return out
-
-        return dict(self.db.read(work))
+        params = {"task_types": None, "now": now}
+        rows = self.db.read(lambda c: c.execute(self.queries["flow_limits_for_claim"], params).fetchall())
+        return {(r[0], r[1]): (r[5], r[6]) for r in rows}
 
     def insert_flow_task(
         self,

@@ -430,25 +430,32 @@ ANALYZE tasks, workers, runs;
 -- ---------------------------------------------------------------------------------------
 
 -- The limits a claim of :task_types (NULL for every type) is under, locked in one order:
--- claims under one limit take turns, and the next statement sees every earlier claim.
--- name: flow_limits_for_claim
-SELECT task_type, concurrency_key, max_leased, max_starts, period FROM flow_limits
+-- claims under one limit take turns. The counts are read by the next statement, whose
+-- snapshot sees every claim committed before the lock was granted.
+-- name: lock_flow_limits
+SELECT 1 FROM flow_limits
 WHERE %(task_types)s::text[] IS NULL OR task_type = '' OR task_type = ANY (%(task_types)s::text[])
 ORDER BY task_type, concurrency_key
 FOR UPDATE;
 
--- name: leased_by_scope
-SELECT task_type, coalesce(concurrency_key, ''), count(*) FROM tasks
-WHERE status = 'leased'
-GROUP BY task_type, coalesce(concurrency_key, '');
+-- Each limit with the tasks of its scope leased now and its claims within the period.
+-- name: flow_limits_for_claim
+SELECT l.task_type, l.concurrency_key, l.max_leased, l.max_starts, l.period,
+       CASE WHEN l.max_leased IS NULL THEN 0 ELSE (
+           SELECT count(*) FROM tasks
+           WHERE status = 'leased'
+             AND (l.task_type = '' OR task_type = l.task_type)
+             AND (l.concurrency_key = '' OR concurrency_key = l.concurrency_key)) END,
+       CASE WHEN l.max_starts IS NULL THEN 0 ELSE (
+           SELECT count(*) FROM flow_starts s
+           WHERE s.task_type = l.task_type AND s.concurrency_key = l.concurrency_key
+             AND s.started_at > %(now)s - l.period) END
+FROM flow_limits l
+WHERE %(task_types)s::text[] IS NULL OR l.task_type = '' OR l.task_type = ANY (%(task_types)s::text[]);
 
 -- name: forget_flow_starts
 DELETE FROM flow_starts
 WHERE task_type = %(task_type)s AND concurrency_key = %(key)s AND started_at <= %(before)s;
-
--- name: count_flow_starts
-SELECT count(*) FROM flow_starts
-WHERE task_type = %(task_type)s AND concurrency_key = %(key)s AND started_at > %(since)s;
 
 -- name: flow_scopes_of
 SELECT task_type, coalesce(concurrency_key, '') FROM tasks WHERE id = ANY (%(ids)s::bigint[]);

@@ -237,22 +237,25 @@ ANALYZE;
 -- Flow control (prismq.queue.flow): limits, the claim's view of them, unique enqueues.
 -- ---------------------------------------------------------------------------------------
 
--- The limits a claim of :task_types (a JSON array, or NULL for every type) is under.
+-- The limits a claim of :task_types (a JSON array, or NULL for every type) is under, each
+-- with the tasks of its scope leased now (the leased part of idx_tasks_leased_finished:
+-- the tasks in flight) and its claims within the current rate period.
 -- name: flow_limits_for_claim
-SELECT task_type, concurrency_key, max_leased, max_starts, period FROM flow_limits
-WHERE :task_types IS NULL OR task_type = '' OR task_type IN (SELECT value FROM json_each(:task_types));
-
--- Leased tasks per (type, key): the leased part of idx_tasks_leased_finished.
--- name: leased_by_scope
-SELECT task_type, coalesce(concurrency_key, ''), count(*) FROM tasks
-WHERE status <> 'queued' AND (status = 'leased') = 1
-GROUP BY task_type, coalesce(concurrency_key, '');
+SELECT l.task_type, l.concurrency_key, l.max_leased, l.max_starts, l.period,
+       CASE WHEN l.max_leased IS NULL THEN 0 ELSE (
+           SELECT count(*) FROM tasks
+           WHERE status <> 'queued' AND (status = 'leased') = 1
+             AND (l.task_type = '' OR task_type = l.task_type)
+             AND (l.concurrency_key = '' OR concurrency_key = l.concurrency_key)) END,
+       CASE WHEN l.max_starts IS NULL THEN 0 ELSE (
+           SELECT count(*) FROM flow_starts s
+           WHERE s.task_type = l.task_type AND s.concurrency_key = l.concurrency_key
+             AND s.started_at > :now - l.period) END
+FROM flow_limits l
+WHERE :task_types IS NULL OR l.task_type = '' OR l.task_type IN (SELECT value FROM json_each(:task_types));
 
 -- name: forget_flow_starts
 DELETE FROM flow_starts WHERE task_type = :task_type AND concurrency_key = :key AND started_at <= :before;
-
--- name: count_flow_starts
-SELECT count(*) FROM flow_starts WHERE task_type = :task_type AND concurrency_key = :key AND started_at > :since;
 
 -- name: flow_scopes_of
 SELECT task_type, coalesce(concurrency_key, '') FROM tasks WHERE id IN (SELECT value FROM json_each(:ids));
