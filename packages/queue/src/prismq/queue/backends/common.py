@@ -486,9 +486,12 @@ class SQLQueueBackend:
         """Read (and on PostgreSQL lock) the limits a claim is under; None when none apply."""
         queries = self.queries
         wanted = None if task_types is None else self._array(list(dict.fromkeys(task_types)))
-        if "lock_flow_limits" in queries:
-            if not conn.execute(queries["lock_flow_limits"], {"task_types": wanted}).fetchall():
-                return None
+        locked = (
+            "lock_flow_limits" not in queries
+            or conn.execute(queries["lock_flow_limits"], {"task_types": wanted}).fetchall()
+        )
+        if not locked:
+            return None
         rows = conn.execute(queries["flow_limits_for_claim"], {"task_types": wanted, "now": now}).fetchall()
         if not rows:
             return None
