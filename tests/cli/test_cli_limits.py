@@ -37,7 +37,7 @@ def test_set_list_and_remove_limits(tmp_path: Path, capsys: pytest.CaptureFixtur
             "task_type": None,
             "key": "api",
             "max_leased": None,
-            "leased": 1,
+            "leased": None,
             "max_starts": 10,
             "period": 60.0,
             "started_in_period": 1,

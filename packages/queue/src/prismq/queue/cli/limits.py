@@ -55,7 +55,7 @@ def _limits_rows(db: QueueDatabase) -> list[dict[str, Any]]:
                 "task_type": limit.task_type or None,
                 "key": limit.key or None,
                 "max_leased": limit.max_leased,
-                "leased": leased,
+                "leased": leased if limit.max_leased is not None else None,
                 "max_starts": limit.max_starts,
                 "period": limit.period,
                 "started_in_period": started if limit.max_starts is not None else None,
