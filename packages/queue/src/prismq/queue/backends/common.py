@@ -498,16 +498,9 @@ class SQLQueueBackend:
         return plan_claim([FlowLimit(*r[:5]) for r in rows], [(r[0], r[1], r[5], r[6]) for r in rows], count)
 
     def _record_starts(self, conn: Any, gate: ClaimGate, ids: list[int], now: float) -> None:
-        """Add one start per claimed task under each rate limit covering it."""
-        scopes = conn.execute(self.queries["flow_scopes_of"], {"ids": self._array(ids)}).fetchall()
-        starts = [
-            {"task_type": limit.task_type, "key": limit.key, "now": now}
-            for task_type, key in scopes
-            for limit in gate.rated
-            if limit.covers(task_type, key)
-        ]
-        if starts:
-            self._executemany(conn, self.queries["add_flow_start"], starts)
+        """Add one start per claimed task under each rate limit covering it; forget old ones."""
+        rated = json.dumps([[limit.task_type, limit.key] for limit in gate.rated])
+        conn.execute(self.queries["add_flow_starts"], {"rated": rated, "ids": self._array(ids), "now": now})
         for limit in gate.rated:  # claims older than a period no longer count
             scope = {"task_type": limit.task_type, "key": limit.key, "before": now - (limit.period or 0.0)}
             conn.execute(self.queries["forget_flow_starts"], scope)

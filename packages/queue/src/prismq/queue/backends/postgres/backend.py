@@ -56,6 +56,7 @@ from typing import Any, ClassVar
 import psycopg
 
 from ...errors import BackupError
+from ...flow import ClaimGate
 from ...models import WorkerInfo
 from ...strategies import SchedulingStrategy
 from ..base import NewTask, checkpoint_mode, chunked
@@ -195,6 +196,16 @@ class PostgresBackend(SQLQueueBackend):
         if not blocked:
             return dict(self._unblocked)
         return {"blocked_types": [t for t, _ in blocked], "blocked_keys": [k for _, k in blocked]}
+
+    def _record_starts(self, conn: Any, gate: ClaimGate, ids: list[int], now: float) -> None:
+        params = {
+            "rated_types": [limit.task_type for limit in gate.rated],
+            "rated_keys": [limit.key for limit in gate.rated],
+            "rated_periods": [limit.period for limit in gate.rated],
+            "ids": ids,
+            "now": now,
+        }
+        conn.execute(Q["add_flow_starts"], params)
 
     def _array(self, values: list[Any]) -> list[Any]:
         return values

@@ -453,15 +453,25 @@ SELECT l.task_type, l.concurrency_key, l.max_leased, l.max_starts, l.period,
 FROM flow_limits l
 WHERE %(task_types)s::text[] IS NULL OR l.task_type = '' OR l.task_type = ANY (%(task_types)s::text[]);
 
--- name: forget_flow_starts
-DELETE FROM flow_starts
-WHERE task_type = %(task_type)s AND concurrency_key = %(key)s AND started_at <= %(before)s;
-
--- name: flow_scopes_of
-SELECT task_type, coalesce(concurrency_key, '') FROM tasks WHERE id = ANY (%(ids)s::bigint[]);
-
--- name: add_flow_start
-INSERT INTO flow_starts (task_type, concurrency_key, started_at) VALUES (%(task_type)s, %(key)s, %(now)s);
+-- One start per claimed task (:ids) under each rate limit covering it (rated_types and
+-- rated_keys), and the starts of those limits older than their period forgotten: one
+-- statement, one round trip.
+-- name: add_flow_starts
+WITH rated AS (
+    SELECT r.task_type, r.concurrency_key, r.period
+    FROM unnest(%(rated_types)s::text[], %(rated_keys)s::text[], %(rated_periods)s::float8[])
+        AS r(task_type, concurrency_key, period)
+), forgotten AS (
+    DELETE FROM flow_starts s USING rated
+    WHERE s.task_type = rated.task_type AND s.concurrency_key = rated.concurrency_key
+      AND s.started_at <= %(now)s - rated.period
+)
+INSERT INTO flow_starts (task_type, concurrency_key, started_at)
+SELECT rated.task_type, rated.concurrency_key, %(now)s
+FROM tasks t CROSS JOIN rated
+WHERE t.id = ANY (%(ids)s::bigint[])
+  AND rated.task_type IN ('', t.task_type)
+  AND rated.concurrency_key IN ('', coalesce(t.concurrency_key, ''));
 
 -- name: set_concurrency_limit
 INSERT INTO flow_limits (task_type, concurrency_key, max_leased) VALUES (%(task_type)s, %(key)s, %(limit)s)

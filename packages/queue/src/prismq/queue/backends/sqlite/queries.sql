@@ -257,11 +257,15 @@ WHERE :task_types IS NULL OR l.task_type = '' OR l.task_type IN (SELECT value FR
 -- name: forget_flow_starts
 DELETE FROM flow_starts WHERE task_type = :task_type AND concurrency_key = :key AND started_at <= :before;
 
--- name: flow_scopes_of
-SELECT task_type, coalesce(concurrency_key, '') FROM tasks WHERE id IN (SELECT value FROM json_each(:ids));
-
--- name: add_flow_start
-INSERT INTO flow_starts (task_type, concurrency_key, started_at) VALUES (:task_type, :key, :now);
+-- One start per claimed task (:ids, JSON) under each rate limit covering it (:rated, a JSON
+-- array of [task type, key]); then the starts older than every period are forgotten.
+-- name: add_flow_starts
+INSERT INTO flow_starts (task_type, concurrency_key, started_at)
+SELECT json_extract(r.value, '$[0]'), json_extract(r.value, '$[1]'), :now
+FROM tasks AS t, json_each(:rated) AS r
+WHERE t.id IN (SELECT value FROM json_each(:ids))
+  AND json_extract(r.value, '$[0]') IN ('', t.task_type)
+  AND json_extract(r.value, '$[1]') IN ('', coalesce(t.concurrency_key, ''));
 
 -- name: set_concurrency_limit
 INSERT INTO flow_limits (task_type, concurrency_key, max_leased) VALUES (:task_type, :key, :limit)
