@@ -532,6 +532,7 @@ class PostgresBackend(SQLQueueBackend):
             "count": 10,
             "task_type": "x",
             "task_types": ["x", "y"],
+            **self._unblocked,
         }
         names = [n for n in Q if n.startswith("claim_")]
         names += ["queued_task_types", "ready_task_types", "reclaim_expired"]

@@ -295,7 +295,15 @@ class SQLiteBackend(SQLQueueBackend):
 
     def explain_claims(self) -> dict[str, list[str]]:
         now = 0.0
-        base = {"worker": "w", "token": "t", "lease_until": 1.0, "now": now, "count": 1, "task_type": "x"}
+        base = {
+            "worker": "w",
+            "token": "t",
+            "lease_until": 1.0,
+            "now": now,
+            "count": 1,
+            "task_type": "x",
+            **self._unblocked,
+        }
         plans: dict[str, list[str]] = {}
         conn = self.db.connection()
         names = [n for n in Q if n.startswith(("claim_", "candidates_"))]
