@@ -31,6 +31,7 @@ PACKAGE = "packages/queue"
 TOOLS = ROOT / "_meta" / "tools"
 MERMAID_SOURCE = ROOT / "node_modules" / "mermaid" / "dist" / "mermaid.min.js"
 MERMAID_TARGET = ROOT / "_meta" / "docs" / "assets" / "javascripts" / "mermaid.min.js"
+DASHBOARD_SCREENSHOTS = ROOT / "_meta" / "docs" / "queue" / "images" / "dashboard"
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 TEST_TIMEOUT = 180
 
@@ -160,7 +161,7 @@ def _build_site(session: nox.Session, site_dir: Path) -> None:
 @nox.session
 def tests(session: nox.Session) -> None:
     """The test suite (SQLite and PostgreSQL). Posargs go to pytest."""
-    session.install("-e", _package("cli", "postgres"), *TEST_DEPS)
+    session.install("-e", _package("cli", "postgres", "dashboard"), *TEST_DEPS)
     # A hung test fails after TEST_TIMEOUT seconds instead of eating the CI budget.
     timeout = (
         [] if any(arg.startswith("--timeout") for arg in session.posargs) else [f"--timeout={TEST_TIMEOUT}"]
@@ -222,7 +223,7 @@ def docs(session: nox.Session) -> None:
 @nox.session
 def doctest(session: nox.Session) -> None:
     """Run every Python example of the Markdown docs and of the docstrings."""
-    session.install("-e", _package("cli", "postgres"), *TEST_DEPS)
+    session.install("-e", _package("cli", "postgres", "dashboard"), *TEST_DEPS)
     # The PostgreSQL examples get a schema of their own on the test server (see the plugin).
     env = {**_postgres_env(), "PYTHONPATH": str(TOOLS)}
     plugin = ("-p", "markdown_docs_fixtures")
@@ -245,7 +246,14 @@ def doctest(session: nox.Session) -> None:
 
 @nox.session
 def browser(session: nox.Session) -> None:
-    """Build the site, serve it on 127.0.0.1 and check every page in headless Chromium."""
+    """Check the docs site and the dashboard in headless Chromium, both served on 127.0.0.1.
+
+    The docs site is built and every page loaded; then the dashboard runs over a seeded
+    queue, every page is loaded and Retry is clicked on a dead task
+    (``_meta/tools/browser/check_dashboard.py``). ``nox -s browser -- --update-screenshots``
+    also writes the dashboard's screenshots into the docs (QUEUE_DASHBOARD.md shows them).
+    """
+    update = "--update-screenshots" in session.posargs
     with tempfile.TemporaryDirectory(prefix="prismq-site-") as folder:
         site_dir = Path(folder) / "site"
         _build_site(session, site_dir)
@@ -260,6 +268,19 @@ def browser(session: nox.Session) -> None:
             external=node_external,
         )
         session.log(f"every request URL the browser made: {requests_log}")
+    session.install("-e", _package("dashboard"))
+    tmp = Path(session.create_tmp())
+    screenshots = DASHBOARD_SCREENSHOTS if update else tmp / "dashboard-screenshots"
+    dashboard_log = tmp / "dashboard-requests.txt"
+    session.run(
+        "python",
+        str(TOOLS / "browser" / "check_dashboard.py"),
+        "--screenshots",
+        str(screenshots),
+        "--requests",
+        str(dashboard_log),
+    )
+    session.log(f"dashboard screenshots: {screenshots}; every request URL: {dashboard_log}")
 
 
 @nox.session

@@ -23,7 +23,7 @@ LAYERS = (
     ("database",),
     ("client", "worker", "migrate"),
     ("runtime",),
-    ("integrations",),
+    ("integrations", "dashboard"),
     ("cli", "__main__", ""),
 )
 """Lowest first; a module's layer is that of its first name under ``prismq.queue``."""

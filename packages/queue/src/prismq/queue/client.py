@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import json
 import time
 from collections.abc import Iterable, Mapping
@@ -9,7 +10,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from .backends.base import NewTask, QueueStats, TaskQuery
+from .backends.base import NewTask, PageQuery, QueueStats, TaskQuery
 from .database import QueueDatabase
 from .errors import (
     QueueTimeoutError,
@@ -43,6 +44,7 @@ from .validation import (
     MAX_TASK_ID,
     encode_json,
     is_int,
+    is_number,
     validate_delay,
     validate_idempotency_key,
     validate_number,
@@ -51,7 +53,7 @@ from .validation import (
     validate_task_type,
 )
 
-__all__ = ["QueueClient", "TaskSpec"]
+__all__ = ["QueueClient", "TaskPage", "TaskSpec"]
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,41 @@ class TaskSpec:
     max_attempts: int | None = None
     retry_policy: RetryPolicy | None = None
     idempotency_key: str | None = None
+
+
+@dataclass(frozen=True)
+class TaskPage:
+    """One page of :meth:`QueueClient.page`.
+
+    Attributes:
+        tasks: The tasks of the page, in the page's order.
+        next_cursor: Pass it as ``cursor`` for the next page; ``None`` after the last page.
+    """
+
+    tasks: list[Task]
+    next_cursor: str | None
+
+
+_BULK_BATCH = 500
+"""Tasks changed per transaction by the bulk operations (short write locks)."""
+_MAX_SEARCH = 200
+
+
+def _decode_cursor(cursor: str | None) -> tuple[Any, ...] | None:
+    """A cursor from :attr:`TaskPage.next_cursor` back into its key values."""
+    if cursor is None:
+        return None
+    try:
+        values = json.loads(cursor) if isinstance(cursor, str) else None
+    except ValueError:
+        values = None
+    if (
+        not isinstance(values, list)
+        or not 1 <= len(values) <= 3
+        or not all(isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in values)
+    ):
+        raise ValidationError(f"cursor must be a next_cursor value from a previous page, got {cursor!r}")
+    return tuple(values)
 
 
 _SPEC_DEFAULTS = tuple((f.name, f.default) for f in fields(TaskSpec))
@@ -125,7 +162,7 @@ def _epoch(value: datetime | float | int, name: str) -> float:
                 f"{name} is a naive datetime; pass an aware one, e.g. datetime.now(timezone.utc)"
             )
         return value.timestamp()
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if not is_number(value):
         raise ScheduleError(f"{name} must be an aware datetime or epoch seconds, got {value!r}")
     return validate_number(value, name)
 
@@ -502,6 +539,121 @@ class QueueClient:
         now = datetime.fromtimestamp(self.db.now(), tz=timezone.utc)
         return [w for w in workers if w.is_stale(now, stale_after)]
 
+    def page(
+        self,
+        *,
+        status: TaskStatus | str | None = None,
+        task_type: str | None = None,
+        since: datetime | float | None = None,
+        until: datetime | float | None = None,
+        search: str | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> TaskPage:
+        """One page of tasks, read by keyset off an index (fast at any depth of paging).
+
+        Each status has its own order: every status (``None``) newest first; queued by
+        task type then due time; leased by lease end; completed, dead and cancelled
+        newest finished first. ``since`` and ``until`` bound the time of that order
+        (creation time when no status is given).
+
+        Args:
+            status: The status listed (``None``: all).
+            task_type: Only this task type.
+            since: Only tasks whose ordering time is at or after this.
+            until: Only tasks whose ordering time is before this.
+            search: Only tasks whose payload (as JSON text) or last error contains this
+                text (1-200 characters; matched case-sensitively).
+            cursor: ``next_cursor`` of the previous page.
+            limit: Most tasks in the page (1..1000).
+
+        Raises:
+            ValidationError: A bad status, type, time, search text, cursor or limit.
+        """
+        if not is_int(limit) or not 1 <= limit <= 1000:
+            raise ValidationError(f"limit must be an integer from 1 to 1000, got {limit!r}")
+        statuses = _coerce_statuses(status)
+        page = self.backend.page_tasks(
+            self._page_query(
+                statuses[0] if statuses else None,
+                task_type,
+                since,
+                until,
+                search,
+                _decode_cursor(cursor),
+                limit,
+            )
+        )
+        return TaskPage(page.tasks, None if page.next_cursor is None else json.dumps(list(page.next_cursor)))
+
+    def _page_query(
+        self,
+        status: TaskStatus | None,
+        task_type: str | None,
+        since: datetime | float | None,
+        until: datetime | float | None,
+        search: str | None,
+        cursor: tuple[Any, ...] | None,
+        limit: int,
+    ) -> PageQuery:
+        if search is not None and (not isinstance(search, str) or not 1 <= len(search) <= _MAX_SEARCH):
+            raise ValidationError(f"search must be text of 1 to {_MAX_SEARCH} characters, got {search!r}")
+        return PageQuery(
+            status=status,
+            task_type=None if task_type is None else validate_task_type(task_type),
+            since=None if since is None else _epoch(since, "since"),
+            until=None if until is None else _epoch(until, "until"),
+            search=search,
+            cursor=cursor,
+            limit=limit,
+        )
+
+    def finished_histogram(self, window: float, step: float) -> builtins.list[tuple[int, str, int]]:
+        """Tasks finished over the last ``window`` seconds, per ``step``-second bucket.
+
+        Returns:
+            ``(bucket, status, count)`` rows; bucket 0 starts ``window`` seconds ago.
+        """
+        window = validate_delay(window, "window")
+        step = validate_delay(step, "step")
+        if step <= 0:
+            raise ValidationError("step must be more than 0 seconds")
+        return self.backend.finished_histogram(self.db.now() - window, step)
+
+    # -- flow control ----------------------------------------------------------
+    def pause(self, task_type: str) -> bool:
+        """Stop every worker, in every process, from claiming tasks of this type.
+
+        Tasks of the type keep being enqueued and wait; tasks already running finish.
+        The pause is stored in the database, so it holds across restarts until
+        :meth:`resume`. Every claim that starts after this returns honours it.
+
+        Returns:
+            True when the type was paused now, False when it was paused already.
+
+        Raises:
+            TaskTypeError: Not a valid task type.
+        """
+        return self.backend.pause_task_type(validate_task_type(task_type), self.db.now())
+
+    def resume(self, task_type: str) -> bool:
+        """Let workers claim tasks of this type again (and wake idle ones).
+
+        Returns:
+            True when the type was paused, False when it was not.
+
+        Raises:
+            TaskTypeError: Not a valid task type.
+        """
+        return self.backend.resume_task_type(validate_task_type(task_type))
+
+    def paused(self) -> dict[str, datetime]:
+        """The paused task types, each with the time it was paused."""
+        return {
+            task_type: datetime.fromtimestamp(at, tz=timezone.utc)
+            for task_type, at in self.backend.paused_task_types().items()
+        }
+
     # -- management ------------------------------------------------------------
     def cancel(self, task_id: int) -> Task:
         """Cancel a task.
@@ -529,6 +681,127 @@ class QueueClient:
             TaskStateError: The task is not dead or cancelled.
         """
         return self.backend.retry_task(validate_task_id(task_id), self.db.now(), bool(reset_attempts))
+
+    def delete(self, task_id: int) -> None:
+        """Delete one task that is not running.
+
+        Raises:
+            TaskNotFoundError: No such task.
+            TaskStateError: The task is running (cancel it first), or it is the newest
+                task in the database, which is kept so its id is never handed out again.
+        """
+        task = self.get(task_id)
+        if task.status is TaskStatus.LEASED:
+            raise TaskStateError(f"task {task_id} is running; cancel it first, then delete it")
+        if not self.backend.change_tasks("delete", (task.id,), self.db.now()):
+            if self.backend.get_task(task.id) is None:
+                raise TaskNotFoundError(f"no task with id {task_id}")
+            raise TaskStateError(
+                f"task {task_id} is the newest task, kept so that its id is never handed out "
+                "again; it can be deleted once a newer task exists"
+            )
+
+    def _bulk(
+        self,
+        action: str,
+        allowed: tuple[TaskStatus, ...],
+        status: TaskStatus | str | Iterable[TaskStatus | str] | None,
+        task_type: str | None,
+        since: datetime | float | None,
+        until: datetime | float | None,
+        search: str | None,
+    ) -> int:
+        chosen = _coerce_statuses(status) or allowed
+        wrong = [s.value for s in chosen if s not in allowed]
+        if wrong:
+            raise ValidationError(
+                f"{action} applies to {', '.join(s.value for s in allowed)} tasks, not {', '.join(wrong)}"
+            )
+        changed = 0
+        for one in dict.fromkeys(chosen):
+            cursor = None
+            while True:
+                query = self._page_query(one, task_type, since, until, search, cursor, _BULK_BATCH)
+                page = self.backend.page_tasks(query)
+                if page.tasks:
+                    changed += self.backend.change_tasks(action, [t.id for t in page.tasks], self.db.now())
+                if page.next_cursor is None:
+                    break
+                cursor = page.next_cursor
+        return changed
+
+    def delete_many(
+        self,
+        *,
+        status: TaskStatus | str | Iterable[TaskStatus | str] | None = None,
+        task_type: str | None = None,
+        since: datetime | float | None = None,
+        until: datetime | float | None = None,
+        search: str | None = None,
+    ) -> int:
+        """Delete every task matching the filter (as for :meth:`page`) that is not running.
+
+        Runs in batches of 500 tasks, one transaction each. The newest task in the
+        database is kept (see :meth:`delete`).
+
+        Args:
+            status: Queued, completed, dead or cancelled, or several (default: those four).
+            task_type: Only this task type.
+            since: Only tasks whose ordering time (see :meth:`page`) is at or after this.
+            until: Only tasks whose ordering time is before this.
+            search: Only tasks whose payload or last error contains this text.
+
+        Returns:
+            How many tasks were deleted.
+
+        Raises:
+            ValidationError: A bad filter, or ``leased`` among the statuses.
+        """
+        allowed = (TaskStatus.QUEUED, TaskStatus.COMPLETED, TaskStatus.DEAD, TaskStatus.CANCELLED)
+        return self._bulk("delete", allowed, status, task_type, since, until, search)
+
+    def retry_many(
+        self,
+        *,
+        status: TaskStatus | str | Iterable[TaskStatus | str] | None = None,
+        task_type: str | None = None,
+        since: datetime | float | None = None,
+        until: datetime | float | None = None,
+        search: str | None = None,
+    ) -> int:
+        """Queue again every dead or cancelled task matching the filter, attempts reset.
+
+        Arguments as for :meth:`delete_many`; ``status`` is dead, cancelled or both
+        (the default).
+
+        Returns:
+            How many tasks were queued again.
+        """
+        return self._bulk(
+            "retry", (TaskStatus.DEAD, TaskStatus.CANCELLED), status, task_type, since, until, search
+        )
+
+    def cancel_many(
+        self,
+        *,
+        status: TaskStatus | str | Iterable[TaskStatus | str] | None = None,
+        task_type: str | None = None,
+        since: datetime | float | None = None,
+        until: datetime | float | None = None,
+        search: str | None = None,
+    ) -> int:
+        """Cancel every queued task matching the filter, and flag every running one.
+
+        A running task is cancelled when its worker next heartbeats (as for
+        :meth:`cancel`). Arguments as for :meth:`delete_many`; ``status`` is queued,
+        leased or both (the default).
+
+        Returns:
+            How many tasks were cancelled or flagged.
+        """
+        return self._bulk(
+            "cancel", (TaskStatus.QUEUED, TaskStatus.LEASED), status, task_type, since, until, search
+        )
 
     def prune(
         self,

@@ -28,7 +28,8 @@ overwritten. Each batch is read back from the target and compared, and the repor
 the row counts and a SHA-256 over every copied row, tasks then runs.
 Stop workers and producers on the source first: rows changed during the copy are copied
 as they were when their batch was read (run it again to catch up). The worker registry is
-not copied; workers register again when they start on the target.
+not copied; workers register again when they start on the target. Paused task types are
+not copied either: pause them again on the target (``QueueClient.pause``).
 """
 
 from __future__ import annotations

@@ -286,7 +286,7 @@ def finite_float(value: object) -> float | None:
     infinities, and for an ``int`` too large for a ``float`` (where ``float()`` and
     ``math.isfinite()`` would raise ``OverflowError``).
     """
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if not is_number(value):
         return None
     try:
         number = float(value)
@@ -318,7 +318,7 @@ def validate_number(
     """
     number = finite_float(value)
     if number is None:
-        if isinstance(value, int) and not isinstance(value, bool):
+        if is_int(value):
             raise error(f"{name} is too large, got {show_number(value)}")
         raise error(f"{name} must be a finite number, got {value!r}")
     if minimum is not None and number < minimum:
@@ -330,7 +330,7 @@ def validate_number(
 
 def show_number(value: object) -> str:
     """``repr(value)``, but a huge integer as its size (its digits could run to pages)."""
-    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**30:
+    if is_int(value) and abs(value) >= 10**30:
         return f"an integer of about {int(value.bit_length() * 0.30103) + 1} digits"
     return repr(value)
 

@@ -27,6 +27,7 @@ from .validation import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     encode_json,
     is_int,
+    is_number,
     show_number,
     validate_delay,
     validate_task_id,
@@ -311,7 +312,7 @@ class QueueWorker:
             ValidationError: ``percent`` outside 0..100 or ``message`` too long.
             LeaseLostError: The lease is no longer held.
         """
-        if isinstance(percent, bool) or not isinstance(percent, (int, float)) or not 0 <= percent <= 100:
+        if not is_number(percent) or not 0 <= percent <= 100:
             raise ValidationError(f"percent must be a number from 0 to 100, got {show_number(percent)}")
         if message is not None and (not isinstance(message, str) or len(message) > 1000):
             raise ValidationError("message must be a string of at most 1000 characters")

@@ -25,7 +25,9 @@ __all__ = [
     "CHECKPOINT_MODES",
     "COPY_TABLES",
     "Backend",
+    "KeysetPage",
     "NewTask",
+    "PageQuery",
     "QueueStats",
     "TaskQuery",
     "TaskUpdate",
@@ -72,6 +74,41 @@ class TaskQuery:
     limit: int = 100
     offset: int = 0
     newest_first: bool = True
+
+
+@dataclass(frozen=True)
+class PageQuery:
+    """One page of tasks, read by keyset (never by offset), each status off its own index.
+
+    The order depends on ``status``: ``None`` (every status) newest id first; queued by
+    task type, then ``run_after``; leased by lease end; completed, dead and cancelled
+    newest finished first. ``since``/``until`` bound that same time (creation for
+    ``None``, so that filter reads rows in id order).
+
+    Attributes:
+        status: The one status listed, or ``None`` for all.
+        task_type: Keep this task type only.
+        since: Keep tasks whose ordering time is at or after this epoch time.
+        until: Keep tasks whose ordering time is before this epoch time.
+        search: Keep tasks whose payload or last error contains this text.
+        cursor: Where the previous page ended (its ``next_cursor``); ``None``: the start.
+        limit: Most tasks returned.
+    """
+
+    status: TaskStatus | None = None
+    task_type: str | None = None
+    since: float | None = None
+    until: float | None = None
+    search: str | None = None
+    cursor: tuple[Any, ...] | None = None
+    limit: int = 50
+
+
+class KeysetPage(NamedTuple):
+    """Tasks of one page, and the cursor of the next page (``None`` after the last)."""
+
+    tasks: list[Task]
+    next_cursor: tuple[Any, ...] | None
 
 
 class TaskUpdate(NamedTuple):
@@ -276,6 +313,33 @@ class Backend(Protocol):
 
     def stop_listening(self) -> None:
         """Release what :meth:`wait_for_change` opened (a no-op where it opened nothing)."""
+
+    def page_tasks(self, query: PageQuery) -> KeysetPage:
+        """One page of tasks by keyset (see :class:`PageQuery`)."""
+        ...
+
+    def finished_histogram(self, since: float, step: float) -> list[tuple[int, str, int]]:
+        """``(bucket, status, count)`` of tasks finished since ``since``, per ``step`` seconds."""
+        ...
+
+    def change_tasks(self, action: str, task_ids: Sequence[int], now: float) -> int:
+        """Apply ``"retry"``, ``"cancel"`` or ``"delete"`` to these tasks in one transaction.
+
+        Tasks not in a state the action applies to are left alone; returns how many changed.
+        """
+        ...
+
+    # -- paused task types -------------------------------------------------------
+    def pause_task_type(self, task_type: str, now: float) -> bool:
+        """Stop claims of a task type; False when it was already paused."""
+        ...
+
+    def resume_task_type(self, task_type: str) -> bool:
+        """Allow claims of a task type again; False when it was not paused."""
+        ...
+
+    def paused_task_types(self) -> dict[str, float]:
+        """The paused task types, each with the epoch time it was paused."""
         ...
 
     # -- worker side -----------------------------------------------------------

@@ -29,11 +29,12 @@ from ..errors import (
     QueueError,
     TaskNotFoundError,
     TaskStateError,
+    ValidationError,
 )
 from ..flow import ClaimGate, FlowLimit, plan_claim
 from ..models import Task, TaskStatus, UndecodableValue, WorkerInfo, epoch_to_datetime
 from ..strategies import Ordering, SchedulingStrategy
-from .base import COPY_TABLES, NewTask, QueueStats, TaskQuery, TaskUpdate
+from .base import COPY_TABLES, KeysetPage, NewTask, PageQuery, QueueStats, TaskQuery, TaskUpdate
 from .runstore import RUN_COLUMNS
 
 __all__ = [
@@ -254,6 +255,23 @@ def write_backup(destination: Path, write: Callable[[Path], None], live: Path | 
     return destination
 
 
+def _bind_cursor(
+    params: dict[str, Any], names: tuple[str, ...], cursor: tuple[Any, ...] | None, start: tuple[Any, ...]
+) -> None:
+    """Bind a page cursor's values (or the start of the order) to its parameters.
+
+    Raises:
+        ValidationError: The cursor belongs to another kind of page.
+    """
+    values = start if cursor is None else cursor
+    if len(values) != len(names) or any(
+        type(a) is not type(b) and not (isinstance(a, (int, float)) and isinstance(b, (int, float)))
+        for a, b in zip(values, start, strict=True)
+    ):
+        raise ValidationError(f"the cursor {list(values)!r} belongs to another page's filter")
+    params.update(zip(names, values, strict=True))
+
+
 class SQLQueueBackend:
     """Operations shared by the SQL backends (see the module docstring)."""
 
@@ -451,13 +469,16 @@ class SQLQueueBackend:
                 return done, []
             if reclaim_first:
                 conn.execute(queries["reclaim_expired"], {"now": now})
-            gate = self._claim_gate(conn, task_types, count, now)
+            types = self._unpaused(conn, task_types)
+            if types is not None and not types:
+                return done, []
+            gate = self._claim_gate(conn, types, count, now)
             if gate is None:
-                return done, self._claim_rows(conn, task_types, strategy, params)
+                return done, self._claim_rows(conn, types, strategy, params)
             if gate.count == 0:
                 return done, []
             limited = {**params, "count": gate.count, **self._blocked_params(gate.blocked)}
-            rows = self._claim_rows(conn, task_types, strategy, limited)
+            rows = self._claim_rows(conn, types, strategy, limited)
             if gate.rated and rows:
                 self._record_starts(conn, gate, [row[0] for row in rows], now)
             return done, rows
@@ -638,6 +659,105 @@ class SQLQueueBackend:
                     },
                 )
         return good
+
+    def _unpaused(self, conn: Any, task_types: Sequence[str] | None) -> Sequence[str] | None:
+        """The task types a claim may lease, inside its transaction: paused ones left out.
+
+        With nothing paused (one read of a tiny table) the claim runs as it would without
+        pausing; otherwise the claim names the types it may take, so it reads their
+        indexes only and never walks past a paused type's tasks.
+        """
+        paused = {row[0] for row in conn.execute(self.queries["paused_names"])}
+        if not paused:
+            return task_types
+        if task_types is None:
+            task_types = [row[0] for row in conn.execute(self.queries["queued_task_types"])]
+        return [t for t in task_types if t not in paused]
+
+    # -- paused task types -----------------------------------------------------
+    def pause_task_type(self, task_type: str, now: float) -> bool:
+        params = {"task_type": task_type, "now": now}
+        return bool(self.db.write(lambda c: c.execute(self.queries["pause_type"], params).rowcount) == 1)
+
+    def resume_task_type(self, task_type: str) -> bool:
+        def work(conn: Any) -> bool:
+            resumed = conn.execute(self.queries["resume_type"], {"task_type": task_type}).rowcount == 1
+            if resumed and "notify_queued" in self.queries:  # wake workers that push-wait
+                conn.execute(self.queries["notify_queued"])
+            return bool(resumed)
+
+        return self.db.write(work)
+
+    def paused_task_types(self) -> dict[str, float]:
+        rows = self.db.read(lambda c: c.execute(self.queries["paused_types"]).fetchall())
+        return {task_type: float(at) for task_type, at in rows}
+
+    # -- dashboard pages and bulk changes ----------------------------------------
+    def _page_statement(
+        self, query: PageQuery
+    ) -> tuple[str, dict[str, Any], Callable[[Any], tuple[Any, ...]]]:
+        """The named query, parameters and cursor key of one page (see :class:`PageQuery`)."""
+        status = query.status
+        params: dict[str, Any] = {
+            "task_type": query.task_type,
+            "since": query.since,
+            "until": query.until,
+            "search": query.search,
+            "limit": query.limit,
+            "status": None if status is None else status.value,
+        }
+        cursor = query.cursor
+        key: Callable[[Any], tuple[Any, ...]]
+        if status is None:
+            name, key = "page_all", lambda r: (r[0],)
+            _bind_cursor(params, ("cursor_id",), cursor, (2**63 - 1,))
+        elif status is TaskStatus.QUEUED and query.task_type is None:
+            name, key = "page_queued", lambda r: (r[1], r[8], r[0])
+            _bind_cursor(params, ("cursor_type", "cursor_time", "cursor_id"), cursor, ("", -1.0, 0))
+        elif status is TaskStatus.QUEUED:
+            name, key = "page_queued_type", lambda r: (r[8], r[0])
+            _bind_cursor(params, ("cursor_time", "cursor_id"), cursor, (-1.0, 0))
+        elif status is TaskStatus.LEASED:
+            name, key = "page_leased", lambda r: (r[9], r[0])
+            _bind_cursor(params, ("cursor_time", "cursor_id"), cursor, (-1.0, 0))
+        else:
+            name = f"page_{status.value}" if f"page_{status.value}" in self.queries else "page_finished"
+            key = lambda r: (r[21], r[0])  # noqa: E731
+            _bind_cursor(params, ("cursor_time", "cursor_id"), cursor, (1e300, 0))
+        return name, params, key
+
+    def page_tasks(self, query: PageQuery) -> KeysetPage:
+        name, params, key = self._page_statement(query)
+        rows = self.db.read(lambda c: c.execute(self.queries[name], params).fetchall())
+        more = len(rows) == query.limit
+        return KeysetPage([row_to_task(r) for r in rows], key(rows[-1]) if rows and more else None)
+
+    def _explain(self, conn: Any, name: str, params: dict[str, Any]) -> list[str]:
+        """The query plan of one of the backend's named statements, one line per step."""
+        raise NotImplementedError
+
+    def explain_page(self, query: PageQuery) -> list[str]:
+        """The query plan of the statement :meth:`page_tasks` runs for ``query``."""
+        name, params, _ = self._page_statement(query)
+        return self.db.read(lambda c: self._explain(c, name, params))
+
+    def finished_histogram(self, since: float, step: float) -> list[tuple[int, str, int]]:
+        params = {"since": since, "step": step}
+        rows = self.db.read(lambda c: c.execute(self.queries["finished_histogram"], params).fetchall())
+        return [(int(bucket), status, int(n)) for bucket, status, n in rows]
+
+    def change_tasks(self, action: str, task_ids: Sequence[int], now: float) -> int:
+        names = {
+            "retry": ("retry_ids",),
+            "cancel": ("cancel_queued_ids", "request_cancel_leased_ids"),
+            "delete": ("delete_ids",),
+        }[action]
+        params = {"ids": self._array(list(task_ids)), "now": now}
+
+        def work(conn: Any) -> int:
+            return sum(conn.execute(self.queries[name], params).rowcount for name in names)
+
+        return self.db.write(work) if task_ids else 0
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Any]:

@@ -22,7 +22,7 @@ from ..errors import ConfigError, QueueError, ValidationError
 from ..models import TaskStatus
 from ..runtime.logs import configure_logging
 from ..runtime.settings import WorkerSettings, resolve_settings
-from . import output
+from . import dashboard, flow, output
 from .parsing import UsageError, build_parser, parse_json
 
 __all__ = ["main"]
@@ -348,6 +348,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "demo": cmd_demo,
     "limits": cmd_limits,
 }
+COMMANDS.update(flow.COMMANDS)
+COMMANDS.update(dashboard.COMMANDS)
 
 
 def _one_line(text: str) -> str:

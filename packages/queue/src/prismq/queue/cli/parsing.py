@@ -8,6 +8,7 @@ import re
 from typing import Any, NoReturn
 
 from ..backends.base import CHECKPOINT_MODES
+from . import dashboard, flow
 
 __all__ = ["UsageError", "build_parser", "parse_duration", "parse_json", "parse_weights"]
 
@@ -187,4 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", type=_positive_int, default=600, help="tasks to enqueue (default 600)")
     p.add_argument("--processes", type=_positive_int, default=2, help="worker processes (default 2)")
     p.add_argument("--concurrency", type=_positive_int, default=4, help="tasks at once per process")
+    # Commands kept in modules of their own.
+    flow.add_parsers(command)
+    dashboard.add_parsers(command)
     return parser

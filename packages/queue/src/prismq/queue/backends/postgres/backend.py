@@ -89,14 +89,23 @@ DUMP_WORKER_FIELDS = (
     "last_heartbeat",
 )
 DUMP_RUN_FIELDS = RUN_COLUMNS
+DUMP_PAUSED_FIELDS = ("task_type", "paused_at")
 _DUMP_KINDS = {
     "task": ("dump_tasks", "restore_task", DUMP_TASK_FIELDS),
     "worker": ("dump_workers", "restore_worker", DUMP_WORKER_FIELDS),
     "run": ("dump_runs", "restore_run", DUMP_RUN_FIELDS),
+    "paused": ("dump_paused", "restore_paused", DUMP_PAUSED_FIELDS),
 }
 """Row kinds of a dump, in file order (runs after their tasks): queries and fields."""
 
-EXPECTED_TABLES = ("tasks", "workers", "runs", "prismq_schema_version", "prismq_data_version")
+EXPECTED_TABLES = (
+    "tasks",
+    "workers",
+    "runs",
+    "paused_task_types",
+    "prismq_schema_version",
+    "prismq_data_version",
+)
 EXPECTED_INDEXES = (
     "idx_tasks_ready_fifo",
     "idx_tasks_ready_priority",
@@ -380,10 +389,14 @@ class PostgresBackend(SQLQueueBackend):
         return [r[0] for r in conn.execute(Q["ready_task_types"], {"task_types": candidates, "now": now})]
 
     def next_run_after(self, task_types: Sequence[str] | None) -> float | None:
-        if task_types is None:
-            return self.db.read(lambda c: c.execute(Q["next_run_after_any"]).fetchone()[0])  # type: ignore[index]
-        params = {"task_types": list(dict.fromkeys(task_types))}
-        return self.db.read(lambda c: c.execute(Q["next_run_after_types"], params).fetchone()[0])  # type: ignore[index]
+        def work(conn: psycopg.Connection[Any]) -> float | None:
+            types = self._unpaused(conn, task_types)  # paused types have no next run
+            if types is None:
+                return conn.execute(Q["next_run_after_any"]).fetchone()[0]  # type: ignore[index, no-any-return]
+            params = {"task_types": list(dict.fromkeys(types))}
+            return conn.execute(Q["next_run_after_types"], params).fetchone()[0]  # type: ignore[index, no-any-return]
+
+        return self.db.read(work)
 
     # -- worker registry -------------------------------------------------------
     def register_worker(self, info: WorkerInfo) -> None:
@@ -450,8 +463,9 @@ class PostgresBackend(SQLQueueBackend):
         """Write a checksummed JSON-lines dump of every task, worker and run.
 
         Line 1 is a header (format, schema version, time); then one ``{"task": {...}}``,
-        ``{"worker": {...}}`` or ``{"run": {...}}`` line per row (runs of
-        :mod:`prismq.queue.integrations`, after the tasks they belong to), read in one
+        ``{"worker": {...}}``, ``{"run": {...}}`` or ``{"paused": {...}}`` line per row
+        (runs of :mod:`prismq.queue.integrations`, after the tasks they belong to;
+        paused task types last), read in one
         consistent snapshot; the last line
         holds the row counts and the SHA-256 of every line before it. The file is written
         owner-only under a temporary name and renamed into place. This covers the queue's
@@ -473,6 +487,7 @@ class PostgresBackend(SQLQueueBackend):
         digest = hashlib.sha256()
         counts = dict.fromkeys(_DUMP_KINDS, 0)
         has_runs = conn.execute(Q["has_runs_table"]).fetchone()[0]  # type: ignore[index]
+        has_paused = conn.execute(Q["has_paused_table"]).fetchone()[0]  # type: ignore[index]
 
         def emit(record: dict[str, Any]) -> None:
             line = (json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n").encode("utf-8")
@@ -483,6 +498,8 @@ class PostgresBackend(SQLQueueBackend):
         for kind, (query, _restore, fields) in _DUMP_KINDS.items():
             if kind == "run" and not has_runs:
                 continue  # a schema from before the run registry (version 1)
+            if kind == "paused" and not has_paused:
+                continue  # a schema from before paused task types (version 2)
             with conn.cursor(name=f"prismq_dump_{kind}") as cur:
                 cur.itersize = _RESTORE_BATCH
                 cur.execute(Q[query])
@@ -494,12 +511,13 @@ class PostgresBackend(SQLQueueBackend):
             "tasks": counts["task"],
             "workers": counts["worker"],
             "runs": counts["run"],
+            "paused_types": counts["paused"],
             "sha256": digest.hexdigest(),
         }
         handle.write((json.dumps(end, separators=(",", ":")) + "\n").encode("utf-8"))
 
     def restore(self, source: Path) -> None:
-        """Replace every task, worker and run with a verified :meth:`backup` dump.
+        """Replace every task, worker, run and paused type with a verified :meth:`backup` dump.
 
         The whole file is checked first (header, schema version, row shape, counts and
         checksum); a damaged or foreign file is refused and nothing changes. The swap is
@@ -515,12 +533,16 @@ class PostgresBackend(SQLQueueBackend):
         def work(conn: psycopg.Connection[Any]) -> None:
             conn.execute(Q["delete_all_tasks"])
             conn.execute(Q["delete_all_workers"])
+            conn.execute(Q["delete_all_paused"])
             with conn.cursor() as cur:
                 for kind, rows in _dump_batches(source):
                     cur.executemany(Q[_DUMP_KINDS[kind][1]], rows)
             conn.execute(Q["advance_task_ids"])
 
         self.db.write(work)
+
+    def _explain(self, conn: psycopg.Connection[Any], name: str, params: dict[str, Any]) -> list[str]:
+        return [r[0] for r in conn.execute(f"EXPLAIN {Q[name]}", params).fetchall()]  # type: ignore[call-overload]
 
     def explain_claims(self) -> dict[str, list[str]]:
         # Plans for a claim when every queued task is ready (the common, costly case).
@@ -576,8 +598,10 @@ def verify_dump(source: Path) -> None:
                     counts["worker"] += 1
                 elif "run" in record and set(record["run"]) == set(DUMP_RUN_FIELDS):
                     counts["run"] += 1
+                elif "paused" in record and set(record["paused"]) == set(DUMP_PAUSED_FIELDS):
+                    counts["paused"] += 1
                 elif number > 1:
-                    raise ValueError(f"line {number} is not a task, run or worker")
+                    raise ValueError(f"line {number} is not a task, run, worker or paused task type")
                 digest.update(line)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BackupError(f"{source} is not a readable queue dump ({exc}); nothing was restored") from None
@@ -588,6 +612,7 @@ def verify_dump(source: Path) -> None:
         or end.get("tasks") != counts["task"]
         or end.get("workers") != counts["worker"]
         or end.get("runs", 0) != counts["run"]  # dumps from before runs have no count
+        or end.get("paused_types", 0) != counts["paused"]  # nor dumps from before pausing
     ):
         raise BackupError(f"{source} is damaged (checksum or row counts differ); nothing was restored")
 

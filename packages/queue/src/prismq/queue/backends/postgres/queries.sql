@@ -583,3 +583,123 @@ VALUES (%(run_id)s, %(task_id)s, %(module_id)s, %(module_name)s, %(status)s, %(p
         %(rerunnable)s, %(progress_percent)s, %(progress_message)s, %(items_processed)s,
         %(items_total)s, %(exit_code)s, %(error_message)s, %(owner)s, %(attempts)s,
         %(created_at)s, %(started_at)s, %(completed_at)s, %(updated_at)s);
+
+-- ---------------------------------------------------------------------------------------
+-- Paused task types (migration 3). Claims read paused_names inside their transaction;
+-- a resume wakes idle workers.
+-- ---------------------------------------------------------------------------------------
+
+-- name: pause_type
+INSERT INTO paused_task_types (task_type, paused_at) VALUES (%(task_type)s, %(now)s)
+ON CONFLICT (task_type) DO NOTHING;
+
+-- name: resume_type
+DELETE FROM paused_task_types WHERE task_type = %(task_type)s;
+
+-- name: notify_queued
+SELECT pg_notify('prismq_queue', current_schema());
+
+-- name: paused_types
+SELECT task_type, paused_at FROM paused_task_types ORDER BY task_type;
+
+-- name: paused_names
+SELECT task_type FROM paused_task_types;
+
+-- ---------------------------------------------------------------------------------------
+-- Pages of tasks for the dashboard: keyset pagination, each status off its own index
+-- (see the SQLite file for the meaning of the parameters).
+-- ---------------------------------------------------------------------------------------
+
+-- name: page_all
+SELECT {task_columns} FROM tasks
+WHERE id < %(cursor_id)s
+  AND (%(task_type)s::text IS NULL OR task_type = %(task_type)s::text)
+  AND (%(since)s::double precision IS NULL OR created_at >= %(since)s::double precision)
+  AND (%(until)s::double precision IS NULL OR created_at < %(until)s::double precision)
+  AND (%(search)s::text IS NULL OR strpos(payload, %(search)s::text) > 0
+       OR strpos(coalesce(last_error, ''), %(search)s::text) > 0)
+ORDER BY id DESC LIMIT %(limit)s;
+
+-- name: page_queued
+SELECT {task_columns} FROM tasks
+WHERE status = 'queued' AND (task_type, run_after, id) > (%(cursor_type)s::text, %(cursor_time)s::double precision, %(cursor_id)s::bigint)
+  AND (%(since)s::double precision IS NULL OR run_after >= %(since)s::double precision)
+  AND (%(until)s::double precision IS NULL OR run_after < %(until)s::double precision)
+  AND (%(search)s::text IS NULL OR strpos(payload, %(search)s::text) > 0
+       OR strpos(coalesce(last_error, ''), %(search)s::text) > 0)
+ORDER BY task_type, run_after, id LIMIT %(limit)s;
+
+-- name: page_queued_type
+SELECT {task_columns} FROM tasks
+WHERE status = 'queued' AND task_type >= %(task_type)s::text AND task_type <= %(task_type)s::text
+  AND (run_after, id) > (%(cursor_time)s::double precision, %(cursor_id)s::bigint)
+  AND (%(since)s::double precision IS NULL OR run_after >= %(since)s::double precision)
+  AND (%(until)s::double precision IS NULL OR run_after < %(until)s::double precision)
+  AND (%(search)s::text IS NULL OR strpos(payload, %(search)s::text) > 0
+       OR strpos(coalesce(last_error, ''), %(search)s::text) > 0)
+ORDER BY task_type, run_after, id LIMIT %(limit)s;
+
+-- name: page_leased
+SELECT {task_columns} FROM tasks
+WHERE status = 'leased' AND (lease_until, id) > (%(cursor_time)s::double precision, %(cursor_id)s::bigint)
+  AND (%(task_type)s::text IS NULL OR task_type = %(task_type)s::text)
+  AND (%(since)s::double precision IS NULL OR lease_until >= %(since)s::double precision)
+  AND (%(until)s::double precision IS NULL OR lease_until < %(until)s::double precision)
+  AND (%(search)s::text IS NULL OR strpos(payload, %(search)s::text) > 0
+       OR strpos(coalesce(last_error, ''), %(search)s::text) > 0)
+ORDER BY lease_until, id LIMIT %(limit)s;
+
+-- One query for the three finished states: idx_tasks_finished is keyed by status first.
+-- name: page_finished
+SELECT {task_columns} FROM tasks
+WHERE status = %(status)s::text AND finished_at IS NOT NULL
+  AND (finished_at, id) < (%(cursor_time)s::double precision, %(cursor_id)s::bigint)
+  AND (%(task_type)s::text IS NULL OR task_type = %(task_type)s::text)
+  AND (%(since)s::double precision IS NULL OR finished_at >= %(since)s::double precision)
+  AND (%(until)s::double precision IS NULL OR finished_at < %(until)s::double precision)
+  AND (%(search)s::text IS NULL OR strpos(payload, %(search)s::text) > 0
+       OR strpos(coalesce(last_error, ''), %(search)s::text) > 0)
+ORDER BY status DESC, finished_at DESC, id DESC LIMIT %(limit)s;
+
+-- name: finished_histogram
+SELECT floor((finished_at - %(since)s) / %(step)s)::bigint AS bucket, status, count(*)
+FROM tasks
+WHERE status IN ('completed', 'dead', 'cancelled') AND finished_at >= %(since)s
+GROUP BY bucket, status;
+
+-- ---------------------------------------------------------------------------------------
+-- Changes to a list of tasks by id, for the bulk operations.
+-- ---------------------------------------------------------------------------------------
+
+-- name: retry_ids
+UPDATE tasks
+SET status = 'queued', run_after = %(now)s, finished_at = NULL, cancel_requested = false,
+    attempts = 0, updated_at = %(now)s
+WHERE id = ANY (%(ids)s::bigint[]) AND status IN ('dead', 'cancelled');
+
+-- name: cancel_queued_ids
+UPDATE tasks
+SET status = 'cancelled', finished_at = %(now)s, updated_at = %(now)s
+WHERE id = ANY (%(ids)s::bigint[]) AND status = 'queued';
+
+-- name: request_cancel_leased_ids
+UPDATE tasks SET cancel_requested = true, updated_at = %(now)s
+WHERE id = ANY (%(ids)s::bigint[]) AND status = 'leased' AND NOT cancel_requested;
+
+-- name: delete_ids
+DELETE FROM tasks
+WHERE id = ANY (%(ids)s::bigint[]) AND status <> 'leased'
+  AND id < (SELECT max(id) FROM tasks);
+
+-- Paused task types in a backup dump (schema version 3 on).
+-- name: has_paused_table
+SELECT to_regclass('paused_task_types') IS NOT NULL;
+
+-- name: dump_paused
+SELECT task_type, paused_at FROM paused_task_types ORDER BY task_type;
+
+-- name: delete_all_paused
+DELETE FROM paused_task_types;
+
+-- name: restore_paused
+INSERT INTO paused_task_types (task_type, paused_at) VALUES (%(task_type)s, %(paused_at)s);

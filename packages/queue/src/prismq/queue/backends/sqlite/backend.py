@@ -210,7 +210,9 @@ class SQLiteBackend(SQLQueueBackend):
 
     def next_run_after(self, task_types: Sequence[str] | None) -> float | None:
         def work(conn: sqlite3.Connection) -> float | None:
-            types = self._queued_types(conn) if task_types is None else task_types
+            types = self._unpaused(conn, task_types)
+            if types is None:
+                types = self._queued_types(conn)
             times = [conn.execute(Q["next_run_after_type"], {"task_type": t}).fetchone()[0] for t in types]
             known = [t for t in times if t is not None]
             return min(known) if known else None
@@ -292,6 +294,9 @@ class SQLiteBackend(SQLQueueBackend):
                 f"restore from {source} failed and the database was left as it was: {exc}"
             ) from None
         self.db.migrate()
+
+    def _explain(self, conn: sqlite3.Connection, name: str, params: dict[str, Any]) -> list[str]:
+        return [r[3] for r in conn.execute(f"EXPLAIN QUERY PLAN {Q[name]}", params).fetchall()]
 
     def explain_claims(self) -> dict[str, list[str]]:
         now = 0.0

@@ -316,3 +316,120 @@ VALUES (:task_type, :payload, :priority, :run_after, :max_attempts, :retry_polic
         :idempotency_key, :now, :now, :concurrency_key, :unique_key)
 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING id;
+
+-- ---------------------------------------------------------------------------------------
+-- Paused task types (migration 4). Claims read paused_names inside their transaction.
+-- ---------------------------------------------------------------------------------------
+
+-- name: pause_type
+INSERT INTO paused_task_types (task_type, paused_at) VALUES (:task_type, :now)
+ON CONFLICT (task_type) DO NOTHING;
+
+-- name: resume_type
+DELETE FROM paused_task_types WHERE task_type = :task_type;
+
+-- name: paused_types
+SELECT task_type, paused_at FROM paused_task_types ORDER BY task_type;
+
+-- name: paused_names
+SELECT task_type FROM paused_task_types;
+
+-- ---------------------------------------------------------------------------------------
+-- Pages of tasks for the dashboard: keyset pagination, each status off its own index.
+-- :search matches text in the payload or the last error; :since/:until bound the time the
+-- page is ordered by (created for all, run_after for queued, lease end for leased,
+-- finished for the finished states).
+-- ---------------------------------------------------------------------------------------
+
+-- name: page_all
+SELECT {task_columns} FROM tasks
+WHERE id < :cursor_id
+  AND (:task_type IS NULL OR task_type = :task_type)
+  AND (:since IS NULL OR created_at >= :since) AND (:until IS NULL OR created_at < :until)
+  AND (:search IS NULL OR instr(payload, :search) > 0 OR instr(coalesce(last_error, ''), :search) > 0)
+ORDER BY id DESC LIMIT :limit;
+
+-- name: page_queued
+SELECT {task_columns} FROM tasks INDEXED BY idx_tasks_ready_type
+WHERE status = 'queued' AND (task_type, run_after, id) > (:cursor_type, :cursor_time, :cursor_id)
+  AND (:since IS NULL OR run_after >= :since) AND (:until IS NULL OR run_after < :until)
+  AND (:search IS NULL OR instr(payload, :search) > 0 OR instr(coalesce(last_error, ''), :search) > 0)
+ORDER BY task_type, run_after, id LIMIT :limit;
+
+-- name: page_queued_type
+SELECT {task_columns} FROM tasks INDEXED BY idx_tasks_ready_type
+WHERE status = 'queued' AND task_type = :task_type AND (run_after, id) > (:cursor_time, :cursor_id)
+  AND (:since IS NULL OR run_after >= :since) AND (:until IS NULL OR run_after < :until)
+  AND (:search IS NULL OR instr(payload, :search) > 0 OR instr(coalesce(last_error, ''), :search) > 0)
+ORDER BY run_after, id LIMIT :limit;
+
+-- name: page_leased
+SELECT {task_columns} FROM tasks INDEXED BY idx_tasks_leased_finished
+WHERE status <> 'queued' AND (status = 'leased') = 1
+  AND (coalesce(lease_until, finished_at), id) > (:cursor_time, :cursor_id)
+  AND (:task_type IS NULL OR task_type = :task_type)
+  AND (:since IS NULL OR lease_until >= :since) AND (:until IS NULL OR lease_until < :until)
+  AND (:search IS NULL OR instr(payload, :search) > 0 OR instr(coalesce(last_error, ''), :search) > 0)
+ORDER BY coalesce(lease_until, finished_at), id LIMIT :limit;
+
+-- The finished part of idx_tasks_leased_finished (its key is finished_at there), read
+-- newest first from the cursor; completed rows are most of that part.
+-- name: page_completed
+SELECT {task_columns} FROM tasks INDEXED BY idx_tasks_leased_finished
+WHERE status <> 'queued' AND (status = 'leased') = 0 AND status = 'completed'
+  AND coalesce(lease_until, finished_at) <= :cursor_time
+  AND (coalesce(lease_until, finished_at) < :cursor_time OR id < :cursor_id)
+  AND (:task_type IS NULL OR task_type = :task_type)
+  AND (:since IS NULL OR coalesce(lease_until, finished_at) >= :since)
+  AND (:until IS NULL OR coalesce(lease_until, finished_at) < :until)
+  AND (:search IS NULL OR instr(payload, :search) > 0 OR instr(coalesce(last_error, ''), :search) > 0)
+ORDER BY (status = 'leased') DESC, coalesce(lease_until, finished_at) DESC, id DESC LIMIT :limit;
+
+-- name: page_dead
+SELECT {task_columns} FROM tasks INDEXED BY idx_tasks_dead
+WHERE status = 'dead' AND (finished_at, id) < (:cursor_time, :cursor_id)
+  AND (:task_type IS NULL OR task_type = :task_type)
+  AND (:since IS NULL OR finished_at >= :since) AND (:until IS NULL OR finished_at < :until)
+  AND (:search IS NULL OR instr(payload, :search) > 0 OR instr(coalesce(last_error, ''), :search) > 0)
+ORDER BY finished_at DESC, id DESC LIMIT :limit;
+
+-- name: page_cancelled
+SELECT {task_columns} FROM tasks INDEXED BY idx_tasks_cancelled
+WHERE status = 'cancelled' AND (finished_at, id) < (:cursor_time, :cursor_id)
+  AND (:task_type IS NULL OR task_type = :task_type)
+  AND (:since IS NULL OR finished_at >= :since) AND (:until IS NULL OR finished_at < :until)
+  AND (:search IS NULL OR instr(payload, :search) > 0 OR instr(coalesce(last_error, ''), :search) > 0)
+ORDER BY finished_at DESC, id DESC LIMIT :limit;
+
+-- Tasks finished since :since per :step-second bucket and status (the finished part of
+-- idx_tasks_leased_finished, read from :since on).
+-- name: finished_histogram
+SELECT CAST((coalesce(lease_until, finished_at) - :since) / :step AS INTEGER) AS bucket, status, count(*)
+FROM tasks
+WHERE status <> 'queued' AND (status = 'leased') = 0 AND coalesce(lease_until, finished_at) >= :since
+GROUP BY bucket, status;
+
+-- ---------------------------------------------------------------------------------------
+-- Changes to a list of tasks by id (:ids is a JSON array), for the bulk operations.
+-- ---------------------------------------------------------------------------------------
+
+-- name: retry_ids
+UPDATE tasks
+SET status = 'queued', run_after = :now, finished_at = NULL, cancel_requested = 0, attempts = 0,
+    updated_at = :now
+WHERE id IN (SELECT value FROM json_each(:ids)) AND status IN ('dead', 'cancelled');
+
+-- name: cancel_queued_ids
+UPDATE tasks
+SET status = 'cancelled', finished_at = :now, updated_at = :now
+WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'queued';
+
+-- name: request_cancel_leased_ids
+UPDATE tasks SET cancel_requested = 1, updated_at = :now
+WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'leased' AND cancel_requested = 0;
+
+-- The newest task stays (as for prune), so no task id is ever handed out twice.
+-- name: delete_ids
+DELETE FROM tasks
+WHERE id IN (SELECT value FROM json_each(:ids)) AND status <> 'leased'
+  AND id < (SELECT max(id) FROM tasks);

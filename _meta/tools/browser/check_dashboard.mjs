@@ -1,0 +1,158 @@
+#!/usr/bin/env node
+// Check the dashboard in headless Chromium: every page, then a retry clicked on a dead task.
+//
+// Usage: node _meta/tools/browser/check_dashboard.mjs BASE_URL --dead-task ID
+//            [--screenshots DIR] [--requests FILE]
+//
+// BASE_URL is a running dashboard on 127.0.0.1 (check_dashboard.py starts one over a
+// seeded queue). Chromium is Debian's (/usr/bin/chromium, or $PRISMQ_CHROMIUM), driven by
+// playwright-core with a fresh profile. The run fails (exit code 1) when:
+//   - a page does not answer 200, throws, or logs a console error;
+//   - the overview's three charts did not draw (uPlot canvases, data loaded);
+//   - clicking Retry on the dead task (and accepting the confirmation) does not show it
+//     queued;
+//   - any request went anywhere but 127.0.0.1 (off-site requests are also blocked).
+// --screenshots DIR saves one PNG per page, named after the page.
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import process from "node:process";
+
+import { chromium } from "playwright-core";
+
+const CHROMIUM = process.env.PRISMQ_CHROMIUM || "/usr/bin/chromium";
+const FLAGS = [
+  "--headless",
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+  "--no-first-run",
+];
+const TIMEOUT_MS = 30_000;
+
+function parseArgs(argv) {
+  const args = { base: null, deadTask: null, screenshots: null, requests: null };
+  for (let i = 0; i < argv.length; i += 1) {
+    if (argv[i] === "--screenshots") args.screenshots = resolve(argv[(i += 1)]);
+    else if (argv[i] === "--requests") args.requests = resolve(argv[(i += 1)]);
+    else if (argv[i] === "--dead-task") args.deadTask = Number(argv[(i += 1)]);
+    else if (!args.base) args.base = argv[i].replace(/\/$/, "");
+    else throw new Error(`unexpected argument: ${argv[i]}`);
+  }
+  if (!args.base || !Number.isInteger(args.deadTask)) {
+    throw new Error("usage: check_dashboard.mjs BASE_URL --dead-task ID [--screenshots DIR] [--requests FILE]");
+  }
+  if (new URL(args.base).hostname !== "127.0.0.1") throw new Error("BASE_URL must be on 127.0.0.1");
+  return args;
+}
+
+function isLocal(url) {
+  if (["data:", "blob:", "about:"].includes(url.protocol)) return true;
+  return url.hostname === "127.0.0.1";
+}
+
+async function visit(context, url, name, failures, screenshots, check) {
+  const tab = await context.newPage();
+  const problems = [];
+  tab.on("pageerror", (error) => problems.push(`uncaught error: ${error.message}`));
+  tab.on("console", (message) => {
+    if (message.type() === "error") problems.push(`console error: ${message.text()}`);
+  });
+  try {
+    const response = await tab.goto(url, { waitUntil: "load" });
+    if (!response || response.status() !== 200) problems.push(`HTTP ${response ? response.status() : "none"}`);
+    if (check) await check(tab, problems);
+    if (screenshots) {
+      mkdirSync(screenshots, { recursive: true });
+      await tab.screenshot({ path: join(screenshots, `${name}.png`), fullPage: name !== "tasks" });
+    }
+  } catch (error) {
+    problems.push(String(error));
+  } finally {
+    await tab.close();
+  }
+  for (const problem of problems) failures.push(`${name} (${url}): ${problem}`);
+}
+
+async function chartsDrawn(tab, problems) {
+  try {
+    await tab.waitForSelector("section.charts[data-loaded=true]", { timeout: TIMEOUT_MS });
+  } catch {
+    const error = await tab.getAttribute("section.charts", "data-error");
+    problems.push(`the charts' data never loaded${error ? `: ${error}` : ""}`);
+    return;
+  }
+  const canvases = await tab.locator("section.charts canvas").count();
+  if (canvases < 3) problems.push(`${canvases} chart canvas(es) drawn, expected 3`);
+}
+
+async function retryDeadTask(tab, problems, deadTask) {
+  const before = (await tab.textContent("h1")) || "";
+  if (!before.includes("dead")) problems.push(`task ${deadTask} is not shown dead before the retry: "${before}"`);
+  let asked = null;
+  tab.once("dialog", async (dialog) => {
+    asked = dialog.message();
+    await dialog.accept();
+  });
+  await Promise.all([tab.waitForNavigation({ waitUntil: "load" }), tab.click("form.action button:text('Retry')")]);
+  if (!asked || !asked.includes(`Retry task ${deadTask}`)) problems.push(`no confirmation was asked (got ${asked})`);
+  const after = (await tab.textContent("h1")) || "";
+  if (!after.includes("queued")) problems.push(`after Retry the task shows "${after}", not queued`);
+  const notice = (await tab.textContent("p.notice")) || "";
+  if (!notice.includes(`retry: task ${deadTask}`)) problems.push(`no notice of the retry: "${notice}"`);
+}
+
+async function main() {
+  const args = parseArgs(process.argv.slice(2));
+  const profile = mkdtempSync(join(tmpdir(), "prismq-chromium-"));
+  const requests = [];
+  const failures = [];
+  let context;
+  const pages = [
+    ["overview", "/", chartsDrawn],
+    ["types", "/types"],
+    ["tasks", "/tasks"],
+    ["tasks-dead", "/tasks?status=dead"],
+    ["task-dead", `/tasks/${args.deadTask}`],
+    ["workers", "/workers"],
+  ];
+  try {
+    context = await chromium.launchPersistentContext(profile, {
+      executablePath: CHROMIUM,
+      headless: true,
+      args: FLAGS,
+      serviceWorkers: "block",
+      viewport: { width: 1280, height: 800 },
+    });
+    context.on("request", (request) => requests.push(request.url()));
+    await context.route("**/*", (route) =>
+      isLocal(new URL(route.request().url())) ? route.continue() : route.abort("blockedbyclient"),
+    );
+    for (const [name, path, check] of pages) {
+      await visit(context, `${args.base}${path}`, name, failures, args.screenshots, check);
+    }
+    await visit(context, `${args.base}/tasks/${args.deadTask}`, "task-retried", failures, args.screenshots, (tab, problems) =>
+      retryDeadTask(tab, problems, args.deadTask),
+    );
+  } finally {
+    if (context) await context.close();
+    rmSync(profile, { recursive: true, force: true });
+  }
+  if (args.requests) writeFileSync(args.requests, requests.map((url) => `${url}\n`).join(""));
+  const offsite = [...new Set(requests.filter((url) => !isLocal(new URL(url))))];
+  for (const url of offsite) failures.push(`request left 127.0.0.1: ${url}`);
+  console.log(`checked ${pages.length + 1} dashboard pages, ${requests.length} requests (${offsite.length} off-site)`);
+  if (failures.length) {
+    console.error(`${failures.length} problem(s):\n  ${failures.join("\n  ")}`);
+    process.exitCode = 1;
+  } else {
+    console.log("dashboard check passed");
+  }
+}
+
+main().catch((error) => {
+  console.error(error.stack || String(error));
+  process.exitCode = 1;
+});
