@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from .errors import ValidationError
-from .validation import is_int, is_number
+from .validation import is_int, is_number, validate_task_type
 
 __all__ = [
     "MAX_CONCURRENCY_KEY_LENGTH",
@@ -71,8 +71,6 @@ def validate_scope(task_type: object, key: object) -> tuple[str, str]:
     Raises:
         ValidationError: Neither is given, or one is not a usable name.
     """
-    from .validation import validate_task_type
-
     stored_type = "" if task_type is None else validate_task_type(task_type)
     stored_key = validate_concurrency_key(key, "key") or ""
     if not stored_type and not stored_key:
