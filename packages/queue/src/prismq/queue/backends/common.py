@@ -479,7 +479,8 @@ class SQLQueueBackend:
                 return done, []
             limited = {**params, "count": gate.count, **self._blocked_params(gate.blocked)}
             rows = self._claim_rows(conn, types, strategy, limited)
-            if gate.rated and rows:
+            claimed_types = {row[1] for row in rows}
+            if any(limit.task_type in ("", *claimed_types) for limit in gate.rated):
                 self._record_starts(conn, gate, [row[0] for row in rows], now)
             return done, rows
 
