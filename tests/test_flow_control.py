@@ -232,3 +232,24 @@ def test_plan_claim_takes_the_smallest_room() -> None:
     assert gate.count == 1
     assert gate.blocked == (("b", ""),)
     assert [limit.task_type for limit in gate.rated] == ["b"]
+
+
+def test_migrate_keeps_concurrency_and_unique_keys(make_db, tmp_path) -> None:
+    from prismq.queue.migrate import migrate
+
+    source = QueueDatabase(tmp_path / "source.db")
+    source.initialize_schema()
+    try:
+        producer = QueueClient(source)
+        keyed = [producer.enqueue("t", {"n": n}, concurrency_key="tenant") for n in range(3)]
+        unique = producer.enqueue("t", {"u": 1}, unique=Unique())
+        target = make_db()
+        migrate(source, target)
+    finally:
+        source.close()
+    client = QueueClient(target)
+    assert client.enqueue("t", {"u": 1}, unique=Unique()) == unique
+    client.set_concurrency_limit(1, key="tenant")
+    got = claim(target, 10, ["t"])
+    got += claim(target, 10, ["t"])
+    assert len([i for i in got if i in keyed]) == 1

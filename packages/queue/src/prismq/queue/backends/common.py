@@ -40,6 +40,7 @@ from .runstore import RUN_COLUMNS
 __all__ = [
     "ORDER_KEYS",
     "TASK_COLUMNS",
+    "TASK_COPY_COLUMNS",
     "TASK_ROW_COLUMNS",
     "SQLQueueBackend",
     "describe_holder",
@@ -56,13 +57,16 @@ TASK_COLUMNS = (
 )
 
 TASK_ROW_COLUMNS = (*(c.strip() for c in TASK_COLUMNS.split(",")), "updated_at")
-"""Every column of ``tasks``, in the order copies and dumps read and write them."""
+"""The columns of ``tasks`` a dump holds, in the order dumps read and write them."""
+
+TASK_COPY_COLUMNS = (*TASK_ROW_COLUMNS, "concurrency_key", "unique_key")
+"""Every column of ``tasks``, in the order copies between databases read and write them."""
 
 # Per copied table: its columns in copy order, its boolean columns, and its transfer.sql
 # statements (count, read after a key, read a key range, upsert).
 _COPY = {
     "tasks": (
-        TASK_ROW_COLUMNS,
+        TASK_COPY_COLUMNS,
         ("cancel_requested",),
         "count_tasks",
         "tasks_after",
