@@ -125,3 +125,59 @@ def test_rate_limit_holds_across_processes(db: QueueDatabase, run_children) -> N
     assert most_in_window(claimed, 0.5) <= 5
     # 30 starts at 5 per half second take at least 2.5 s from first to last.
     assert max(claimed) - min(claimed) >= 2.5
+
+
+UNIQUE_CHILD = """
+import sys, time
+from pathlib import Path
+sys.path.insert(0, {here!r})
+from flow_child import open_db
+from prismq.queue import QueueClient, Unique
+
+target, schema, go = sys.argv[1:4]
+with open_db(target, schema) as db:
+    client = QueueClient(db)
+    print("ready", flush=True)
+    while not Path(go).exists():
+        time.sleep(0.002)
+    ids = [client.enqueue("sync", {{"n": n}}, unique=Unique()) for n in range(40)]
+    print(" ".join(map(str, ids)), flush=True)
+"""
+
+
+def test_unique_enqueues_race_to_one_task_per_key(
+    db: QueueDatabase, backend_name: str, db_path: Path, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    # On PostgreSQL the fixture is the schema `db` was opened on (one per test).
+    pg = backend_name == "postgresql"
+    target = list(request.getfixturevalue("postgres_schema")) if pg else [str(db_path), "-"]
+    go = tmp_path / "go-unique"
+    code = UNIQUE_CHILD.format(here=str(CHILD.parent))
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, *target, str(go)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(PROCESSES)
+    ]
+    try:
+        for proc in procs:
+            assert proc.stdout is not None
+            assert proc.stdout.readline().strip() == "ready", proc.stderr.read() if proc.stderr else ""
+        go.touch()
+        results = []
+        for proc in procs:
+            out, err = proc.communicate(timeout=120)
+            assert proc.returncode == 0, err
+            results.append([int(x) for x in out.split()])
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=30)
+    # Every process got the same id for each payload, and only 40 tasks exist.
+    assert all(ids == results[0] for ids in results)
+    assert len(set(results[0])) == 40
+    assert QueueClient(db).count_by_status()["queued"] == 40
