@@ -12,6 +12,7 @@ from prismq.queue import (
     QueueClient,
     QueueDatabase,
     QueueWorker,
+    TaskSpec,
     TaskStatus,
     Unique,
     ValidationError,
@@ -253,3 +254,26 @@ def test_migrate_keeps_concurrency_and_unique_keys(make_db, tmp_path) -> None:
     got = claim(target, 10, ["t"])
     got += claim(target, 10, ["t"])
     assert len([i for i in got if i in keyed]) == 1
+
+
+def test_enqueue_many_with_keys_and_unique(client: QueueClient, db: QueueDatabase) -> None:
+    client.set_concurrency_limit(1, key="tenant")
+    ids = client.enqueue_many(
+        [
+            TaskSpec("t", {"n": 1}, concurrency_key="tenant"),
+            {"task_type": "t", "payload": {"n": 2}, "concurrency_key": "tenant"},
+            TaskSpec("t", {"n": 3}),
+            TaskSpec("u", {"same": 1}, unique=Unique()),
+            {"task_type": "u", "payload": {"same": 1}, "unique": Unique()},
+        ]
+    )
+    assert ids[3] == ids[4]
+    assert len(set(ids)) == 4
+    got = claim(db, 10, ["t"]) + claim(db, 10, ["t"]) + claim(db, 10, ["t"])
+    assert ids[2] in got
+    assert len([i for i in got if i in ids[:2]]) == 1
+    with pytest.raises(DuplicateTaskError):
+        client.enqueue_many([TaskSpec("v"), TaskSpec("u", {"same": 1}, unique=Unique(on_duplicate="raise"))])
+    assert client.count_by_type().get("v") is None  # the whole batch was refused
+    with pytest.raises(ValidationError, match="task #1: concurrency_key must be a non-empty string"):
+        client.enqueue_many([TaskSpec("t"), TaskSpec("t", concurrency_key="")])

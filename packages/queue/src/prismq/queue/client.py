@@ -10,7 +10,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from .backends.base import NewTask, PageQuery, QueueStats, TaskQuery
+from .backends.base import FlowTask, NewTask, PageQuery, QueueStats, TaskQuery
 from .database import QueueDatabase
 from .errors import (
     QueueTimeoutError,
@@ -68,6 +68,12 @@ class TaskSpec:
     max_attempts: int | None = None
     retry_policy: RetryPolicy | None = None
     idempotency_key: str | None = None
+    concurrency_key: str | None = None
+    unique: Unique | None = None
+
+
+_FLOW_FIELDS = 2
+"""The last ``TaskSpec`` fields (``concurrency_key``, ``unique``), not passed to ``_prepare``."""
 
 
 @dataclass(frozen=True)
@@ -364,29 +370,44 @@ class QueueClient:
         )
         if concurrency_key is None and unique is None:
             return self.backend.insert_tasks((new,), now)[0][0]
+        flow = self._flow_task(new, concurrency_key, unique, idempotency_key, now)
+        return self.backend.insert_flow_tasks((flow,), now)[0][0]
+
+    def _flow_task(
+        self, new: NewTask, concurrency_key: object, unique: object, idempotency_key: object, now: float
+    ) -> FlowTask:
+        """Validate a task's flow-control options and bind them to its row.
+
+        Raises:
+            ValidationError: A bad concurrency key, ``unique`` not a :class:`Unique`, or
+                both ``unique`` and ``idempotency_key``.
+        """
         key = validate_concurrency_key(concurrency_key)
         if unique is None:
-            return self.backend.insert_flow_task(new, now, key, None, 0.0, (), False)[0]
+            return FlowTask(new, key)
         if not isinstance(unique, Unique):
             raise ValidationError(f"unique must be a Unique, got {type(unique).__name__}")
         if idempotency_key is not None:
             raise ValidationError("give either idempotency_key or unique, not both")
         since = 0.0 if unique.period is None else now - unique.period
-        return self.backend.insert_flow_task(
+        return FlowTask(
             new,
-            now,
             key,
             unique_key_for(unique, new.task_type, new.payload_json),
             since,
             unique.statuses,
             unique.on_duplicate == "raise",
-        )[0]
+        )
 
     def enqueue_many(self, tasks: Iterable[TaskSpec | Mapping[str, Any]]) -> list[int]:
         """Add many tasks in one transaction: all of them, or none.
 
         Every task is validated before anything is written, so one bad task rejects the
         whole batch with the error for that task (its index in the message).
+
+        A task with ``unique`` equal to a pending task, or to one earlier in the same
+        batch, gives that task's id (or, with ``on_duplicate="raise"``, the whole batch
+        is refused with :class:`~prismq.queue.errors.DuplicateTaskError`).
 
         Args:
             tasks: :class:`TaskSpec` objects or dicts with ``enqueue``'s parameter names.
@@ -398,9 +419,11 @@ class QueueClient:
         prepare = self._prepare
         type_defaults: dict[str, tuple[int, str]] = {}
         prepared: list[NewTask] = []
+        flows: dict[int, FlowTask] = {}  # tasks with a concurrency key or a unique option
         for index, spec in enumerate(tasks):
             try:
                 if isinstance(spec, TaskSpec):  # the common case: its fields as they are
+                    options = (spec.concurrency_key, spec.unique, spec.idempotency_key)
                     new = prepare(
                         spec.task_type,
                         spec.payload,
@@ -414,11 +437,18 @@ class QueueClient:
                         type_defaults,
                     )
                 else:
-                    new = prepare(*_mapping_fields(spec), now, type_defaults)
+                    values = _mapping_fields(spec)
+                    new = prepare(*values[:-_FLOW_FIELDS], now, type_defaults)
+                    options = (values[-2], values[-1], values[-3])
+                if options[0] is not None or options[1] is not None:
+                    flows[index] = self._flow_task(new, *options, now)
             except ValidationError as exc:
                 raise type(exc)(f"task #{index}: {exc}") from None
             prepared.append(new)
-        return [task_id for task_id, _ in self.backend.insert_tasks(prepared, now)]
+        if not flows:
+            return [task_id for task_id, _ in self.backend.insert_tasks(prepared, now)]
+        batch = [flows.get(i) or FlowTask(new) for i, new in enumerate(prepared)]
+        return [task_id for task_id, _ in self.backend.insert_flow_tasks(batch, now)]
 
     # -- flow control ------------------------------------------------------------
     def set_concurrency_limit(

@@ -25,6 +25,7 @@ __all__ = [
     "CHECKPOINT_MODES",
     "COPY_TABLES",
     "Backend",
+    "FlowTask",
     "KeysetPage",
     "NewTask",
     "PageQuery",
@@ -51,6 +52,26 @@ class NewTask(NamedTuple):
     max_attempts: int
     retry_policy_json: str
     idempotency_key: str | None = None
+
+
+class FlowTask(NamedTuple):
+    """A task to insert with flow-control keys (see :mod:`prismq.queue.flow`).
+
+    Attributes:
+        task: The validated task.
+        concurrency_key: The key its limits count it under, or ``None``.
+        unique_key: Its unique key, or ``None`` (not unique).
+        unique_since: Equal tasks created before this epoch time do not count.
+        unique_statuses: The statuses an equal task must be in to count.
+        raise_on_duplicate: Raise instead of returning the equal task's id.
+    """
+
+    task: NewTask
+    concurrency_key: str | None = None
+    unique_key: str | None = None
+    unique_since: float = 0.0
+    unique_statuses: tuple[str, ...] = ()
+    raise_on_duplicate: bool = False
 
 
 @dataclass(frozen=True)
@@ -485,20 +506,12 @@ class Backend(Protocol):
         """Per limited scope: ``(tasks leased now, claims within its rate period)``."""
         ...
 
-    def insert_flow_task(
-        self,
-        task: NewTask,
-        now: float,
-        concurrency_key: str | None,
-        unique_key: str | None,
-        unique_since: float,
-        unique_statuses: Sequence[str],
-        raise_on_duplicate: bool,
-    ) -> tuple[int, bool]:
-        """Insert a task with a concurrency key and/or unique key; ``(id, inserted)``.
+    def insert_flow_tasks(self, tasks: Sequence[FlowTask], now: float) -> list[tuple[int, bool]]:
+        """Insert tasks with concurrency and/or unique keys in one transaction; ``(id, inserted)``.
 
         Raises:
-            DuplicateTaskError: An equal pending task exists and ``raise_on_duplicate``.
+            DuplicateTaskError: An equal pending task exists and the task says to raise
+                (nothing of the call is written).
         """
         ...
 

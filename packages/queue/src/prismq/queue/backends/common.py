@@ -34,7 +34,7 @@ from ..errors import (
 from ..flow import ClaimGate, FlowLimit, plan_claim
 from ..models import Task, TaskStatus, UndecodableValue, WorkerInfo, epoch_to_datetime
 from ..strategies import Ordering, SchedulingStrategy
-from .base import COPY_TABLES, KeysetPage, NewTask, PageQuery, QueueStats, TaskQuery, TaskUpdate
+from .base import COPY_TABLES, FlowTask, KeysetPage, PageQuery, QueueStats, TaskQuery, TaskUpdate
 from .runstore import RUN_COLUMNS
 
 __all__ = [
@@ -561,56 +561,49 @@ class SQLQueueBackend:
         rows = self.db.read(lambda c: c.execute(self.queries["flow_limits_for_claim"], params).fetchall())
         return {(r[0], r[1]): (r[5], r[6]) for r in rows}
 
-    def insert_flow_task(
-        self,
-        task: NewTask,
-        now: float,
-        concurrency_key: str | None,
-        unique_key: str | None,
-        unique_since: float,
-        unique_statuses: Sequence[str],
-        raise_on_duplicate: bool,
-    ) -> tuple[int, bool]:
-        """Insert one task with a concurrency key and/or a unique key.
+    def insert_flow_tasks(self, tasks: Sequence[FlowTask], now: float) -> list[tuple[int, bool]]:
+        """Insert tasks with concurrency keys and/or unique keys, all in one transaction.
 
-        With a unique key, an equal task (same key, in one of ``unique_statuses``,
-        created at or after ``unique_since``) found in the same transaction is returned
-        as ``(its id, False)``, or raised as :class:`DuplicateTaskError`.
+        A task with a unique key whose equal task (same key, in one of its statuses,
+        created at or after its ``unique_since``) exists, or was inserted earlier in the
+        same call, gives ``(that id, False)``, or raises :class:`DuplicateTaskError` (and
+        nothing is written) when it says to raise.
         """
         queries = self.queries
-        row = {
-            "task_type": task.task_type,
-            "payload": task.payload_json,
-            "priority": task.priority,
-            "run_after": task.run_after,
-            "max_attempts": task.max_attempts,
-            "retry_policy": task.retry_policy_json,
-            "idempotency_key": task.idempotency_key,
-            "now": now,
-            "concurrency_key": concurrency_key,
-            "unique_key": unique_key,
-        }
 
-        def work(conn: Any) -> tuple[int, bool]:
-            if unique_key is not None:
+        def one(conn: Any, flow: FlowTask) -> tuple[int, bool]:
+            task = flow.task
+            if flow.unique_key is not None:
                 if "lock_unique_key" in queries:
-                    conn.execute(queries["lock_unique_key"], {"unique_key": unique_key})
+                    conn.execute(queries["lock_unique_key"], {"unique_key": flow.unique_key})
                 found = conn.execute(
                     queries["find_unique"],
                     {
-                        "unique_key": unique_key,
-                        "since": unique_since,
-                        "statuses": self._array(list(unique_statuses)),
+                        "unique_key": flow.unique_key,
+                        "since": flow.unique_since,
+                        "statuses": self._array(list(flow.unique_statuses)),
                     },
                 ).fetchone()
                 if found is not None:
-                    if raise_on_duplicate:
+                    if flow.raise_on_duplicate:
                         raise DuplicateTaskError(
                             f"an equal {task.task_type!r} task is already pending (task {found[0]}); "
                             "it was not enqueued again",
                             found[0],
                         )
                     return found[0], False
+            row = {
+                "task_type": task.task_type,
+                "payload": task.payload_json,
+                "priority": task.priority,
+                "run_after": task.run_after,
+                "max_attempts": task.max_attempts,
+                "retry_policy": task.retry_policy_json,
+                "idempotency_key": task.idempotency_key,
+                "now": now,
+                "concurrency_key": flow.concurrency_key,
+                "unique_key": flow.unique_key,
+            }
             inserted = conn.execute(queries["insert_task_flow"], row).fetchone()
             if inserted is not None:
                 return inserted[0], True
@@ -619,7 +612,7 @@ class SQLQueueBackend:
             ).fetchone()
             return existing[0], False
 
-        return tuple(self.db.write(work))  # type: ignore[return-value]
+        return list(self.db.write(lambda conn: [one(conn, flow) for flow in tasks]))
 
     def _bury_undecodable(self, tasks: list[Task], worker_id: str, now: float) -> list[Task]:
         """Make claimed tasks whose payload cannot be decoded dead; return the others.
