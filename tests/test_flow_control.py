@@ -277,3 +277,22 @@ def test_enqueue_many_with_keys_and_unique(client: QueueClient, db: QueueDatabas
     assert client.count_by_type().get("v") is None  # the whole batch was refused
     with pytest.raises(ValidationError, match="task #1: concurrency_key must be a non-empty string"):
         client.enqueue_many([TaskSpec("t"), TaskSpec("t", concurrency_key="")])
+
+
+def test_rate_limit_holds_when_claims_commit_out_of_time_order(
+    client: QueueClient, db: QueueDatabase
+) -> None:
+    # A claim takes its time before it waits for the lock, so a claim with an earlier time
+    # can commit after one with a later time; the later one must not forget starts the
+    # earlier one still has to count.
+    client.set_rate_limit(2, 10.0, task_type="t")
+    strategy = FIFOStrategy()
+    base = db.now() + 1000  # every task is ready by then
+    client.enqueue("t")
+    client.enqueue("t")
+    assert len(db.backend.claim("w", ["t"], strategy, 5, 600.0, base)) == 2  # two starts at base
+    client.enqueue("t")
+    assert len(db.backend.claim("w", ["t"], strategy, 5, 600.0, base + 10.5)) == 1  # one more, at base + 10.5
+    client.enqueue("t")
+    # At base + 5 the window (base - 5, base + 5] already holds the two starts at base.
+    assert db.backend.claim("w", ["t"], strategy, 5, 600.0, base + 5) == []

@@ -34,6 +34,7 @@ from .validation import is_int, is_number, validate_task_type
 
 __all__ = [
     "MAX_CONCURRENCY_KEY_LENGTH",
+    "START_KEPT_EXTRA",
     "ClaimGate",
     "FlowLimit",
     "Unique",
@@ -44,6 +45,13 @@ __all__ = [
 ]
 
 MAX_CONCURRENCY_KEY_LENGTH = 200
+START_KEPT_EXTRA = 60.0
+"""Seconds a recorded claim is kept beyond its rate period.
+
+A claim takes its time before it waits for the lock, so claims can commit out of time
+order; a claim deleting starts just one period old could delete some that a slower
+claim, with an earlier time, must still count.
+"""
 UNIQUE_STATES: dict[str, tuple[str, ...]] = {
     "queued": ("queued",),
     "active": ("queued", "leased"),

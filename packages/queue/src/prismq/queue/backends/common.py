@@ -31,7 +31,7 @@ from ..errors import (
     TaskStateError,
     ValidationError,
 )
-from ..flow import ClaimGate, FlowLimit, plan_claim
+from ..flow import START_KEPT_EXTRA, ClaimGate, FlowLimit, plan_claim
 from ..models import Task, TaskStatus, UndecodableValue, WorkerInfo, epoch_to_datetime
 from ..strategies import Ordering, SchedulingStrategy
 from .base import COPY_TABLES, FlowTask, KeysetPage, PageQuery, QueueStats, TaskQuery, TaskUpdate
@@ -528,7 +528,8 @@ class SQLQueueBackend:
         rated = json.dumps([[limit.task_type, limit.key] for limit in gate.rated])
         conn.execute(self.queries["add_flow_starts"], {"rated": rated, "ids": self._array(ids), "now": now})
         for limit in gate.rated:  # claims older than a period no longer count
-            scope = {"task_type": limit.task_type, "key": limit.key, "before": now - (limit.period or 0.0)}
+            before = now - (limit.period or 0.0) - START_KEPT_EXTRA
+            scope = {"task_type": limit.task_type, "key": limit.key, "before": before}
             conn.execute(self.queries["forget_flow_starts"], scope)
 
     def set_limit(self, kind: str, task_type: str, key: str, limit: int, period: float | None) -> None:

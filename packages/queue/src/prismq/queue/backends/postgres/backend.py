@@ -56,7 +56,7 @@ from typing import Any, ClassVar
 import psycopg
 
 from ...errors import BackupError
-from ...flow import ClaimGate
+from ...flow import START_KEPT_EXTRA, ClaimGate
 from ...models import WorkerInfo
 from ...strategies import SchedulingStrategy
 from ..base import NewTask, checkpoint_mode, chunked
@@ -213,6 +213,7 @@ class PostgresBackend(SQLQueueBackend):
             "rated_periods": [limit.period for limit in gate.rated],
             "ids": ids,
             "now": now,
+            "kept_extra": START_KEPT_EXTRA,
         }
         conn.execute(Q["add_flow_starts"], params)
 

@@ -454,8 +454,8 @@ FROM flow_limits l
 WHERE %(task_types)s::text[] IS NULL OR l.task_type = '' OR l.task_type = ANY (%(task_types)s::text[]);
 
 -- One start per claimed task (:ids) under each rate limit covering it (rated_types and
--- rated_keys), and the starts of those limits older than their period forgotten: one
--- statement, one round trip.
+-- rated_keys), and the starts of those limits older than their period (and kept_extra)
+-- forgotten: one statement, one round trip.
 -- name: add_flow_starts
 WITH rated AS (
     SELECT r.task_type, r.concurrency_key, r.period
@@ -464,7 +464,7 @@ WITH rated AS (
 ), forgotten AS (
     DELETE FROM flow_starts s USING rated
     WHERE s.task_type = rated.task_type AND s.concurrency_key = rated.concurrency_key
-      AND s.started_at <= %(now)s - rated.period
+      AND s.started_at <= %(now)s - rated.period - %(kept_extra)s
 )
 INSERT INTO flow_starts (task_type, concurrency_key, started_at)
 SELECT rated.task_type, rated.concurrency_key, %(now)s
