@@ -36,6 +36,12 @@ DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 TEST_TIMEOUT = 180
 
 RUFF = "ruff==0.17.6"
+# Spelling of the code and the docs; its settings (what to skip, real words it does not
+# know) are in pyproject.toml under [tool.codespell].
+CODESPELL = "codespell[toml]==2.4.3"
+# mypy --strict over the package and tests/typing (settings in pyproject.toml); it reads
+# the types of the package's dependencies, so they are installed beside it.
+MYPY_DEPS = ["mypy==1.19.1", "types-PyYAML", "django-stubs", "pytest>=8.1"]
 TEST_DEPS = [
     "pytest>=8.1",
     "hypothesis>=6",
@@ -54,8 +60,14 @@ DOCS_DEPS = [
     "pymdown-extensions==13.1.2",
 ]
 PYTHON_PATHS = ["packages", "tests", "benchmarks", "diagrams", "_meta", "noxfile.py"]
-MARKDOWN_SOURCES = ["README.md", "CONTRIBUTING.md", "_meta/docs"]
-MARKDOWNLINT_GLOBS = ["_meta/docs/**/*.md", "README.md", "CONTRIBUTING.md", "#node_modules"]
+MARKDOWN_SOURCES = ["README.md", "CONTRIBUTING.md", "packages/queue/README.md", "_meta/docs"]
+MARKDOWNLINT_GLOBS = [
+    "_meta/docs/**/*.md",
+    "README.md",
+    "CONTRIBUTING.md",
+    "packages/queue/README.md",
+    "#node_modules",
+]
 # Hosts that must never appear in the built HTML: the site is served with no network.
 CDN_PATTERN = re.compile(r"unpkg\.com|jsdelivr\.net|googleapis\.com|gstatic\.com|cdnjs\.|//cdn\.", re.I)
 
@@ -161,7 +173,7 @@ def _build_site(session: nox.Session, site_dir: Path) -> None:
 @nox.session
 def tests(session: nox.Session) -> None:
     """The test suite (SQLite and PostgreSQL). Posargs go to pytest."""
-    session.install("-e", _package("cli", "postgres", "dashboard"), *TEST_DEPS)
+    session.install("-e", _package("cli", "postgres", "dashboard", "django"), *TEST_DEPS)
     # A hung test fails after TEST_TIMEOUT seconds instead of eating the CI budget.
     timeout = (
         [] if any(arg.startswith("--timeout") for arg in session.posargs) else [f"--timeout={TEST_TIMEOUT}"]
@@ -172,11 +184,12 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """Ruff over the code and the docs' Python examples; markdownlint over the Markdown.
+    """Ruff over the code and the docs' Python examples; mypy --strict; markdownlint over the
+    Markdown; codespell over both.
 
     Every check runs even when an earlier one fails, so one run reports everything.
     """
-    session.install(RUFF)
+    session.install(RUFF, CODESPELL, *MYPY_DEPS, "-e", _package("postgres", "yaml", "dashboard", "django"))
     node_external = _npm_ci(session)
     failed: list[str] = []
 
@@ -187,6 +200,7 @@ def lint(session: nox.Session) -> None:
             failed.append(name)
 
     paths = _existing(PYTHON_PATHS)
+    check("mypy --strict", "mypy")
     check("ruff check", "ruff", "check", *paths)
     check("ruff format", "ruff", "format", "--check", *paths)
     markdown = _existing(MARKDOWN_SOURCES)
@@ -200,6 +214,11 @@ def lint(session: nox.Session) -> None:
             check(
                 "ruff check (Markdown)", "ruff", "check", "--config", config, "--ignore", "D,RUF100", folder
             )
+    check(
+        "codespell",
+        "codespell",
+        *_existing([*PYTHON_PATHS, *MARKDOWN_SOURCES, "mkdocs.yml", "pyproject.toml"]),
+    )
     check(
         "markdownlint",
         "npx",
@@ -223,7 +242,7 @@ def docs(session: nox.Session) -> None:
 @nox.session
 def doctest(session: nox.Session) -> None:
     """Run every Python example of the Markdown docs and of the docstrings."""
-    session.install("-e", _package("cli", "postgres", "dashboard"), *TEST_DEPS)
+    session.install("-e", _package("cli", "postgres", "dashboard", "django"), *TEST_DEPS)
     # The PostgreSQL examples get a schema of their own on the test server (see the plugin).
     env = {**_postgres_env(), "PYTHONPATH": str(TOOLS)}
     plugin = ("-p", "markdown_docs_fixtures")
@@ -239,8 +258,11 @@ def doctest(session: nox.Session) -> None:
         f"{PACKAGE}/src",
         env=env,
     )
+    # The CLI reference and the tables that restate the code are current (a diff otherwise;
+    # fix with: python _meta/tools/generate_docs.py).
+    session.run("python", str(TOOLS / "generate_docs.py"), "--check")
     # Every fence above really ran (none hidden in an admonition, a tab or an indent),
-    # and the generated diagrams are current.
+    # every example asserts what it prints, and the generated diagrams are current.
     session.run("pytest", "tests/docs")
 
 
@@ -286,7 +308,18 @@ def browser(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """The full benchmark run against the peer queues. Posargs go to benchmarks/run.py."""
-    session.install("-e", f"{PACKAGE}[cli,postgres]", "huey", "persist-queue", "litequeue", "procrastinate")
+    # The peers timed end to end (benchmarks/e2e/): Redis-backed ones use database 7 only.
+    peers = (
+        "huey",
+        "persist-queue",
+        "litequeue",
+        "procrastinate",
+        "dramatiq[redis]",
+        "celery[redis]",
+        "rq",
+        "redis",
+    )
+    session.install("-e", f"{PACKAGE}[cli,postgres]", *peers)
     session.run("python", "benchmarks/run.py", *session.posargs, env=_postgres_env())
 
 
@@ -300,5 +333,5 @@ def bench_smoke(session: nox.Session) -> None:
 @nox.session
 def soak(session: nox.Session) -> None:
     """The reliability tests at soak size (minutes; not part of the default run)."""
-    session.install("-e", _package("cli", "postgres"), *TEST_DEPS)
+    session.install("-e", _package("cli", "postgres", "dashboard", "django"), *TEST_DEPS)
     session.run("pytest", "tests/reliability", *session.posargs, env={**_postgres_env(), "PRISMQ_SOAK": "1"})

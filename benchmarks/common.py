@@ -52,6 +52,8 @@ class Settings:
         backlog_samples: Timed claims per (strategy, backlog size).
         backlog_block: Claims timed per size before moving on to the next size.
         memory_tasks: Tasks the memory-measuring worker drains.
+        e2e_tasks: Tasks per end-to-end run of a worker command.
+        e2e_repeat: Runs of each worker command end to end (the median is reported).
         pragmas: The SQLite PRAGMAs both PrismQ and the raw baseline use.
     """
 
@@ -69,6 +71,8 @@ class Settings:
     backlog_samples: int = 300
     backlog_block: int = 25
     memory_tasks: int = 20_000
+    e2e_tasks: int = 20_000
+    e2e_repeat: int = 3
     pragmas: dict[str, str | int] = field(default_factory=lambda: dict(DEFAULT_PRAGMAS))
 
     @classmethod

@@ -186,6 +186,40 @@ def _peers_chart(scenario: dict[str, Any]) -> list[str]:
     return _chart(f"Drain with {top} worker processes (tasks/s)", labels, values, "tasks/s")
 
 
+def _endtoend_table(scenario: dict[str, Any]) -> list[str]:
+    """Every worker command measured end to end, fastest first, with its exactly-once count."""
+    samples = scenario.get("samples", {})
+    if not samples:
+        return []
+    params = scenario.get("params", {})
+    lines = [
+        f"{params.get('tasks', 0):,} no-op tasks per run (fewer for a peer too slow for that), median of "
+        f"{params.get('repeat', 1)} runs (one for a side whose run takes over 30 s), start-up included:",
+        "",
+        "| Worker command | Store | tasks/s | Runs | Tasks | Duplicates | Lost |",
+        "| --- | --- | ---: | --- | ---: | ---: | ---: |",
+    ]
+    for name, sample in sorted(samples.items(), key=lambda item: -item[1]["rate"]):
+        runs = ", ".join(f"{r:,.0f}" for r in sample.get("rates", []))
+        tasks = sample.get("tasks", params.get("tasks", 0))
+        lines.append(
+            f"| {name} | {sample['database']} | {sample['rate']:,.0f} | {runs} | "
+            f"{tasks:,} | {sample['duplicates']:,} | {sample['lost']:,} |"
+        )
+    lines.append("")
+    for note in scenario.get("notes", []):
+        lines.append(f"- {note}")
+    if scenario.get("notes"):
+        lines.append("")
+    top = sorted(samples.items(), key=lambda item: -item[1]["rate"])
+    labels = [
+        f"{s['library'].replace(' Queue', '')} {s['database']} {s['processes']}×{s['concurrency']}"
+        for _, s in top
+    ]
+    lines += _chart("End to end (tasks/s)", labels, [s["rate"] for _, s in top], "tasks/s")
+    return lines
+
+
 def render(results: dict[str, Any]) -> str:
     """The Markdown fragment for a results document."""
     m = results["machine"]
@@ -230,6 +264,8 @@ def render(results: dict[str, Any]) -> str:
             lines += _drain_chart(scenario)
         if name == "peers":
             lines += _peers_chart(scenario)
+        if name == "endtoend":
+            lines += _endtoend_table(scenario)
         guarantees = scenario.get("guarantees", {})
         if isinstance(guarantees, dict) and guarantees:
             lines += ["| Library | What happens to a task whose worker dies |", "| --- | --- |"]

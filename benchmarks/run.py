@@ -34,8 +34,11 @@ from common import Settings, load_average, machine_info  # noqa: E402
 CORE_SCENARIOS = ("enqueue", "drain", "backlog", "memory", "writes")
 # Scenarios that live beside the core ones and run when their module is present.
 OPTIONAL_SCENARIOS = ("wakeup", "peers", "postgres", "flow")
-SCENARIOS = CORE_SCENARIOS + tuple(
-    name for name in OPTIONAL_SCENARIOS if (HERE / "scenarios" / f"{name}.py").is_file()
+# The end-to-end worker commands come first: that is the number users see.
+SCENARIOS = (
+    "endtoend",
+    *CORE_SCENARIOS,
+    *(name for name in OPTIONAL_SCENARIOS if (HERE / "scenarios" / f"{name}.py").is_file()),
 )
 DEFAULT_OUT = HERE / "results" / "latest.json"
 
@@ -102,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.sizes:
         settings.backlog_sizes = args.sizes
     if args.repeat:
-        settings.repeat = max(1, args.repeat)
+        settings.repeat = settings.e2e_repeat = max(1, args.repeat)
     if args.drain_tasks:
         settings.drain_tasks = args.drain_tasks
     if args.processes:

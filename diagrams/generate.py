@@ -3,7 +3,8 @@
 Two Mermaid files are written under ``_meta/docs/queue/diagrams/``:
 
 * ``schema.mmd``: an ``erDiagram`` of the live schema of a freshly initialised SQLite
-  queue database (tables, columns, types, keys; indexes listed as comments).
+  queue database (tables, columns, types, keys; each column names the indexes that use it, and
+  every index definition is listed as a comment).
 * ``state-machine.mmd``: a ``stateDiagram-v2`` of
   :data:`prismq.queue.models.TASK_TRANSITIONS`, with the event names as labels.
 
@@ -66,6 +67,8 @@ def _schema_lines(conn: sqlite3.Connection) -> list[str]:
         columns = conn.execute(f"PRAGMA table_info({table!r})").fetchall()
         indexes = conn.execute(f"PRAGMA index_list({table!r})").fetchall()
         unique_columns: set[str] = set()
+        # Column -> the indexes whose key or WHERE clause names it (shown on the column).
+        indexed_by: dict[str, list[str]] = {}
         for _seq, index_name, unique, origin, partial in indexes:
             index_columns = [row[2] for row in conn.execute(f"PRAGMA index_info({index_name!r})")]
             if unique and len(index_columns) == 1:
@@ -73,6 +76,10 @@ def _schema_lines(conn: sqlite3.Connection) -> list[str]:
             sql_row = conn.execute("SELECT sql FROM sqlite_master WHERE name = ?", (index_name,)).fetchone()
             if sql_row and sql_row[0]:
                 definition = " ".join(sql_row[0].split())
+                body = definition.split(" ON ", 1)[-1]
+                for column in (row[1] for row in conn.execute(f"PRAGMA table_info({table!r})")):
+                    if re.search(rf"\b{re.escape(column)}\b", body):
+                        indexed_by.setdefault(column, []).append(index_name)
             else:
                 kind = {"pk": "primary key", "u": "UNIQUE constraint"}.get(origin, origin)
                 definition = f"{index_name} ON {table} ({', '.join(index_columns)}), from the {kind}"
@@ -101,6 +108,8 @@ def _schema_lines(conn: sqlite3.Connection) -> list[str]:
                 notes.append("not null")
             if default is not None:
                 notes.append(f"default {default}")
+            if name in indexed_by:
+                notes.append("in " + " and ".join(sorted(indexed_by[name])))
             entry = f"        {_mermaid_type(declared)} {name}"
             if keys:
                 entry += " " + ", ".join(keys)

@@ -90,7 +90,7 @@ def test_from_env_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     config = QueueConfig.from_env(env)
     assert config.worker_id == f"{socket.gethostname()}-{os.getpid()}" == default_worker_id()
     assert config.lease_duration == DEFAULT_LEASE_DURATION == 60.0
-    assert config.max_workers == (os.cpu_count() or 1)
+    assert config.max_workers == 1
     assert Path(config.db_path) == default_db_path(environ=env)
 
 

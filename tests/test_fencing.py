@@ -88,7 +88,7 @@ def test_stale_token_via_backend_is_refused(reclaimed: Reclaimed, clocked_db: Qu
     with pytest.raises(LeaseLostError):
         backend.renew_lease(stale, now + 100, now)
     with pytest.raises(LeaseLostError):
-        backend.update_progress(stale, 50.0, None, now)
+        backend.update_progress(stale, 50.0, None, now + 100, now)
     with pytest.raises(LeaseLostError):
         backend.finish_attempt(stale, TaskStatus.DEAD, None, "x", None, True, now)
     # B's worker id with A's token is refused too: the token, not only the id, is the fence.

@@ -18,13 +18,13 @@ PACKAGE = Path(__file__).resolve().parents[1] / "packages" / "queue" / "src" / "
 ROOT = "prismq.queue"
 
 LAYERS = (
-    ("errors", "models", "validation", "retry", "strategies", "config", "flow"),
+    ("errors", "models", "validation", "payloads", "retry", "strategies", "config", "flow"),
     ("backends",),
     ("database",),
-    ("client", "worker", "migrate"),
+    ("client", "aio", "worker", "migrate"),
     ("runtime",),
-    ("integrations", "dashboard"),
-    ("cli", "__main__", ""),
+    ("tasks", "integrations", "dashboard", "testing"),
+    ("pytest_plugin", "contrib", "cli", "__main__", ""),
 )
 """Lowest first; a module's layer is that of its first name under ``prismq.queue``."""
 

@@ -541,3 +541,56 @@ def test_registering_same_id_again_replaces_the_entry(clocked_db: QueueDatabase,
     QueueWorker(clocked_db, "same", strategy="lifo")
     (info,) = qc.list_workers()
     assert info.strategy == "lifo"
+
+
+def test_update_progress_renews_the_lease(
+    clocked_db: QueueDatabase, qc: QueueClient, clock: FakeClock
+) -> None:
+    """Reporting progress keeps a long task's lease alive, like renew_lease()."""
+    qc.enqueue("job")
+    worker = QueueWorker(clocked_db, "w", lease_duration=60)
+    task = worker.claim_next_task()
+    assert task is not None
+    assert task.lease_until is not None
+    claimed_until = task.lease_until.timestamp()
+    clock.now += 50
+    updated = worker.update_progress(task, 30, "still going")
+    assert updated.lease_until is not None
+    assert updated.lease_until.timestamp() == clock.now + 60 > claimed_until
+    # Past the claim's original lease: the task is not reclaimed, the worker still holds it.
+    clock.now += 50
+    assert QueueWorker(clocked_db, "thief").claim_next_task() is None
+    worker.complete_task(task)
+    assert qc.get(task.id).status.value == "completed"
+
+
+def test_update_progress_never_shortens_a_longer_lease(
+    clocked_db: QueueDatabase, qc: QueueClient, clock: FakeClock
+) -> None:
+    qc.enqueue("job")
+    worker = QueueWorker(clocked_db, "w", lease_duration=60)
+    task = worker.claim_next_task()
+    assert task is not None
+    long = worker.renew_lease(task, extend_by=600)
+    assert long.lease_until is not None
+    updated = worker.update_progress(task, 10)
+    assert updated.lease_until == long.lease_until
+
+
+def test_update_progress_after_reclaim_does_not_renew(
+    clocked_db: QueueDatabase, qc: QueueClient, clock: FakeClock
+) -> None:
+    """The renewal is fenced: a worker whose lease was reclaimed cannot extend the new holder's."""
+    qc.enqueue("job")
+    late = QueueWorker(clocked_db, "late", lease_duration=60)
+    task = late.claim_next_task()
+    assert task is not None
+    clock.now += 61
+    fresh = QueueWorker(clocked_db, "fresh", lease_duration=60)
+    taken = fresh.claim_next_task()
+    assert taken is not None
+    assert taken.id == task.id
+    with pytest.raises(LeaseLostError):
+        late.update_progress(task, 90)
+    assert qc.get(task.id).lease_until == taken.lease_until
+    assert qc.get(task.id).locked_by == "fresh"

@@ -34,7 +34,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON_LANGS = frozenset({"python", "py", "python3"})
-DEFAULT_SOURCES = ("README.md", "CONTRIBUTING.md", "_meta/docs")
+DEFAULT_SOURCES = ("README.md", "CONTRIBUTING.md", "packages/queue/README.md", "_meta/docs")
 
 _OPEN = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})(?P<info>.*)$")
 _REASON_COMMENT = re.compile(r"^\s*<!--\s*notest\s*:\s*(?P<reason>\S.*?)\s*-->\s*$")

@@ -262,7 +262,7 @@ def run(settings: Settings) -> dict[str, Any]:
     checks += single_checks
     for side, label in (
         ("prismq", "claim_next_task + complete_task"),
-        (FOLDED, "complete_and_claim (QueueWorker.run's loop)"),
+        (FOLDED, "complete_and_claim loop (engine only, not the worker)"),
     ):
         for count, sides in single.items():
             p = median([r["rate"] for r in sides[side]])

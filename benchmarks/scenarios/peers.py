@@ -7,8 +7,8 @@ twice, a loss is a task that never ran. Some peers are not made for several proc
 on one file; their duplicates and losses are results, not benchmark errors.
 
 Libraries (each skipped with a note when it is not installed; ``nox -s bench`` installs
-them): PrismQ Queue (``complete_and_claim``, the one-task-at-a-time loop its worker
-runtime uses: each completion claims the next task in the same transaction), the minimal raw sqlite3
+them): PrismQ Queue (a ``complete_and_claim`` engine loop: each completion claims the next
+task in the same transaction; the worker command itself is timed in ``endtoend``), the minimal raw sqlite3
 queue, huey (``SqliteHuey`` run by its own consumer with process workers and default
 settings), persist-queue (``SQLiteAckQueue``: ``get`` + ``ack``) and litequeue
 (``LiteQueue``: ``pop`` + ``done``).

@@ -46,6 +46,7 @@ def _env(*paths: Path) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([*(str(p) for p in paths), str(SRC), env.get("PYTHONPATH", "")])
     env.pop("PRISMQ_QUEUE_DB_PATH", None)
+    env.pop("PRISMQ_QUEUE_MAX_WORKERS", None)
     env["COLUMNS"] = "200"
     return env
 

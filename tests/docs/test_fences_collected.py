@@ -79,7 +79,7 @@ def _expected(files: list[Path], root: Path) -> set[tuple[str, int]]:
 
 def test_the_docs_have_executed_examples() -> None:
     files = doc_fences.markdown_files()
-    assert files, "no Markdown found under README.md, CONTRIBUTING.md, _meta/docs"
+    assert files, "no Markdown found under README.md, CONTRIBUTING.md, packages/queue/README.md, _meta/docs"
     assert _expected(files, ROOT), "the Markdown docs have no executed ```python example"
 
 

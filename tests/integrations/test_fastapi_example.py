@@ -136,3 +136,29 @@ def test_restart_reruns_an_interrupted_rerunnable_run(
     with TestClient(example.create_app(database)) as client:
         done = wait_for(client, run_id, lambda b: b["status"] == "completed")
         assert done["attempts"] == 2
+
+
+def test_jobs_go_through_the_async_client(api: tuple[TestClient, str]) -> None:
+    client, database = api
+    response = client.post("/jobs", json={"task_type": "thumbnail", "payload": {"image": 7}, "priority": 5})
+    assert response.status_code == 202
+    task_id = response.json()["task_id"]
+    assert client.get(f"/jobs/{task_id}").json() == {
+        "task_id": task_id,
+        "task_type": "thumbnail",
+        "status": "queued",
+        "result": None,
+    }
+    with QueueDatabase(database) as db:
+        task = QueueClient(db).get(task_id)
+        assert (task.priority, task.payload) == (5, {"image": 7})
+    assert client.post("/jobs", json={"task_type": "", "payload": {}}).status_code == 422
+    assert client.post("/jobs", json={"task_type": "x", "priority": 5000}).status_code == 422
+    assert client.delete(f"/jobs/{task_id}").json() == {
+        "task_id": task_id,
+        "status": "cancelled",
+        "cancel_requested": False,
+    }
+    assert client.delete(f"/jobs/{task_id}").status_code == 409
+    assert client.get(f"/jobs/{task_id + 1000}").status_code == 404
+    assert client.delete(f"/jobs/{task_id + 1000}").status_code == 404

@@ -78,14 +78,16 @@ def chaos_worker(db_path: str, log_path: str, worker_id: str, handler_sleep: flo
     Lines: ``start ID ATTEMPT TOKEN`` before the handler, ``completing ...`` after it,
     ``done ...`` after the fenced complete returned, ``lost ...`` on LeaseLostError.
     """
-    from prismq.queue import LeaseLostError, QueueClient, QueueDatabase, QueueWorker
+    from prismq.queue import Ack, QueueClient, QueueDatabase, QueueWorker
 
     db = QueueDatabase(db_path)
     client = QueueClient(db)
     worker = QueueWorker(db, worker_id=worker_id, lease_duration=1.5, reclaim_interval=0.2)
+    task = None
     try:
         while True:
-            task = worker.claim_next_task()
+            if task is None:
+                task = worker.claim_next_task()
             if task is None:
                 counts = client.count_by_status()
                 if counts["queued"] == 0 and counts["leased"] == 0:
@@ -96,12 +98,11 @@ def chaos_worker(db_path: str, log_path: str, worker_id: str, handler_sleep: flo
             append_line(log_path, f"start {key}")
             time.sleep(handler_sleep)  # the handler's work
             append_line(log_path, f"completing {key}")
-            try:
-                worker.complete_task(task.id, {"by": worker_id, "attempt": task.attempts})
-            except LeaseLostError:
-                append_line(log_path, f"lost {key}")
-            else:
-                append_line(log_path, f"done {key}")
+            # The runtime's write path: the fenced outcome and the next claim in one commit.
+            outcome = Ack.complete(task.id, {"by": worker_id, "attempt": task.attempts})
+            (result,), following = worker.acknowledge([outcome], claim=1)
+            append_line(log_path, f"{'done' if result.saved else 'lost'} {key}")
+            task = following[0] if following else None
     finally:
         db.close()
 

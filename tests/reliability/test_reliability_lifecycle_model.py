@@ -148,7 +148,13 @@ class LifecycleMachine(RuleBasedStateMachine):
     def progress(self, worker: str, data: st.DataObject, percent: int) -> None:
         task_id = data.draw(self._task_ids())
         if self._lease_held(worker, task_id):
-            assert self.workers[worker].update_progress(task_id, percent).progress == percent
+            task = self.workers[worker].update_progress(task_id, percent)
+            assert task.progress == percent
+            # Reporting progress renews the lease, like renew_lease().
+            now = self.clock()
+            self.model[task_id].lease_until = now + LEASE
+            assert task.lease_until is not None
+            assert task.lease_until.timestamp() == now + LEASE
         else:
             try:
                 self.workers[worker].update_progress(task_id, percent)

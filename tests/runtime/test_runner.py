@@ -371,11 +371,11 @@ def test_runtime_log_records_carry_task_fields(
 
 
 @pytest.mark.parametrize("concurrency", [1, 3])
-def test_each_completion_claims_the_next_task_in_the_same_transaction(
+def test_completions_are_group_committed_with_the_next_claim(
     file_db: QueueDatabase, concurrency: int
 ) -> None:
     client = QueueClient(file_db)
-    ids = client.enqueue_many([{"task_type": "job", "payload": {"n": n}} for n in range(30)])
+    ids = client.enqueue_many([{"task_type": "job", "payload": {"n": n}} for n in range(300)])
     registry = HandlerRegistry()
     ran: list[int] = []
 
@@ -385,22 +385,28 @@ def test_each_completion_claims_the_next_task_in_the_same_transaction(
         return int(ctx.payload["n"])
 
     worker = QueueWorker(file_db, "w")
-    folded: list[int] = []
-    plain_complete = worker.complete_and_claim
+    calls: list[tuple[list[int], int]] = []
+    plain = worker.acknowledge
 
-    def counting(task_id: int, result: Any = None) -> Any:
-        folded.append(task_id)
-        return plain_complete(task_id, result)
+    def counting(acks: Any, claim: int = 0) -> Any:
+        calls.append(([ack.task_id for ack in acks], claim))
+        return plain(acks, claim)
 
-    worker.complete_and_claim = counting  # type: ignore[method-assign]
-    summary = worker.run(registry, burst=True, concurrency=concurrency)
+    worker.acknowledge = counting  # type: ignore[method-assign]
+    summary = worker.run(registry, burst=True, concurrency=concurrency, prefetch=20, linger=0.05)
 
-    assert summary.completed == 30
+    assert summary.completed == 300
     assert sorted(ran) == ids
-    assert [client.get_result(task_id) for task_id in ids] == list(range(30))
-    # Every completion went through complete_and_claim (one commit per task).
-    assert sorted(folded) == ids
-    assert client.count_by_status()["completed"] == 30
+    assert [client.get_result(task_id) for task_id in ids] == list(range(300))
+    acknowledged = [tid for acked, _ in calls for tid in acked]
+    assert sorted(acknowledged) == ids  # each outcome written exactly once
+    # Outcomes are written in groups, and the claims ride on the same transactions:
+    # far fewer commits than tasks, and no claim made on its own while work was flowing.
+    assert len(calls) < 300 / 5
+    with_outcomes = [claim for acked, claim in calls if acked]
+    assert sum(1 for claim in with_outcomes if claim > 0) >= len(with_outcomes) - 2
+    assert max(len(acked) for acked, _ in calls) > 1
+    assert client.count_by_status()["completed"] == 300
     assert worker.held_tasks == {}
 
 

@@ -240,12 +240,13 @@ class FlakySaves:
         self.failures = failures
         self.raised = 0
         backend = worker.backend
-        for name in ("complete_and_claim", "complete_tasks", "finish_attempt"):
+        for name in ("complete_and_claim", "settle_and_claim", "complete_tasks", "finish_attempt"):
             setattr(backend, name, self._flaky(getattr(backend, name), name))
 
     def _flaky(self, original: Callable[..., Any], name: str) -> Callable[..., Any]:
         def call(*args: Any, **kwargs: Any) -> Any:
-            saving = name != "complete_and_claim" or bool(args[0])  # a claim alone saves nothing
+            # A claim alone saves nothing.
+            saving = name not in ("complete_and_claim", "settle_and_claim") or bool(args[0])
             if saving and self.raised < self.failures:
                 self.raised += 1
                 raise self.error("injected: the database is not reachable right now")

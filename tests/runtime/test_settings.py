@@ -69,8 +69,8 @@ GOOD_HANDLERS = '[handlers]\nresize = "prismq.queue.cli.demo:resize_image"\n'
     [
         (
             "unknown_key.toml",
-            "[worker]\nconcurency = 4\n" + GOOD_HANDLERS,
-            "unknown key worker.concurency",
+            "[worker]\nconcurency = 4\n" + GOOD_HANDLERS,  # codespell:ignore concurency
+            "unknown key worker.concurency",  # a misspelt key on purpose  # codespell:ignore concurency
         ),
         (
             "wrong_type.toml",
@@ -139,4 +139,33 @@ def test_weights_with_another_strategy_are_refused(tmp_path: Path) -> None:
         tmp_path, "w.toml", '[worker]\nstrategy = "fifo"\n[worker.weights]\na = 2\n' + GOOD_HANDLERS
     )
     with pytest.raises(ConfigError, match="weighted_random strategy only"):
+        load_settings(path)
+
+
+def test_group_commit_settings_come_from_the_file_and_reach_the_runner(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        "worker.toml",
+        "[worker]\nbatch_size = 250\nlinger = 0.02\nprefetch = 0\n" + GOOD_HANDLERS,
+    )
+    settings = load_settings(path, batch_size=300)
+    options = settings.runner_options()
+    assert (options["batch_size"], options["linger"], options["prefetch"]) == (300, 0.02, 0)
+    defaults = WorkerSettings().runner_options()
+    assert (defaults["batch_size"], defaults["linger"], defaults["prefetch"]) == (100, 0.005, 100)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("batch_size = 2.5", "worker.batch_size must be an integer"),
+        ("linger = 'fast'", "worker.linger must be a number"),
+        ("prefetch = true", "worker.prefetch must be an integer"),
+    ],
+)
+def test_group_commit_settings_of_the_wrong_type_fail_at_load(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    path = _write(tmp_path, "worker.toml", f"[worker]\n{text}\n" + GOOD_HANDLERS)
+    with pytest.raises(ConfigError, match=expected):
         load_settings(path)

@@ -33,6 +33,9 @@ def count(ctx):
         os.write(fd, line)
     finally:
         os.close(fd)
+    # A little work per task, so the queue outlasts the second child's start-up and both
+    # processes take part (the runtime drains 500 no-op tasks faster than a spawn starts).
+    time.sleep(0.004)
     return ctx.task_id
 
 @registry.handler("slow")

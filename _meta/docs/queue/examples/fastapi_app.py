@@ -12,10 +12,13 @@ Endpoints:
 - ``GET /runs/{run_id}`` shows one run.
 - ``DELETE /runs/{run_id}`` cancels it.
 - ``GET /tasks/active`` shows what this process is running.
+- ``POST /jobs`` ``{"task_type": "thumbnail", "payload": {...}}`` enqueues a task for the
+  queue's workers; ``GET /jobs/{task_id}`` shows it; ``DELETE /jobs/{task_id}`` cancels it.
 
 Registry reads touch the database, so those endpoints are plain ``def``: FastAPI runs
 them in its thread pool, off the event loop. Starting and cancelling go through the
-manager, which never blocks the loop.
+manager, which never blocks the loop. The ``/jobs`` endpoints are ``async def`` and use
+:class:`~prismq.queue.AsyncQueueClient`, whose calls never block the loop either.
 """
 
 from __future__ import annotations
@@ -30,8 +33,17 @@ from typing import Any
 from fastapi import FastAPI, HTTPException, Request
 from pydantic import BaseModel, Field
 
-from prismq.queue import QueueDatabase
+from prismq.queue import AsyncQueueClient, QueueDatabase, TaskNotFoundError, TaskStateError, ValidationError
 from prismq.queue.integrations import BackgroundTaskManager, Run, RunRegistry, RunStatus
+
+
+class EnqueueJob(BaseModel):
+    """The body of ``POST /jobs``."""
+
+    task_type: str
+    payload: dict[str, Any] = Field(default_factory=dict)
+    priority: int = 100
+    delay: float | None = None
 
 
 class StartRun(BaseModel):
@@ -68,12 +80,14 @@ def create_app(db_path: str | None = None) -> FastAPI:
         for module_id, factory in modules.items():
             manager.register_module(module_id, factory)  # re-runs interrupted runs
         await manager.start()
+        app.state.queue = AsyncQueueClient(queue)
         app.state.registry = registry
         app.state.manager = manager
         app.state.modules = modules
         try:
             yield
         finally:
+            await app.state.queue.aclose()
             await manager.shutdown()
             queue.close()
 
@@ -126,6 +140,40 @@ def create_app(db_path: str | None = None) -> FastAPI:
     async def active(request: Request) -> dict[str, Any]:
         manager: BackgroundTaskManager = request.app.state.manager
         return {"count": manager.get_active_task_count(), "tasks": manager.get_active_task_ids()}
+
+    @app.post("/jobs", status_code=202)
+    async def enqueue_job(body: EnqueueJob, request: Request) -> dict[str, Any]:
+        queue: AsyncQueueClient = request.app.state.queue
+        try:
+            task_id = await queue.enqueue(
+                body.task_type, body.payload, priority=body.priority, delay=body.delay
+            )
+        except ValidationError as exc:
+            raise HTTPException(422, str(exc)) from None
+        return {"task_id": task_id}
+
+    @app.get("/jobs/{task_id}")
+    async def get_job(task_id: int, request: Request) -> dict[str, Any]:
+        try:
+            task = await request.app.state.queue.get(task_id)
+        except TaskNotFoundError:
+            raise HTTPException(404, f"no task {task_id}") from None
+        return {
+            "task_id": task.id,
+            "task_type": task.task_type,
+            "status": task.status.value,
+            "result": task.result,
+        }
+
+    @app.delete("/jobs/{task_id}")
+    async def cancel_job(task_id: int, request: Request) -> dict[str, Any]:
+        try:
+            task = await request.app.state.queue.cancel(task_id)
+        except TaskNotFoundError:
+            raise HTTPException(404, f"no task {task_id}") from None
+        except TaskStateError as exc:
+            raise HTTPException(409, str(exc)) from None
+        return {"task_id": task.id, "status": task.status.value, "cancel_requested": task.cancel_requested}
 
     return app
 

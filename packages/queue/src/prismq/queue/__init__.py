@@ -7,6 +7,7 @@ The public API is importable from here::
 
 from __future__ import annotations
 
+from .aio import AsyncQueueClient
 from .backends.base import QueueStats
 from .client import QueueClient, TaskSpec
 from .config import QueueConfig, default_db_path
@@ -51,7 +52,7 @@ from .strategies import (
     SchedulingStrategy,
     WeightedRandomStrategy,
 )
-from .worker import QueueWorker
+from .worker import Ack, AckKind, AckResult, QueueWorker
 
 __version__ = "0.1.0"
 
@@ -59,6 +60,10 @@ __all__ = [
     "DEFAULT_PRIORITY",
     "MAX_PRIORITY",
     "MIN_PRIORITY",
+    "Ack",
+    "AckKind",
+    "AckResult",
+    "AsyncQueueClient",
     "BackendUnavailableError",
     "BackupError",
     "ConfigError",

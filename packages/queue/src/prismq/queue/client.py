@@ -116,7 +116,7 @@ _SPEC_DEFAULTS = tuple((f.name, f.default) for f in fields(TaskSpec))
 _SPEC_NAMES = frozenset(name for name, _ in _SPEC_DEFAULTS)
 
 
-def _mapping_fields(spec: object) -> tuple[Any, ...]:
+def _mapping_fields(spec: object) -> tuple[Any, Any, Any, Any, Any, Any, Any, Any]:
     """The field values of an ``enqueue_many`` item given as a mapping, in ``TaskSpec`` order.
 
     Args:
@@ -416,6 +416,33 @@ class QueueClient:
             The ids, in the order given.
         """
         now = self.db.now()
+        prepared, flows = self._prepare_batch(tasks, now)
+        if not flows:
+            return [task_id for task_id, _ in self.backend.insert_tasks(prepared, now)]
+        batch = [flows.get(i) or FlowTask(new) for i, new in enumerate(prepared)]
+        return [task_id for task_id, _ in self.backend.insert_flow_tasks(batch, now)]
+
+    def _prepare_many(self, tasks: Iterable[TaskSpec | Mapping[str, Any]], now: float) -> list[NewTask]:
+        """Validate a batch of plain tasks (no ``concurrency_key``, no ``unique``).
+
+        Raises:
+            ValidationError: A faulty item (its index in the message), or one with flow options.
+        """
+        prepared, flows = self._prepare_batch(tasks, now)
+        if flows:
+            raise ValidationError(
+                f"task #{min(flows)}: concurrency_key and unique need QueueClient.enqueue_many"
+            )
+        return prepared
+
+    def _prepare_batch(
+        self, tasks: Iterable[TaskSpec | Mapping[str, Any]], now: float
+    ) -> tuple[list[NewTask], dict[int, FlowTask]]:
+        """Validate a batch for :meth:`enqueue_many`; the error names the faulty item's index.
+
+        Returns:
+            The rows, and the flow-control options of the tasks that have any, by index.
+        """
         prepare = self._prepare
         type_defaults: dict[str, tuple[int, str]] = {}
         prepared: list[NewTask] = []
@@ -445,10 +472,7 @@ class QueueClient:
             except ValidationError as exc:
                 raise type(exc)(f"task #{index}: {exc}") from None
             prepared.append(new)
-        if not flows:
-            return [task_id for task_id, _ in self.backend.insert_tasks(prepared, now)]
-        batch = [flows.get(i) or FlowTask(new) for i, new in enumerate(prepared)]
-        return [task_id for task_id, _ in self.backend.insert_flow_tasks(batch, now)]
+        return prepared, flows
 
     # -- flow control ------------------------------------------------------------
     def set_concurrency_limit(
@@ -532,6 +556,22 @@ class QueueClient:
             offset: Tasks skipped first, for paging.
             newest_first: Newest (highest id) first, or oldest first.
         """
+        query = self._task_query(
+            status, task_type, created_after, created_before, limit, offset, newest_first
+        )
+        return self.backend.list_tasks(query)
+
+    @staticmethod
+    def _task_query(
+        status: TaskStatus | str | Iterable[TaskStatus | str] | None,
+        task_type: str | Iterable[str] | None,
+        created_after: datetime | float | None,
+        created_before: datetime | float | None,
+        limit: int,
+        offset: int,
+        newest_first: bool,
+    ) -> TaskQuery:
+        """Check :meth:`list`'s filters and build the backend's query."""
         if not is_int(limit) or not 1 <= limit <= 10_000:
             raise ValidationError(f"limit must be an integer from 1 to 10000, got {limit!r}")
         if not is_int(offset) or not 0 <= offset <= MAX_TASK_ID:
@@ -545,7 +585,7 @@ class QueueClient:
             offset=offset,
             newest_first=bool(newest_first),
         )
-        return self.backend.list_tasks(query)
+        return query
 
     def count_by_status(self) -> dict[str, int]:
         """Task count per status, every status included."""
@@ -559,7 +599,7 @@ class QueueClient:
         """A consistent snapshot: counts, ready/delayed, oldest wait, throughput, workers."""
         return self.backend.stats(self.db.now())
 
-    def list_workers(self, stale_after: float | None = None) -> list[WorkerInfo]:
+    def list_workers(self, stale_after: float | None = None) -> builtins.list[WorkerInfo]:
         """Registered workers; with ``stale_after``, only those silent for that many seconds."""
         if stale_after is not None:
             stale_after = validate_delay(stale_after, "stale_after")
@@ -854,6 +894,14 @@ class QueueClient:
         Raises:
             ValidationError: A negative age, or a status that is not terminal.
         """
+        seconds, chosen = self._prune_args(older_than, statuses)
+        return self.backend.prune(self.db.now() - seconds, chosen)
+
+    @staticmethod
+    def _prune_args(
+        older_than: float | timedelta, statuses: Iterable[TaskStatus | str]
+    ) -> tuple[float, tuple[TaskStatus, ...]]:
+        """Check :meth:`prune`'s arguments: the age in seconds and the chosen statuses."""
         seconds = older_than.total_seconds() if isinstance(older_than, timedelta) else older_than
         seconds = validate_delay(seconds, "older_than")
         chosen = _coerce_statuses(list(statuses)) or ()
@@ -862,7 +910,7 @@ class QueueClient:
             raise ValidationError(
                 f"prune deletes finished tasks only; {', '.join(live)} is not a finished status"
             )
-        return self.backend.prune(self.db.now() - seconds, chosen)
+        return seconds, chosen
 
     # -- results ---------------------------------------------------------------
     def get_result(self, task_id: int) -> Any:

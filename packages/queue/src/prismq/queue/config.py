@@ -5,7 +5,10 @@
 | ``PRISMQ_QUEUE_DB_PATH`` | Database file path or ``postgresql://`` URL | see :func:`default_db_path` |
 | ``PRISMQ_QUEUE_WORKER_ID`` | This worker's id | ``<hostname>-<pid>`` |
 | ``PRISMQ_QUEUE_LEASE_DURATION`` | Lease length in seconds | ``60`` |
-| ``PRISMQ_QUEUE_MAX_WORKERS`` | Worker processes a supervisor runs | the number of CPUs |
+| ``PRISMQ_QUEUE_MAX_WORKERS`` | Worker processes ``prismq-queue worker`` runs | ``1`` |
+
+``PRISMQ_QUEUE_MAX_WORKERS`` is the default of ``worker --processes`` and of the supervisor;
+the flag or a ``processes`` key in the worker config file wins over it.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ __all__ = [
     "QueueConfig",
     "default_db_path",
     "default_worker_id",
+    "env_max_workers",
     "settings_from_env",
 ]
 
@@ -105,6 +109,24 @@ def _positive_int(name: str, raw: str) -> int:
     return value
 
 
+def env_max_workers(environ: Mapping[str, str] | None = None) -> int:
+    """The worker process count ``PRISMQ_QUEUE_MAX_WORKERS`` asks for (1 when unset).
+
+    It is the default of ``prismq-queue worker --processes`` and so of the supervisor
+    (:func:`prismq.queue.runtime.settings.resolve_settings`): a ``--processes`` flag or a
+    ``processes`` key in the config file wins over it.
+
+    Args:
+        environ: The environment to read (``os.environ`` by default).
+
+    Raises:
+        ConfigError: The variable is not a whole number of at least 1.
+    """
+    env = os.environ if environ is None else environ
+    raw = env.get(ENV_MAX_WORKERS, "").strip()
+    return _positive_int(ENV_MAX_WORKERS, raw) if raw else 1
+
+
 def settings_from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The settings the environment sets, by worker setting name; unset variables are left out.
 
@@ -149,7 +171,7 @@ class QueueConfig:
         db_path: Database file path, or a ``postgresql://`` URL.
         worker_id: Id this process's worker registers under.
         lease_duration: Seconds a claim is leased for.
-        max_workers: Worker processes a supervisor runs.
+        max_workers: Worker processes ``prismq-queue worker`` runs by default.
     """
 
     db_path: str
@@ -174,5 +196,5 @@ class QueueConfig:
             db_path=values.get("database") or str(default_db_path(environ=env)),
             worker_id=values.get("worker_id") or default_worker_id(),
             lease_duration=values.get("lease_duration", DEFAULT_LEASE_DURATION),
-            max_workers=values.get("processes") or os.cpu_count() or 1,
+            max_workers=values.get("processes", 1),
         )

@@ -6,25 +6,31 @@ message says what was wrong and how to fix it.
 
 ```
 QueueError
-├── ValidationError            bad input; nothing was written
-│   ├── PayloadError           payload/result not JSON, or too large
-│   ├── TaskTypeError          empty, too long or non-text task type
-│   ├── PriorityError          priority outside MIN_PRIORITY..MAX_PRIORITY
-│   └── ScheduleError          negative delay, both delay and run_after, bad attempts
-├── ConfigError                malformed setting or environment variable
-├── QueueBusyError             the database stayed locked past the retry bound
-├── LeaseLostError             this worker no longer holds the task's lease
-├── TaskNotFoundError          no task with that id
-├── TaskStateError             the task is not in a state that allows the call
-├── DuplicateTaskError         a unique enqueue found an equal pending task
-├── QueueTimeoutError          wait() ran out of time
-└── StorageError               the storage itself refused
-    ├── SchemaVersionError     written by a newer version of PrismQ Queue
-    ├── NotAQueueDatabaseError not SQLite, or SQLite holding something else
-    ├── StorageFullError       disk full, or the database reached its size limit
-    ├── ReadOnlyStorageError   the file or its directory is not writable
-    ├── BackupError            a backup or restore could not be made safely
-    └── BackendUnavailableError the backend's driver or server is missing
+├── ValidationError
+│   ├── PayloadError
+│   ├── TaskTypeError
+│   ├── PriorityError
+│   └── ScheduleError
+├── ConfigError
+├── QueueBusyError
+├── LeaseLostError
+├── TaskNotFoundError
+├── TaskStateError
+├── DuplicateTaskError
+├── QueueTimeoutError
+├── StorageError
+│   ├── SchemaVersionError
+│   ├── NotAQueueDatabaseError
+│   ├── StorageFullError
+│   ├── ReadOnlyStorageError
+│   ├── BackupError
+│   ├── BackendUnavailableError
+│   └── MigrationError          in prismq.queue.migrate
+├── RunNotFoundError            in prismq.queue.integrations.runs
+├── TaskCancelled               in prismq.queue.runtime.context
+├── TaskFailed                  in prismq.queue.runtime.context
+├── TaskTimeoutError            in prismq.queue.runtime.runner
+└── HandlerError                in prismq.queue.testing
 ```
 """
 

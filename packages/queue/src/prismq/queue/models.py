@@ -67,7 +67,9 @@ TASK_TRANSITIONS: dict[tuple[TaskStatus, TaskStatus], str] = {
     (TaskStatus.LEASED, TaskStatus.COMPLETED): "complete",
     (TaskStatus.LEASED, TaskStatus.QUEUED): "fail with retry / release / lease expired",
     (TaskStatus.LEASED, TaskStatus.DEAD): "fail, attempts exhausted / lease expired on last attempt",
-    (TaskStatus.LEASED, TaskStatus.CANCELLED): "cancellation acknowledged by the worker",
+    (TaskStatus.LEASED, TaskStatus.CANCELLED): (
+        "cancellation acknowledged by the worker / lease expired with cancel requested"
+    ),
     (TaskStatus.DEAD, TaskStatus.QUEUED): "retry",
     (TaskStatus.CANCELLED, TaskStatus.QUEUED): "retry",
 }

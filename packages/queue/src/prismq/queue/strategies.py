@@ -29,6 +29,7 @@ from .errors import ConfigError
 from .validation import finite_float, is_number
 
 __all__ = [
+    "STRATEGY_ALIASES",
     "FIFOStrategy",
     "LIFOStrategy",
     "Ordering",
@@ -176,6 +177,9 @@ _BY_NAME: dict[str, type[SchedulingStrategy]] = {
     cls.name: cls for cls in (FIFOStrategy, LIFOStrategy, PriorityStrategy, WeightedRandomStrategy)
 }
 
+STRATEGY_ALIASES: dict[str, str] = {"weighted": "weighted_random", "weighted-random": "weighted_random"}
+"""Other names :func:`resolve_strategy` (and ``worker --strategy``) accepts, to the name they mean."""
+
 
 def resolve_strategy(strategy: SchedulingStrategy | str | None) -> SchedulingStrategy:
     """Turn a strategy object, a name, or ``None`` (FIFO) into a strategy object.
@@ -190,9 +194,8 @@ def resolve_strategy(strategy: SchedulingStrategy | str | None) -> SchedulingStr
     if isinstance(strategy, SchedulingStrategy):
         return strategy
     if isinstance(strategy, str):
-        key = strategy.strip().lower().replace("-", "_")
-        if key == "weighted":
-            key = "weighted_random"
+        key = strategy.strip().lower()
+        key = STRATEGY_ALIASES.get(key, key).replace("-", "_")
         if key in _BY_NAME:
             return _BY_NAME[key]()
         raise ConfigError(

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from .base import Backend, NewTask, QueueStats, TaskQuery, TaskUpdate
+from .base import Backend, NewTask, QueueStats, Settlement, TaskQuery, TaskUpdate
 
-__all__ = ["Backend", "NewTask", "QueueStats", "TaskQuery", "TaskUpdate"]
+__all__ = ["Backend", "NewTask", "QueueStats", "Settlement", "TaskQuery", "TaskUpdate"]

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, TypeVar, runtime_checkable
 
 from ..errors import ConfigError
 from ..models import Task, TaskStatus, WorkerInfo
@@ -24,12 +24,15 @@ __all__ = [
     "BACKEND_MEMBERS",
     "CHECKPOINT_MODES",
     "COPY_TABLES",
+    "AsyncStore",
     "Backend",
+    "Connections",
     "FlowTask",
     "KeysetPage",
     "NewTask",
     "PageQuery",
     "QueueStats",
+    "Settlement",
     "TaskQuery",
     "TaskUpdate",
     "checkpoint_mode",
@@ -143,6 +146,23 @@ class TaskUpdate(NamedTuple):
     lease_token: str
 
 
+class Settlement(NamedTuple):
+    """The fenced end of a held attempt, as written by :meth:`Backend.settle_and_claim`.
+
+    ``status`` ``completed`` stores ``result_json``; ``queued`` (retry or release), ``dead``
+    and ``cancelled`` store ``run_after`` (``None``: unchanged), ``error`` and
+    ``traceback``. ``count_attempt`` False gives the attempt back (a release).
+    """
+
+    update: TaskUpdate
+    status: TaskStatus
+    result_json: str | None = None
+    run_after: float | None = None
+    error: str | None = None
+    traceback: str | None = None
+    count_attempt: bool = True
+
+
 @dataclass(frozen=True)
 class QueueStats:
     """A snapshot of the queue for dashboards and the ``stats`` command.
@@ -193,6 +213,81 @@ def checkpoint_mode(mode: str) -> str:
 
 COPY_TABLES = ("tasks", "runs")
 """The tables :mod:`prismq.queue.migrate` copies between databases, in copy order."""
+
+
+T = TypeVar("T")
+
+
+class Connections(Protocol):
+    """What the shared operations need of a backend's connection manager."""
+
+    def read(self, work: Callable[[Any], T], snapshot: bool = False) -> T:
+        """Run read-only ``work``; with ``snapshot`` inside one consistent transaction."""
+        ...
+
+    def write(self, work: Callable[[Any], T]) -> T:
+        """Run ``work`` in a write transaction (retried whole after a busy conflict)."""
+        ...
+
+    def transaction(self) -> AbstractContextManager[Any]:
+        """A write transaction; queue calls made inside it on this thread join it."""
+        ...
+
+
+class AsyncStore(Protocol):
+    """The storage calls :class:`AsyncQueueClient` awaits (one implementation per backend)."""
+
+    async def now(self) -> float:
+        """The database clock's time (UTC epoch seconds)."""
+        ...
+
+    async def insert_tasks(self, tasks: Sequence[NewTask], now: float) -> list[tuple[int, bool]]:
+        """As :meth:`Backend.insert_tasks`."""
+        ...
+
+    async def get_task(self, task_id: int) -> Task | None:
+        """As :meth:`Backend.get_task`."""
+        ...
+
+    async def list_tasks(self, query: TaskQuery) -> list[Task]:
+        """As :meth:`Backend.list_tasks`."""
+        ...
+
+    async def count_by_status(self) -> dict[str, int]:
+        """As :meth:`Backend.count_by_status`."""
+        ...
+
+    async def count_by_type(self) -> dict[str, dict[str, int]]:
+        """As :meth:`Backend.count_by_type`."""
+        ...
+
+    async def stats(self, now: float) -> QueueStats:
+        """As :meth:`Backend.stats`."""
+        ...
+
+    async def list_workers(self) -> list[WorkerInfo]:
+        """As :meth:`Backend.list_workers`."""
+        ...
+
+    async def cancel_task(self, task_id: int, now: float) -> Task:
+        """As :meth:`Backend.cancel_task`."""
+        ...
+
+    async def retry_task(self, task_id: int, now: float, reset_attempts: bool) -> Task:
+        """As :meth:`Backend.retry_task`."""
+        ...
+
+    async def prune(self, finished_before: float, statuses: Sequence[TaskStatus]) -> int:
+        """As :meth:`Backend.prune`."""
+        ...
+
+    async def data_version(self) -> int:
+        """As :meth:`Backend.data_version`."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release what the store opened (threads, connections)."""
+        ...
 
 
 @runtime_checkable
@@ -404,8 +499,41 @@ class Backend(Protocol):
         """
         ...
 
+    def settle_and_claim(
+        self,
+        settlements: Sequence[Settlement],
+        worker_id: str,
+        task_types: Sequence[str] | None,
+        strategy: SchedulingStrategy,
+        count: int,
+        lease_duration: float,
+        now: float,
+        reclaim_first: bool = False,
+    ) -> tuple[list[bool], list[Task]]:
+        """End held attempts, then lease up to ``count`` more, in one transaction.
+
+        Each settlement is fenced by its own lease token; one whose lease was lost changes
+        nothing and does not stop the others or the claim. ``count`` may be 0 (settle only).
+
+        Returns:
+            One flag per settlement (False where the lease was lost or the task is gone)
+            and the leased tasks, in strategy order.
+        """
+        ...
+
     def next_run_after(self, task_types: Sequence[str] | None) -> float | None:
         """The earliest ``run_after`` among queued tasks of these types (``None``: none)."""
+        ...
+
+    def async_store(self, clock: Callable[[], float]) -> AsyncStore | None:
+        """A store that awaits this database on the event loop, or ``None``.
+
+        ``AsyncQueueClient`` uses it when given one (PostgreSQL: psycopg's asynchronous
+        pool); with ``None`` it runs the synchronous calls on threads of its own (SQLite).
+
+        Args:
+            clock: The queue database's clock, read for every time the store writes.
+        """
         ...
 
     def reclaim_expired(self, now: float) -> int:
@@ -416,8 +544,10 @@ class Backend(Protocol):
         """Extend a lease; raise ``LeaseLostError`` if it is no longer held."""
         ...
 
-    def update_progress(self, update: TaskUpdate, percent: float, message: str | None, now: float) -> Task:
-        """Record progress on a held task."""
+    def update_progress(
+        self, update: TaskUpdate, percent: float, message: str | None, lease_until: float, now: float
+    ) -> Task:
+        """Record progress on a held task and extend its lease to at least ``lease_until``."""
         ...
 
     def complete_tasks(

@@ -34,7 +34,18 @@ from ..errors import (
 from ..flow import START_KEPT_EXTRA, ClaimGate, FlowLimit, plan_claim
 from ..models import Task, TaskStatus, UndecodableValue, WorkerInfo, epoch_to_datetime
 from ..strategies import Ordering, SchedulingStrategy
-from .base import COPY_TABLES, FlowTask, KeysetPage, PageQuery, QueueStats, TaskQuery, TaskUpdate
+from .base import (
+    COPY_TABLES,
+    AsyncStore,
+    Connections,
+    FlowTask,
+    KeysetPage,
+    PageQuery,
+    QueueStats,
+    Settlement,
+    TaskQuery,
+    TaskUpdate,
+)
 from .runstore import RUN_COLUMNS
 
 __all__ = [
@@ -42,6 +53,7 @@ __all__ = [
     "TASK_COLUMNS",
     "TASK_COPY_COLUMNS",
     "TASK_ROW_COLUMNS",
+    "Connections",
     "SQLQueueBackend",
     "describe_holder",
     "row_to_task",
@@ -106,7 +118,7 @@ def _decode_policy(text: Any) -> dict[str, Any]:
             return {}  # not a policy: the default applies
         flat = all(v is None or isinstance(v, (str, int, float)) for v in cached.values())
         if not flat or type(text) is not str:
-            return cached  # type: ignore[no-any-return]
+            return cached
         if len(_POLICY_CACHE) < _POLICY_CACHE_SIZE:
             _POLICY_CACHE[text] = cached
     return dict(cached)
@@ -282,7 +294,11 @@ class SQLQueueBackend:
     queries: ClassVar[dict[str, str]]
     transfer_queries: ClassVar[dict[str, str]]
     notifies_changes: ClassVar[bool] = False
-    db: Any
+    db: Connections
+
+    def async_store(self, clock: Callable[[], float]) -> AsyncStore | None:
+        """No asyncio store of its own: the async client runs the synchronous calls on threads."""
+        return None
 
     def wait_for_change(self, timeout: float) -> bool:
         """Nothing is pushed here: return True at once (the caller looks for itself)."""
@@ -457,6 +473,77 @@ class SQLQueueBackend:
         now: float,
         reclaim_first: bool = False,
     ) -> tuple[list[bool], list[Task]]:
+        def settle(conn: Any) -> tuple[list[bool], bool]:
+            done = self._complete_in(conn, updates, results_json, now) if updates else []
+            return done, all(done)
+
+        return self._settle_then_claim(
+            settle, worker_id, task_types, strategy, count, lease_duration, now, reclaim_first
+        )
+
+    def settle_and_claim(
+        self,
+        settlements: Sequence[Settlement],
+        worker_id: str,
+        task_types: Sequence[str] | None,
+        strategy: SchedulingStrategy,
+        count: int,
+        lease_duration: float,
+        now: float,
+        reclaim_first: bool = False,
+    ) -> tuple[list[bool], list[Task]]:
+        def settle(conn: Any) -> tuple[list[bool], bool]:
+            return self._settle_in(conn, settlements, now), count > 0
+
+        return self._settle_then_claim(
+            settle, worker_id, task_types, strategy, count, lease_duration, now, reclaim_first
+        )
+
+    def _settle_in(self, conn: Any, settlements: Sequence[Settlement], now: float) -> list[bool]:
+        """Write every settlement inside the open transaction; False where the lease was lost.
+
+        Completions go through :meth:`_complete_in` together (one statement on SQLite);
+        the other endings are one fenced ``finish_attempt`` each.
+        """
+        done = [False] * len(settlements)
+        completions = [i for i, s in enumerate(settlements) if s.status is TaskStatus.COMPLETED]
+        if completions:
+            flags = self._complete_in(
+                conn,
+                [settlements[i].update for i in completions],
+                [settlements[i].result_json for i in completions],
+                now,
+            )
+            for index, flag in zip(completions, flags, strict=True):
+                done[index] = flag
+        sql = self.queries["finish_attempt"]
+        for index, item in enumerate(settlements):
+            if item.status is TaskStatus.COMPLETED:
+                continue
+            params = {
+                **self._fenced(item.update),
+                "status": item.status.value,
+                "run_after": item.run_after,
+                "error": item.error,
+                "traceback": item.traceback,
+                "count_attempt": self._flag(item.count_attempt),
+                "now": now,
+            }
+            done[index] = conn.execute(sql, params).fetchone() is not None
+        return done
+
+    def _settle_then_claim(
+        self,
+        settle: Callable[[Any], tuple[list[bool], bool]],
+        worker_id: str,
+        task_types: Sequence[str] | None,
+        strategy: SchedulingStrategy,
+        count: int,
+        lease_duration: float,
+        now: float,
+        reclaim_first: bool,
+    ) -> tuple[list[bool], list[Task]]:
+        """Run ``settle`` then, when it says so, the claim, in one write transaction."""
         queries = self.queries
         params: dict[str, Any] = {
             "worker": worker_id,
@@ -468,8 +555,8 @@ class SQLQueueBackend:
         }
 
         def work(conn: Any) -> tuple[list[bool], list[Any]]:
-            done = self._complete_in(conn, updates, results_json, now) if updates else []
-            if not all(done):
+            done, go_on = settle(conn)
+            if not go_on:
                 return done, []
             if reclaim_first:
                 conn.execute(queries["reclaim_expired"], {"now": now})
@@ -649,7 +736,7 @@ class SQLQueueBackend:
                 _logger.error(
                     "task %s has a payload that cannot be decoded (%s); marked dead",
                     task.id,
-                    task.payload.reason,  # type: ignore[union-attr]
+                    task.payload.reason,
                     extra={
                         "worker_id": worker_id,
                         "task_id": task.id,
@@ -857,10 +944,10 @@ class SQLQueueBackend:
 
     def prune(self, finished_before: float, statuses: Sequence[TaskStatus]) -> int:
         params = {"before": finished_before, "statuses": self._array([s.value for s in statuses])}
-        return self.db.write(lambda c: c.execute(self.queries["prune"], params).rowcount)
+        return int(self.db.write(lambda c: c.execute(self.queries["prune"], params).rowcount))
 
     def reclaim_expired(self, now: float) -> int:
-        return self.db.write(lambda c: c.execute(self.queries["reclaim_expired"], {"now": now}).rowcount)
+        return int(self.db.write(lambda c: c.execute(self.queries["reclaim_expired"], {"now": now}).rowcount))
 
     def _fenced(self, update: TaskUpdate) -> dict[str, Any]:
         return {"id": update.task_id, "worker": update.worker_id, "token": update.lease_token}
@@ -891,9 +978,17 @@ class SQLQueueBackend:
 
         return self.db.write(work)
 
-    def update_progress(self, update: TaskUpdate, percent: float, message: str | None, now: float) -> Task:
+    def update_progress(
+        self, update: TaskUpdate, percent: float, message: str | None, lease_until: float, now: float
+    ) -> Task:
         def work(conn: Any) -> Task:
-            params = {**self._fenced(update), "percent": percent, "message": message, "now": now}
+            params = {
+                **self._fenced(update),
+                "percent": percent,
+                "message": message,
+                "lease_until": lease_until,
+                "now": now,
+            }
             row = conn.execute(self.queries["update_progress"], params).fetchone()
             if row is None:
                 raise self._lost(conn, update, "report progress on")

@@ -28,6 +28,8 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar
 
+from .base import Connections
+
 __all__ = [
     "ACTIVE",
     "RUN_COLUMNS",
@@ -158,7 +160,7 @@ class SQLRunStore:
     def _run_params(self, record: dict[str, Any], now: float, fence: str | None) -> dict[str, Any]:
         return run_params(record, now, fence, self._flag(bool(record["rerunnable"])))
 
-    def __init__(self, db: Any, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, db: Connections, clock: Callable[[], float] = time.time) -> None:
         self.db = db
         self._clock = clock
 

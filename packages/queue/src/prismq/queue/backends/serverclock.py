@@ -8,12 +8,13 @@ stepped while running) still agrees with every other worker on when a lease ends
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
 from collections.abc import Callable
 
-__all__ = ["ServerClock"]
+__all__ = ["ServerClock", "read_clock"]
 
 logger = logging.getLogger("prismq.queue.clock")
 
@@ -67,6 +68,18 @@ class ServerClock:
             anchor = self.sync()
         return anchor[0] + (self._monotonic() - anchor[1])
 
+    def peek(self) -> float | None:
+        """The server's time now when no read of the server is due, else ``None``.
+
+        Never touches the server, so an event loop can call it; on ``None`` the caller
+        reads the clock (``self()``) somewhere blocking is allowed.
+        """
+        anchor = self._anchor
+        mono = self._monotonic()
+        if anchor is None or mono >= self._due or self._jumped(anchor, mono, self._wall()):
+            return None
+        return anchor[0] + (mono - anchor[1])
+
     def _jumped(self, anchor: tuple[float, float, float], mono: float, wall: float) -> bool:
         return abs((wall - anchor[2]) - (mono - anchor[1])) > self.jump_tolerance
 
@@ -103,3 +116,18 @@ class ServerClock:
             self._anchor = anchor
             self._due = ended + self.resync_every
             return anchor
+
+
+async def read_clock(clock: Callable[[], float]) -> float:
+    """A clock's time from a coroutine, without blocking the event loop.
+
+    A :class:`ServerClock` answers from its last reading when it can; when a read of the
+    server is due (every ``resync_every`` seconds), that read runs on a thread. Any other
+    clock (this machine's, or a test's) is called directly.
+    """
+    if isinstance(clock, ServerClock):
+        known = clock.peek()
+        if known is not None:
+            return known
+        return await asyncio.to_thread(clock)
+    return clock()

@@ -88,6 +88,9 @@ def _worker_settings(args: argparse.Namespace) -> WorkerSettings:
         "burst": args.burst,
         "max_tasks": args.max_tasks,
         "worker_id": args.worker_id,
+        "batch_size": args.batch_size,
+        "linger": args.linger,
+        "prefetch": args.prefetch,
     }
     return resolve_settings(args.config, overrides)
 

@@ -8,6 +8,8 @@ import re
 from typing import Any, NoReturn
 
 from ..backends.base import CHECKPOINT_MODES
+from ..errors import ConfigError
+from ..strategies import resolve_strategy
 from . import dashboard, flow
 
 __all__ = ["UsageError", "build_parser", "parse_duration", "parse_json", "parse_weights"]
@@ -22,12 +24,12 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message} (see --help)")
 
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|[smhdw]?)\s*$")
+_UNITS = {"": 1, "ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def parse_duration(text: str) -> float:
-    """``90``, ``90s``, ``30m``, ``12h``, ``7d`` or ``2w`` to seconds."""
+    """``90``, ``250ms``, ``90s``, ``30m``, ``12h``, ``7d`` or ``2w`` to seconds."""
     match = _DURATION.match(text)
     if not match:
         raise argparse.ArgumentTypeError(f"{text!r} is not a duration; use e.g. 90s, 30m, 12h, 7d")
@@ -71,11 +73,29 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
+    return value
+
+
 def _task_types(text: str) -> tuple[str, ...]:
     types = tuple(t.strip() for t in text.split(",") if t.strip())
     if not types:
         raise argparse.ArgumentTypeError("give at least one task type, e.g. --task-types email,report")
     return types
+
+
+def _strategy(text: str) -> str:
+    """A strategy name or alias, as :func:`~prismq.queue.strategies.resolve_strategy` takes it."""
+    try:
+        return resolve_strategy(text).name
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -110,11 +130,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--handlers", help="handler registry, module:attribute (default attribute: registry)")
     p.add_argument("--config", help="worker config file (.toml, .json, .yaml)")
-    p.add_argument("--strategy", choices=["fifo", "lifo", "priority", "weighted_random"], help="default fifo")
+    p.add_argument(
+        "--strategy",
+        type=_strategy,
+        metavar="{fifo,lifo,priority,weighted_random}",
+        help="default fifo; weighted and weighted-random mean weighted_random",
+    )
     p.add_argument("--weights", type=parse_weights, help="weighted_random weights, e.g. email=3,report=1")
     p.add_argument("--task-types", type=_task_types, help="claim only these types, comma-separated")
     p.add_argument("--concurrency", type=_positive_int, help="tasks at once per process (default 1)")
-    p.add_argument("--processes", type=_positive_int, help="worker processes (default 1)")
+    p.add_argument(
+        "--processes", type=_positive_int, help="worker processes (default: PRISMQ_QUEUE_MAX_WORKERS, else 1)"
+    )
     p.add_argument("--lease", type=parse_duration, help="lease duration, e.g. 60s")
     p.add_argument(
         "--timeout",
@@ -126,6 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--burst", action="store_true", default=None, help="exit when no task is ready")
     p.add_argument("--max-tasks", type=_positive_int, help="exit after this many tasks per process")
     p.add_argument("--worker-id", help="worker id (prefix with several processes)")
+    p.add_argument("--batch-size", type=_positive_int, help="outcomes written per transaction (default 100)")
+    p.add_argument("--linger", type=parse_duration, help="longest wait of an outcome, e.g. 5ms (default 5ms)")
+    p.add_argument("--prefetch", type=_count, help="tasks leased ahead of free slots (default 100)")
 
     p = command("stats", "counts by status and type, backlog age, throughput, workers")
     p.add_argument("--type", dest="task_types", type=_task_types, help="show only these task types")
@@ -133,9 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("list", "list tasks, newest first")
     p.add_argument("--status", action="append", help="filter by status (repeatable)")
     p.add_argument("--type", action="append", dest="task_type", help="filter by task type (repeatable)")
-    p.add_argument("--limit", type=_positive_int, default=50)
-    p.add_argument("--offset", type=int, default=0)
-    p.add_argument("--oldest-first", action="store_true")
+    p.add_argument("--limit", type=_positive_int, default=50, help="tasks per page")
+    p.add_argument("--offset", type=int, default=0, help="tasks to skip, for the next page (e.g. 50)")
+    p.add_argument("--oldest-first", action="store_true", help="oldest task first")
 
     for name, help_text in (
         ("show", "show one task"),
@@ -143,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("cancel", "cancel a queued or running task"),
     ):
         p = command(name, help_text)
-        p.add_argument("task_id", type=int)
+        p.add_argument("task_id", type=int, help="the task's id")
 
     p = command("prune", "delete finished tasks older than an age")
     p.add_argument("--older-than", type=parse_duration, required=True, help="e.g. 7d, 12h")
@@ -153,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("destination", help="backup file, or an existing folder (a dated name is chosen)")
 
     p = command("restore", "replace the database's content with a verified backup")
-    p.add_argument("source")
+    p.add_argument("source", help="a backup file written by the backup command")
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
 
     p = command("doctor", "check integrity, WAL size, schema, stale leases and workers")

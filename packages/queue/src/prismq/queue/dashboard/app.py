@@ -377,7 +377,11 @@ class Dashboard:
             return PlainTextResponse("not found", status_code=404)
         try:
             await self._form(request)
-            run = {"retry": self.client.retry, "cancel": self.client.cancel, "delete": self.client.delete}
+            run: dict[str, Callable[[int], object]] = {
+                "retry": self.client.retry,
+                "cancel": self.client.cancel,
+                "delete": self.client.delete,
+            }
             await run_in_threadpool(run[action], task_id)
         except _Refused as exc:
             return self._error(request, exc, 403)

@@ -302,9 +302,7 @@ def check_progress(
         ValidationError: ``percent`` outside 0..100, a negative or non-integer item count,
             or a message longer than 1000 characters.
     """
-    if (
-        finite_float(percent) is None or not 0 <= percent <= 100  # type: ignore[operator]
-    ):
+    if finite_float(percent) is None or not 0 <= percent <= 100:
         raise ValidationError(f"progress percent must be a number from 0 to 100, got {percent!r}")
     for name, value in (("items_processed", items_processed), ("items_total", items_total)):
         if value is not None and (not is_int(value) or value < 0):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from typing import TYPE_CHECKING, Any
 
 from ..errors import QueueError
@@ -49,8 +48,10 @@ class TaskContext:
         self.worker_id = worker.worker_id
         self.logger = logger
         self._worker = worker
-        self._cancel = threading.Event()
-        self._lease_lost = threading.Event()
+        # Plain flags, set by the runner's loop and read by the handler's thread: a bool
+        # attribute is written and read whole, and one is built per task (no locks needed).
+        self._cancel = False
+        self._lease_lost = False
 
     @property
     def payload(self) -> Any:
@@ -70,16 +71,16 @@ class TaskContext:
     @property
     def cancel_requested(self) -> bool:
         """True once ``QueueClient.cancel`` was called for this task, or on timeout/shutdown."""
-        return self._cancel.is_set()
+        return self._cancel
 
     @property
     def lease_lost(self) -> bool:
         """True when the worker lost the lease; the outcome of this attempt will be discarded."""
-        return self._lease_lost.is_set()
+        return self._lease_lost
 
     def raise_if_cancelled(self) -> None:
         """Raise :class:`TaskCancelled` when cancellation was requested."""
-        if self._cancel.is_set():
+        if self._cancel:
             raise TaskCancelled(f"task {self.task.id} was cancelled")
 
     def report_progress(self, percent: float, message: str | None = None) -> None:
@@ -98,8 +99,8 @@ class TaskContext:
         await asyncio.to_thread(self.report_progress, percent, message)
 
     def _request_cancel(self) -> None:
-        self._cancel.set()
+        self._cancel = True
 
     def _mark_lease_lost(self) -> None:
-        self._lease_lost.set()
-        self._cancel.set()
+        self._lease_lost = True
+        self._cancel = True

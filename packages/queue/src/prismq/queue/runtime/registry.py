@@ -152,7 +152,8 @@ class HandlerRegistry:
     def load(cls, reference: str) -> HandlerRegistry:
         """Import a registry from ``"package.module:attribute"`` or ``"package.module"``.
 
-        With only a module, its attribute ``registry`` is used.
+        With only a module, its attribute ``registry`` is used. An object with a
+        ``handlers`` registry (a :class:`~prismq.queue.tasks.TaskRegistry`) gives that one.
 
         Raises:
             ConfigError: The module or attribute is missing, or is not a HandlerRegistry.
@@ -161,6 +162,9 @@ class HandlerRegistry:
             reference = f"{reference}:registry"
         obj = import_object(reference, "handlers")
         if not isinstance(obj, HandlerRegistry):
+            handlers = getattr(obj, "handlers", None)
+            if isinstance(handlers, HandlerRegistry):
+                return handlers
             raise ConfigError(f"{reference} is a {type(obj).__name__}, not a HandlerRegistry")
         return obj
 

@@ -4,35 +4,50 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import multiprocessing.synchronize
 import os
 import signal
 import sys
 import threading
+import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timezone
+from enum import Enum
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from ..errors import ConfigError, LeaseLostError, PayloadError, QueueError, ValidationError
-from ..models import Task
+from ..errors import ConfigError, PayloadError, QueueError
+from ..models import Task, TaskStatus
 from ..validation import is_int, is_number
-from ..worker import QueueWorker
+from ..worker import MAX_BATCH, Ack, AckKind, AckResult, QueueWorker
+from .acks import DEFAULT_BATCH_SIZE, DEFAULT_LINGER, AckCollector
 from .context import TaskCancelled, TaskContext, TaskFailed
 from .logs import task_logger, worker_logger
-from .outcomes import HandlerEscaped, base_exception_outcome, guard_coroutine, save_with_retry
+from .outcomes import (
+    OUTCOME_RETRY_FIRST_PAUSE,
+    OUTCOME_RETRY_MAX_PAUSE,
+    TRANSIENT_ERRORS,
+    HandlerEscaped,
+    base_exception_outcome,
+    guard_coroutine,
+)
+from .slots import Outcome, SyncSlots
 from .threads import DaemonThreadPool
 from .wakeup import ChangeWaiter, make_waiter
 
 if TYPE_CHECKING:
     from .registry import Handler, HandlerRegistry
 
-__all__ = ["RunSummary", "StopFlag", "TaskTimeoutError", "WorkerRunner"]
+__all__ = ["InFlight", "RunSummary", "StopFlag", "TaskState", "TaskTimeoutError", "WorkerRunner"]
 
 T = TypeVar("T")
 
 STOP_FLAG_POLL = 0.25
 """Seconds between looks at a stop flag that can only be polled (a process-shared flag)."""
+
+DEFAULT_PREFETCH = 100
+"""Most tasks a worker leases ahead of its free slots (fewer when handlers are slow)."""
 
 
 class StopFlag(Protocol):
@@ -77,6 +92,59 @@ class RunSummary:
     stopped_by_signal: bool = False
 
 
+class TaskState(Enum):
+    """Where a task this process holds stands in the runner."""
+
+    RUNNING = "running"
+    """The handler runs."""
+    CANCELLING = "cancelling"
+    """A cancellation was requested; an async handler was interrupted for it."""
+    LEASE_LOST = "lease_lost"
+    """The lease was lost; an async handler was interrupted, the outcome is discarded."""
+    SHUTTING_DOWN = "shutting_down"
+    """The worker stops; an async handler was interrupted, the task will be released."""
+    TIMED_OUT = "timed_out"
+    """A sync handler ran past its timeout: lease and slot are kept until its thread returns,
+    then the attempt fails (a retry never runs beside it)."""
+    ABANDONED = "abandoned"
+    """The worker stops at once: the execution is cancelled and the lease left to expire."""
+    SETTLING = "settling"
+    """The handler is done; its outcome waits in the acknowledgement collector."""
+
+
+_INTERRUPTED = (TaskState.CANCELLING, TaskState.LEASE_LOST, TaskState.SHUTTING_DOWN)
+
+
+@dataclass(eq=False)
+class InFlight:
+    """One task this process runs: the single record of its state in the runner.
+
+    Attributes:
+        task: The task as claimed.
+        ctx: The handler's context.
+        handler: The handler that runs it.
+        log: The task's logger.
+        state: Where it stands.
+        execution: The coroutine that runs the handler and hands over its outcome.
+        call: The handler call itself (a thread's future, or the async handler's task).
+        started_at: Event-loop time the handler started.
+    """
+
+    task: Task
+    ctx: TaskContext
+    handler: Handler
+    log: Any
+    state: TaskState = TaskState.RUNNING
+    execution: asyncio.Future[None] | None = None
+    call: asyncio.Future[Any] | None = None
+    started_at: float = 0.0
+    timeout_error: QueueError | None = None
+
+
+PREFETCH_HORIZON = 0.05
+"""Prefetch holds at most the tasks the slots are expected to start within this many seconds."""
+
+
 class WorkerRunner:
     """Runs handlers from a registry on a :class:`~prismq.queue.worker.QueueWorker`.
 
@@ -85,6 +153,14 @@ class WorkerRunner:
     loop. While a handler runs its lease is renewed every ``worker.heartbeat_interval``
     seconds; a cancellation request is passed to the handler (async handlers are
     cancelled, sync handlers see ``ctx.cancel_requested``).
+
+    Outcomes are group-committed (see :mod:`prismq.queue.runtime.acks`): they wait until
+    ``batch_size`` are ready or the oldest has waited ``linger`` seconds (or a slot has
+    nothing left to run), then all are written in one transaction that also leases the
+    next tasks. Every outcome stays fenced by its own lease token. Up to ``prefetch``
+    tasks are leased ahead of the free slots so that slots never wait for a claim; fewer
+    when handlers are slow (no more than the slots will start within about
+    ``PREFETCH_HORIZON`` seconds), so slow tasks are not hoarded.
 
     Args:
         worker: The worker whose claims and fenced updates are used. When its
@@ -105,6 +181,10 @@ class WorkerRunner:
         stop_flag: Checked every loop; when set, the worker stops gracefully.
         install_signal_handlers: Stop gracefully on SIGINT/SIGTERM (and CTRL_BREAK on
             Windows); a second signal stops at once.
+        batch_size: Outcomes written in one transaction at most (1 to 1000).
+        linger: Longest wait, in seconds, of a finished task's outcome before it is
+            written (0 to 1).
+        prefetch: Most tasks leased ahead of the free slots (0 to 1000).
 
     Raises:
         ConfigError: Bad settings, or the worker's task types include one the registry has
@@ -125,6 +205,9 @@ class WorkerRunner:
         wake_mode: str = "auto",
         stop_flag: StopFlag | None = None,
         install_signal_handlers: bool = False,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        linger: float = DEFAULT_LINGER,
+        prefetch: int = DEFAULT_PREFETCH,
     ) -> None:
         if len(registry) == 0:
             raise ConfigError("the handler registry is empty; register at least one handler")
@@ -132,11 +215,14 @@ class WorkerRunner:
             raise ConfigError(f"concurrency must be an integer from 1 to 1000, got {concurrency!r}")
         if max_tasks is not None and (not isinstance(max_tasks, int) or max_tasks < 1):
             raise ConfigError(f"max_tasks must be a positive integer, got {max_tasks!r}")
+        if not is_int(prefetch) or not 0 <= prefetch <= 1000:
+            raise ConfigError(f"prefetch must be an integer from 0 to 1000, got {prefetch!r}")
         for name, value in (("grace_period", grace_period), ("idle_timeout", idle_timeout)):
             if not is_number(value) or value < 0:
                 raise ConfigError(f"{name} must be a number of seconds >= 0, got {value!r}")
         if wake_mode not in ("auto", "notify", "inotify", "poll"):
             raise ConfigError(f"wake_mode must be auto, notify, inotify or poll, got {wake_mode!r}")
+        self._acks: AckCollector[InFlight | Task] = AckCollector(batch_size, linger, time.monotonic)
         if worker.task_types is None:
             worker.task_types = registry.task_types
         missing = [t for t in worker.task_types if t not in registry]
@@ -158,18 +244,34 @@ class WorkerRunner:
         self.wake_mode = wake_mode
         self.stop_flag = stop_flag
         self.install_signal_handlers = install_signal_handlers
+        self.prefetch = prefetch
         self.summary = RunSummary()
         self.log = worker_logger(worker.worker_id)
-        self._inflight: dict[int, asyncio.Task[None]] = {}
-        self._contexts: dict[int, TaskContext] = {}
-        self._async_calls: dict[int, asyncio.Future[Any]] = {}
-        self._cancel_reasons: dict[int, str] = {}
+        self._inflight: dict[int, InFlight] = {}
+        self._busy = 0  # records whose handler runs or is queued to run (every state but SETTLING)
+        self._async_running = 0  # of which async handlers
+        self._buffer: deque[Task] = deque()  # prefetched: leased, not started
+        self._claimed = 0
+        self._nothing_ready = False  # the last claim found no task
+        self._short = False  # the last claim found fewer tasks than it asked for
+        self._run_time = 0.0  # moving average of a handler's run time (seconds)
         self._stop: asyncio.Event | None = None
+        self._wake: asyncio.Future[bool] | None = None
         self._pending_wait: asyncio.Future[Any] | None = None
         self._started_when_idle = 0
         self._immediate = False
         self._signals_seen = 0
         self._exit_exception: BaseException | None = None
+
+    @property
+    def batch_size(self) -> int:
+        """Outcomes written in one transaction at most."""
+        return self._acks.batch_size
+
+    @property
+    def linger(self) -> float:
+        """Longest wait of an outcome before it is written."""
+        return self._acks.linger
 
     # -- stopping --------------------------------------------------------------
     def request_stop(self, immediate: bool = False) -> None:
@@ -177,6 +279,7 @@ class WorkerRunner:
         self._immediate = self._immediate or immediate
         if self._stop is not None:
             self._stop.set()
+            self._notify()
 
     def _on_signal(self, signum: int) -> None:
         self._signals_seen += 1
@@ -220,24 +323,29 @@ class WorkerRunner:
         loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         self._db_pool = DaemonThreadPool(1, "prismq-queue-db")
-        self._handler_pool = DaemonThreadPool(self.concurrency, "prismq-queue-handler")
+        self._slots = SyncSlots(self.concurrency, "prismq-queue-handler", loop, self._deliver)
         self._wait_pool = DaemonThreadPool(1, "prismq-queue-wait")
         waiter = await self._call(make_waiter, self.worker.backend, self.wake_mode)
         restore_signals = self._install_signals(loop) if self.install_signal_handlers else (lambda: None)
         watcher = self._watch_stop_flag(loop)
         heartbeat = asyncio.ensure_future(self._heartbeat_loop())
+        watchdog = asyncio.ensure_future(self._watchdog())
         self.log.info(
-            "worker started: types=%s strategy=%s concurrency=%d",
+            "worker started: types=%s strategy=%s concurrency=%d batch=%d linger=%gs prefetch=%d",
             ",".join(self.worker.task_types or ()),
             self.worker.strategy.name,
             self.concurrency,
+            self.batch_size,
+            self.linger,
+            self.prefetch,
         )
         try:
             await self._loop(waiter)
         finally:
-            heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
+            for helper in (heartbeat, watchdog):
+                helper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await helper
             await self._shutdown()
             watcher.set()
             # Stop the idle wait and close the waiter on its own thread, and wait for both:
@@ -247,7 +355,7 @@ class WorkerRunner:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.wrap_future(self._wait_pool.submit(waiter.close)), 30)
             restore_signals()
-            self._handler_pool.shutdown()
+            self._slots.shutdown()
             self._wait_pool.shutdown()
             self._db_pool.shutdown()
             self.log.info("worker stopped: %s", self.summary)
@@ -286,33 +394,195 @@ class WorkerRunner:
             self._stop.set()
         return self._stop.is_set()
 
+    def _limit_reached(self) -> bool:
+        return self.max_tasks is not None and self._claimed >= self.max_tasks
+
+    def _want(self) -> int:
+        """Tasks to lease now: the free slots plus the prefetch, less what is buffered."""
+        if self._should_stop():
+            return 0
+        # No more than the slots will start within PREFETCH_HORIZON seconds (none before
+        # a handler has been timed).
+        prefetch = 0
+        if self.prefetch and self._run_time > 0:
+            prefetch = min(self.prefetch, int(self.concurrency * PREFETCH_HORIZON / self._run_time))
+        want = self.concurrency + prefetch - self._busy - len(self._buffer)
+        if self.max_tasks is not None:
+            want = min(want, self.max_tasks - self._claimed)
+        return max(0, min(want, MAX_BATCH))
+
     async def _loop(self, waiter: ChangeWaiter) -> None:
+        acks = self._acks
         while not self._should_stop():
-            if self.max_tasks is not None and self.summary.started >= self.max_tasks:
+            self._start_buffered()
+            want = self._want()
+            starving = want > 0 and self._busy < self.concurrency and not self._buffer
+            claim_now = starving and not self._short and not self._limit_reached()
+            if acks and (acks.due_in() == 0 or claim_now or self._busy == 0):
+                await self._flush(want)
+                continue
+            if claim_now:
+                await self._flush(want)
+                continue
+            if acks:
+                await self._wait_change(acks.due_in())
+                continue
+            if self._busy or self._buffer:
+                if self._short and self._busy < self.concurrency and not self._limit_reached():
+                    # Free slots, but the last claim found less than it asked for: wait for
+                    # new tasks as an idle worker does (or for a task to end), then claim.
+                    await self._idle(waiter)
+                    self._short = False
+                else:
+                    await self._wait_change(self.idle_timeout)  # every slot is busy
+                continue
+            # Nothing runs and nothing waits to be written.
+            if self._limit_reached():
                 break
-            free = self.concurrency - len(self._inflight)
-            if free <= 0:
-                await self._wait_any(self.idle_timeout)
+            if not self._nothing_ready:
+                self._short = False
+                await self._flush(want)
                 continue
-            if self.max_tasks is not None:
-                free = min(free, self.max_tasks - self.summary.started)
-            try:
-                tasks = await self._call(self.worker.claim_batch, free)
-            except QueueError as exc:
-                self.log.error("claim failed: %s; retrying", exc)
-                await self._wait_any(min(self.idle_timeout, 1.0))
-                continue
-            if tasks:
-                for task in tasks:
-                    self._start(task)
-                continue
-            if self.burst and not self._inflight:
+            if self.burst:
                 break
             await self._idle(waiter)
-        if self.max_tasks is not None or self.burst:
-            # Natural end: let running tasks finish.
-            while self._inflight and not self._should_stop():
-                await self._wait_any(self.idle_timeout)
+            self._nothing_ready = self._short = False
+
+    async def _flush(self, want: int) -> None:
+        """Write the waiting outcomes and lease up to ``want`` tasks, in one transaction.
+
+        A transient error (busy database, dropped server connection) is retried with
+        growing pauses while the leases last (at most one lease duration); then, or at
+        once for any other error, the outcomes are given up: their leases are no longer
+        renewed and their tasks run again once the leases expire.
+        """
+        batch = self._acks.take()
+        acks = [ack for _, ack in batch]
+        loop = asyncio.get_running_loop()
+        pause = OUTCOME_RETRY_FIRST_PAUSE
+        give_up_at: float | None = None
+        tries = 0
+        while True:
+            tries += 1
+            try:
+                results, tasks = await self._call(self.worker.acknowledge, acks, want)
+                break
+            except QueueError as exc:
+                if not batch:  # a claim alone: the loop tries again after a pause
+                    self.log.error("claim failed: %s; retrying", exc)
+                    await self._wait_change(min(self.idle_timeout, 1.0), stop_ends=False)
+                    return
+                if isinstance(exc, TRANSIENT_ERRORS):
+                    now = loop.time()
+                    give_up_at = give_up_at if give_up_at is not None else now + self.worker.lease_duration
+                    if now + pause <= give_up_at and pause < self._lease_left(acks):
+                        self.log.warning(
+                            "saving %d outcome(s) failed (%s); trying again in %.2f s", len(batch), exc, pause
+                        )
+                        await asyncio.sleep(pause)
+                        pause = min(pause * 2, OUTCOME_RETRY_MAX_PAUSE)
+                        continue
+                self._give_up(batch, exc, tries)
+                return
+        for (record, _), result in zip(batch, results, strict=True):
+            self._settled(record, result)
+        if want:
+            self._nothing_ready = not tasks
+            self._short = len(tasks) < want
+        if tasks:
+            self._claimed += len(tasks)
+            self._buffer.extend(tasks)
+            self._start_buffered()
+
+    def _lease_left(self, acks: list[Ack]) -> float:
+        """Seconds until the first of these held leases expires (0 when one is not held)."""
+        held = self.worker.held_tasks
+        now = self.worker.db.now()
+        left = float("inf")
+        for ack in acks:
+            task = held.get(ack.task_id)
+            if task is None or task.lease_until is None:
+                return 0.0
+            left = min(left, task.lease_until.timestamp() - now)
+        return left
+
+    def _give_up(self, batch: list[tuple[InFlight | Task, Ack]], error: QueueError, tries: int) -> None:
+        """Outcomes that could not be saved: their leases are left to expire."""
+        for record, ack in batch:
+            task = record.task if isinstance(record, InFlight) else record
+            log = record.log if isinstance(record, InFlight) else task_logger(self.worker.worker_id, task)
+            self.worker.forget_task(ack.task_id)
+            self.summary.abandoned += 1
+            if isinstance(record, InFlight):
+                self._inflight.pop(task.id, None)
+            log.error(
+                "the outcome could not be saved after %d tries (%s: %s); the task runs again once "
+                "its lease expires",
+                tries,
+                type(error).__name__,
+                error,
+            )
+
+    def _settled(self, record: InFlight | Task, result: AckResult) -> None:
+        """Count and log one written (or refused) outcome; free its record."""
+        if isinstance(record, InFlight):
+            task, log = record.task, record.log
+        else:  # a prefetched task given back
+            task, log = record, task_logger(self.worker.worker_id, record)
+        ack = result.ack
+        if not result.saved and isinstance(result.error, PayloadError) and ack.kind is AckKind.COMPLETE:
+            # The result cannot be stored: the attempt fails for good instead.
+            log.error("%s", result.error)
+            self._acks.add(record, Ack.fail(task.id, result.error, retry=False))
+            return
+        if isinstance(record, InFlight):
+            self._inflight.pop(task.id, None)
+        if not result.saved:
+            if ack.kind is AckKind.RELEASE:
+                log.debug("not released: %s", result.error)
+            else:
+                self.summary.lease_lost += 1
+                log.warning("%s", result.error)
+            return
+        kind = ack.kind
+        if kind is AckKind.COMPLETE:
+            self.summary.completed += 1
+            log.debug("completed")
+        elif kind is AckKind.CANCEL:
+            self.summary.cancelled += 1
+            log.debug("cancelled")
+        elif kind is AckKind.RELEASE:
+            self.summary.released += 1
+            log.debug("released")
+        elif result.status is TaskStatus.DEAD:
+            self.summary.dead += 1
+            log.error("failed for good after %d attempt(s): %s", result.attempts, _message(ack))
+        else:
+            self.summary.retried += 1
+            assert result.run_after is not None
+            when = datetime.fromtimestamp(result.run_after, tz=timezone.utc)
+            log.info("failed; retry at %s", when.isoformat())
+
+    def _start_buffered(self) -> None:
+        """Start prefetched tasks while slots allow.
+
+        Async handlers start while fewer than ``concurrency`` tasks run. Sync handlers are
+        queued to the handler threads at once (the threads themselves cap how many run),
+        so a thread that finishes a task starts the next without waiting for the loop;
+        with async handlers running too, sync ones are only queued into free slots.
+        """
+        buffer = self._buffer
+        limit = self.concurrency
+        while buffer:
+            handler = self.registry.get(buffer[0].task_type)
+            assert handler is not None  # claims are filtered by the registry's types
+            sync_active = min(self._busy - self._async_running, limit)
+            if handler.is_async:
+                if self._async_running + sync_active >= limit:
+                    return
+            elif self._async_running and self._async_running + sync_active >= limit:
+                return
+            self._start(buffer.popleft(), handler)
 
     async def _idle(self, waiter: ChangeWaiter) -> None:
         if self.summary.started != self._started_when_idle:
@@ -329,222 +599,210 @@ class WorkerRunner:
         # spell is reused, so a change it reports is never lost behind a queued second wait.
         if self._pending_wait is None or self._pending_wait.done():
             self._pending_wait = asyncio.wrap_future(self._wait_pool.submit(waiter.wait, timeout))
-        await self._wait_any(timeout + 0.05, extra=self._pending_wait)
+        await self._wait_change(timeout + 0.05, extra=self._pending_wait)
 
-    async def _wait_any(self, timeout: float, extra: asyncio.Future[Any] | None = None) -> None:
-        """Wait until a running task ends, ``extra`` resolves, a stop is asked, or ``timeout``."""
-        assert self._stop is not None
+    def _notify(self) -> None:
+        """Wake the loop: a task ended, an outcome is waiting, or a stop was asked."""
+        wake = self._wake
+        if wake is not None and not wake.done():
+            wake.set_result(True)
+
+    async def _wait_change(
+        self, timeout: float, extra: asyncio.Future[Any] | None = None, *, stop_ends: bool = True
+    ) -> None:
+        """Wait until :meth:`_notify`, ``extra`` resolves, a stop is asked, or ``timeout``.
+
+        With ``stop_ends`` False (while shutting down) a stop already asked does not end it.
+        """
+        if timeout <= 0:
+            return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        waiting: set[asyncio.Future[Any]] = set(self._inflight.values())
-        stop_wait = asyncio.ensure_future(self._stop.wait())
-        waiting.add(stop_wait)
+        # A stop flag without a safe wait() can only be polled: look at it every
+        # STOP_FLAG_POLL seconds (each look wakes the event loop, so not more often).
+        polled = self.stop_flag is not None and (
+            not callable(getattr(self.stop_flag, "wait", None)) or _is_process_event(self.stop_flag)
+        )
+
+        def on_extra(_future: asyncio.Future[Any]) -> None:
+            self._notify()
+
         if extra is not None:
-            waiting.add(extra)
+            extra.add_done_callback(on_extra)
         try:
             while True:
                 remaining = deadline - loop.time()
-                if remaining <= 0:
+                if (
+                    remaining <= 0
+                    or (stop_ends and self._should_stop())
+                    or (extra is not None and extra.done())
+                ):
                     return
-                # A stop flag without a safe wait() can only be polled: look at it every
-                # STOP_FLAG_POLL seconds (each look wakes the event loop, so not more often).
-                polled = self.stop_flag is not None and (
-                    not callable(getattr(self.stop_flag, "wait", None)) or _is_process_event(self.stop_flag)
+                wake = self._wake = loop.create_future()
+                timer = loop.call_later(
+                    min(remaining, STOP_FLAG_POLL) if polled else remaining, _resolve, wake
                 )
-                slice_ = min(remaining, STOP_FLAG_POLL) if polled else remaining
-                done, _ = await asyncio.wait(waiting, timeout=slice_, return_when=asyncio.FIRST_COMPLETED)
-                if done or self._should_stop():
+                try:
+                    notified = await wake
+                finally:
+                    timer.cancel()
+                    self._wake = None
+                if notified:
                     return
         finally:
-            stop_wait.cancel()
+            if extra is not None:
+                extra.remove_done_callback(on_extra)
 
     # -- one task --------------------------------------------------------------
-    def _start(self, task: Task) -> None:
+    def _start(self, task: Task, handler: Handler) -> None:
         self.summary.started += 1
-        execution = asyncio.ensure_future(self._execute(task))
-        self._inflight[task.id] = execution
-        execution.add_done_callback(functools.partial(self._finished, task.id))
-
-    def _finished(self, task_id: int, _future: asyncio.Future[None]) -> None:
-        self._inflight.pop(task_id, None)
-        self._contexts.pop(task_id, None)
-        self._async_calls.pop(task_id, None)
-        self._cancel_reasons.pop(task_id, None)
-
-    async def _execute(self, task: Task) -> None:
         log = task_logger(self.worker.worker_id, task)
-        handler = self.registry.get(task.task_type)
-        assert handler is not None  # claims are filtered by the registry's types
-        ctx = TaskContext(task, self.worker, log)
-        self._contexts[task.id] = ctx
-        timeout = handler.timeout or self.task_timeout
-        log.debug("started")
-        try:
-            result = await self._invoke(handler, ctx, timeout)
-        except asyncio.TimeoutError:
-            ctx._request_cancel()
-            self.summary.timed_out += 1
-            error = TaskTimeoutError(
-                f"handler for {task.task_type!r} ran longer than its timeout of {timeout:g} s"
-            )
-            log.error("%s", error)
-            if not handler.is_async:
-                await self._await_thread(task.id, log)
-            await self._fail(task, error, retry=True, log=log)
-        except asyncio.CancelledError as exc:
-            reason = self._cancel_reasons.get(task.id)
-            if reason == "abandon":  # this execution itself was cancelled (immediate stop)
-                raise
-            if reason is None:  # raised by the handler (a future it awaited was cancelled)
-                await self._handler_raised_base(task, exc, log)
-                return
-            await self._after_interruption(task, reason, log)
-        except HandlerEscaped as exc:
-            await self._handler_raised_base(task, exc.original, log)
-        except TaskCancelled:
-            await self._outcome(
-                self.worker.acknowledge_cancel, task, log, "cancelled", "cancelled on request"
-            )
-        except TaskFailed as exc:
-            await self._fail(task, exc, retry=exc.retry, log=log)
-        except Exception as exc:
-            log.info("handler raised %s: %s", type(exc).__name__, exc)
-            await self._fail(task, exc, retry=True, log=log)
-        except BaseException as exc:  # from a sync handler's thread, or a custom class
-            await self._handler_raised_base(task, exc, log)
+        record = InFlight(task, TaskContext(task, self.worker, log), handler, log)
+        self._inflight[task.id] = record
+        self._busy += 1
+        if handler.is_async:
+            self._async_running += 1
+            record.execution = asyncio.ensure_future(self._execute(record))
         else:
-            if ctx.lease_lost:
+            self._slots.submit(record, handler.func, record.ctx)
+
+    def _handler_done(self, record: InFlight, ack: Ack | None, run_time: float | None = None) -> None:
+        """The handler is over: hand its outcome to the collector and free the slot."""
+        if record.state is TaskState.SETTLING:
+            return
+        record.state = TaskState.SETTLING
+        self._busy -= 1
+        if record.handler.is_async:
+            self._async_running -= 1
+        if run_time is not None:
+            self._run_time = run_time if not self._run_time else self._run_time * 0.9 + run_time * 0.1
+        if ack is None:
+            self._inflight.pop(record.task.id, None)
+        else:
+            self._acks.add(record, ack)
+        # Start the next prefetched task in the freed slot at once, even while a flush runs.
+        self._start_buffered()
+        self._notify()
+
+    def _deliver(self, outcomes: list[Outcome]) -> None:
+        """Outcomes of sync handlers, handed back by their threads (on the loop)."""
+        for record, returned, raised, seconds in outcomes:
+            if record.state is TaskState.SETTLING:
+                continue  # released meanwhile (shutdown): this late outcome is discarded
+            if record.state is TaskState.TIMED_OUT:
+                # The thread of a timed-out handler returned: only now is the attempt failed.
+                assert record.timeout_error is not None
+                self._handler_done(record, Ack.fail(record.task.id, record.timeout_error), seconds)
+                continue
+            self._handler_done(record, self._ack_for(record, returned, raised), seconds)
+
+    def _ack_for(self, record: InFlight, returned: Any, raised: BaseException | None) -> Ack | None:
+        """The outcome to write for a handler that returned or raised (``None``: none)."""
+        task, log = record.task, record.log
+        if raised is None:
+            if record.ctx.lease_lost:
                 self.summary.lease_lost += 1
                 log.warning("lease was lost while running; result discarded")
+                return None
+            return Ack.complete(task.id, returned)
+        if isinstance(raised, HandlerEscaped):
+            raised = raised.original
+        if isinstance(raised, TaskCancelled):
+            return Ack.cancel(task.id)
+        if isinstance(raised, TaskFailed):
+            return Ack.fail(task.id, raised, retry=raised.retry)
+        if isinstance(raised, Exception):
+            log.info("handler raised %s: %s", type(raised).__name__, raised)
+            return Ack.fail(task.id, raised)
+        # A BaseException that is not an Exception never leaves its task leased.
+        outcome = base_exception_outcome(raised)
+        log.warning("handler raised %s (not an Exception): %s", type(raised).__name__, raised)
+        if outcome == "release":  # KeyboardInterrupt: give the task back and stop
+            self.request_stop()
+            return Ack.release(task.id)
+        if outcome == "fail_and_exit":  # SystemExit: fail the attempt, stop, re-raise from run()
+            self._exit_exception = self._exit_exception or raised
+            self.request_stop()
+        return Ack.fail(task.id, raised)
+
+    async def _execute(self, record: InFlight) -> None:
+        """Run an async handler on the loop, with its timeout."""
+        task, ctx, handler, log = record.task, record.ctx, record.handler, record.log
+        timeout = handler.timeout or self.task_timeout
+        loop = asyncio.get_running_loop()
+        record.started_at = loop.time()
+        ack: Ack | None = None
+        try:
+            result = await self._invoke(record, timeout)
+        except asyncio.TimeoutError:
+            ctx._request_cancel()
+            ack = self._timed_out(record, timeout)
+        except asyncio.CancelledError as exc:
+            state = record.state
+            if state is TaskState.ABANDONED:  # this execution itself was cancelled (immediate stop)
+                raise
+            if state not in _INTERRUPTED:  # raised by the handler (a future it awaited was cancelled)
+                self._handler_done(record, self._ack_for(record, None, exc), loop.time() - record.started_at)
                 return
-            try:
-                await self._complete(task, log, result)
-            except PayloadError as exc:
-                await self._fail(task, exc, retry=False, log=log)
+            if state is TaskState.CANCELLING:
+                ack = Ack.cancel(task.id)
+            elif state is TaskState.SHUTTING_DOWN:
+                ack = Ack.release(task.id)
+            else:
+                self.summary.lease_lost += 1
+                log.warning("lease was lost; the attempt was stopped")
+        except BaseException as exc:  # HandlerEscaped and custom BaseExceptions included
+            ack = self._ack_for(record, None, exc)
+        else:
+            ack = self._ack_for(record, result, None)
+        self._handler_done(record, ack, loop.time() - record.started_at)
 
-    async def _complete(self, task: Task, log: Any, result: Any) -> None:
-        """Complete a task; claim the slot's next task in the same transaction when one is due.
+    def _timed_out(self, record: InFlight, timeout: float) -> Ack:
+        self.summary.timed_out += 1
+        error = TaskTimeoutError(
+            f"handler for {record.task.task_type!r} ran longer than its timeout of {timeout:g} s"
+        )
+        record.log.error("%s", error)
+        record.timeout_error = error
+        return Ack.fail(record.task.id, error)
 
-        The loop would claim for the freed slot right away, so the completion and that
-        claim share one commit (:meth:`QueueWorker.complete_and_claim`). With
-        ``max_tasks`` or a stop under way, the task is only completed.
-        """
-        if self.max_tasks is not None or self._should_stop():
-            await self._outcome(self.worker.complete_task, task, log, "completed", result)
-            return
-        following = await self._outcome(self.worker.complete_and_claim, task, log, "completed", result)
-        if following is not None:
-            self._start(following)
-
-    async def _invoke(self, handler: Handler, ctx: TaskContext, timeout: float) -> Any:
-        if handler.is_async:
-            call: asyncio.Future[Any] = asyncio.ensure_future(guard_coroutine(handler.func(ctx)))  # type: ignore[arg-type]
-            self._async_calls[ctx.task_id] = call
-            return await asyncio.wait_for(call, timeout)
-        call = asyncio.wrap_future(self._handler_pool.submit(handler.func, ctx))
-        self._async_calls[ctx.task_id] = call
-        # Shielded: a timeout must not drop the thread's future, whose end is awaited.
-        return await asyncio.wait_for(asyncio.shield(call), timeout)
-
-    async def _await_thread(self, task_id: int, log: Any) -> None:
-        """Wait for a timed-out sync handler's thread to return; its outcome is discarded.
+    async def _watchdog(self) -> None:
+        """Mark sync handlers that run past their timeout.
 
         A thread cannot be stopped, so the attempt keeps its lease (renewed by the
-        heartbeat) and its concurrency slot until the handler returns: only then is the
-        attempt failed, so a retry never runs while the old attempt still does.
+        heartbeat) and its slot until the handler returns; only then is it failed, so a
+        retry never runs while the old attempt still does.
         """
-        call = self._async_calls.get(task_id)
-        if call is None or call.done():
+        timeouts = [h.timeout or self.task_timeout for h in self.registry if not h.is_async]
+        if not timeouts:
             return
-        log.warning("the timed-out handler is still running; its lease and slot are kept until it returns")
-        await asyncio.wait({call})
-        if not call.cancelled():
-            call.exception()  # retrieved, so asyncio does not report it as never retrieved
+        interval = min(max(min(timeouts) / 10, 0.01), 1.0)
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            for record in list(self._inflight.values()):
+                if record.handler.is_async or record.state is not TaskState.RUNNING:
+                    continue
+                started = self._slots.started_at(record)
+                timeout = record.handler.timeout or self.task_timeout
+                if started is not None and now - started > timeout:
+                    record.ctx._request_cancel()
+                    record.state = TaskState.TIMED_OUT
+                    self._timed_out(record, timeout)
+                    record.log.warning(
+                        "the timed-out handler is still running; its lease and slot are kept until it returns"
+                    )
 
-    async def _handler_raised_base(self, task: Task, exc: BaseException, log: Any) -> None:
-        """End an attempt whose handler raised a ``BaseException`` (see :func:`base_exception_outcome`)."""
-        outcome = base_exception_outcome(exc)
-        log.warning("handler raised %s (not an Exception): %s", type(exc).__name__, exc)
-        if outcome == "release":
-            await self._outcome(self.worker.release_task, task, log, "released")
-            self.request_stop()
-            return
-        await self._fail(task, exc, retry=True, log=log)
-        if outcome == "fail_and_exit":
-            self._exit_exception = self._exit_exception or exc
-            self.request_stop()
-
-    async def _after_interruption(self, task: Task, reason: str, log: Any) -> None:
-        if reason == "cancel":
-            await self._outcome(
-                self.worker.acknowledge_cancel, task, log, "cancelled", "cancelled on request"
-            )
-        elif reason == "lost":
-            self.summary.lease_lost += 1
-            log.warning("lease was lost; the attempt was stopped")
-        elif reason == "shutdown":
-            await self._outcome(self.worker.release_task, task, log, "released")
-
-    async def _save(self, task: Task, log: Any, method: Callable[..., T], *args: Any) -> T:
-        """Call a finishing ``method`` on the task, retrying transient errors (:mod:`.outcomes`)."""
-        return await save_with_retry(lambda: self._call(method, task.id, *args), self.worker, task.id, log)
-
-    def _unsaved(self, task: Task, error: QueueError, log: Any) -> None:
-        """Give up an attempt whose outcome could not be saved: its lease is left to expire."""
-        self.worker.forget_task(task.id)
-        self.summary.abandoned += 1
-        log.error(
-            "the outcome could not be saved (%s: %s); the task runs again once its lease expires",
-            type(error).__name__,
-            error,
-        )
-
-    async def _fail(self, task: Task, error: BaseException, *, retry: bool, log: Any) -> None:
-        try:
-            updated = await self._save(
-                task, log, functools.partial(self.worker.fail_task, retry=retry), error
-            )
-        except LeaseLostError as exc:
-            self.summary.lease_lost += 1
-            log.warning("%s", exc)
-            return
-        except QueueError as exc:
-            self._unsaved(task, exc, log)
-            return
-        if updated.status.value == "dead":
-            self.summary.dead += 1
-            log.error("failed for good after %d attempt(s): %s", updated.attempts, updated.last_error)
-        else:
-            self.summary.retried += 1
-            log.info("failed; retry at %s", updated.run_after.isoformat())
-
-    async def _outcome(
-        self, method: Callable[..., Any], task: Task, log: Any, counter: str, *args: Any
-    ) -> Any:
-        """Call a finishing ``method`` on the task and count it; return what it returned.
-
-        A lost lease is counted and logged instead, and gives ``None``.
-        """
-        try:
-            returned = await self._save(task, log, method, *args)
-        except LeaseLostError as exc:
-            self.summary.lease_lost += 1
-            log.warning("%s", exc)
-            return None
-        except ValidationError:
-            raise  # a result that cannot be stored: the caller fails the attempt instead
-        except QueueError as exc:
-            self._unsaved(task, exc, log)
-            return None
-        setattr(self.summary, counter, getattr(self.summary, counter) + 1)
-        log.debug("%s", counter)
-        return returned
+    async def _invoke(self, record: InFlight, timeout: float) -> Any:
+        call: asyncio.Future[Any] = asyncio.ensure_future(guard_coroutine(record.handler.func(record.ctx)))
+        record.call = call
+        return await asyncio.wait_for(call, timeout)
 
     # -- leases ----------------------------------------------------------------
     async def _heartbeat_loop(self) -> None:
         while True:
             await asyncio.sleep(self.worker.heartbeat_interval)
-            if not self._inflight:
+            if not self._inflight and not self._buffer:
                 continue
             try:
                 renewed = await self._call(self.worker.heartbeat)
@@ -552,72 +810,94 @@ class WorkerRunner:
                 self.log.error("lease renewal failed: %s", exc)
                 continue
             alive = {task.id: task for task in renewed}
-            for task_id in list(self._contexts):
-                ctx = self._contexts.get(task_id)
-                if ctx is None:
+            held = self.worker.held_tasks
+            if self._buffer:
+                kept = [task for task in self._buffer if task.id in alive or task.id in held]
+                self._buffer = deque(kept)
+            for record in list(self._inflight.values()):
+                if record.state is not TaskState.RUNNING:
                     continue
-                task = alive.get(task_id)
+                ctx = record.ctx
+                task = alive.get(record.task.id)
                 if task is None:
-                    if task_id not in self.worker.held_tasks:
+                    if record.task.id not in held:
                         ctx._mark_lease_lost()
-                        self._interrupt(task_id, "lost")
+                        if not record.handler.is_async and self._slots.withdraw(record):
+                            # Leased ahead and not started yet: it will not run here.
+                            self.summary.lease_lost += 1
+                            record.log.warning("lease was lost before the task started")
+                            self._handler_done(record, None)
+                        else:
+                            self._interrupt(record, TaskState.LEASE_LOST)
                 elif task.cancel_requested and not ctx.cancel_requested:
                     ctx.logger.info("cancellation requested")
                     ctx._request_cancel()
-                    self._interrupt(task_id, "cancel")
+                    self._interrupt(record, TaskState.CANCELLING)
 
-    def _interrupt(self, task_id: int, reason: str) -> None:
+    def _interrupt(self, record: InFlight, state: TaskState) -> None:
         """Cancel an async handler's coroutine; sync handlers only see ``ctx`` flags."""
-        ctx = self._contexts.get(task_id)
-        handler = self.registry.get(ctx.task.task_type) if ctx else None
-        call = self._async_calls.get(task_id)
-        if call is not None and handler is not None and handler.is_async and not call.done():
-            self._cancel_reasons[task_id] = reason
+        call = record.call
+        if record.handler.is_async and call is not None and not call.done():
+            record.state = state
             call.cancel()
 
     async def _shutdown(self) -> None:
-        if not self._inflight:
-            await self._deregister()
-            return
-        if not self._immediate:
-            self.log.info("waiting up to %g s for %d running task(s)", self.grace_period, len(self._inflight))
-            assert self._stop is not None
-            deadline = asyncio.get_running_loop().time() + self.grace_period
-            while self._inflight and not self._immediate:
-                remaining = deadline - asyncio.get_running_loop().time()
+        loop = asyncio.get_running_loop()
+        # Prefetched tasks never started: give them back at once.
+        while self._buffer:
+            task = self._buffer.popleft()
+            self._acks.add(task, Ack.release(task.id))
+        for record in list(self._inflight.values()):
+            sync = not record.handler.is_async and record.state is TaskState.RUNNING
+            if sync and self._slots.withdraw(record):
+                self._handler_done(record, Ack.release(record.task.id))
+        if self._busy and not self._immediate:
+            self.log.info("waiting up to %g s for %d running task(s)", self.grace_period, self._busy)
+            deadline = loop.time() + self.grace_period
+            while self._busy and not self._immediate:
+                remaining = deadline - loop.time()
                 if remaining <= 0:
                     break
-                await asyncio.wait(set(self._inflight.values()), timeout=min(remaining, 0.1))
+                if self._acks.full:
+                    await self._flush(0)
+                await self._wait_change(min(remaining, 0.1), stop_ends=False)
         if self._immediate:
-            for task_id, execution in list(self._inflight.items()):
-                self._cancel_reasons[task_id] = "abandon"
-                execution.cancel()
-            self.log.warning("abandoned %d running task(s); their leases will expire", len(self._inflight))
-            return
-        for task_id in list(self._inflight):
-            ctx = self._contexts.get(task_id)
-            if ctx is not None:
-                ctx._request_cancel()
-            call = self._async_calls.get(task_id)
-            if call is not None and not call.done():
-                self._cancel_reasons[task_id] = "shutdown"
-                call.cancel()
-        async_pending = [e for t, e in self._inflight.items() if self._cancel_reasons.get(t) == "shutdown"]
-        if async_pending:
-            await asyncio.wait(async_pending, timeout=5.0)
-        for task_id in list(self._inflight):
-            if task_id in self.worker.held_tasks:
-                try:
-                    await self._call(self.worker.release_task, task_id)
-                    self.summary.released += 1
-                except LeaseLostError:
-                    pass
-                except QueueError as exc:
-                    self.log.error("could not release task %s at shutdown: %s", task_id, exc)
-            execution = self._inflight.get(task_id)
-            if execution is not None:
-                self._cancel_reasons[task_id] = "abandon"
-                execution.cancel()
+            running = [r for r in self._inflight.values() if r.state is not TaskState.SETTLING]
+            for record in running:
+                if record.execution is not None:
+                    record.state = TaskState.ABANDONED
+                    record.execution.cancel()
+            if running:
+                self.log.warning("abandoned %d running task(s); their leases will expire", len(running))
+        else:
+            running = [
+                r for r in self._inflight.values() if r.state in (TaskState.RUNNING, TaskState.TIMED_OUT)
+            ]
+            for record in running:
+                record.ctx._request_cancel()
+                self._interrupt(record, TaskState.SHUTTING_DOWN)
+            interrupted = [
+                r.execution for r in running if r.state is TaskState.SHUTTING_DOWN and r.execution is not None
+            ]
+            if interrupted:
+                await asyncio.wait(interrupted, timeout=5.0)
+            for record in running:
+                if record.state is TaskState.SETTLING:
+                    continue
+                # A sync handler still running (or an async one that ignored the cancel):
+                # give the task back; whatever the handler does now is discarded.
+                execution = record.execution
+                self._handler_done(record, Ack.release(record.task.id))
+                if execution is not None:
+                    record.state = TaskState.ABANDONED
+                    execution.cancel()
+        # Write every outcome still waiting, the releases included.
+        while self._acks:
+            batch_size = len(self._acks)
+            await self._flush(0)
+            if len(self._acks) >= batch_size:  # the write failed: give up, leases expire
+                self.log.error("%d outcome(s) could not be written; their tasks will run again", batch_size)
+                break
         await self._deregister()
 
     async def _deregister(self) -> None:
@@ -625,6 +905,17 @@ class WorkerRunner:
             await self._call(self.worker.deregister)
         except QueueError as exc:
             self.log.warning("could not leave the worker registry: %s", exc)
+
+
+def _resolve(wake: asyncio.Future[bool]) -> None:
+    """The timer side of :meth:`WorkerRunner._wait_change`: the time is up."""
+    if not wake.done():
+        wake.set_result(False)
+
+
+def _message(ack: Ack) -> str:
+    error = ack.error
+    return f"{type(error).__name__}: {error}" if isinstance(error, BaseException) else str(error)
 
 
 def _is_process_event(flag: object) -> bool:

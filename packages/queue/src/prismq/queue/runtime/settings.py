@@ -7,6 +7,9 @@ strategy = "fifo"            # fifo | lifo | priority | weighted_random
 concurrency = 4
 processes = 2
 lease_duration = 60
+batch_size = 100             # outcomes written in one transaction at most
+linger = 0.005               # longest wait of an outcome before it is written (seconds)
+prefetch = 100               # most tasks leased ahead of the free slots
 
 [handlers]
 video_processing = "myapp.tasks:process_video"
@@ -31,7 +34,9 @@ from ..errors import ConfigError
 from ..strategies import SchedulingStrategy, WeightedRandomStrategy, resolve_strategy
 from ..validation import finite_float, is_int
 from ..worker import QueueWorker
+from .acks import DEFAULT_BATCH_SIZE, DEFAULT_LINGER
 from .registry import HandlerRegistry
+from .runner import DEFAULT_PREFETCH
 
 __all__ = ["WorkerSettings", "load_settings", "resolve_settings", "settings_from_mapping"]
 
@@ -50,7 +55,8 @@ class WorkerSettings:
         default_weight: Weighted Random weight of unlisted types.
         task_types: Claim only these types (``None``: every type with a handler).
         concurrency: Tasks run at once per process.
-        processes: Worker processes a supervisor runs.
+        processes: Worker processes a supervisor runs (:func:`resolve_settings` takes
+            ``PRISMQ_QUEUE_MAX_WORKERS`` when neither a flag nor the file gives it).
         lease_duration: Lease length in seconds (``None``: environment or 60).
         task_timeout: Default per-task timeout in seconds (``None``: ten leases).
         grace_period: Seconds running tasks get to finish at shutdown.
@@ -58,6 +64,9 @@ class WorkerSettings:
         burst: Exit when the queue is drained.
         max_tasks: Exit after this many tasks (per process).
         wake_mode: ``auto``, ``notify``, ``inotify`` or ``poll``.
+        batch_size: Outcomes written in one transaction at most.
+        linger: Longest wait, in seconds, of a finished task's outcome before it is written.
+        prefetch: Most tasks leased ahead of the free slots (fewer when handlers are slow).
     """
 
     database: str | None = None
@@ -77,6 +86,9 @@ class WorkerSettings:
     burst: bool = False
     max_tasks: int | None = None
     wake_mode: str = "auto"
+    batch_size: int = DEFAULT_BATCH_SIZE
+    linger: float = DEFAULT_LINGER
+    prefetch: int = DEFAULT_PREFETCH
 
     def build_registry(self) -> HandlerRegistry:
         """Import the handlers now (fails fast with ConfigError)."""
@@ -124,6 +136,9 @@ class WorkerSettings:
             "grace_period": self.grace_period,
             "idle_timeout": self.idle_timeout,
             "wake_mode": self.wake_mode,
+            "batch_size": self.batch_size,
+            "linger": self.linger,
+            "prefetch": self.prefetch,
         }
 
 
@@ -190,7 +205,8 @@ _KINDS = {
     "database": "str", "registry": "str", "worker_id": "str", "strategy": "str", "weights": "table",
     "default_weight": "num", "task_types": "list", "concurrency": "int", "processes": "int",
     "lease_duration": "num", "task_timeout": "num", "grace_period": "num", "idle_timeout": "num",
-    "burst": "bool", "max_tasks": "int", "wake_mode": "str",
+    "burst": "bool", "max_tasks": "int", "wake_mode": "str", "batch_size": "int", "linger": "num",
+    "prefetch": "int",
 }  # fmt: skip
 
 

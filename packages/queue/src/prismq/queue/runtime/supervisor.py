@@ -178,7 +178,12 @@ class Supervisor:
         if sys.platform == "win32" and hasattr(signal, "SIGBREAK"):
             wanted.append(signal.SIGBREAK)
         previous = {signum: signal.signal(signum, self._on_signal) for signum in wanted}
-        return lambda: [signal.signal(s, h) for s, h in previous.items()] and None
+
+        def restore() -> None:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+        return restore
 
     def run(self, install_signal_handlers: bool = True) -> int:
         """Run until every child has exited after a stop (or finished its burst).

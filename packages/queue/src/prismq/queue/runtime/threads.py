@@ -1,4 +1,4 @@
-"""A small pool of daemon threads for handlers and database calls."""
+"""A small pool of daemon threads for the runtime's database and wait calls."""
 
 from __future__ import annotations
 
@@ -17,9 +17,8 @@ class DaemonThreadPool:
     """Run callables on ``size`` daemon threads.
 
     Unlike ``ThreadPoolExecutor``, its threads are daemon threads, which never keep the
-    process alive at exit (a hung handler must not block a stop). A thread stuck in a
-    call is not replaced: a timed-out handler keeps its slot until it returns, so a
-    retry never runs beside it.
+    process alive at exit, so a call stuck in a database driver cannot hang a stop.
+    (Sync handlers run on :class:`~prismq.queue.runtime.slots.SyncSlots`.)
     """
 
     def __init__(self, size: int, name: str) -> None:

@@ -59,7 +59,7 @@ from ...errors import BackupError
 from ...flow import START_KEPT_EXTRA, ClaimGate
 from ...models import WorkerInfo
 from ...strategies import SchedulingStrategy
-from ..base import NewTask, checkpoint_mode, chunked
+from ..base import AsyncStore, NewTask, TaskUpdate, checkpoint_mode, chunked
 from ..common import TASK_COLUMNS, TASK_ROW_COLUMNS, SQLQueueBackend, write_backup
 from ..runstore import RUN_COLUMNS
 from ..serverclock import ServerClock
@@ -162,7 +162,7 @@ class PostgresBackend(SQLQueueBackend):
         connect_timeout: float = 10.0,
     ) -> None:
         url, url_schema = parse_url(url)
-        self.db = ConnectionManager(
+        self.db: ConnectionManager = ConnectionManager(
             url,
             schema if schema is not None else url_schema,
             Q,
@@ -363,6 +363,30 @@ class PostgresBackend(SQLQueueBackend):
         return conn
 
     # -- worker side -----------------------------------------------------------
+    def _complete_in(
+        self,
+        conn: psycopg.Connection[Any],
+        updates: Sequence[TaskUpdate],
+        results_json: Sequence[str | None],
+        now: float,
+    ) -> list[bool]:
+        if len(updates) < 2:
+            return super()._complete_in(conn, updates, results_json, now)
+        # One statement for the whole batch instead of one round trip per task.
+        params = {
+            "ids": [u.task_id for u in updates],
+            "workers": [u.worker_id for u in updates],
+            "tokens": [u.lease_token for u in updates],
+            "results": list(results_json),
+            "now": now,
+        }
+        completed = {row[0] for row in conn.execute(Q["complete_many"], params)}
+        flags = []
+        for update in updates:  # a task listed twice is completed once
+            flags.append(update.task_id in completed)
+            completed.discard(update.task_id)
+        return flags
+
     def _claim_rows(
         self,
         conn: psycopg.Connection[Any],
@@ -388,6 +412,12 @@ class PostgresBackend(SQLQueueBackend):
 
     def _ready_types(self, conn: psycopg.Connection[Any], candidates: list[str], now: float) -> list[str]:
         return [r[0] for r in conn.execute(Q["ready_task_types"], {"task_types": candidates, "now": now})]
+
+    def async_store(self, clock: Callable[[], float]) -> AsyncStore | None:
+        """An asyncio store on psycopg's asynchronous pool, with this backend's settings."""
+        from .aio import AsyncPostgresStore
+
+        return AsyncPostgresStore(self, clock)
 
     def next_run_after(self, task_types: Sequence[str] | None) -> float | None:
         def work(conn: psycopg.Connection[Any]) -> float | None:
@@ -543,7 +573,7 @@ class PostgresBackend(SQLQueueBackend):
         self.db.write(work)
 
     def _explain(self, conn: psycopg.Connection[Any], name: str, params: dict[str, Any]) -> list[str]:
-        return [r[0] for r in conn.execute(f"EXPLAIN {Q[name]}", params).fetchall()]  # type: ignore[call-overload]
+        return [r[0] for r in conn.execute(f"EXPLAIN {Q[name]}", params).fetchall()]
 
     def explain_claims(self) -> dict[str, list[str]]:
         # Plans for a claim when every queued task is ready (the common, costly case).
@@ -562,8 +592,7 @@ class PostgresBackend(SQLQueueBackend):
 
         def work(conn: psycopg.Connection[Any]) -> dict[str, list[str]]:
             return {
-                name: [r[0] for r in conn.execute(f"EXPLAIN {Q[name]}", base).fetchall()]  # type: ignore[call-overload]
-                for name in names
+                name: [r[0] for r in conn.execute(f"EXPLAIN {Q[name]}", base).fetchall()] for name in names
             }
 
         return self.db.read(work)

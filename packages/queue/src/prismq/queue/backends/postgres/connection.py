@@ -243,7 +243,7 @@ class ConnectionManager:
         params["options"] = " ".join(o for o in options if o)
         params.setdefault("connect_timeout", str(max(int(connect_timeout), 1)))
         params.setdefault("application_name", "prismq-queue")
-        self.conninfo = make_conninfo(**params)
+        self.conninfo = make_conninfo("", **params)
         self.location = redact(url)
         self.server = _server_name(url)
         self.busy_retries = busy_retries
@@ -321,6 +321,15 @@ class ConnectionManager:
                 f"release understands up to version {SCHEMA_VERSION}. Upgrade prismq-queue; the "
                 "database was left untouched."
             )
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._closed
+
+    def translate(self, exc: BaseException) -> QueueError:
+        """:func:`translate_error` for this server, the password scrubbed from the message."""
+        return translate_error(exc, self.location, self._password)
 
     def close(self) -> None:
         """Close the pool; later use raises ``StorageError``."""
@@ -443,7 +452,7 @@ class ConnectionManager:
         queries = self.queries
         create = None
         if self.schema is not None:
-            create = sql.SQL(queries["create_schema"]).format(schema=sql.Identifier(self.schema))  # type: ignore[arg-type]
+            create = sql.SQL(queries["create_schema"]).format(schema=sql.Identifier(self.schema))
 
         def work(conn: psycopg.Connection[Any]) -> int:
             conn.execute(queries["lock_migrations"], {"schema": self.schema})
@@ -452,7 +461,7 @@ class ConnectionManager:
             version = self._check_schema(conn)  # again, under the lock
             for number, _name, text in MIGRATIONS:
                 if number > version:
-                    conn.execute(text)  # type: ignore[call-overload]  # a whole migration file
+                    conn.execute(text)  # a whole migration file
             if version < SCHEMA_VERSION:
                 conn.execute(queries["clear_schema_version"])
                 conn.execute(queries["write_schema_version"], {"version": SCHEMA_VERSION})

@@ -9,6 +9,10 @@
 -- name: create_schema
 CREATE SCHEMA IF NOT EXISTS {schema};
 
+-- Removes a schema and everything in it (prismq.queue.testing's temporary queues only).
+-- name: drop_schema
+DROP SCHEMA IF EXISTS {schema} CASCADE;
+
 -- Serialises schema creation and migrations per schema (the configured one, else the
 -- first schema of the search_path).
 -- name: lock_migrations
@@ -360,8 +364,10 @@ UPDATE tasks SET lease_until = %(lease_until)s, updated_at = %(now)s
 WHERE id = %(id)s AND status = 'leased' AND locked_by = %(worker)s AND lease_token = %(token)s
 RETURNING {task_columns};
 
+-- Reporting progress renews the lease too; it never shortens a longer one.
 -- name: update_progress
-UPDATE tasks SET progress = %(percent)s, progress_message = %(message)s, updated_at = %(now)s
+UPDATE tasks SET progress = %(percent)s, progress_message = %(message)s, updated_at = %(now)s,
+    lease_until = greatest(lease_until, %(lease_until)s)
 WHERE id = %(id)s AND status = 'leased' AND locked_by = %(worker)s AND lease_token = %(token)s
 RETURNING {task_columns};
 
@@ -370,6 +376,18 @@ UPDATE tasks
 SET status = 'completed', result = %(result)s::text, finished_at = %(now)s, updated_at = %(now)s,
     progress = 100, lease_until = NULL, locked_by = NULL, lease_token = NULL
 WHERE id = %(id)s AND status = 'leased' AND locked_by = %(worker)s AND lease_token = %(token)s;
+
+-- name: complete_many
+-- Several completions in one statement; parallel arrays of ids, workers, lease tokens
+-- and results (JSON text or null). Returns the ids completed.
+UPDATE tasks
+SET status = 'completed', result = done.result, finished_at = %(now)s, updated_at = %(now)s,
+    progress = 100, lease_until = NULL, locked_by = NULL, lease_token = NULL
+FROM unnest(%(ids)s::bigint[], %(workers)s::text[], %(tokens)s::text[], %(results)s::text[])
+     AS done(id, worker, token, result)
+WHERE tasks.id = done.id AND tasks.status = 'leased' AND tasks.locked_by = done.worker
+  AND tasks.lease_token = done.token
+RETURNING tasks.id;
 
 -- name: finish_attempt
 UPDATE tasks

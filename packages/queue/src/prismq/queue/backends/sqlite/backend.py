@@ -70,7 +70,7 @@ class SQLiteBackend(SQLQueueBackend):
         self.identity = (self.name, self.location)
         self.clock = time.time
         self.pragmas = normalize_pragmas(pragmas)
-        self.db = ConnectionManager(self.path, self.pragmas, busy_retries=busy_retries)
+        self.db: ConnectionManager = ConnectionManager(self.path, self.pragmas, busy_retries=busy_retries)
 
     # -- life cycle and schema -------------------------------------------------
     def initialize_schema(self) -> int:

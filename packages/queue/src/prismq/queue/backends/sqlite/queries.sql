@@ -169,8 +169,10 @@ UPDATE tasks SET lease_until = :lease_until, updated_at = :now
 WHERE id = :id AND status = 'leased' AND locked_by = :worker AND lease_token = :token
 RETURNING {task_columns};
 
+-- Reporting progress renews the lease too; it never shortens a longer one.
 -- name: update_progress
-UPDATE tasks SET progress = :percent, progress_message = :message, updated_at = :now
+UPDATE tasks SET progress = :percent, progress_message = :message, updated_at = :now,
+    lease_until = max(lease_until, :lease_until)
 WHERE id = :id AND status = 'leased' AND locked_by = :worker AND lease_token = :token
 RETURNING {task_columns};
 
