@@ -24,7 +24,9 @@ def add_limits_parser(
         command: The CLI's factory of subcommand parsers (name, help text).
         duration: The parser of durations such as ``30s`` or ``5m``.
     """
-    p = command("limits", "list, set and remove concurrency and rate limits (flow control)")
+    p = command(
+        "limits", "list, set and remove concurrency and rate limits (flow control)", json_output=False
+    )
     actions = p.add_subparsers(dest="limits_action", metavar="ACTION", required=True)
 
     def scoped(name: str, help_text: str) -> argparse.ArgumentParser:
@@ -34,15 +36,16 @@ def add_limits_parser(
         q.add_argument("--json", action="store_true", help="print JSON for scripts")
         return q
 
-    q = actions.add_parser("list", help="every limit, with what it counts now")
+    text = "every limit, with the tasks leased and the claims in its period now"
+    q = actions.add_parser("list", help=text, description=text)
     q.add_argument("--json", action="store_true", help="print JSON for scripts")
     q = scoped("set-concurrency", "allow at most N tasks of a scope leased at once")
-    q.add_argument("limit", type=int)
+    q.add_argument("limit", type=int, help="most tasks leased at once (1 to 1000000)")
     q = scoped("set-rate", "allow at most N claims of a scope's tasks per period")
-    q.add_argument("limit", type=int)
+    q.add_argument("limit", type=int, help="most claims per period (1 to 1000000)")
     q.add_argument("period", type=duration, help="the window, e.g. 1s, 1m")
     q = scoped("remove", "remove a scope's concurrency or rate limit")
-    q.add_argument("kind", choices=["concurrency", "rate"])
+    q.add_argument("kind", choices=["concurrency", "rate"], help="which limit of the scope to remove")
 
 
 def _limits_rows(db: QueueDatabase) -> list[dict[str, Any]]:
