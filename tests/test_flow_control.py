@@ -296,3 +296,26 @@ def test_rate_limit_holds_when_claims_commit_out_of_time_order(
     client.enqueue("t")
     # At base + 5 the window (base - 5, base + 5] already holds the two starts at base.
     assert db.backend.claim("w", ["t"], strategy, 5, 600.0, base + 5) == []
+
+
+def test_async_client_limits_and_flow_enqueues(client: QueueClient, db: QueueDatabase) -> None:
+    import asyncio
+
+    from prismq.queue.aio import AsyncQueueClient
+
+    async def main() -> list[int]:
+        async with AsyncQueueClient(db) as aclient:
+            await aclient.set_concurrency_limit(1, key="k")
+            await aclient.set_rate_limit(5, 60.0, task_type="t")
+            assert await aclient.list_limits() == [FlowLimit("", "k", 1), FlowLimit("t", "", None, 5, 60.0)]
+            first = await aclient.enqueue("t", {"a": 1}, concurrency_key="k", unique=Unique())
+            again = await aclient.enqueue("t", {"a": 1}, unique=Unique())
+            many = await aclient.enqueue_many([TaskSpec("t", {"a": 1}, unique=Unique()), TaskSpec("t")])
+            assert await aclient.remove_rate_limit(task_type="t") is True
+            assert await aclient.remove_concurrency_limit(key="k") is True
+            return [first, again, *many]
+
+    first, again, merged, plain = asyncio.run(main())
+    assert first == again == merged
+    assert plain != first
+    assert client.list_limits() == []
