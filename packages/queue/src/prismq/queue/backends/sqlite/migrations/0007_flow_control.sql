@@ -1,4 +1,4 @@
--- PrismQ Queue schema, version 5: flow control.
+-- PrismQ Queue schema, version 7: flow control.
 --
 -- tasks.concurrency_key: the key a task's concurrency and rate limits are counted by (a
 -- tenant, an API host), given at enqueue. tasks.unique_key: the key of an enqueue made

@@ -1,5 +1,5 @@
--- PrismQ Queue schema for PostgreSQL, version 4: flow control. Same columns and meaning
--- as the SQLite migration (sqlite/migrations/0005_flow_control.sql). A claim locks the
+-- PrismQ Queue schema for PostgreSQL, version 6: flow control. Same columns and meaning
+-- as the SQLite migration (sqlite/migrations/0007_flow_control.sql). A claim locks the
 -- flow_limits rows that apply to it (FOR UPDATE) before it counts, so claims under one
 -- limit take turns and a limit holds across every process.
 
