@@ -154,7 +154,7 @@ def render_state_machine() -> str:
     lines = [
         "stateDiagram-v2",
         _HEADER.format(source="prismq.queue.models.TASK_TRANSITIONS"),
-        f"    [*] --> {_state_id(TaskStatus.QUEUED)} : enqueue",
+        f"    [*] --> {_state_id(TaskStatus.QUEUED)} : enqueue / schedule tick",
     ]
     for (source, target), event in TASK_TRANSITIONS.items():
         lines.append(f"    {_state_id(source)} --> {_state_id(target)} : {' '.join(event.split())}")

@@ -244,7 +244,7 @@ def test_the_loop_stays_responsive_under_load(db: QueueDatabase) -> None:
     synchronous client, which blocks the loop), so the check holds on a loaded machine.
     """
     sync = QueueClient(db)
-    rounds = 150
+    rounds = 400  # long enough that a stall from a busy machine is small beside the baseline
     batch = [TaskSpec("mail", {"n": n}) for n in range(20)]
 
     async def blocking() -> None:

@@ -21,7 +21,7 @@ LAYERS = (
     ("errors", "models", "validation", "payloads", "retry", "strategies", "config", "flow"),
     ("backends",),
     ("database",),
-    ("client", "aio", "worker", "migrate"),
+    ("client", "aio", "worker", "migrate", "schedules"),
     ("runtime",),
     ("tasks", "integrations", "dashboard", "testing"),
     ("pytest_plugin", "contrib", "cli", "__main__", ""),

@@ -266,6 +266,7 @@ def test_doctor_reports_shape_and_health(db_arg: list[str], db_path: Path, tmp_p
         "expired leases",
         "stale workers",
         "dead tasks",
+        "schedules",
     ]
     for check in report["checks"]:
         assert set(check) == {"check", "status", "detail"}

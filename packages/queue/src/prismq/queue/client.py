@@ -38,6 +38,7 @@ from .models import (
     WorkerInfo,
 )
 from .retry import RetryPolicy
+from .schedules import Schedules
 from .validation import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     MAX_EPOCH_SECONDS,
@@ -959,3 +960,12 @@ class QueueClient:
             sleep_for = pause if deadline is None else min(pause, max(deadline - time.monotonic(), 0))
             time.sleep(sleep_for)
             pause = min(pause * 2, poll_interval)
+
+    # -- periodic schedules ----------------------------------------------------
+    @property
+    def schedules(self) -> Schedules:
+        """The database's periodic schedules (add, list, pause, resume, remove, run now).
+
+        See :class:`~prismq.queue.schedules.Schedules`.
+        """
+        return Schedules(self.db)

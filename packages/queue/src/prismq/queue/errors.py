@@ -10,11 +10,16 @@ QueueError
 │   ├── PayloadError
 │   ├── TaskTypeError
 │   ├── PriorityError
-│   └── ScheduleError
+│   ├── ScheduleError
+│   └── PeriodicScheduleError
+│       ├── CronExpressionError
+│       ├── TimeZoneError
+│       └── MisfirePolicyError
 ├── ConfigError
 ├── QueueBusyError
 ├── LeaseLostError
 ├── TaskNotFoundError
+├── ScheduleNotFoundError
 ├── TaskStateError
 ├── DuplicateTaskError
 ├── QueueTimeoutError
@@ -40,22 +45,27 @@ __all__ = [
     "BackendUnavailableError",
     "BackupError",
     "ConfigError",
+    "CronExpressionError",
     "DuplicateTaskError",
     "LeaseLostError",
+    "MisfirePolicyError",
     "NotAQueueDatabaseError",
     "PayloadError",
+    "PeriodicScheduleError",
     "PriorityError",
     "QueueBusyError",
     "QueueError",
     "QueueTimeoutError",
     "ReadOnlyStorageError",
     "ScheduleError",
+    "ScheduleNotFoundError",
     "SchemaVersionError",
     "StorageError",
     "StorageFullError",
     "TaskNotFoundError",
     "TaskStateError",
     "TaskTypeError",
+    "TimeZoneError",
     "ValidationError",
 ]
 
@@ -84,6 +94,22 @@ class ScheduleError(ValidationError):
     """A delay, ``run_after``, lease or attempt count is out of range or contradictory."""
 
 
+class PeriodicScheduleError(ValidationError):
+    """A periodic schedule's definition (cron, time zone, misfire policy, name) was refused."""
+
+
+class CronExpressionError(PeriodicScheduleError):
+    """A cron expression does not parse (wrong field count, a value out of range)."""
+
+
+class TimeZoneError(PeriodicScheduleError):
+    """A time zone is not a known IANA name (such as ``Europe/Prague`` or ``UTC``)."""
+
+
+class MisfirePolicyError(PeriodicScheduleError):
+    """A misfire policy is unknown, or its backfill count or grace period is out of range."""
+
+
 class ConfigError(QueueError):
     """A setting (argument, environment variable or config file) is malformed."""
 
@@ -102,6 +128,10 @@ class LeaseLostError(QueueError):
 
 class TaskNotFoundError(QueueError, LookupError):
     """No task has the given id."""
+
+
+class ScheduleNotFoundError(QueueError, LookupError):
+    """No periodic schedule has the given name."""
 
 
 class TaskStateError(QueueError):

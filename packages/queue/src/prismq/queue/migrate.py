@@ -21,6 +21,9 @@ task id order, upserted by run id. A run that was active (queued or running) goe
 ``interrupted``, its leased task ``dead``, as when its manager's lease runs out: no manager
 holds it on the target, and a manager there re-runs it if it is re-runnable.
 
+Periodic schedules (the ``schedules`` table of :mod:`prismq.queue.schedules`) are copied
+last, with their state (paused, next and last run), upserted by name and read back.
+
 The copy is an upsert by id in batches, so it is safe to run again: a second run brings
 the target up to date with the source. The target should be empty or an earlier copy of
 the same source: a target task with a copied id (or run with a copied run id) is
@@ -43,6 +46,7 @@ from typing import Any
 
 from .backends.common import TASK_COPY_COLUMNS
 from .backends.runstore import RUN_COLUMNS, RUN_TASK_PREFIX
+from .backends.schedulestore import ScheduleStore
 from .database import QueueDatabase
 from .errors import ConfigError, QueueError, StorageError
 from .validation import is_int
@@ -71,6 +75,7 @@ class MigrationReport:
         leases_requeued: Leased tasks returned to the queue (or cancelled) on the way.
         runs_copied: Runs (of ``prismq.queue.integrations``) written to the target.
         runs_interrupted: Active runs that went over interrupted (their leased tasks dead).
+        schedules_copied: Periodic schedules written to the target.
         checksum: SHA-256 over every copied row as written: tasks in id order, then runs
             in task id order.
         verified: True: every batch read back from the target matched.
@@ -84,6 +89,7 @@ class MigrationReport:
     leases_requeued: int = 0
     runs_copied: int = 0
     runs_interrupted: int = 0
+    schedules_copied: int = 0
     checksum: str = ""
     verified: bool = False
     seconds: float = 0.0
@@ -93,7 +99,8 @@ class MigrationReport:
         counts = ", ".join(f"{status} {n}" for status, n in sorted(self.by_status.items()))
         return (
             f"copied {self.tasks_copied} tasks from {self.source} to {self.target} ({counts or 'none'}) "
-            f"and {self.runs_copied} runs; {self.leases_requeued} running tasks requeued, "
+            f"and {self.runs_copied} runs and {self.schedules_copied} schedules; "
+            f"{self.leases_requeued} running tasks requeued, "
             f"{self.runs_interrupted} active runs interrupted; sha256 {self.checksum[:16]}...; "
             f"{'verified' if self.verified else 'NOT verified'} in {self.seconds:.1f} s"
         )
@@ -166,6 +173,37 @@ def _interrupt_run(row: dict[str, Any], now: float, reason: str) -> dict[str, An
         "completed_at": now,
         "updated_at": now,
     }
+
+
+def _copy_schedules(source: QueueDatabase, target: QueueDatabase) -> int:
+    """Copy every periodic schedule with its state; read each back. Returns the count."""
+    reader, writer = source.backend.schedule_store(), target.backend.schedule_store()
+    if not _has_schedules(reader):
+        return 0
+    records = reader.list()
+    for record in records:
+        try:
+            writer.put(record)
+        except QueueError as exc:
+            raise MigrationError(
+                f"copying schedule {record['name']!r} to {target.location} failed: {exc}; every task "
+                "and run was copied, run the migration again once the cause is fixed"
+            ) from None
+        stored = writer.get(record["name"])
+        if stored != record:
+            raise MigrationError(
+                f"schedule {record['name']!r} read back from {target.location} differs from the source"
+            )
+    return len(records)
+
+
+def _has_schedules(store: ScheduleStore) -> bool:
+    """True when the database has the ``schedules`` table (a schema that knows schedules)."""
+    try:
+        store.next_due()
+    except StorageError:
+        return False
+    return True
 
 
 def _same_database(a: QueueDatabase, b: QueueDatabase) -> bool:
@@ -295,6 +333,7 @@ def migrate(
             progress(copied + runs_copied, max(total, copied) + max(total_runs, runs_copied))
     if digest_written.hexdigest() != digest_read.hexdigest():  # pragma: no cover - caught per batch
         raise MigrationError("the checksum of the copy does not match the checksum of the source rows")
+    schedules_copied = _copy_schedules(source, target)
     return MigrationReport(
         source=source.location,
         target=target.location,
@@ -303,6 +342,7 @@ def migrate(
         leases_requeued=requeued,
         runs_copied=runs_copied,
         runs_interrupted=runs_interrupted,
+        schedules_copied=schedules_copied,
         checksum=digest_written.hexdigest(),
         verified=True,
         seconds=time.monotonic() - started,

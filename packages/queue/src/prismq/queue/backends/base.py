@@ -654,6 +654,15 @@ class Backend(Protocol):
         """
         ...
 
+    # -- periodic schedules ------------------------------------------------------
+    def schedule_store(self) -> Any:
+        """The store of :mod:`prismq.queue.schedules` periodic schedules in this database.
+
+        A :class:`~prismq.queue.backends.schedulestore.ScheduleStore`: the ``schedules``
+        table, firing due ticks and moving schedules between databases.
+        """
+        ...
+
     # -- copy between databases (prismq.queue.migrate) ---------------------------
     def copy_count(self, table: str) -> int:
         """Rows of ``table`` (one of :data:`COPY_TABLES`); 0 for a table the schema lacks."""

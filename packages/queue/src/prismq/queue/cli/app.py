@@ -24,6 +24,7 @@ from ..runtime.logs import configure_logging
 from ..runtime.settings import WorkerSettings, resolve_settings
 from . import dashboard, flow, output
 from .parsing import UsageError, build_parser, parse_json
+from .schedules import cmd_schedules
 
 __all__ = ["main"]
 
@@ -308,6 +309,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
                 "leases_requeued": report.leases_requeued,
                 "runs_copied": report.runs_copied,
                 "runs_interrupted": report.runs_interrupted,
+                "schedules_copied": report.schedules_copied,
                 "checksum": report.checksum,
                 "verified": report.verified,
                 "seconds": round(report.seconds, 3),
@@ -350,6 +352,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "migrate": cmd_migrate,
     "demo": cmd_demo,
     "limits": cmd_limits,
+    "schedules": cmd_schedules,
 }
 COMMANDS.update(flow.COMMANDS)
 COMMANDS.update(dashboard.COMMANDS)

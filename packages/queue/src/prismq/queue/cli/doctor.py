@@ -123,5 +123,28 @@ def run_doctor(db: QueueDatabase, stale_after: float = 120.0) -> dict[str, Any]:
             else "none",
         )
     )
+    checks.append(_schedules_check(db, stale_after))
     healthy = not any(c["status"] == "fail" for c in checks)
     return {"database": db.location, "healthy": healthy, "checks": checks}
+
+
+def _schedules_check(db: QueueDatabase, overdue_after: float) -> dict[str, str]:
+    """Warn when a running schedule's tick is overdue: no worker runs the scheduler."""
+    from ..schedules import Schedules
+
+    try:
+        schedules = [s for s in Schedules(db).list() if not s.paused]
+    except QueueError as exc:
+        return _check("schedules", "warn", f"cannot read the schedules: {exc}")
+    now = db.now()
+    overdue = [s for s in schedules if now - s.next_run.timestamp() > overdue_after]
+    if not overdue:
+        return _check("schedules", "ok", f"{len(schedules)} running, none overdue")
+    oldest = min(overdue, key=lambda s: s.next_run)
+    return _check(
+        "schedules",
+        "warn",
+        f"{len(overdue)} schedule(s) overdue (the oldest, {oldest.name}, was due at "
+        f"{oldest.next_run.isoformat()}); no worker is running the scheduler: start a worker, "
+        "or check that 'scheduler' is not switched off everywhere",
+    )

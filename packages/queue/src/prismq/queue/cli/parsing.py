@@ -3,49 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import json
-import re
-from typing import Any, NoReturn
+from typing import NoReturn
 
 from ..backends.base import CHECKPOINT_MODES
 from ..errors import ConfigError
 from ..strategies import resolve_strategy
-from . import dashboard, flow
+from . import dashboard, flow, schedules
+from .values import UsageError, parse_duration, parse_json
 
 __all__ = ["UsageError", "build_parser", "parse_duration", "parse_json", "parse_weights"]
-
-
-class UsageError(Exception):
-    """The command line is wrong; printed as one line, exit code 2."""
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{self.prog}: {message} (see --help)")
-
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|[smhdw]?)\s*$")
-_UNITS = {"": 1, "ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def parse_duration(text: str) -> float:
-    """``90``, ``250ms``, ``90s``, ``30m``, ``12h``, ``7d`` or ``2w`` to seconds."""
-    match = _DURATION.match(text)
-    if not match:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a duration; use e.g. 90s, 30m, 12h, 7d")
-    return float(match.group(1)) * _UNITS[match.group(2)]
-
-
-def parse_json(text: str) -> Any:
-    """A JSON document; NaN and Infinity are refused."""
-
-    def reject(constant: str) -> None:
-        raise ValueError(f"{constant} is not valid JSON")
-
-    try:
-        return json.loads(text, parse_constant=reject)
-    except ValueError as exc:
-        raise UsageError(f"payload is not valid JSON: {exc}") from None
 
 
 def parse_weights(text: str) -> tuple[tuple[str, float], ...]:
@@ -221,4 +192,5 @@ def build_parser() -> argparse.ArgumentParser:
     # Commands kept in modules of their own.
     flow.add_parsers(command)
     dashboard.add_parsers(command)
+    schedules.register(sub)
     return parser

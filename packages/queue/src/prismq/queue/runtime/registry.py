@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import ConfigError
+from ..models import DEFAULT_PRIORITY
+from ..schedules import ScheduleDefinition
 from ..validation import is_number, validate_task_type
 from .context import TaskContext
 from .runner import RunSummary, WorkerRunner, run_worker
@@ -58,6 +60,7 @@ class HandlerRegistry:
 
     def __init__(self) -> None:
         self._handlers: dict[str, Handler] = {}
+        self._schedules: dict[str, ScheduleDefinition] = {}
 
     def handler(self, task_type: str, *, timeout: float | None = None) -> Callable[[F], F]:
         """Decorator form of :meth:`register`."""
@@ -95,6 +98,94 @@ class HandlerRegistry:
         self._handlers[task_type] = handler
         return handler
 
+    def periodic(
+        self,
+        cron: str,
+        *,
+        task_type: str | None = None,
+        name: str | None = None,
+        payload: Any = None,
+        timezone: str = "UTC",
+        misfire: str = "run_once",
+        max_backfill: int = 10,
+        grace: float = 60.0,
+        priority: int = DEFAULT_PRIORITY,
+        max_attempts: int = 3,
+        timeout: float | None = None,
+    ) -> Callable[[F], F]:
+        """Decorator: register a handler and a schedule that enqueues its task at each tick.
+
+        Workers running this registry store the schedule when they start and enqueue
+        one task per tick between them (see :mod:`prismq.queue.schedules`).
+
+        Args:
+            cron: Cron expression (five fields, or six with seconds first).
+            task_type: The task type (default: the function's name).
+            name: The schedule's name (default: the task type).
+            payload: The JSON payload of every tick's task.
+            timezone: IANA time zone of the expression.
+            misfire: ``skip``, ``run_once`` or ``backfill``.
+            max_backfill: With ``backfill``, the most missed ticks enqueued after a gap.
+            grace: With ``skip``, seconds a tick may be late and still run.
+            priority: Priority of the enqueued tasks.
+            max_attempts: Claims allowed per task.
+            timeout: Per-task timeout of the handler.
+
+        Raises:
+            PeriodicScheduleError: A bad cron expression, time zone or misfire setting.
+            ConfigError: The schedule name is taken, or the task type has another handler.
+
+        Example:
+            >>> registry = HandlerRegistry()
+            >>> @registry.periodic("0 3 * * *", timezone="Europe/Prague")
+            ... def nightly_cleanup(ctx):
+            ...     return "done"
+            >>> [s.name for s in registry.schedules], registry.task_types
+            (['nightly_cleanup'], ('nightly_cleanup',))
+        """
+
+        def decorate(func: F) -> F:
+            kind = task_type or getattr(func, "__name__", None)
+            if not isinstance(kind, str):
+                raise ConfigError(f"periodic handler {func!r} has no name; pass task_type=")
+            definition = ScheduleDefinition(
+                name or kind,
+                cron,
+                kind,
+                payload,
+                timezone=timezone,
+                misfire=misfire,
+                max_backfill=max_backfill,
+                grace=grace,
+                priority=priority,
+                max_attempts=max_attempts,
+                source="code",
+            )
+            existing = self._handlers.get(definition.task_type)
+            if existing is None or existing.func is not func:
+                self.register(definition.task_type, func, timeout=timeout)
+            self.add_schedule(definition)
+            return func
+
+        return decorate
+
+    def add_schedule(self, definition: ScheduleDefinition) -> None:
+        """Add a schedule for workers of this registry to store at start.
+
+        The task type needs a handler somewhere, not necessarily in this registry.
+
+        Raises:
+            ConfigError: A schedule of the same name is already registered.
+        """
+        if definition.name in self._schedules:
+            raise ConfigError(f"a schedule named {definition.name!r} is already registered")
+        self._schedules[definition.name] = definition
+
+    @property
+    def schedules(self) -> tuple[ScheduleDefinition, ...]:
+        """Schedules registered with :meth:`periodic` or :meth:`add_schedule`."""
+        return tuple(self._schedules.values())
+
     def get(self, task_type: str) -> Handler | None:
         """The handler for ``task_type``, or ``None``."""
         return self._handlers.get(task_type)
@@ -114,9 +205,11 @@ class HandlerRegistry:
         return len(self._handlers)
 
     def update(self, other: HandlerRegistry) -> None:
-        """Add every handler of ``other`` (a clash raises ConfigError)."""
+        """Add every handler and schedule of ``other`` (a clash raises ConfigError)."""
         for handler in other:
             self.register(handler.task_type, handler.func, timeout=handler.timeout)
+        for definition in other.schedules:
+            self.add_schedule(definition)
 
     @classmethod
     def from_mapping(cls, handlers: Mapping[str, str]) -> HandlerRegistry:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from ..errors import ConfigError, PayloadError, QueueError
 from ..models import Task, TaskStatus
+from ..schedules import Schedules
 from ..validation import is_int, is_number
 from ..worker import MAX_BATCH, Ack, AckKind, AckResult, QueueWorker
 from .acks import DEFAULT_BATCH_SIZE, DEFAULT_LINGER, AckCollector
@@ -32,6 +33,7 @@ from .outcomes import (
     base_exception_outcome,
     guard_coroutine,
 )
+from .scheduler import SchedulerLoop
 from .slots import Outcome, SyncSlots
 from .threads import DaemonThreadPool
 from .wakeup import ChangeWaiter, make_waiter
@@ -185,6 +187,8 @@ class WorkerRunner:
         linger: Longest wait, in seconds, of a finished task's outcome before it is
             written (0 to 1).
         prefetch: Most tasks leased ahead of the free slots (0 to 1000).
+        scheduler: Store the registry's periodic schedules at start and run the
+            scheduler loop (:mod:`prismq.queue.runtime.scheduler`) beside the claims.
 
     Raises:
         ConfigError: Bad settings, or the worker's task types include one the registry has
@@ -208,6 +212,7 @@ class WorkerRunner:
         batch_size: int = DEFAULT_BATCH_SIZE,
         linger: float = DEFAULT_LINGER,
         prefetch: int = DEFAULT_PREFETCH,
+        scheduler: bool = True,
     ) -> None:
         if len(registry) == 0:
             raise ConfigError("the handler registry is empty; register at least one handler")
@@ -245,6 +250,7 @@ class WorkerRunner:
         self.stop_flag = stop_flag
         self.install_signal_handlers = install_signal_handlers
         self.prefetch = prefetch
+        self.scheduler = scheduler
         self.summary = RunSummary()
         self.log = worker_logger(worker.worker_id)
         self._inflight: dict[int, InFlight] = {}
@@ -330,6 +336,7 @@ class WorkerRunner:
         watcher = self._watch_stop_flag(loop)
         heartbeat = asyncio.ensure_future(self._heartbeat_loop())
         watchdog = asyncio.ensure_future(self._watchdog())
+        schedules: asyncio.Future[None] | None = None
         self.log.info(
             "worker started: types=%s strategy=%s concurrency=%d batch=%d linger=%gs prefetch=%d",
             ",".join(self.worker.task_types or ()),
@@ -340,12 +347,15 @@ class WorkerRunner:
             self.prefetch,
         )
         try:
+            if self.scheduler:
+                schedules = await self._start_scheduler()
             await self._loop(waiter)
         finally:
-            for helper in (heartbeat, watchdog):
-                helper.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await helper
+            for helper in (heartbeat, watchdog, schedules):
+                if helper is not None:
+                    helper.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await helper
             await self._shutdown()
             watcher.set()
             # Stop the idle wait and close the waiter on its own thread, and wait for both:
@@ -362,6 +372,28 @@ class WorkerRunner:
         if self._exit_exception is not None:
             raise self._exit_exception  # a handler's SystemExit, once its attempt is failed
         return self.summary
+
+    async def _start_scheduler(self) -> asyncio.Future[None] | None:
+        """Store the registry's schedules, then run the scheduler loop as a task.
+
+        A backend without schedule storage (a custom one) runs no loop, unless the
+        registry defines schedules, which is a ConfigError.
+        """
+        assert self._stop is not None
+        try:
+            schedules = Schedules(self.worker.db)
+        except ConfigError:
+            if self.registry.schedules:
+                raise
+            return None
+        loop = SchedulerLoop(
+            schedules,
+            self.registry.schedules,
+            poll_interval=self.idle_timeout,
+            logger=self.log,
+        )
+        await self._call(loop.sync)
+        return asyncio.ensure_future(loop.run(self._call, self._stop))
 
     def _watch_stop_flag(self, loop: asyncio.AbstractEventLoop) -> threading.Event:
         """Relay an outside stop flag to the loop from a thread that blocks on it.

@@ -13,6 +13,13 @@ prefetch = 100               # most tasks leased ahead of the free slots
 
 [handlers]
 video_processing = "myapp.tasks:process_video"
+
+[schedules.nightly_report]   # one table per periodic schedule
+cron = "0 3 * * *"
+task_type = "report"
+timezone = "Europe/Prague"
+payload = {kind = "daily"}
+misfire = "run_once"         # skip | run_once | backfill
 ```
 
 Every key is checked when the file is loaded, and every handler is imported, so a typo
@@ -30,7 +37,8 @@ from typing import Any
 
 from ..config import QueueConfig, settings_from_env
 from ..database import QueueDatabase
-from ..errors import ConfigError
+from ..errors import ConfigError, ValidationError
+from ..schedules import ScheduleDefinition
 from ..strategies import SchedulingStrategy, WeightedRandomStrategy, resolve_strategy
 from ..validation import finite_float, is_int
 from ..worker import QueueWorker
@@ -67,6 +75,8 @@ class WorkerSettings:
         batch_size: Outcomes written in one transaction at most.
         linger: Longest wait, in seconds, of a finished task's outcome before it is written.
         prefetch: Most tasks leased ahead of the free slots (fewer when handlers are slow).
+        scheduler: Run the periodic-schedule loop in each worker process.
+        schedules: Periodic schedules from the config file (``[schedules.NAME]``).
     """
 
     database: str | None = None
@@ -89,6 +99,8 @@ class WorkerSettings:
     batch_size: int = DEFAULT_BATCH_SIZE
     linger: float = DEFAULT_LINGER
     prefetch: int = DEFAULT_PREFETCH
+    scheduler: bool = True
+    schedules: tuple[ScheduleDefinition, ...] = ()
 
     def build_registry(self) -> HandlerRegistry:
         """Import the handlers now (fails fast with ConfigError)."""
@@ -96,9 +108,15 @@ class WorkerSettings:
             raise ConfigError(
                 "no handlers: pass --handlers module:registry, or list [handlers] in the config file"
             )
-        registry = HandlerRegistry.load(self.registry) if self.registry else HandlerRegistry()
+        # A fresh registry each time: the imported one is left as it is, so building
+        # twice (check at load, then run) never registers anything twice.
+        registry = HandlerRegistry()
+        if self.registry:
+            registry.update(HandlerRegistry.load(self.registry))
         if self.handlers:
             registry.update(HandlerRegistry.from_mapping(dict(self.handlers)))
+        for definition in self.schedules:
+            registry.add_schedule(definition)
         return registry
 
     def build_strategy(self) -> SchedulingStrategy:
@@ -139,10 +157,15 @@ class WorkerSettings:
             "batch_size": self.batch_size,
             "linger": self.linger,
             "prefetch": self.prefetch,
+            "scheduler": self.scheduler,
         }
 
 
-_WORKER_KEYS = {f.name for f in fields(WorkerSettings)} - {"handlers"}
+_WORKER_KEYS = {f.name for f in fields(WorkerSettings)} - {"handlers", "schedules"}
+_SCHEDULE_KEYS = {
+    "cron": "str", "task_type": "str", "payload": "any", "timezone": "str", "misfire": "str",
+    "max_backfill": "int", "grace": "num", "priority": "int", "max_attempts": "int",
+}  # fmt: skip
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -179,7 +202,7 @@ def _read(path: Path) -> dict[str, Any]:
     return data
 
 
-def _check_type(path: Path, key: str, value: Any, kind: str) -> Any:
+def _check_type(path: Path, key: str, value: Any, kind: str, prefix: str = "worker.") -> Any:
     ok = {
         "str": isinstance(value, str),
         "int": is_int(value),
@@ -197,7 +220,7 @@ def _check_type(path: Path, key: str, value: Any, kind: str) -> Any:
             "list": "a list of strings",
             "table": "a table of task type = weight",
         }[kind]
-        raise ConfigError(f"{path}: worker.{key} must be {expected}, got {value!r}")
+        raise ConfigError(f"{path}: {prefix}{key} must be {expected}, got {value!r}")
     return value
 
 
@@ -206,13 +229,40 @@ _KINDS = {
     "default_weight": "num", "task_types": "list", "concurrency": "int", "processes": "int",
     "lease_duration": "num", "task_timeout": "num", "grace_period": "num", "idle_timeout": "num",
     "burst": "bool", "max_tasks": "int", "wake_mode": "str", "batch_size": "int", "linger": "num",
-    "prefetch": "int",
+    "prefetch": "int", "scheduler": "bool",
 }  # fmt: skip
+
+
+def _schedules(path: Path, tables: Any) -> tuple[ScheduleDefinition, ...]:
+    """``[schedules.NAME]`` tables as schedule definitions (source ``config``)."""
+    if not isinstance(tables, dict):
+        raise ConfigError(f"{path}: [schedules] must hold one table per schedule, [schedules.NAME]")
+    out = []
+    for name, table in tables.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: schedules.{name} must be a table with cron and task_type")
+        unknown = set(table) - set(_SCHEDULE_KEYS)
+        if unknown:
+            raise ConfigError(
+                f"{path}: unknown key(s) {sorted(unknown)} in schedules.{name}; known keys: "
+                f"{', '.join(sorted(_SCHEDULE_KEYS))}"
+            )
+        missing = [k for k in ("cron", "task_type") if k not in table]
+        if missing:
+            raise ConfigError(f"{path}: schedules.{name} needs {' and '.join(missing)}")
+        for key, value in table.items():
+            if _SCHEDULE_KEYS[key] != "any":
+                _check_type(path, f"schedules.{name}.{key}", value, _SCHEDULE_KEYS[key], prefix="")
+        try:
+            out.append(ScheduleDefinition(name=name, source="config", **table))
+        except ValidationError as exc:
+            raise type(exc)(f"{path}: schedules.{name}: {exc}") from None
+    return tuple(out)
 
 
 def _known(options: Mapping[str, Any]) -> dict[str, Any]:
     """``options`` as a dict, if every key names a worker setting."""
-    unknown = set(options) - _WORKER_KEYS - {"handlers"}
+    unknown = set(options) - _WORKER_KEYS - {"handlers", "schedules"}
     if unknown:
         raise ConfigError(f"unknown worker setting(s): {', '.join(sorted(unknown))}")
     return dict(options)
@@ -221,9 +271,11 @@ def _known(options: Mapping[str, Any]) -> dict[str, Any]:
 def _file_values(path: Path) -> dict[str, Any]:
     """The settings a config file gives, checked (handlers not imported yet)."""
     data = _read(path)
-    unknown = set(data) - {"worker", "handlers"}
+    unknown = set(data) - {"worker", "handlers", "schedules"}
     if unknown:
-        raise ConfigError(f"{path}: unknown section(s) {sorted(unknown)}; expected [worker] and [handlers]")
+        raise ConfigError(
+            f"{path}: unknown section(s) {sorted(unknown)}; expected [worker], [handlers] and [schedules]"
+        )
     worker = data.get("worker", {})
     handlers = data.get("handlers", {})
     if not isinstance(worker, dict) or not isinstance(handlers, dict):
@@ -249,6 +301,8 @@ def _file_values(path: Path) -> dict[str, Any]:
         values["task_types"] = tuple(values["task_types"])
     if handlers:
         values["handlers"] = tuple(handlers.items())
+    if "schedules" in data:
+        values["schedules"] = _schedules(path, data["schedules"])
     return values
 
 

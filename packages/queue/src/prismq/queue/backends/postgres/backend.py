@@ -36,7 +36,7 @@ Same tables, columns and meaning as the SQLite backend, so :class:`QueueClient` 
   checkpoints on its own and ``CHECKPOINT`` needs superuser); ``vacuum`` runs
   ``VACUUM (ANALYZE)``; ``integrity_check`` checks the schema version and that every
   expected table, index and trigger exists and is valid; ``backup``/``restore`` write and
-  read a checksummed JSON-lines dump of tasks, runs and workers (owner-only file). For a full
+  read a checksummed JSON-lines dump of tasks, runs, schedules and workers (owner-only file). For a full
   server backup use ``pg_dump``.
 """
 
@@ -62,6 +62,7 @@ from ...strategies import SchedulingStrategy
 from ..base import AsyncStore, NewTask, TaskUpdate, checkpoint_mode, chunked
 from ..common import TASK_COLUMNS, TASK_ROW_COLUMNS, SQLQueueBackend, write_backup
 from ..runstore import RUN_COLUMNS
+from ..schedulestore import SCHEDULE_COLUMNS, ScheduleStore
 from ..serverclock import ServerClock
 from ..sqlfile import build_claims, load_queries
 from .connection import SCHEMA_VERSION, ConnectionManager, parse_url, translate_error
@@ -90,11 +91,13 @@ DUMP_WORKER_FIELDS = (
 )
 DUMP_RUN_FIELDS = RUN_COLUMNS
 DUMP_PAUSED_FIELDS = ("task_type", "paused_at")
+DUMP_SCHEDULE_FIELDS = SCHEDULE_COLUMNS
 _DUMP_KINDS = {
     "task": ("dump_tasks", "restore_task", DUMP_TASK_FIELDS),
     "worker": ("dump_workers", "restore_worker", DUMP_WORKER_FIELDS),
     "run": ("dump_runs", "restore_run", DUMP_RUN_FIELDS),
     "paused": ("dump_paused", "restore_paused", DUMP_PAUSED_FIELDS),
+    "schedule": ("dump_schedules", "restore_schedule", DUMP_SCHEDULE_FIELDS),
 }
 """Row kinds of a dump, in file order (runs after their tasks): queries and fields."""
 
@@ -103,6 +106,7 @@ EXPECTED_TABLES = (
     "workers",
     "runs",
     "paused_task_types",
+    "schedules",
     "prismq_schema_version",
     "prismq_data_version",
 )
@@ -229,6 +233,9 @@ class PostgresBackend(SQLQueueBackend):
 
     def run_store(self, clock: Callable[[], float]) -> PostgresRunStore:
         return PostgresRunStore(self.db, clock)
+
+    def schedule_store(self) -> ScheduleStore:
+        return ScheduleStore(self)
 
     def close(self) -> None:
         self.stop_listening()
@@ -491,12 +498,12 @@ class PostgresBackend(SQLQueueBackend):
         return self.db.read(work, snapshot=True) or ["ok"]
 
     def backup(self, destination: Path) -> Path:
-        """Write a checksummed JSON-lines dump of every task, worker and run.
+        """Write a checksummed JSON-lines dump of every task, worker, run and schedule.
 
         Line 1 is a header (format, schema version, time); then one ``{"task": {...}}``,
-        ``{"worker": {...}}``, ``{"run": {...}}`` or ``{"paused": {...}}`` line per row
-        (runs of :mod:`prismq.queue.integrations`, after the tasks they belong to;
-        paused task types last), read in one
+        ``{"worker": {...}}``, ``{"run": {...}}``, ``{"paused": {...}}`` or ``{"schedule": {...}}``
+        line per row (runs of :mod:`prismq.queue.integrations`, after the tasks they belong to;
+        then paused task types; periodic schedules of :mod:`prismq.queue.schedules` last), read in one
         consistent snapshot; the last line
         holds the row counts and the SHA-256 of every line before it. The file is written
         owner-only under a temporary name and renamed into place. This covers the queue's
@@ -518,6 +525,7 @@ class PostgresBackend(SQLQueueBackend):
         digest = hashlib.sha256()
         counts = dict.fromkeys(_DUMP_KINDS, 0)
         has_runs = conn.execute(Q["has_runs_table"]).fetchone()[0]  # type: ignore[index]
+        has_schedules = conn.execute(Q["has_schedules_table"]).fetchone()[0]  # type: ignore[index]
         has_paused = conn.execute(Q["has_paused_table"]).fetchone()[0]  # type: ignore[index]
 
         def emit(record: dict[str, Any]) -> None:
@@ -531,6 +539,8 @@ class PostgresBackend(SQLQueueBackend):
                 continue  # a schema from before the run registry (version 1)
             if kind == "paused" and not has_paused:
                 continue  # a schema from before paused task types (version 2)
+            if kind == "schedule" and not has_schedules:
+                continue  # a schema from before periodic schedules (version 3)
             with conn.cursor(name=f"prismq_dump_{kind}") as cur:
                 cur.itersize = _RESTORE_BATCH
                 cur.execute(Q[query])
@@ -543,12 +553,13 @@ class PostgresBackend(SQLQueueBackend):
             "workers": counts["worker"],
             "runs": counts["run"],
             "paused_types": counts["paused"],
+            "schedules": counts["schedule"],
             "sha256": digest.hexdigest(),
         }
         handle.write((json.dumps(end, separators=(",", ":")) + "\n").encode("utf-8"))
 
     def restore(self, source: Path) -> None:
-        """Replace every task, worker, run and paused type with a verified :meth:`backup` dump.
+        """Replace every task, worker, run, paused type and schedule with a verified :meth:`backup` dump.
 
         The whole file is checked first (header, schema version, row shape, counts and
         checksum); a damaged or foreign file is refused and nothing changes. The swap is
@@ -565,6 +576,7 @@ class PostgresBackend(SQLQueueBackend):
             conn.execute(Q["delete_all_tasks"])
             conn.execute(Q["delete_all_workers"])
             conn.execute(Q["delete_all_paused"])
+            conn.execute(Q["delete_all_schedules"])
             with conn.cursor() as cur:
                 for kind, rows in _dump_batches(source):
                     cur.executemany(Q[_DUMP_KINDS[kind][1]], rows)
@@ -630,8 +642,12 @@ def verify_dump(source: Path) -> None:
                     counts["run"] += 1
                 elif "paused" in record and set(record["paused"]) == set(DUMP_PAUSED_FIELDS):
                     counts["paused"] += 1
+                elif "schedule" in record and set(record["schedule"]) == set(DUMP_SCHEDULE_FIELDS):
+                    counts["schedule"] += 1
                 elif number > 1:
-                    raise ValueError(f"line {number} is not a task, run, worker or paused task type")
+                    raise ValueError(
+                        f"line {number} is not a task, run, worker, paused task type or schedule"
+                    )
                 digest.update(line)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BackupError(f"{source} is not a readable queue dump ({exc}); nothing was restored") from None
@@ -643,6 +659,7 @@ def verify_dump(source: Path) -> None:
         or end.get("workers") != counts["worker"]
         or end.get("runs", 0) != counts["run"]  # dumps from before runs have no count
         or end.get("paused_types", 0) != counts["paused"]  # nor dumps from before pausing
+        or end.get("schedules", 0) != counts["schedule"]  # nor from before schedules
     ):
         raise BackupError(f"{source} is damaged (checksum or row counts differ); nothing was restored")
 

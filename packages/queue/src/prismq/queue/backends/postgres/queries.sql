@@ -441,7 +441,7 @@ VACUUM (ANALYZE) workers;
 VACUUM (ANALYZE) runs;
 
 -- name: analyze
-ANALYZE tasks, workers, runs;
+ANALYZE tasks, workers, runs, schedules;
 
 -- ---------------------------------------------------------------------------------------
 -- Flow control (prismq.queue.flow): limits, the claim's view of them, unique enqueues.
@@ -721,3 +721,23 @@ DELETE FROM paused_task_types;
 
 -- name: restore_paused
 INSERT INTO paused_task_types (task_type, paused_at) VALUES (%(task_type)s, %(paused_at)s);
+-- Periodic schedules (prismq.queue.schedules, migration 0005) in a dump.
+-- name: has_schedules_table
+SELECT to_regclass('schedules') IS NOT NULL;
+
+-- name: dump_schedules
+SELECT name, cron, timezone, task_type, payload, priority, max_attempts, misfire,
+       max_backfill, grace, source, paused, next_run, last_run, last_task_id, created_at,
+       updated_at
+FROM schedules ORDER BY name;
+
+-- name: delete_all_schedules
+DELETE FROM schedules;
+
+-- name: restore_schedule
+INSERT INTO schedules (name, cron, timezone, task_type, payload, priority, max_attempts,
+                       misfire, max_backfill, grace, source, paused, next_run, last_run,
+                       last_task_id, created_at, updated_at)
+VALUES (%(name)s, %(cron)s, %(timezone)s, %(task_type)s, %(payload)s, %(priority)s,
+        %(max_attempts)s, %(misfire)s, %(max_backfill)s, %(grace)s, %(source)s, %(paused)s,
+        %(next_run)s, %(last_run)s, %(last_task_id)s, %(created_at)s, %(updated_at)s);

@@ -15,6 +15,7 @@ from ...models import WorkerInfo
 from ...strategies import Ordering, SchedulingStrategy
 from ..base import NewTask, TaskUpdate, checkpoint_mode
 from ..common import TASK_COLUMNS, SQLQueueBackend, write_backup
+from ..schedulestore import ScheduleStore
 from ..sqlfile import build_claims, load_queries
 from .connection import (
     APPLICATION_ID,
@@ -96,6 +97,9 @@ class SQLiteBackend(SQLQueueBackend):
 
     def run_store(self, clock: Callable[[], float]) -> SQLiteRunStore:
         return SQLiteRunStore(self.db, clock)
+
+    def schedule_store(self) -> ScheduleStore:
+        return ScheduleStore(self)
 
     def connection(self) -> sqlite3.Connection:
         """This thread's raw connection (for PRAGMA reads and your own queries)."""
