@@ -50,6 +50,8 @@ TEST_DEPS = [
     # The FastAPI example of the integration guide runs under its TestClient.
     "fastapi>=0.110",
     "httpx>=0.27",
+    # The tracing tests and examples record spans with the SDK's in-memory exporter.
+    "opentelemetry-sdk>=1.20",
 ]
 DOCS_DEPS = [
     "mkdocs==1.6.1",
@@ -173,7 +175,7 @@ def _build_site(session: nox.Session, site_dir: Path) -> None:
 @nox.session
 def tests(session: nox.Session) -> None:
     """The test suite (SQLite and PostgreSQL). Posargs go to pytest."""
-    session.install("-e", _package("cli", "postgres", "dashboard", "django"), *TEST_DEPS)
+    session.install("-e", _package("cli", "postgres", "dashboard", "django", "metrics", "otel"), *TEST_DEPS)
     # A hung test fails after TEST_TIMEOUT seconds instead of eating the CI budget.
     timeout = (
         [] if any(arg.startswith("--timeout") for arg in session.posargs) else [f"--timeout={TEST_TIMEOUT}"]
@@ -189,7 +191,13 @@ def lint(session: nox.Session) -> None:
 
     Every check runs even when an earlier one fails, so one run reports everything.
     """
-    session.install(RUFF, CODESPELL, *MYPY_DEPS, "-e", _package("postgres", "yaml", "dashboard", "django"))
+    session.install(
+        RUFF,
+        CODESPELL,
+        *MYPY_DEPS,
+        "-e",
+        _package("postgres", "yaml", "dashboard", "django", "metrics", "otel"),
+    )
     node_external = _npm_ci(session)
     failed: list[str] = []
 
@@ -242,7 +250,7 @@ def docs(session: nox.Session) -> None:
 @nox.session
 def doctest(session: nox.Session) -> None:
     """Run every Python example of the Markdown docs and of the docstrings."""
-    session.install("-e", _package("cli", "postgres", "dashboard", "django"), *TEST_DEPS)
+    session.install("-e", _package("cli", "postgres", "dashboard", "django", "metrics", "otel"), *TEST_DEPS)
     # The PostgreSQL examples get a schema of their own on the test server (see the plugin).
     env = {**_postgres_env(), "PYTHONPATH": str(TOOLS)}
     plugin = ("-p", "markdown_docs_fixtures")
@@ -333,5 +341,5 @@ def bench_smoke(session: nox.Session) -> None:
 @nox.session
 def soak(session: nox.Session) -> None:
     """The reliability tests at soak size (minutes; not part of the default run)."""
-    session.install("-e", _package("cli", "postgres", "dashboard", "django"), *TEST_DEPS)
+    session.install("-e", _package("cli", "postgres", "dashboard", "django", "metrics", "otel"), *TEST_DEPS)
     session.run("pytest", "tests/reliability", *session.posargs, env={**_postgres_env(), "PRISMQ_SOAK": "1"})

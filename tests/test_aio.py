@@ -383,6 +383,7 @@ def test_the_async_client_mirrors_every_client_method_but_the_dashboards() -> No
         "resume",
         "paused",
         "finished_histogram",
+        "schedules",
     }
     sync = {name for name in dir(QueueClient) if not name.startswith("_")}
     mirrored = {name for name in dir(AsyncQueueClient) if not name.startswith("_")}

@@ -22,7 +22,7 @@ LAYERS = (
     ("backends",),
     ("database",),
     ("client", "aio", "worker", "migrate", "schedules"),
-    ("runtime",),
+    ("runtime", "observability"),
     ("tasks", "integrations", "dashboard", "testing"),
     ("pytest_plugin", "contrib", "cli", "__main__", ""),
 )

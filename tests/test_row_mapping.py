@@ -44,6 +44,7 @@ def test_row_to_task_equals_the_dataclass_built_normally(finished: bool) -> None
         now - 20,
         now - 5,
         now if finished else None,
+        '{"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}',
     )
     built = row_to_task(row)
     expected = Task(
@@ -69,6 +70,7 @@ def test_row_to_task_equals_the_dataclass_built_normally(finished: bool) -> None
         started_at=_utc(now - 5),
         finished_at=_utc(now if finished else None),
         retry_policy={"base_delay": 1.5, "max_delay": 60},
+        trace_context='{"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}',
     )
     assert built == expected
     assert repr(built) == repr(expected)

@@ -153,7 +153,12 @@ def _environment() -> Merged:
     return Merged(["Variable", "Meaning", "Default"], [[f"`{n}`", None, defaults.get(n)] for n in names])
 
 
-_OPTION_FLAGS = {"lease_duration": "lease", "task_timeout": "timeout", "grace_period": "grace"}
+_OPTION_FLAGS = {
+    "lease_duration": "lease",
+    "task_timeout": "timeout",
+    "grace_period": "grace",
+    "metrics": "metrics_port",
+}
 
 
 def _runtime_options() -> Merged:
@@ -162,7 +167,7 @@ def _runtime_options() -> Merged:
 
     worker = _subparsers(build_parser())["worker"]
     flags = {a.dest: a for a in worker._actions if a.option_strings}
-    names = ["concurrency", "processes", *WorkerSettings().runner_options()]
+    names = ["concurrency", "processes", *WorkerSettings().runner_options(), "metrics", "tracing"]
     defaults = {f.name: f.default for f in fields(WorkerSettings)}
     rows: list[list[str | None]] = []
     for name in dict.fromkeys(names):

@@ -122,9 +122,10 @@ class AsyncQueueClient:
     The producer and query methods of :class:`~prismq.queue.client.QueueClient`, each a
     coroutine, with the same arguments, validation and errors: everything but the
     dashboard's operations (``page``, ``delete``, ``delete_many``, ``retry_many``,
-    ``cancel_many``, ``pause``, ``resume``, ``paused``, ``finished_histogram``), which
-    :attr:`sync_client` offers. Close it with :meth:`aclose` (or use ``async with``); the
-    :class:`~prismq.queue.database.QueueDatabase` stays open and is closed by its owner.
+    ``cancel_many``, ``pause``, ``resume``, ``paused``, ``finished_histogram``) and the
+    ``schedules`` management object, which :attr:`sync_client` offers. Close it with
+    :meth:`aclose` (or use ``async with``); the :class:`~prismq.queue.database.QueueDatabase`
+    stays open and is closed by its owner.
 
     Args:
         db: The queue database (SQLite or PostgreSQL).

@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .backends.base import FlowTask, NewTask, PageQuery, QueueStats, TaskQuery
 from .database import QueueDatabase
@@ -53,6 +53,9 @@ from .validation import (
     validate_task_id,
     validate_task_type,
 )
+
+if TYPE_CHECKING:
+    from .runtime.observer import EnqueueObserver
 
 __all__ = ["QueueClient", "TaskPage", "TaskSpec"]
 
@@ -182,6 +185,9 @@ class QueueClient:
         default_retry_policy: The policy for task types without their own.
         retry_policies: A policy per task type; stored with each task at enqueue time.
         max_payload_bytes: Largest encoded payload accepted (1 MiB by default).
+        observer: Told about each enqueue and retry, and may give a trace context for
+            the tasks to carry (:class:`~prismq.queue.observability.tracing.TracingObserver`
+            does); see :mod:`prismq.queue.runtime.observer`.
 
     Example:
         >>> import tempfile, pathlib
@@ -201,6 +207,7 @@ class QueueClient:
         default_retry_policy: RetryPolicy | None = None,
         retry_policies: Mapping[str, RetryPolicy] | None = None,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        observer: EnqueueObserver | None = None,
     ) -> None:
         if not is_int(max_payload_bytes) or max_payload_bytes < 2:
             raise ValidationError(f"max_payload_bytes must be an integer >= 2, got {max_payload_bytes!r}")
@@ -209,6 +216,7 @@ class QueueClient:
         self.default_retry_policy = default_retry_policy or RetryPolicy()
         self.retry_policies = dict(retry_policies or {})
         self.max_payload_bytes = max_payload_bytes
+        self.observer = observer
         self._policy_json: dict[int, tuple[RetryPolicy, str]] = {}
 
     # -- enqueue ---------------------------------------------------------------
@@ -369,10 +377,12 @@ class QueueClient:
             now,
             {},  # one task: nothing to remember between tasks
         )
-        if concurrency_key is None and unique is None:
-            return self.backend.insert_tasks((new,), now)[0][0]
-        flow = self._flow_task(new, concurrency_key, unique, idempotency_key, now)
-        return self.backend.insert_flow_tasks((flow,), now)[0][0]
+        flows: dict[int, FlowTask] = {}
+        if concurrency_key is not None or unique is not None:
+            flows[0] = self._flow_task(new, concurrency_key, unique, idempotency_key, now)
+        if self.observer is not None:
+            return self._insert_observed([new], now, flows)[0]
+        return self._insert([new], now, flows)[0]
 
     def _flow_task(
         self, new: NewTask, concurrency_key: object, unique: object, idempotency_key: object, now: float
@@ -418,23 +428,9 @@ class QueueClient:
         """
         now = self.db.now()
         prepared, flows = self._prepare_batch(tasks, now)
-        if not flows:
-            return [task_id for task_id, _ in self.backend.insert_tasks(prepared, now)]
-        batch = [flows.get(i) or FlowTask(new) for i, new in enumerate(prepared)]
-        return [task_id for task_id, _ in self.backend.insert_flow_tasks(batch, now)]
-
-    def _prepare_many(self, tasks: Iterable[TaskSpec | Mapping[str, Any]], now: float) -> list[NewTask]:
-        """Validate a batch of plain tasks (no ``concurrency_key``, no ``unique``).
-
-        Raises:
-            ValidationError: A faulty item (its index in the message), or one with flow options.
-        """
-        prepared, flows = self._prepare_batch(tasks, now)
-        if flows:
-            raise ValidationError(
-                f"task #{min(flows)}: concurrency_key and unique need QueueClient.enqueue_many"
-            )
-        return prepared
+        if self.observer is not None:
+            return self._insert_observed(prepared, now, flows)
+        return self._insert(prepared, now, flows)
 
     def _prepare_batch(
         self, tasks: Iterable[TaskSpec | Mapping[str, Any]], now: float
@@ -522,6 +518,29 @@ class QueueClient:
     def list_limits(self) -> list[FlowLimit]:
         """Every limit, ordered by task type then key (``""`` stands for "every")."""
         return list(self.backend.list_limits())
+
+    def _insert(self, tasks: list[NewTask], now: float, flows: Mapping[int, FlowTask]) -> list[int]:
+        """Insert ``tasks`` in one transaction; ``flows`` holds the flow options, by index."""
+        if not flows:
+            return [task_id for task_id, _ in self.backend.insert_tasks(tasks, now)]
+        batch = [flows[i]._replace(task=new) if i in flows else FlowTask(new) for i, new in enumerate(tasks)]
+        return [task_id for task_id, _ in self.backend.insert_flow_tasks(batch, now)]
+
+    def _insert_observed(self, tasks: list[NewTask], now: float, flows: Mapping[int, FlowTask]) -> list[int]:
+        """Insert ``tasks`` with the observer told, carrying the trace context it gives."""
+        assert self.observer is not None
+        observation = self.observer.enqueue_started([t.task_type for t in tasks])
+        if observation is None:
+            return self._insert(tasks, now, flows)
+        if observation.trace_context is not None:
+            tasks = [t._replace(trace_context=observation.trace_context) for t in tasks]
+        try:
+            ids = self._insert(tasks, now, flows)
+        except BaseException as exc:
+            observation.finished([], exc)
+            raise
+        observation.finished(ids)
+        return ids
 
     # -- queries ---------------------------------------------------------------
     def get(self, task_id: int) -> Task:
@@ -751,7 +770,10 @@ class QueueClient:
             TaskNotFoundError: No such task.
             TaskStateError: The task is not dead or cancelled.
         """
-        return self.backend.retry_task(validate_task_id(task_id), self.db.now(), bool(reset_attempts))
+        task = self.backend.retry_task(validate_task_id(task_id), self.db.now(), bool(reset_attempts))
+        if self.observer is not None:
+            self.observer.task_retried(task)
+        return task
 
     def delete(self, task_id: int) -> None:
         """Delete one task that is not running.

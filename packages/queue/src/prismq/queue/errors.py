@@ -16,6 +16,7 @@ QueueError
 │       ├── TimeZoneError
 │       └── MisfirePolicyError
 ├── ConfigError
+│   └── ExtraNotInstalledError
 ├── QueueBusyError
 ├── LeaseLostError
 ├── TaskNotFoundError
@@ -47,6 +48,7 @@ __all__ = [
     "ConfigError",
     "CronExpressionError",
     "DuplicateTaskError",
+    "ExtraNotInstalledError",
     "LeaseLostError",
     "MisfirePolicyError",
     "NotAQueueDatabaseError",
@@ -112,6 +114,14 @@ class MisfirePolicyError(PeriodicScheduleError):
 
 class ConfigError(QueueError):
     """A setting (argument, environment variable or config file) is malformed."""
+
+
+class ExtraNotInstalledError(ConfigError, ImportError):
+    """An optional feature was asked for without its extra (``pip install "prismq-queue[...]"``).
+
+    Raised when a module that needs the extra is imported; also an ``ImportError``, so code
+    that guards an optional import with ``except ImportError`` handles it as usual.
+    """
 
 
 class QueueBusyError(QueueError):

@@ -135,6 +135,8 @@ class Task:
         started_at: When the most recent attempt was claimed (UTC).
         finished_at: When the task reached a terminal status (UTC).
         retry_policy: The backoff settings used when an attempt fails.
+        trace_context: The W3C trace context (JSON text) of the code that enqueued the
+            task, when tracing was on (see :mod:`prismq.queue.observability.tracing`).
     """
 
     id: int
@@ -159,6 +161,7 @@ class Task:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     retry_policy: dict[str, float] = field(default_factory=dict, repr=False)
+    trace_context: str | None = field(default=None, repr=False)
 
     @property
     def attempts_left(self) -> int:

@@ -55,6 +55,7 @@ class NewTask(NamedTuple):
     max_attempts: int
     retry_policy_json: str
     idempotency_key: str | None = None
+    trace_context: str | None = None
 
 
 class FlowTask(NamedTuple):
@@ -538,6 +539,33 @@ class Backend(Protocol):
 
     def reclaim_expired(self, now: float) -> int:
         """Return expired leases to the queue (or to dead on the last attempt)."""
+        ...
+
+    def insert_leased(self, task: NewTask, worker_id: str, lease_until: float, now: float) -> Task:
+        """Insert a task already leased by ``worker_id`` under a fresh lease token.
+
+        The task is on its first and only attempt (``max_attempts`` 1, whatever ``task``
+        says), so a lease that runs out makes it dead, never queued for another worker.
+        Its ``idempotency_key`` is not stored. Every later change goes through the fenced
+        operations with the returned task's ``lease_token``.
+        """
+        ...
+
+    def lease_again(
+        self, task_id: int, worker_id: str, lease_until: float, now: float, handover: str | None = None
+    ) -> Task | None:
+        """Lease one task by id to ``worker_id`` under a fresh lease token.
+
+        A queued, dead or cancelled task starts one more attempt (allowed: its
+        ``max_attempts`` grows to match), with its cancel request cleared; a leased task
+        whose lease ran out, that ``worker_id`` already holds, or whose lease token is
+        ``handover`` (its holder hands it over), only changes holder and token, which
+        fences off the previous holder.
+
+        Returns:
+            The leased task, or ``None`` when it does not exist, is completed, or is
+            leased by another worker whose lease still runs.
+        """
         ...
 
     def renew_lease(self, update: TaskUpdate, lease_until: float, now: float) -> Task:

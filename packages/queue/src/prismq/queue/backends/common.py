@@ -40,6 +40,7 @@ from .base import (
     Connections,
     FlowTask,
     KeysetPage,
+    NewTask,
     PageQuery,
     QueueStats,
     Settlement,
@@ -65,7 +66,7 @@ TASK_COLUMNS = (
     "id, task_type, payload, status, priority, attempts, max_attempts, retry_policy, "
     "run_after, lease_until, locked_by, lease_token, cancel_requested, progress, "
     "progress_message, result, last_error, last_traceback, idempotency_key, created_at, "
-    "started_at, finished_at"
+    "started_at, finished_at, trace_context"
 )
 
 TASK_ROW_COLUMNS = (*(c.strip() for c in TASK_COLUMNS.split(",")), "updated_at")
@@ -196,6 +197,7 @@ def row_to_task(row: Sequence[Any]) -> Task:
             "started_at": None if started_at is None else from_epoch(started_at, utc),
             "finished_at": None if finished_at is None else from_epoch(finished_at, utc),
             "retry_policy": policy,
+            "trace_context": row[22],
         }
     )
     return task
@@ -552,6 +554,8 @@ class SQLQueueBackend:
             "now": now,
             "count": count,
             **self._unblocked,
+            # Run tasks only for a worker that names its types (see ready_filter).
+            "explicit": self._flag(task_types is not None),
         }
 
         def work(conn: Any) -> tuple[list[bool], list[Any]]:
@@ -688,6 +692,7 @@ class SQLQueueBackend:
                 "max_attempts": task.max_attempts,
                 "retry_policy": task.retry_policy_json,
                 "idempotency_key": task.idempotency_key,
+                "trace_context": task.trace_context,
                 "now": now,
                 "concurrency_key": flow.concurrency_key,
                 "unique_key": flow.unique_key,
@@ -967,6 +972,44 @@ class SQLQueueBackend:
             lambda c: c.execute(self.queries["lease_holder"], {"id": update.task_id}).fetchone()
         )
         return "the task no longer exists" if row is None else describe_holder(row)
+
+    def insert_leased(self, task: NewTask, worker_id: str, lease_until: float, now: float) -> Task:
+        def work(conn: Any) -> Task:
+            params = {
+                "task_type": task.task_type,
+                "payload": task.payload_json,
+                "priority": task.priority,
+                "run_after": task.run_after,
+                "retry_policy": task.retry_policy_json,
+                "worker": worker_id,
+                "token": secrets.token_hex(8),
+                "lease_until": lease_until,
+                "now": now,
+            }
+            return row_to_task(conn.execute(self.queries["insert_leased"], params).fetchone())
+
+        return self.db.write(work)
+
+    def lease_again(
+        self, task_id: int, worker_id: str, lease_until: float, now: float, handover: str | None = None
+    ) -> Task | None:
+        def work(conn: Any) -> Task | None:
+            params = {
+                "id": task_id,
+                "handover": handover,
+                "worker": worker_id,
+                "token": secrets.token_hex(8),
+                "lease_until": lease_until,
+                "now": now,
+            }
+            row = conn.execute(self.queries["hand_over"], params).fetchone()
+            if row is None:
+                revive = {"id": task_id, "now": now, "reset": self._flag(False)}
+                conn.execute(self.queries["retry_finished"], revive)
+                row = conn.execute(self.queries["claim_id"], params).fetchone()
+            return None if row is None else row_to_task(row)
+
+        return self.db.write(work)
 
     def renew_lease(self, update: TaskUpdate, lease_until: float, now: float) -> Task:
         def work(conn: Any) -> Task:

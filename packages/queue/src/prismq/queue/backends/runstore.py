@@ -10,10 +10,14 @@ A run is stored twice over, on purpose:
   columns: its six-valued status, module name, parameters, item counts, exit code,
   owner and re-run flag. This row is the run's record; the task mirrors it.
 
-A run's task is inserted already leased by its owner, with ``max_attempts`` equal to its
-attempts, so a queue worker never claims it, and a worker that reclaims its expired lease
-makes it dead instead of queued. Records cross this interface as plain dicts with UTC
-epoch-second times; :mod:`prismq.queue.integrations.runs` turns them into ``Run`` objects.
+A run's task changes only through the backend's fenced task operations: it is inserted
+already leased (``Backend.insert_leased``, one attempt allowed, so a lease that runs out
+makes it dead, never queued), leased again under a fresh token for a takeover or a re-run
+(``Backend.lease_again``), and from then on renewed, updated and finished by its owning
+manager's ``QueueWorker``. The statements of ``runs.sql`` write ``runs`` rows only, and a
+queue worker claims a run task only if it names run task types (the claim's
+``ready_filter``). Records cross this interface as plain dicts with UTC epoch-second
+times; :mod:`prismq.queue.integrations.runs` turns them into ``Run`` objects.
 
 Each backend's store subclasses :class:`SQLRunStore` with its ``runs.sql`` queries and
 says how it binds a list and a flag and how it reports a duplicate run id.
@@ -23,12 +27,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-import secrets
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar
 
-from .base import Connections
+from ..models import Task, TaskStatus
+from .base import Connections, NewTask, TaskUpdate
 
 __all__ = [
     "ACTIVE",
@@ -160,8 +164,9 @@ class SQLRunStore:
     def _run_params(self, record: dict[str, Any], now: float, fence: str | None) -> dict[str, Any]:
         return run_params(record, now, fence, self._flag(bool(record["rerunnable"])))
 
-    def __init__(self, db: Connections, clock: Callable[[], float] = time.time) -> None:
-        self.db = db
+    def __init__(self, backend: Any, clock: Callable[[], float] = time.time) -> None:
+        self.backend = backend  # its fenced task operations; the run rows go through db
+        self.db: Connections = backend.db
         self._clock = clock
 
     @contextlib.contextmanager
@@ -175,10 +180,15 @@ class SQLRunStore:
         conn: Any,
         record: dict[str, Any],
         owner: str | None,
-        locker: str | None,
-        lease_until: float | None,
+        locker: str,
+        lease_until: float,
         now: float,
     ) -> dict[str, Any]:
+        """Insert a run: its task through the backend's fenced operations, then its row.
+
+        The task is inserted leased by ``locker`` (:meth:`Backend.insert_leased`); a run
+        recorded already finished has its task finished at once under that fresh lease.
+        """
         status = record["status"]
         active = status in ACTIVE
         payload = {
@@ -187,42 +197,48 @@ class SQLRunStore:
             "module_name": record["module_name"],
             "parameters": record["parameters"],
         }
-        task_params = {
-            **task_mirror(record),
-            "task_type": RUN_TASK_PREFIX + record["module_id"],
-            "payload": json.dumps(payload, separators=(",", ":")),
-            "lease_until": lease_until if active else None,
-            "locker": locker if active else None,
-            "token": secrets.token_hex(8) if active else None,
-            "created_at": record["created_at"],
-            "started_at": record["started_at"],
-            "finished_at": None if active else (record["completed_at"] or now),
-            "now": now,
-        }
-        task_id = conn.execute(self.queries["insert_task"], task_params).fetchone()[0]
+        new = NewTask(
+            task_type=RUN_TASK_PREFIX + record["module_id"],
+            payload_json=json.dumps(payload, separators=(",", ":")),
+            priority=100,
+            run_after=record["created_at"],
+            max_attempts=1,
+            retry_policy_json="{}",
+        )
+        task = self.backend.insert_leased(new, locker, lease_until, now)
+        update = TaskUpdate(task.id, locker, task.lease_token or "")
+        mirror = task_mirror(record)
+        if mirror["progress"] or mirror["progress_message"] is not None:
+            self.backend.update_progress(
+                update, mirror["progress"] or 0.0, mirror["progress_message"], lease_until, now
+            )
+        if status == "completed":
+            self.backend.complete_tasks([update], [mirror["result"]], now)
+        elif not active:
+            ended = TaskStatus.CANCELLED if status == "cancelled" else TaskStatus.DEAD
+            self.backend.finish_attempt(update, ended, None, mirror["last_error"], None, True, now)
         run_params = {
             **self._run_params(record, now, None),
-            "task_id": task_id,
+            "task_id": task.id,
             "module_id": record["module_id"],
             "owner": owner if active else None,
             "created_at": record["created_at"],
         }
         self._insert_run(conn, run_params, record["run_id"])
-        return {**record, "task_id": task_id, "owner": owner if active else None, "updated_at": now}
+        stored = {**record, "task_id": task.id, "owner": owner if active else None, "updated_at": now}
+        return {**stored, "task": task} if active else stored
 
-    def _lease(self, conn: Any, task_id: int, owner: str, lease_until: float, now: float) -> None:
-        """Make ``owner`` the lease holder of a run's task, reviving it when it had ended."""
-        params = {
-            "task_id": task_id,
-            "owner": owner,
-            "token": secrets.token_hex(8),
-            "lease_until": lease_until,
-            "now": now,
-        }
-        if conn.execute(self.queries["relock_task"], params).rowcount:
-            return
-        conn.execute(self.queries["requeue_task"], params)
-        conn.execute(self.queries["lease_task"], params)
+    def _lease(self, conn: Any, task_id: int, owner: str, lease_until: float) -> Task | None:
+        """Make ``owner`` the lease holder of a run's task, reviving it when it had ended.
+
+        Through :meth:`Backend.lease_again`, under a fresh lease token: the run row was
+        taken first (``claim_run``/``take_rerunnable``), so the task's current holder, if
+        any, hands it over.
+        """
+        current = self.backend.get_task(task_id)
+        handover = None if current is None else current.lease_token
+        leased: Task | None = self.backend.lease_again(task_id, owner, lease_until, self.now(), handover)
+        return leased
 
     def now(self) -> float:
         """The queue database's clock (UTC epoch seconds)."""
@@ -239,7 +255,9 @@ class SQLRunStore:
 
         def work(conn: Any) -> dict[str, Any]:
             self._lock_run(conn, record["run_id"])
-            return self._insert(conn, record, None, locker, lease_until, now)
+            stored = self._insert(conn, record, None, locker, lease_until, now)
+            stored.pop("task", None)
+            return stored
 
         return self.db.write(work)
 
@@ -281,16 +299,16 @@ class SQLRunStore:
                     return None
                 return self._insert(conn, record, owner, owner, lease_until, now)
             stored = row_to_record(row)
-            self._lease(conn, stored["task_id"], owner, lease_until, now)
-            return stored
+            return {**stored, "task": self._lease(conn, stored["task_id"], owner, lease_until)}
 
         return self.db.write(work)
 
     def save_active(self, records: Sequence[dict[str, Any]], owner: str) -> None:
         """Write the progress and start of active runs ``owner`` holds, in bulk.
 
-        Cheaper than :meth:`save` (two statements executed over all records); runs the
-        owner no longer holds are skipped silently.
+        Cheaper than :meth:`save` (one statement executed over all records); runs the
+        owner no longer holds are skipped silently. Only the ``runs`` rows: the owner
+        mirrors progress on the tasks through its ``QueueWorker``.
         """
         if not records:
             return
@@ -310,37 +328,21 @@ class SQLRunStore:
             }
             for r in records
         ]
-        tasks = [
-            {
-                "task_id": r["task_id"],
-                "progress": r["progress_percent"],
-                "progress_message": r["progress_message"],
-                "started_at": r["started_at"],
-                "fence": owner,
-                "now": now,
-            }
-            for r in records
-        ]
-
-        def work(conn: Any) -> None:
-            self._executemany(conn, self.queries["save_active_run"], runs)
-            self._executemany(conn, self.queries["touch_task"], tasks)
-
-        self.db.write(work)
+        self.db.write(lambda conn: self._executemany(conn, self.queries["save_active_run"], runs))
 
     def update(self, record: dict[str, Any]) -> dict[str, Any] | None:
-        """Overwrite a run's fields (not its owner); a finished run releases its task."""
+        """Overwrite a run's fields (not its owner): the ``runs`` row only.
+
+        The task is changed only by the lease holder: a run finished here while a manager
+        holds its task is finished there at its next renewal (:meth:`ended_runs`); with no
+        live holder the task's lease runs out and it becomes dead.
+        """
         now = self.now()
 
         def work(conn: Any) -> dict[str, Any] | None:
             row = conn.execute(self.queries["save_run"], self._run_params(record, now, None)).fetchone()
             if row is None:
                 return None
-            params = {**task_mirror(record), "task_id": row[0], "fence": None, "now": now}
-            if record["status"] in ACTIVE:
-                conn.execute(self.queries["touch_task"], {**params, "started_at": record["started_at"]})
-            else:
-                conn.execute(self.queries["finish_task"], params)
             found = conn.execute(self.queries["get_run"], {"run_id": record["run_id"]}).fetchone()
             return row_to_record(found)
 
@@ -352,43 +354,37 @@ class SQLRunStore:
         return None if row is None else row_to_record(row)
 
     def save(self, records: Sequence[dict[str, Any]], owner: str) -> list[bool]:
-        """Write runs ``owner`` holds; False for a run it no longer holds."""
+        """Write the ``runs`` rows of runs ``owner`` holds; False for a run it no longer holds.
+
+        The owner finishes or updates the tasks through its ``QueueWorker``.
+        """
         now = self.now()
 
         def work(conn: Any) -> list[bool]:
             done = []
             for record in records:
                 row = conn.execute(self.queries["save_run"], self._run_params(record, now, owner)).fetchone()
-                if row is None:
-                    done.append(False)
-                    continue
-                params = {**task_mirror(record), "task_id": row[0], "fence": owner, "now": now}
-                if record["status"] in ACTIVE:
-                    conn.execute(self.queries["touch_task"], {**params, "started_at": record["started_at"]})
-                else:
-                    conn.execute(self.queries["finish_task"], params)
-                done.append(True)
+                done.append(row is not None)
             return done
 
         return self.db.write(work)
 
     def renew(self, owner: str, lease_until: float) -> dict[str, bool]:
-        """Extend the leases of ``owner``'s active runs.
+        """The active runs ``owner`` holds (its ``runs`` row and its task's lease).
+
+        Reads only: the owner renews its tasks' leases through its ``QueueWorker`` first.
 
         Returns:
             Per run still held, whether its cancellation was requested (by
             :meth:`request_cancel` or ``QueueClient.cancel`` on its task).
         """
-        now = self.now()
+        rows = self.db.read(lambda c: c.execute(self.queries["held_runs"], {"owner": owner}).fetchall())
+        return {run_id: bool(flag) for run_id, flag in rows}
 
-        def work(conn: Any) -> dict[str, bool]:
-            conn.execute(
-                self.queries["renew_leases"], {"owner": owner, "lease_until": lease_until, "now": now}
-            )
-            rows = conn.execute(self.queries["held_runs"], {"owner": owner}).fetchall()
-            return {run_id: bool(flag) for run_id, flag in rows}
-
-        return self.db.write(work)
+    def ended_runs(self, owner: str) -> list[dict[str, Any]]:
+        """Runs finished by a registry whose task ``owner`` still leases (see :meth:`update`)."""
+        rows = self.db.read(lambda c: c.execute(self.queries["ended_runs"], {"owner": owner}).fetchall())
+        return [row_to_record(r) for r in rows]
 
     def interrupt_orphans(self) -> list[str]:
         """Mark interrupted every active run whose owner's lease ran out; return their ids."""
@@ -397,17 +393,19 @@ class SQLRunStore:
         def work(conn: Any) -> list[str]:
             found = conn.execute(self.queries["orphaned_runs"], {"now": now}).fetchall()
             out = []
-            for run_id, task_id, owner, lease_until in found:
+            for run_id, _task_id, owner, lease_until in found:
                 holder = f"manager {owner!r}" if owner else "no manager"
                 reason = (
                     f"interrupted: {holder} stopped renewing the run's lease"
                     + ("" if lease_until is None else f" (it expired at epoch {lease_until:.3f})")
                     + "; its process ended before the run finished"
                 )
-                params = {"run_id": run_id, "task_id": task_id, "reason": reason, "now": now}
+                params = {"run_id": run_id, "reason": reason, "now": now}
                 if conn.execute(self.queries["interrupt_run"], params).rowcount:
-                    conn.execute(self.queries["expire_task"], params)
                     out.append(run_id)
+            if out:
+                # Their tasks' leases ran out: the queue's own expiry makes them dead.
+                self.backend.reclaim_expired(now)
             return out
 
         return self.db.write(work)
@@ -423,17 +421,28 @@ class SQLRunStore:
             records = [
                 row_to_record(r) for r in conn.execute(self.queries["take_rerunnable"], params).fetchall()
             ]
-            for record in records:
-                self._lease(conn, record["task_id"], owner, lease_until, now)
-            return records
+            return [
+                {**record, "task": self._lease(conn, record["task_id"], owner, lease_until)}
+                for record in records
+            ]
 
         return self.db.write(work)
 
     def request_cancel(self, run_id: str) -> bool:
-        """Flag an active run for cancellation; its owner stops it at its next renewal."""
+        """Flag an active run for cancellation; its owner stops it at its next renewal.
+
+        The flag is the task's cancel request (``Backend.cancel_task`` on a leased task).
+        """
         now = self.now()
-        return bool(
-            self.db.write(
-                lambda c: c.execute(self.queries["request_cancel"], {"run_id": run_id, "now": now}).rowcount
-            )
-        )
+
+        def work(conn: Any) -> bool:
+            record = self.get(run_id)
+            if record is None or record["status"] not in ACTIVE:
+                return False
+            task = self.backend.get_task(record["task_id"])
+            if task is None or task.status is not TaskStatus.LEASED:
+                return False
+            self.backend.cancel_task(task.id, now)
+            return True
+
+        return bool(self.db.write(work))

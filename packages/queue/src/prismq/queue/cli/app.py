@@ -89,6 +89,7 @@ def _worker_settings(args: argparse.Namespace) -> WorkerSettings:
         "burst": args.burst,
         "max_tasks": args.max_tasks,
         "worker_id": args.worker_id,
+        "tracing": args.tracing,
         "batch_size": args.batch_size,
         "linger": args.linger,
         "prefetch": args.prefetch,
@@ -103,6 +104,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
             filter(None, [str(Path.cwd()), os.environ.get("PYTHONPATH")])
         )
     settings = _worker_settings(args)
+    if args.metrics_port is not None:
+        from .observability import run_with_metrics
+
+        return run_with_metrics(settings, args.metrics_port, args.metrics_host)
     if settings.processes > 1:
         from ..runtime.supervisor import Supervisor
 

@@ -9,6 +9,7 @@ from ..backends.base import CHECKPOINT_MODES
 from ..errors import ConfigError
 from ..strategies import resolve_strategy
 from . import dashboard, flow, schedules
+from .observability import add_observability_arguments
 from .values import UsageError, parse_duration, parse_json
 
 __all__ = ["UsageError", "build_parser", "parse_duration", "parse_json", "parse_weights"]
@@ -127,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_positive_int, help="outcomes written per transaction (default 100)")
     p.add_argument("--linger", type=parse_duration, help="longest wait of an outcome, e.g. 5ms (default 5ms)")
     p.add_argument("--prefetch", type=_count, help="tasks leased ahead of free slots (default 100)")
+    add_observability_arguments(p)
 
     p = command("stats", "counts by status and type, backlog age, throughput, workers")
     p.add_argument("--type", dest="task_types", type=_task_types, help="show only these task types")

@@ -361,13 +361,13 @@ class Dashboard:
 
     def metrics(self, request: Request) -> Response:
         try:
-            from ..observability.metrics import metrics_exposition  # type: ignore[import-not-found]
-        except ImportError:
+            from ..observability.metrics import metrics_exposition
+        except ImportError:  # the metrics extra is not installed (ExtraNotInstalledError)
             return PlainTextResponse(
                 "Prometheus metrics are not available in this installation\n", status_code=404
             )
-        body = metrics_exposition(self.db)
-        return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
+        body, content_type = metrics_exposition(self.db)
+        return Response(body, media_type=content_type)
 
     # -- actions -----------------------------------------------------------------
     async def task_action(self, request: Request) -> Response:

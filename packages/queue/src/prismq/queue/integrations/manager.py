@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import os
 import secrets
@@ -63,7 +64,7 @@ from datetime import datetime, timezone
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ConfigError, ValidationError
+from ..errors import ConfigError, LeaseLostError, ValidationError
 from ..validation import is_int, is_number
 from .runs import (
     DEFAULT_LEASE_DURATION,
@@ -82,6 +83,7 @@ from .runs import (
 
 if TYPE_CHECKING:
     from ..database import QueueDatabase
+    from ..worker import QueueWorker
 
 __all__ = ["BackgroundTaskManager", "ModuleFactory"]
 
@@ -102,8 +104,9 @@ class _StoreWriter:
     failing one reports an error.
     """
 
-    def __init__(self, store: RunStore, name: str) -> None:
+    def __init__(self, store: RunStore, name: str, worker: QueueWorker | None = None) -> None:
         self._store = store
+        self._worker = worker
         self._ops: list[tuple[Callable[..., Any], tuple[Any, ...], concurrent.futures.Future[Any]]] = []
         self._lock = threading.Lock()
         self._draining = False
@@ -140,10 +143,16 @@ class _StoreWriter:
     def _run_together(
         self, ops: list[tuple[Callable[..., Any], tuple[Any, ...], concurrent.futures.Future[Any]]]
     ) -> bool:
+        before = None if self._worker is None else self._worker.held_tasks
         try:
             with self._store.batch():
                 results = [fn(*args) for fn, args, _ in ops]
         except Exception:
+            if self._worker is not None and before is not None:
+                # Rolled back: the leases this worker holds are what they were before.
+                for task_id in self._worker.held_tasks.keys() - before.keys():
+                    self._worker.forget_task(task_id)
+                self._worker._hold(before.values())
             return False
         for (_, _, future), result in zip(ops, results, strict=True):
             future.set_result(result)
@@ -168,7 +177,10 @@ class _ProgressFlush:
     def __call__(self) -> None:
         if self._records is None:
             self._records = self._manager._take_pending_progress()
-        self._manager.registry.store.save_active(self._records, self._manager.owner_id)
+        store = self._manager.registry.store
+        with store.batch():  # the run rows and their tasks change in one commit
+            store.save_active(self._records, self._manager.owner_id)
+            self._manager._mirror_progress(self._records)
 
 
 class BackgroundTaskManager:
@@ -222,7 +234,17 @@ class BackgroundTaskManager:
         self.heartbeat_interval = self.lease_duration / 3
         self.owner_id = owner_id
         self._store: RunStore = registry.store
-        self._writer = _StoreWriter(self._store, "prismq-runs") if self._store.durable else None
+        self._worker: QueueWorker | None = None
+        self._writer: _StoreWriter | None = None
+        if self._store.durable and self.queue is not None:
+            from ..worker import QueueWorker
+
+            # Holds the lease of every run task this manager executes: every change to
+            # those tasks goes through its fenced operations.
+            self._worker = QueueWorker(
+                self.queue, worker_id=owner_id, lease_duration=self.lease_duration, register=False
+            )
+            self._writer = _StoreWriter(self._store, "prismq-runs", self._worker)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._runs: dict[str, Run] = {}
         self._reasons: dict[str, str] = {}
@@ -267,6 +289,71 @@ class BackgroundTaskManager:
 
     def _stamp(self) -> datetime:
         return datetime.fromtimestamp(self._store.now(), tz=timezone.utc)
+
+    # -- on the writer thread: runs rows in the store, tasks through the worker ---------
+    def _adopt(self, stored: dict[str, Any] | None) -> dict[str, Any] | None:
+        """Take the task leased with a stored run into the worker (durable stores only)."""
+        if stored is not None:
+            task = stored.pop("task", None)
+            if task is not None and self._worker is not None:
+                self._worker._hold([task])
+        return stored
+
+    def _claim(self, record: dict[str, Any]) -> dict[str, Any] | None:
+        return self._adopt(self._store.claim(record, self.owner_id, self._lease_until()))
+
+    def _take_rerunnable(self, module_ids: list[str]) -> list[dict[str, Any]]:
+        records = self._store.take_rerunnable(module_ids, self.owner_id, self._lease_until())
+        for record in records:
+            self._adopt(record)
+        return records
+
+    def _mirror_progress(self, records: list[dict[str, Any]]) -> None:
+        """Show active runs' progress on their tasks (skipped where the lease is gone)."""
+        if self._worker is None:
+            return
+        for record in records:
+            if record["task_id"] is None:
+                continue
+            with contextlib.suppress(LeaseLostError):
+                self._worker.update_progress(
+                    record["task_id"], record["progress_percent"], record["progress_message"]
+                )
+
+    def _finish_task(self, record: dict[str, Any]) -> None:
+        """End a finished run's task as its record says, through the worker's lease."""
+        worker, task_id, status = self._worker, record["task_id"], record["status"]
+        if worker is None or task_id is None:
+            return
+        try:
+            if status == RunStatus.COMPLETED.value:
+                worker.complete_task(task_id, {"run_id": record["run_id"], "exit_code": record["exit_code"]})
+            elif status == RunStatus.CANCELLED.value:
+                worker.acknowledge_cancel(task_id, record["error_message"] or "cancelled")
+            else:
+                worker.fail_task(task_id, record["error_message"] or status, retry=False)
+        except LeaseLostError as exc:
+            logger.warning("run %s ended %s; its task was left as it is: %s", record["run_id"], status, exc)
+
+    def _save_finished(self, record: dict[str, Any]) -> bool:
+        """Record a finished run, then end its task; False if this manager no longer holds it."""
+        with self._store.batch():  # the run row and its task change in one commit
+            done = self._store.save([record], self.owner_id)[0]
+            if done:
+                self._finish_task(record)
+        return done
+
+    def _renew(self) -> dict[str, bool]:
+        """Renew the held tasks' leases; finish those whose run a registry ended.
+
+        Returns:
+            Per active run still held, whether its cancellation was requested.
+        """
+        if self._worker is not None:
+            self._worker.heartbeat()
+            for record in self._store.ended_runs(self.owner_id):
+                self._finish_task(record)
+        return self._store.renew(self.owner_id, self._lease_until())
 
     # -- life cycle --------------------------------------------------------------
     async def start(self) -> None:
@@ -327,7 +414,7 @@ class BackgroundTaskManager:
             if run.task_id is not None and run.status.is_active and self.is_task_active(run_id)
         ]
         if recorded:
-            held = await self._call(self._store.renew, self.owner_id, self._lease_until())
+            held = await self._call(self._renew)
             for run_id in recorded:
                 task = self._tasks.get(run_id)
                 run = self._runs.get(run_id)
@@ -432,7 +519,7 @@ class BackgroundTaskManager:
         claim = None
         if not claimed:
             # Submitted now, so a flush() right after start_task covers the new run.
-            claim = self._submit(self._store.claim, run_to_record(run), self.owner_id, self._lease_until())
+            claim = self._submit(self._claim, run_to_record(run))
         task = asyncio.get_running_loop().create_task(
             self._execute(run, coroutine, claim), name=f"prismq-run:{run.run_id}"
         )
@@ -521,11 +608,11 @@ class BackgroundTaskManager:
         with self._pending_lock:
             self._pending.pop(run.run_id, None)
         try:
-            done = await self._call(self._store.save, [run_to_record(run)], self.owner_id)
+            done = await self._call(self._save_finished, run_to_record(run))
         except Exception:
             logger.exception("could not record run %s as %s", run.run_id, status.value)
             return
-        if not done[0]:
+        if not done:
             logger.warning(
                 "run %s ended %s here but was not recorded: this manager no longer holds it "
                 "(another manager took it over, or it was never recorded)",
@@ -680,9 +767,7 @@ class BackgroundTaskManager:
             self._ensure_started()
 
     async def _rerun(self, module_ids: list[str]) -> list[str]:
-        records = await self._call(
-            self._store.take_rerunnable, module_ids, self.owner_id, self._lease_until()
-        )
+        records = await self._call(self._take_rerunnable, module_ids)
         started = []
         for record in records:
             run = record_to_run(record)
@@ -694,7 +779,7 @@ class BackgroundTaskManager:
                 run.status = RunStatus.FAILED
                 run.completed_at = self._stamp()
                 run.error_message = f"re-run could not start: {exc}"
-                await self._call(self._store.save, [run_to_record(run)], self.owner_id)
+                await self._call(self._save_finished, run_to_record(run))
                 continue
             logger.info("re-running interrupted run %s of module %s", run.run_id, run.module_id)
             self._launch(run, coroutine, claimed=True)

@@ -380,6 +380,10 @@ class RunStore(Protocol):
         """Mark interrupted the active runs whose owner died; return their ids."""
         ...
 
+    def ended_runs(self, owner: str) -> list[dict[str, Any]]:
+        """Runs a registry finished while ``owner`` still holds their task's lease."""
+        ...
+
     def take_rerunnable(
         self, module_ids: Sequence[str], owner: str, lease_until: float
     ) -> list[dict[str, Any]]:
@@ -521,6 +525,10 @@ class MemoryRunStore:
                 old = self._runs.get(record["run_id"])
                 if old is not None and old["owner"] == owner and old["status"] in ("queued", "running"):
                     old.update(record, completed_at=None, updated_at=now, task_id=old["task_id"])
+
+    def ended_runs(self, owner: str) -> list[dict[str, Any]]:
+        """Nothing: runs here have no task whose lease could outlive them."""
+        return []
 
     def renew(self, owner: str, lease_until: float) -> dict[str, bool]:
         """Runs ``owner`` holds (no leases to renew in memory)."""

@@ -15,16 +15,30 @@ def process_video(ctx: TaskContext) -> dict:
 from __future__ import annotations
 
 from .context import TaskCancelled, TaskContext, TaskFailed
+from .observer import (
+    EnqueueObservation,
+    EnqueueObserver,
+    MultiObserver,
+    TaskObservation,
+    TaskObserver,
+    TaskOutcome,
+)
 from .registry import Handler, HandlerRegistry
 from .runner import RunSummary, TaskTimeoutError, WorkerRunner, run_worker
 
 __all__ = [
+    "EnqueueObservation",
+    "EnqueueObserver",
     "Handler",
     "HandlerRegistry",
+    "MultiObserver",
     "RunSummary",
     "TaskCancelled",
     "TaskContext",
     "TaskFailed",
+    "TaskObservation",
+    "TaskObserver",
+    "TaskOutcome",
     "TaskTimeoutError",
     "WorkerRunner",
     "run_worker",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import multiprocessing.synchronize
 import os
 import signal
@@ -11,7 +12,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import Enum
@@ -25,6 +26,7 @@ from ..worker import MAX_BATCH, Ack, AckKind, AckResult, QueueWorker
 from .acks import DEFAULT_BATCH_SIZE, DEFAULT_LINGER, AckCollector
 from .context import TaskCancelled, TaskContext, TaskFailed
 from .logs import task_logger, worker_logger
+from .observer import MultiObserver, TaskObservation, TaskObserver, TaskOutcome
 from .outcomes import (
     OUTCOME_RETRY_FIRST_PAUSE,
     OUTCOME_RETRY_MAX_PAUSE,
@@ -130,6 +132,9 @@ class InFlight:
         execution: The coroutine that runs the handler and hands over its outcome.
         call: The handler call itself (a thread's future, or the async handler's task).
         started_at: Event-loop time the handler started.
+        timeout_error: The error a timed-out attempt is failed with.
+        observation: What the runner's observer watches of this attempt (``None``: nothing),
+            told how it ended once, where the runner counts the outcome.
     """
 
     task: Task
@@ -141,6 +146,7 @@ class InFlight:
     call: asyncio.Future[Any] | None = None
     started_at: float = 0.0
     timeout_error: QueueError | None = None
+    observation: TaskObservation | None = None
 
 
 PREFETCH_HORIZON = 0.05
@@ -189,6 +195,8 @@ class WorkerRunner:
         prefetch: Most tasks leased ahead of the free slots (0 to 1000).
         scheduler: Store the registry's periodic schedules at start and run the
             scheduler loop (:mod:`prismq.queue.runtime.scheduler`) beside the claims.
+        observer: Told when each attempt starts and how it ends (metrics, tracing); a
+            list is called in order. See :mod:`prismq.queue.runtime.observer`.
 
     Raises:
         ConfigError: Bad settings, or the worker's task types include one the registry has
@@ -213,6 +221,7 @@ class WorkerRunner:
         linger: float = DEFAULT_LINGER,
         prefetch: int = DEFAULT_PREFETCH,
         scheduler: bool = True,
+        observer: TaskObserver | Sequence[TaskObserver] | None = None,
     ) -> None:
         if len(registry) == 0:
             raise ConfigError("the handler registry is empty; register at least one handler")
@@ -251,6 +260,7 @@ class WorkerRunner:
         self.install_signal_handlers = install_signal_handlers
         self.prefetch = prefetch
         self.scheduler = scheduler
+        self.observer = MultiObserver(observer) if isinstance(observer, Sequence) else observer
         self.summary = RunSummary()
         self.log = worker_logger(worker.worker_id)
         self._inflight: dict[int, InFlight] = {}
@@ -545,6 +555,7 @@ class WorkerRunner:
             log = record.log if isinstance(record, InFlight) else task_logger(self.worker.worker_id, task)
             self.worker.forget_task(ack.task_id)
             self.summary.abandoned += 1
+            self._observed(record, TaskOutcome.ABANDONED, error)
             if isinstance(record, InFlight):
                 self._inflight.pop(task.id, None)
             log.error(
@@ -570,6 +581,7 @@ class WorkerRunner:
         if isinstance(record, InFlight):
             self._inflight.pop(task.id, None)
         if not result.saved:
+            self._observed(record, TaskOutcome.LEASE_LOST)
             if ack.kind is AckKind.RELEASE:
                 log.debug("not released: %s", result.error)
             else:
@@ -594,6 +606,12 @@ class WorkerRunner:
             assert result.run_after is not None
             when = datetime.fromtimestamp(result.run_after, tz=timezone.utc)
             log.info("failed; retry at %s", when.isoformat())
+        if isinstance(record, InFlight) and record.observation is not None:
+            if kind is AckKind.FAIL:
+                outcome = TaskOutcome.DEAD if result.status is TaskStatus.DEAD else TaskOutcome.RETRIED
+            else:
+                outcome = _OBSERVED[kind]
+            self._observed(record, outcome, ack.error)
 
     def _start_buffered(self) -> None:
         """Start prefetched tasks while slots allow.
@@ -692,11 +710,48 @@ class WorkerRunner:
         record = InFlight(task, TaskContext(task, self.worker, log), handler, log)
         self._inflight[task.id] = record
         self._busy += 1
-        if handler.is_async:
+        if self.observer is not None:
+            self._start_observed(record)
+        elif handler.is_async:
             self._async_running += 1
             record.execution = asyncio.ensure_future(self._execute(record))
         else:
             self._slots.submit(record, handler.func, record.ctx)
+
+    def _start_observed(self, record: InFlight) -> None:
+        """Start a task in a context of its own, in which the observer is told first.
+
+        What the observer sets in that context (the current span) is seen by the handler,
+        on the event loop or on its slot thread, and by nothing else.
+        """
+        assert self.observer is not None
+        context = contextvars.copy_context()
+        try:
+            record.observation = context.run(self.observer.task_started, record.task, self.worker.worker_id)
+        except Exception:
+            self.log.exception("task observer failed; ignored")
+        handler = record.handler
+        if handler.is_async:
+            self._async_running += 1
+            record.execution = context.run(asyncio.ensure_future, self._execute(record))
+        else:
+            func = handler.func
+
+            def run_in_context(ctx: TaskContext) -> Any:
+                return context.run(func, ctx)
+
+            self._slots.submit(record, run_in_context, record.ctx)
+
+    def _observed(self, record: InFlight | Task, outcome: TaskOutcome, error: object = None) -> None:
+        """Tell the attempt's observation how it ended (once; later calls do nothing)."""
+        observation = record.observation if isinstance(record, InFlight) else None
+        if observation is None:
+            return
+        record.observation = None  # type: ignore[union-attr]
+        try:
+            observation.finished(outcome, error if isinstance(error, BaseException) else None)
+        except Exception:
+            self.log.exception("task observer failed; ignored")
 
     def _handler_done(self, record: InFlight, ack: Ack | None, run_time: float | None = None) -> None:
         """The handler is over: hand its outcome to the collector and free the slot."""
@@ -734,6 +789,7 @@ class WorkerRunner:
         if raised is None:
             if record.ctx.lease_lost:
                 self.summary.lease_lost += 1
+                self._observed(record, TaskOutcome.LEASE_LOST)
                 log.warning("lease was lost while running; result discarded")
                 return None
             return Ack.complete(task.id, returned)
@@ -782,6 +838,7 @@ class WorkerRunner:
                 ack = Ack.release(task.id)
             else:
                 self.summary.lease_lost += 1
+                self._observed(record, TaskOutcome.LEASE_LOST)
                 log.warning("lease was lost; the attempt was stopped")
         except BaseException as exc:  # HandlerEscaped and custom BaseExceptions included
             ack = self._ack_for(record, None, exc)
@@ -857,6 +914,7 @@ class WorkerRunner:
                         if not record.handler.is_async and self._slots.withdraw(record):
                             # Leased ahead and not started yet: it will not run here.
                             self.summary.lease_lost += 1
+                            self._observed(record, TaskOutcome.LEASE_LOST)
                             record.log.warning("lease was lost before the task started")
                             self._handler_done(record, None)
                         else:
@@ -930,6 +988,8 @@ class WorkerRunner:
             if len(self._acks) >= batch_size:  # the write failed: give up, leases expire
                 self.log.error("%d outcome(s) could not be written; their tasks will run again", batch_size)
                 break
+        for record in self._inflight.values():  # abandoned, or their outcome not written
+            self._observed(record, TaskOutcome.ABANDONED)
         await self._deregister()
 
     async def _deregister(self) -> None:
@@ -937,6 +997,14 @@ class WorkerRunner:
             await self._call(self.worker.deregister)
         except QueueError as exc:
             self.log.warning("could not leave the worker registry: %s", exc)
+
+
+_OBSERVED = {
+    AckKind.COMPLETE: TaskOutcome.COMPLETED,
+    AckKind.CANCEL: TaskOutcome.CANCELLED,
+    AckKind.RELEASE: TaskOutcome.RELEASED,
+}
+"""How a written outcome ends an attempt, for the observers (a failure: retried or dead)."""
 
 
 def _resolve(wake: asyncio.Future[bool]) -> None:

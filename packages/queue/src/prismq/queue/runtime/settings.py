@@ -43,6 +43,7 @@ from ..strategies import SchedulingStrategy, WeightedRandomStrategy, resolve_str
 from ..validation import finite_float, is_int
 from ..worker import QueueWorker
 from .acks import DEFAULT_BATCH_SIZE, DEFAULT_LINGER
+from .observer import TaskObserver
 from .registry import HandlerRegistry
 from .runner import DEFAULT_PREFETCH
 
@@ -72,6 +73,10 @@ class WorkerSettings:
         burst: Exit when the queue is drained.
         max_tasks: Exit after this many tasks (per process).
         wake_mode: ``auto``, ``notify``, ``inotify`` or ``poll``.
+        metrics: Count Prometheus worker metrics in each worker process (needs the
+            ``metrics`` extra; see :mod:`prismq.queue.observability.metrics`).
+        tracing: Record an OpenTelemetry span for each execution (needs the ``otel``
+            extra; see :mod:`prismq.queue.observability.tracing`).
         batch_size: Outcomes written in one transaction at most.
         linger: Longest wait, in seconds, of a finished task's outcome before it is written.
         prefetch: Most tasks leased ahead of the free slots (fewer when handlers are slow).
@@ -96,6 +101,8 @@ class WorkerSettings:
     burst: bool = False
     max_tasks: int | None = None
     wake_mode: str = "auto"
+    metrics: bool = False
+    tracing: bool = False
     batch_size: int = DEFAULT_BATCH_SIZE
     linger: float = DEFAULT_LINGER
     prefetch: int = DEFAULT_PREFETCH
@@ -154,11 +161,25 @@ class WorkerSettings:
             "grace_period": self.grace_period,
             "idle_timeout": self.idle_timeout,
             "wake_mode": self.wake_mode,
+            "observer": self.build_observers() or None,
             "batch_size": self.batch_size,
             "linger": self.linger,
             "prefetch": self.prefetch,
             "scheduler": self.scheduler,
         }
+
+    def build_observers(self) -> list[TaskObserver]:
+        """The task observers ``metrics`` and ``tracing`` ask for (imported only then)."""
+        observers: list[TaskObserver] = []
+        if self.metrics:
+            from ..observability.metrics import MetricsObserver
+
+            observers.append(MetricsObserver())
+        if self.tracing:
+            from ..observability.tracing import TracingObserver
+
+            observers.append(TracingObserver())
+        return observers
 
 
 _WORKER_KEYS = {f.name for f in fields(WorkerSettings)} - {"handlers", "schedules"}
@@ -229,7 +250,7 @@ _KINDS = {
     "default_weight": "num", "task_types": "list", "concurrency": "int", "processes": "int",
     "lease_duration": "num", "task_timeout": "num", "grace_period": "num", "idle_timeout": "num",
     "burst": "bool", "max_tasks": "int", "wake_mode": "str", "batch_size": "int", "linger": "num",
-    "prefetch": "int", "scheduler": "bool",
+    "prefetch": "int", "scheduler": "bool", "metrics": "bool", "tracing": "bool",
 }  # fmt: skip
 
 

@@ -148,6 +148,7 @@ class AsyncPostgresStore:
                 "max_attempts": t.max_attempts,
                 "retry_policy": t.retry_policy_json,
                 "idempotency_key": t.idempotency_key,
+                "trace_context": t.trace_context,
                 "now": now,
             }
             for t in tasks

@@ -100,6 +100,9 @@ _DUMP_KINDS = {
     "schedule": ("dump_schedules", "restore_schedule", DUMP_SCHEDULE_FIELDS),
 }
 """Row kinds of a dump, in file order (runs after their tasks): queries and fields."""
+_ALL_TASK_FIELDS = frozenset(DUMP_TASK_FIELDS)
+_OPTIONAL_TASK_FIELDS = frozenset({"trace_context"})
+"""Task fields a dump of an older schema lacks (restored as NULL)."""
 
 EXPECTED_TABLES = (
     "tasks",
@@ -232,7 +235,7 @@ class PostgresBackend(SQLQueueBackend):
             cur.executemany(sql, values)
 
     def run_store(self, clock: Callable[[], float]) -> PostgresRunStore:
-        return PostgresRunStore(self.db, clock)
+        return PostgresRunStore(self, clock)
 
     def schedule_store(self) -> ScheduleStore:
         return ScheduleStore(self)
@@ -252,6 +255,7 @@ class PostgresBackend(SQLQueueBackend):
                 "max_attempts": t.max_attempts,
                 "retry_policy": t.retry_policy_json,
                 "idempotency_key": t.idempotency_key,
+                "trace_context": t.trace_context,
                 "now": now,
             }
             for t in tasks
@@ -598,8 +602,11 @@ class PostgresBackend(SQLQueueBackend):
             "task_type": "x",
             "task_types": ["x", "y"],
             **self._unblocked,
+            "explicit": False,
+            "id": 1,
         }
-        names = [n for n in Q if n.startswith("claim_")]
+        # claim_id leases one known task by its key (lease_again), not a scan of ready tasks.
+        names = [n for n in Q if n.startswith("claim_") and n != "claim_id"]
         names += ["queued_task_types", "ready_task_types", "reclaim_expired"]
 
         def work(conn: psycopg.Connection[Any]) -> dict[str, list[str]]:
@@ -634,7 +641,7 @@ def verify_dump(source: Path) -> None:
                 elif record.get("end") is True:
                     end = record
                     continue
-                elif "task" in record and set(record["task"]) == set(DUMP_TASK_FIELDS):
+                elif "task" in record and set(record["task"]) | _OPTIONAL_TASK_FIELDS == _ALL_TASK_FIELDS:
                     counts["task"] += 1
                 elif "worker" in record and set(record["worker"]) == set(DUMP_WORKER_FIELDS):
                     counts["worker"] += 1
@@ -679,7 +686,12 @@ def _dump_batches(source: Path) -> Iterator[tuple[str, list[dict[str, Any]]]]:
     """Rows of a verified dump, as ``(kind, rows)`` batches in file order."""
     with open(source, "rb") as handle:
         lines = (json.loads(line) for line in itertools.islice(handle, 1, None))
-        records = ((kind, rec[kind]) for rec in lines for kind in _DUMP_KINDS if kind in rec)
+        records = (
+            (kind, {"trace_context": None, **rec[kind]} if kind == "task" else rec[kind])
+            for rec in lines
+            for kind in _DUMP_KINDS
+            if kind in rec
+        )
         for kind, group in itertools.groupby(records, key=lambda item: item[0]):
             for batch in chunked(list(r for _, r in group), _RESTORE_BATCH):
                 yield kind, list(batch)

@@ -88,16 +88,16 @@ LISTEN prismq_queue;
 
 -- name: insert_task
 INSERT INTO tasks (task_type, payload, priority, run_after, max_attempts, retry_policy,
-                   idempotency_key, created_at, updated_at)
+                   idempotency_key, trace_context, created_at, updated_at)
 VALUES (%(task_type)s, %(payload)s, %(priority)s, %(run_after)s, %(max_attempts)s,
-        %(retry_policy)s, %(idempotency_key)s, %(now)s, %(now)s)
+        %(retry_policy)s, %(idempotency_key)s, %(trace_context)s, %(now)s, %(now)s)
 RETURNING id;
 
 -- name: insert_task_idempotent
 INSERT INTO tasks (task_type, payload, priority, run_after, max_attempts, retry_policy,
-                   idempotency_key, created_at, updated_at)
+                   idempotency_key, trace_context, created_at, updated_at)
 VALUES (%(task_type)s, %(payload)s, %(priority)s, %(run_after)s, %(max_attempts)s,
-        %(retry_policy)s, %(idempotency_key)s, %(now)s, %(now)s)
+        %(retry_policy)s, %(idempotency_key)s, %(trace_context)s, %(now)s, %(now)s)
 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING id;
 
@@ -227,14 +227,21 @@ WHERE id IN (SELECT id FROM picked) AND status = 'queued'
 RETURNING {task_columns};
 
 -- Conditions every ready row a claim picks must meet besides being queued and due, as
--- "AND ..."; put in place of {ready_filter} in the picks. blocked_types/blocked_keys are
--- NULL, or the [task type, key] scopes whose flow limit is reached ('' for every type or
--- every key): their tasks wait (prismq.queue.flow).
+-- "AND ...", put in place of {ready_filter} in the picks; both conditions apply. A run's task
+-- (prismq.run:<module>, RUN_TASK_PREFIX of prismq.queue.backends.runstore) is claimed only by a
+-- worker that names its task types (%(explicit)s true), never by one that claims every type.
+-- blocked_types/blocked_keys are NULL, or the [task type, key] scopes whose flow limit is
+-- reached ('' for every type or every key): their tasks wait (prismq.queue.flow).
 -- name: ready_filter
+AND (%(explicit)s OR substr(task_type, 1, 11) <> 'prismq.run:')
 AND (%(blocked_types)s::text[] IS NULL OR NOT EXISTS (
     SELECT 1 FROM unnest(%(blocked_types)s::text[], %(blocked_keys)s::text[]) AS b(task_type, concurrency_key)
     WHERE b.task_type IN ('', tasks.task_type)
       AND b.concurrency_key IN ('', coalesce(tasks.concurrency_key, ''))))
+
+-- name: pick_id
+-- One known task by id (lease_again), not a ready scan.
+picked AS MATERIALIZED (SELECT id FROM tasks WHERE id = %(id)s FOR UPDATE)
 
 -- name: pick_oldest_first_any
 picked AS MATERIALIZED (
@@ -358,6 +365,28 @@ CROSS JOIN LATERAL (
     LIMIT 1
 ) AS ready
 ORDER BY wanted.position;
+
+-- name: insert_leased
+-- A task inserted already leased by :worker under a fresh :token (its first attempt), so
+-- only that holder's fenced operations can change it; one attempt allowed, so a lease
+-- that runs out makes it dead (reclaim_expired), never queued for another worker.
+INSERT INTO tasks (task_type, payload, status, priority, attempts, max_attempts, retry_policy,
+                   run_after, lease_until, locked_by, lease_token, created_at, started_at,
+                   updated_at)
+VALUES (%(task_type)s, %(payload)s, 'leased', %(priority)s, 1, 1, %(retry_policy)s, %(run_after)s,
+        %(lease_until)s, %(worker)s, %(token)s, %(now)s, %(now)s, %(now)s)
+RETURNING {task_columns};
+
+-- name: hand_over
+-- lease_again on a leased task: a new holder and token (fencing off the previous one) when
+-- its lease ran out, :worker already holds it, or its holder hands it over (:handover
+-- is its current token). A queued, dead or cancelled task is leased again by
+-- retry_finished then claim_id (the claim template), in the same transaction.
+UPDATE tasks
+SET locked_by = %(worker)s, lease_token = %(token)s, lease_until = %(lease_until)s, updated_at = %(now)s
+WHERE id = %(id)s AND status = 'leased'
+  AND (locked_by = %(worker)s OR lease_token = %(handover)s OR lease_until < %(now)s)
+RETURNING {task_columns};
 
 -- name: renew_lease
 UPDATE tasks SET lease_until = %(lease_until)s, updated_at = %(now)s
@@ -535,9 +564,11 @@ ORDER BY created_at DESC LIMIT 1;
 
 -- name: insert_task_flow
 INSERT INTO tasks (task_type, payload, priority, run_after, max_attempts, retry_policy,
-                   idempotency_key, created_at, updated_at, concurrency_key, unique_key)
+                   idempotency_key, trace_context, created_at, updated_at, concurrency_key,
+                   unique_key)
 VALUES (%(task_type)s, %(payload)s, %(priority)s, %(run_after)s, %(max_attempts)s,
-        %(retry_policy)s, %(idempotency_key)s, %(now)s, %(now)s, %(concurrency_key)s, %(unique_key)s)
+        %(retry_policy)s, %(idempotency_key)s, %(trace_context)s, %(now)s, %(now)s,
+        %(concurrency_key)s, %(unique_key)s)
 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING id;
 
@@ -545,7 +576,7 @@ RETURNING id;
 SELECT id, task_type, payload, status, priority, attempts, max_attempts, retry_policy,
        run_after, lease_until, locked_by, lease_token, cancel_requested, progress,
        progress_message, result, last_error, last_traceback, idempotency_key, created_at,
-       started_at, finished_at, updated_at
+       started_at, finished_at, trace_context, updated_at
 FROM tasks ORDER BY id;
 
 -- name: dump_workers
@@ -563,12 +594,12 @@ INSERT INTO tasks (id, task_type, payload, status, priority, attempts, max_attem
                    retry_policy, run_after, lease_until, locked_by, lease_token,
                    cancel_requested, progress, progress_message, result, last_error,
                    last_traceback, idempotency_key, created_at, started_at, finished_at,
-                   updated_at)
+                   trace_context, updated_at)
 VALUES (%(id)s, %(task_type)s, %(payload)s, %(status)s, %(priority)s, %(attempts)s,
         %(max_attempts)s, %(retry_policy)s, %(run_after)s, %(lease_until)s, %(locked_by)s,
         %(lease_token)s, %(cancel_requested)s, %(progress)s, %(progress_message)s, %(result)s,
         %(last_error)s, %(last_traceback)s, %(idempotency_key)s, %(created_at)s,
-        %(started_at)s, %(finished_at)s, %(updated_at)s);
+        %(started_at)s, %(finished_at)s, %(trace_context)s, %(updated_at)s);
 
 -- Never hand out an id again, even one only the replaced content had used.
 -- name: advance_task_ids

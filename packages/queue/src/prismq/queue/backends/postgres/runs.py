@@ -69,4 +69,6 @@ class PostgresRunStore(SQLRunStore):
             cur.executemany(sql, values)
 
     def _delete_finished(self, conn: Connection, before: float) -> int:
-        return int(conn.execute(Q["delete_finished_runs"], {"before": before}).fetchone()[0])  # type: ignore[index]
+        ids = conn.execute(Q["finished_task_ids"], {"before": before}).fetchone()[0]  # type: ignore[index]
+        # Deleting a run's task deletes the run (ON DELETE CASCADE); one task per run.
+        return int(self.backend.change_tasks("delete", list(ids), self.now()))

@@ -1,24 +1,15 @@
 -- Named queries of the run registry (prismq.queue.integrations) on PostgreSQL.
 -- {run_columns} is replaced by the run column list when the file is loaded. Same
 -- statements and meaning as the SQLite backend's runs.sql.
--- A run's task moves only along the queue's legal transitions: it is inserted leased by
--- the manager that owns the run, its lease is renewed, and it leaves the lease for
--- completed, dead or cancelled; a re-run is a retry (dead -> queued) followed at once by
--- a claim (queued -> leased) in the same transaction.
+-- A run's task moves only along the queue's legal transitions. It is inserted leased,
+-- and leased again for a takeover or a re-run, by the backend's fenced operations
+-- (insert_leased, lease_again in queries.sql), then renewed, updated and finished by
+-- its owner's QueueWorker; the statements here write runs rows and only read tasks.
 
 -- name: lock_run
 -- Serialises inserts and claims of one run id until commit (a check-then-insert that
 -- READ COMMITTED would otherwise let two managers race through).
 SELECT pg_advisory_xact_lock(hashtext('prismq_run:' || current_schema() || ':' || %(run_id)s));
-
--- name: insert_task
-INSERT INTO tasks (task_type, payload, status, priority, attempts, max_attempts, retry_policy,
-                   run_after, lease_until, locked_by, lease_token, progress, progress_message,
-                   result, last_error, created_at, started_at, finished_at, updated_at)
-VALUES (%(task_type)s, %(payload)s, %(task_status)s, 100, 1, 1, '{}', %(created_at)s,
-        %(lease_until)s, %(locker)s, %(token)s, %(progress)s, %(progress_message)s, %(result)s,
-        %(last_error)s, %(created_at)s, %(started_at)s, %(finished_at)s, %(now)s)
-RETURNING id;
 
 -- name: insert_run
 INSERT INTO runs ({run_columns})
@@ -62,23 +53,6 @@ SET status = %(status)s, progress_percent = %(progress_percent)s,
     completed_at = NULL, updated_at = %(now)s
 WHERE run_id = %(run_id)s AND owner = %(fence)s AND status IN ('queued', 'running');
 
--- name: touch_task
--- An active run: mirror its progress and start time on its leased task.
-UPDATE tasks
-SET progress = %(progress)s, progress_message = %(progress_message)s,
-    started_at = coalesce(%(started_at)s::double precision, started_at), updated_at = %(now)s
-WHERE id = %(task_id)s AND status = 'leased'
-  AND (%(fence)s::text IS NULL OR locked_by = %(fence)s::text);
-
--- name: finish_task
--- A finished run: its task leaves the lease (leased -> completed, dead or cancelled).
-UPDATE tasks
-SET status = %(task_status)s, result = %(result)s, last_error = %(last_error)s,
-    progress = %(progress)s, progress_message = %(progress_message)s, finished_at = %(now)s,
-    lease_until = NULL, locked_by = NULL, lease_token = NULL, updated_at = %(now)s
-WHERE id = %(task_id)s AND status = 'leased'
-  AND (%(fence)s::text IS NULL OR locked_by = %(fence)s::text);
-
 -- name: claim_run
 -- A manager takes a queued run that no live manager holds.
 UPDATE runs SET owner = %(owner)s, updated_at = %(now)s
@@ -87,33 +61,6 @@ WHERE run_id = %(run_id)s AND status = 'queued'
        OR EXISTS (SELECT 1 FROM tasks t WHERE t.id = runs.task_id
                   AND (t.status <> 'leased' OR t.lease_until < %(now)s)))
 RETURNING {run_columns};
-
--- name: relock_task
-UPDATE tasks
-SET locked_by = %(owner)s, lease_token = %(token)s, lease_until = %(lease_until)s,
-    updated_at = %(now)s
-WHERE id = %(task_id)s AND status = 'leased';
-
--- name: requeue_task
--- The retry half of a re-run: dead or cancelled -> queued, one more attempt allowed.
-UPDATE tasks
-SET status = 'queued', run_after = %(now)s, finished_at = NULL, cancel_requested = false,
-    max_attempts = attempts + 1, updated_at = %(now)s
-WHERE id = %(task_id)s AND status IN ('dead', 'cancelled');
-
--- name: lease_task
--- The claim half of a re-run: queued -> leased by this manager, in the same transaction.
-UPDATE tasks
-SET status = 'leased', attempts = attempts + 1, locked_by = %(owner)s, lease_token = %(token)s,
-    lease_until = %(lease_until)s, started_at = %(now)s, progress = NULL,
-    progress_message = NULL, updated_at = %(now)s
-WHERE id = %(task_id)s AND status = 'queued';
-
--- name: renew_leases
-UPDATE tasks SET lease_until = %(lease_until)s, updated_at = %(now)s
-WHERE id IN (SELECT task_id FROM runs
-             WHERE owner = %(owner)s AND status IN ('queued', 'running'))
-  AND status = 'leased' AND locked_by = %(owner)s;
 
 -- name: held_runs
 SELECT r.run_id, t.cancel_requested
@@ -134,13 +81,6 @@ SET status = 'interrupted', completed_at = %(now)s, error_message = %(reason)s,
     updated_at = %(now)s
 WHERE run_id = %(run_id)s AND status IN ('queued', 'running');
 
--- name: expire_task
--- leased -> dead: the owner's lease ran out (the attempt is the task's last one).
-UPDATE tasks
-SET status = 'dead', finished_at = %(now)s, last_error = %(reason)s, lease_until = NULL,
-    locked_by = NULL, lease_token = NULL, updated_at = %(now)s
-WHERE id = %(task_id)s AND status = 'leased' AND lease_until < %(now)s;
-
 -- name: take_rerunnable
 UPDATE runs
 SET status = 'queued', owner = %(owner)s, started_at = NULL, completed_at = NULL,
@@ -149,19 +89,15 @@ SET status = 'queued', owner = %(owner)s, started_at = NULL, completed_at = NULL
 WHERE status = 'interrupted' AND rerunnable AND module_id = ANY(%(modules)s::text[])
 RETURNING {run_columns};
 
--- name: request_cancel
-UPDATE tasks SET cancel_requested = true, updated_at = %(now)s
-WHERE id = (SELECT task_id FROM runs
-            WHERE run_id = %(run_id)s AND status IN ('queued', 'running'))
-  AND status = 'leased';
+-- name: finished_task_ids
+SELECT coalesce(array_agg(task_id), '{}') FROM runs
+WHERE status IN ('completed', 'failed', 'cancelled', 'interrupted')
+  AND coalesce(completed_at, created_at) < %(before)s;
 
--- name: delete_finished_runs
--- Deleting a run's task deletes the run (ON DELETE CASCADE); one task per run.
-WITH gone AS (
-    DELETE FROM tasks
-    WHERE id IN (SELECT task_id FROM runs
-                 WHERE status IN ('completed', 'failed', 'cancelled', 'interrupted')
-                   AND coalesce(completed_at, created_at) < %(before)s)
-    RETURNING id
-)
-SELECT count(*) FROM gone;
+-- name: ended_runs
+-- Runs finished by a registry (not their owner) whose task the owner still leases: the
+-- owner finishes the task as the run row says.
+SELECT {run_columns} FROM runs r
+WHERE r.owner = %(owner)s AND r.status NOT IN ('queued', 'running')
+  AND EXISTS (SELECT 1 FROM tasks t WHERE t.id = r.task_id AND t.status = 'leased'
+              AND t.locked_by = %(owner)s);

@@ -96,7 +96,7 @@ class SQLiteBackend(SQLQueueBackend):
         return self.db.journal_mode
 
     def run_store(self, clock: Callable[[], float]) -> SQLiteRunStore:
-        return SQLiteRunStore(self.db, clock)
+        return SQLiteRunStore(self, clock)
 
     def schedule_store(self) -> ScheduleStore:
         return ScheduleStore(self)
@@ -110,7 +110,7 @@ class SQLiteBackend(SQLQueueBackend):
         if not tasks:
             return []
         insert = Q["insert_task"]
-        # A NewTask is a tuple of the insert's first seven parameters, in order; appending
+        # A NewTask is a tuple of the insert's first eight parameters, in order; appending
         # the two times (created_at, updated_at) makes the row, with no per-field copying.
         times = (now, now)
 
@@ -199,6 +199,7 @@ class SQLiteBackend(SQLQueueBackend):
                         "now": params["now"],
                         "count": params["count"],
                         "blocked": params["blocked"],
+                        "explicit": params["explicit"],
                     },
                 )
             )
@@ -312,6 +313,8 @@ class SQLiteBackend(SQLQueueBackend):
             "count": 1,
             "task_type": "x",
             **self._unblocked,
+            "explicit": 0,
+            "id": 1,
         }
         plans: dict[str, list[str]] = {}
         conn = self.db.connection()

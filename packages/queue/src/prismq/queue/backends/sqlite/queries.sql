@@ -3,13 +3,13 @@
 
 -- name: insert_task
 INSERT INTO tasks (task_type, payload, priority, run_after, max_attempts, retry_policy,
-                   idempotency_key, created_at, updated_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?);
+                   idempotency_key, trace_context, created_at, updated_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
 
 -- name: insert_task_idempotent
 INSERT INTO tasks (task_type, payload, priority, run_after, max_attempts, retry_policy,
-                   idempotency_key, created_at, updated_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                   idempotency_key, trace_context, created_at, updated_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING id;
 
@@ -112,14 +112,20 @@ WHERE id IN ({picked}) AND status = 'queued'
 RETURNING {task_columns};
 
 -- Conditions every ready row a claim picks must meet besides being queued and due, as
--- "AND ..."; put in place of {ready_filter} in the picks and candidates. :blocked is NULL,
--- or a JSON array of [task type, key] scopes whose flow limit is reached ('' for every
--- type or every key): their tasks wait (prismq.queue.flow).
+-- "AND ...", put in place of {ready_filter} in the picks and candidates; both conditions
+-- apply. A run's task (prismq.run:<module>, RUN_TASK_PREFIX of prismq.queue.backends.runstore)
+-- is claimed only by a worker that names its task types (:explicit true), never by one that
+-- claims every type. :blocked is NULL, or a JSON array of [task type, key] scopes whose flow
+-- limit is reached ('' for every type or every key): their tasks wait (prismq.queue.flow).
 -- name: ready_filter
+AND (:explicit OR substr(task_type, 1, 11) <> 'prismq.run:')
 AND (:blocked IS NULL OR NOT EXISTS (
     SELECT 1 FROM json_each(:blocked) AS b
     WHERE json_extract(b.value, '$[0]') IN ('', tasks.task_type)
       AND json_extract(b.value, '$[1]') IN ('', coalesce(tasks.concurrency_key, ''))))
+
+-- name: pick_id
+SELECT :id
 
 -- name: pick_by_ids
 SELECT value FROM json_each(:ids)
@@ -163,6 +169,28 @@ SELECT task_type FROM seen WHERE task_type IS NOT NULL;
 -- name: has_ready_of_type
 SELECT 1 FROM tasks INDEXED BY idx_tasks_ready_type
 WHERE status = 'queued' AND task_type = :task_type AND run_after <= :now LIMIT 1;
+
+-- name: insert_leased
+-- A task inserted already leased by :worker under a fresh :token (its first attempt), so
+-- only that holder's fenced operations can change it; one attempt allowed, so a lease
+-- that runs out makes it dead (reclaim_expired), never queued for another worker.
+INSERT INTO tasks (task_type, payload, status, priority, attempts, max_attempts, retry_policy,
+                   run_after, lease_until, locked_by, lease_token, created_at, started_at,
+                   updated_at)
+VALUES (:task_type, :payload, 'leased', :priority, 1, 1, :retry_policy, :run_after,
+        :lease_until, :worker, :token, :now, :now, :now)
+RETURNING {task_columns};
+
+-- name: hand_over
+-- lease_again on a leased task: a new holder and token (fencing off the previous one) when
+-- its lease ran out, :worker already holds it, or its holder hands it over (:handover
+-- is its current token). A queued, dead or cancelled task is leased again by
+-- retry_finished then claim_id (the claim template), in the same transaction.
+UPDATE tasks
+SET locked_by = :worker, lease_token = :token, lease_until = :lease_until, updated_at = :now
+WHERE id = :id AND status = 'leased'
+  AND (locked_by = :worker OR lease_token = :handover OR lease_until < :now)
+RETURNING {task_columns};
 
 -- name: renew_lease
 UPDATE tasks SET lease_until = :lease_until, updated_at = :now
@@ -313,9 +341,10 @@ ORDER BY created_at DESC LIMIT 1;
 -- inserts nothing (the caller then reads the task holding it).
 -- name: insert_task_flow
 INSERT INTO tasks (task_type, payload, priority, run_after, max_attempts, retry_policy,
-                   idempotency_key, created_at, updated_at, concurrency_key, unique_key)
+                   idempotency_key, trace_context, created_at, updated_at, concurrency_key,
+                   unique_key)
 VALUES (:task_type, :payload, :priority, :run_after, :max_attempts, :retry_policy,
-        :idempotency_key, :now, :now, :concurrency_key, :unique_key)
+        :idempotency_key, :trace_context, :now, :now, :concurrency_key, :unique_key)
 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING id;
 

@@ -54,5 +54,5 @@ class SQLiteRunStore(SQLRunStore):
     def _delete_finished(self, conn: sqlite3.Connection, before: float) -> int:
         ids = conn.execute(Q["finished_task_ids"], {"before": before}).fetchone()[0]
         count = conn.execute(Q["delete_runs_of_tasks"], {"ids": ids}).rowcount
-        conn.execute(Q["delete_tasks"], {"ids": ids})
+        self.backend.change_tasks("delete", json.loads(ids), self.now())
         return int(count)

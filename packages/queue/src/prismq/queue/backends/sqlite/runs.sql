@@ -1,18 +1,9 @@
 -- Named queries of the run registry (prismq.queue.integrations) on SQLite.
 -- {run_columns} is replaced by the run column list when the file is loaded.
--- A run's task moves only along the queue's legal transitions: it is inserted leased by
--- the manager that owns the run, its lease is renewed, and it leaves the lease for
--- completed, dead or cancelled; a re-run is a retry (dead -> queued) followed at once by
--- a claim (queued -> leased) in the same transaction.
-
--- name: insert_task
-INSERT INTO tasks (task_type, payload, status, priority, attempts, max_attempts, retry_policy,
-                   run_after, lease_until, locked_by, lease_token, progress, progress_message,
-                   result, last_error, created_at, started_at, finished_at, updated_at)
-VALUES (:task_type, :payload, :task_status, 100, 1, 1, '{}', :created_at, :lease_until, :locker,
-        :token, :progress, :progress_message, :result, :last_error, :created_at, :started_at,
-        :finished_at, :now)
-RETURNING id;
+-- A run's task moves only along the queue's legal transitions. It is inserted leased,
+-- and leased again for a takeover or a re-run, by the backend's fenced operations
+-- (insert_leased, lease_again in queries.sql), then renewed, updated and finished by
+-- its owner's QueueWorker; the statements here write runs rows and only read tasks.
 
 -- name: insert_run
 INSERT INTO runs ({run_columns})
@@ -52,21 +43,6 @@ SET status = :status, progress_percent = :progress_percent,
     completed_at = NULL, updated_at = :now
 WHERE run_id = :run_id AND owner = :fence AND status IN ('queued', 'running');
 
--- name: touch_task
--- An active run: mirror its progress and start time on its leased task.
-UPDATE tasks
-SET progress = :progress, progress_message = :progress_message,
-    started_at = coalesce(:started_at, started_at), updated_at = :now
-WHERE id = :task_id AND status = 'leased' AND (:fence IS NULL OR locked_by = :fence);
-
--- name: finish_task
--- A finished run: its task leaves the lease (leased -> completed, dead or cancelled).
-UPDATE tasks
-SET status = :task_status, result = :result, last_error = :last_error,
-    progress = :progress, progress_message = :progress_message, finished_at = :now,
-    lease_until = NULL, locked_by = NULL, lease_token = NULL, updated_at = :now
-WHERE id = :task_id AND status = 'leased' AND (:fence IS NULL OR locked_by = :fence);
-
 -- name: claim_run
 -- A manager takes a queued run that no live manager holds.
 UPDATE runs SET owner = :owner, updated_at = :now
@@ -75,31 +51,6 @@ WHERE run_id = :run_id AND status = 'queued'
        OR EXISTS (SELECT 1 FROM tasks t WHERE t.id = runs.task_id
                   AND (t.status <> 'leased' OR t.lease_until < :now)))
 RETURNING {run_columns};
-
--- name: relock_task
-UPDATE tasks
-SET locked_by = :owner, lease_token = :token, lease_until = :lease_until, updated_at = :now
-WHERE id = :task_id AND status = 'leased';
-
--- name: requeue_task
--- The retry half of a re-run: dead or cancelled -> queued, one more attempt allowed.
-UPDATE tasks
-SET status = 'queued', run_after = :now, finished_at = NULL, cancel_requested = 0,
-    max_attempts = attempts + 1, updated_at = :now
-WHERE id = :task_id AND status IN ('dead', 'cancelled');
-
--- name: lease_task
--- The claim half of a re-run: queued -> leased by this manager, in the same transaction.
-UPDATE tasks
-SET status = 'leased', attempts = attempts + 1, locked_by = :owner, lease_token = :token,
-    lease_until = :lease_until, started_at = :now, progress = NULL, progress_message = NULL,
-    updated_at = :now
-WHERE id = :task_id AND status = 'queued';
-
--- name: renew_leases
-UPDATE tasks SET lease_until = :lease_until, updated_at = :now
-WHERE id IN (SELECT task_id FROM runs WHERE owner = :owner AND status IN ('queued', 'running'))
-  AND status = 'leased' AND locked_by = :owner;
 
 -- name: held_runs
 SELECT r.run_id, t.cancel_requested
@@ -119,13 +70,6 @@ UPDATE runs
 SET status = 'interrupted', completed_at = :now, error_message = :reason, updated_at = :now
 WHERE run_id = :run_id AND status IN ('queued', 'running');
 
--- name: expire_task
--- leased -> dead: the owner's lease ran out (the attempt is the task's last one).
-UPDATE tasks
-SET status = 'dead', finished_at = :now, last_error = :reason, lease_until = NULL,
-    locked_by = NULL, lease_token = NULL, updated_at = :now
-WHERE id = :task_id AND status = 'leased' AND lease_until < :now;
-
 -- name: take_rerunnable
 UPDATE runs
 SET status = 'queued', owner = :owner, started_at = NULL, completed_at = NULL,
@@ -135,11 +79,6 @@ WHERE status = 'interrupted' AND rerunnable = 1
   AND module_id IN (SELECT value FROM json_each(:modules))
 RETURNING {run_columns};
 
--- name: request_cancel
-UPDATE tasks SET cancel_requested = 1, updated_at = :now
-WHERE id = (SELECT task_id FROM runs WHERE run_id = :run_id AND status IN ('queued', 'running'))
-  AND status = 'leased';
-
 -- name: finished_task_ids
 SELECT json_group_array(task_id) FROM runs
 WHERE status IN ('completed', 'failed', 'cancelled', 'interrupted')
@@ -148,5 +87,10 @@ WHERE status IN ('completed', 'failed', 'cancelled', 'interrupted')
 -- name: delete_runs_of_tasks
 DELETE FROM runs WHERE task_id IN (SELECT value FROM json_each(:ids));
 
--- name: delete_tasks
-DELETE FROM tasks WHERE id IN (SELECT value FROM json_each(:ids));
+-- name: ended_runs
+-- Runs finished by a registry (not their owner) whose task the owner still leases: the
+-- owner finishes the task as the run row says.
+SELECT {run_columns} FROM runs r
+WHERE r.owner = :owner AND r.status NOT IN ('queued', 'running')
+  AND EXISTS (SELECT 1 FROM tasks t WHERE t.id = r.task_id AND t.status = 'leased'
+              AND t.locked_by = :owner);
