@@ -76,10 +76,6 @@ class TaskSpec:
     unique: Unique | None = None
 
 
-_FLOW_FIELDS = 2
-"""The last ``TaskSpec`` fields (``concurrency_key``, ``unique``), not passed to ``_prepare``."""
-
-
 @dataclass(frozen=True)
 class TaskPage:
     """One page of :meth:`QueueClient.page`.
@@ -120,7 +116,9 @@ _SPEC_DEFAULTS = tuple((f.name, f.default) for f in fields(TaskSpec))
 _SPEC_NAMES = frozenset(name for name, _ in _SPEC_DEFAULTS)
 
 
-def _mapping_fields(spec: object) -> tuple[Any, Any, Any, Any, Any, Any, Any, Any]:
+def _mapping_fields(
+    spec: object,
+) -> tuple[Any, Any, Any, Any, Any, Any, Any, Any, Any, Any]:
     """The field values of an ``enqueue_many`` item given as a mapping, in ``TaskSpec`` order.
 
     Args:
@@ -461,9 +459,22 @@ class QueueClient:
                         type_defaults,
                     )
                 else:
-                    values = _mapping_fields(spec)
-                    new = prepare(*values[:-_FLOW_FIELDS], now, type_defaults)
-                    options = (values[-2], values[-1], values[-3])
+                    fields_ = _mapping_fields(spec)
+                    task_type, payload, priority, delay, run_after = fields_[:5]
+                    max_attempts, policy, key, concurrency_key, unique = fields_[5:]
+                    new = prepare(
+                        task_type,
+                        payload,
+                        priority,
+                        delay,
+                        run_after,
+                        max_attempts,
+                        policy,
+                        key,
+                        now,
+                        type_defaults,
+                    )
+                    options = (concurrency_key, unique, key)
                 if options[0] is not None or options[1] is not None:
                     flows[index] = self._flow_task(new, *options, now)
             except ValidationError as exc:
