@@ -9,6 +9,7 @@
 // playwright-core with a fresh profile. The run fails (exit code 1) when:
 //   - a page does not answer 200, throws, or logs a console error;
 //   - the overview's three charts did not draw (uPlot canvases, data loaded);
+//   - the schedules page does not list the three seeded schedules with their actions;
 //   - clicking Retry on the dead task (and accepting the confirmation) does not show it
 //     queued;
 //   - any request went anywhere but 127.0.0.1 (off-site requests are also blocked).
@@ -88,6 +89,13 @@ async function chartsDrawn(tab, problems) {
   if (canvases < 3) problems.push(`${canvases} chart canvas(es) drawn, expected 3`);
 }
 
+async function schedulesListed(tab, problems) {
+  const rows = await tab.locator("main table tbody tr").count();
+  if (rows !== 3) problems.push(`${rows} schedule row(s) shown, expected 3`);
+  const runNow = await tab.locator("form.action button:text('Run now')").count();
+  if (runNow !== 3) problems.push(`${runNow} Run now button(s), expected 3`);
+}
+
 async function retryDeadTask(tab, problems, deadTask) {
   const before = (await tab.textContent("h1")) || "";
   if (!before.includes("dead")) problems.push(`task ${deadTask} is not shown dead before the retry: "${before}"`);
@@ -117,6 +125,7 @@ async function main() {
     ["tasks-dead", "/tasks?status=dead"],
     ["task-dead", `/tasks/${args.deadTask}`],
     ["workers", "/workers"],
+    ["schedules", "/schedules", schedulesListed],
   ];
   try {
     context = await chromium.launchPersistentContext(profile, {

@@ -4,7 +4,8 @@ Usage: python _meta/tools/browser/check_dashboard.py [--screenshots DIR] [--requ
 
 The queue (a temporary SQLite file) gets an hour of history (tasks completed and failed
 minute by minute, for the charts), tasks waiting in several types, a paused type, a
-running task held by a live worker, a stale worker, and a dead task with a traceback.
+running task held by a live worker, a stale worker, a dead task with a traceback, and
+three schedules (one paused, one run once).
 ``check_dashboard.mjs`` then loads every page and clicks Retry on the dead task; this
 script finally checks, in the database itself, that the task is queued again. Exit code 0
 when everything passed. Needs the ``dashboard`` extra, Node.js with the npm packages
@@ -108,6 +109,11 @@ def seed(path: Path) -> int:
         clock.now = now - 2
         resizer.claim_next_task()  # running now, held by worker-1
         resizer.heartbeat()
+        client.schedules.add("hourly-report", "0 * * * *", "report", {"month": "current"})
+        client.schedules.add("email-digest", "30 7 * * MON-FRI", "email", {"digest": True}, misfire="skip")
+        client.schedules.add("nightly-cleanup", "15 3 * * *", "cleanup", misfire="backfill")
+        client.schedules.pause("nightly-cleanup")
+        client.schedules.run_now("hourly-report")
         return dead_id
 
 

@@ -44,7 +44,7 @@ from starlette.templating import Jinja2Templates
 from ..backends.base import QueueStats
 from ..client import QueueClient
 from ..database import QueueDatabase
-from ..errors import ConfigError, QueueError, TaskNotFoundError, ValidationError
+from ..errors import ConfigError, QueueError, ScheduleNotFoundError, TaskNotFoundError, ValidationError
 from ..models import Task, TaskStatus
 from ..validation import is_number
 
@@ -359,6 +359,9 @@ class Dashboard:
             request, "workers.html", rows=rows, orphans=dict(running), stale_after=self.stale_after
         )
 
+    def schedules(self, request: Request) -> Response:
+        return self._render(request, "schedules.html", rows=self.client.schedules.list())
+
     def metrics(self, request: Request) -> Response:
         try:
             from ..observability.metrics import metrics_exposition
@@ -432,6 +435,31 @@ class Dashboard:
         done = f"{action}d" if changed else f"already {action}d"
         return self._back(request, "/types", f"{task_type}: {done}")
 
+    async def schedule_action(self, request: Request) -> Response:
+        action = request.path_params["action"]
+        if action not in ("pause", "resume", "run"):
+            return PlainTextResponse("not found", status_code=404)
+        try:
+            form = await self._form(request)
+            name = str(form.get("name", ""))
+            schedules = self.client.schedules
+            if action == "run":
+                task_id = await run_in_threadpool(schedules.run_now, name)
+            else:
+                change = schedules.pause if action == "pause" else schedules.resume
+                await run_in_threadpool(change, name)
+        except _Refused as exc:
+            return self._error(request, exc, 403)
+        except ScheduleNotFoundError as exc:
+            return self._error(request, exc, 404)
+        except QueueError as exc:
+            return self._error(request, exc, 400)
+        if action == "run":
+            log.info("dashboard: run schedule %r now: task %d (from %s)", name, task_id, self._actor(request))
+            return self._back(request, "/schedules", f"{name}: enqueued task {task_id}")
+        log.info("dashboard: %s schedule %r (from %s)", action, name, self._actor(request))
+        return self._back(request, "/schedules", f"{name}: {action}d")
+
 
 class _Refused(Exception):
     """A POST without a valid CSRF token."""
@@ -489,6 +517,8 @@ def create_app(
         Route("/tasks/{task_id:int}", board.task, name="task"),
         Route("/tasks/{task_id:int}/{action:str}", board.task_action, methods=["POST"]),
         Route("/workers", board.workers, name="workers"),
+        Route("/schedules", board.schedules, name="schedules"),
+        Route("/schedules/{action:str}", board.schedule_action, methods=["POST"]),
         Route("/metrics", board.metrics),
         Mount("/static", app=StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
