@@ -33,7 +33,7 @@ from common import Settings, load_average, machine_info  # noqa: E402
 
 CORE_SCENARIOS = ("enqueue", "drain", "backlog", "memory", "writes")
 # Scenarios that live beside the core ones and run when their module is present.
-OPTIONAL_SCENARIOS = ("wakeup", "peers", "postgres")
+OPTIONAL_SCENARIOS = ("wakeup", "peers", "postgres", "flow")
 # The end-to-end worker commands come first: that is the number users see.
 SCENARIOS = (
     "endtoend",

@@ -601,8 +601,9 @@ def test_version_2_database_upgrades_to_the_current_schema(db_path: Path) -> Non
         assert not {"idx_tasks_leased", "idx_tasks_finished"} & indexes
         conn = db.backend.connection()  # type: ignore[attr-defined]
         # Every row and value survived the table rebuild, and so did the run that refers to a task.
-        # (Version 5 adds trace_context, NULL for tasks enqueued before it.)
-        assert conn.execute("SELECT * FROM tasks ORDER BY id").fetchall() == [(*row, None) for row in before]
+        # Version 5 adds trace_context, version 7 the flow-control keys: NULL for older tasks.
+        after = conn.execute("SELECT * FROM tasks ORDER BY id").fetchall()
+        assert after == [(*row, None, None, None) for row in before]
         assert conn.execute("SELECT run_id, task_id FROM runs").fetchall() == [("run-1", 3)]
         assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
         assert conn.execute("PRAGMA foreign_key_check").fetchall() == []

@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "packages" / "queue" / "src" / "
 ROOT = "prismq.queue"
 
 LAYERS = (
-    ("errors", "models", "validation", "payloads", "retry", "strategies", "config"),
+    ("errors", "models", "validation", "payloads", "retry", "strategies", "config", "flow"),
     ("backends",),
     ("database",),
     ("client", "aio", "worker", "migrate", "schedules"),

@@ -16,7 +16,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from prismq.queue import QueueClient, QueueDatabase, QueueWorker, RetryPolicy, TaskSpec
+from prismq.queue import QueueClient, QueueDatabase, QueueWorker, RetryPolicy, TaskSpec, Unique
 from prismq.queue.cli.parsing import build_parser
 from prismq.queue.errors import QueueBusyError
 from prismq.queue.migrate import migrate
@@ -179,6 +179,22 @@ def test_enqueue_many_is_one_send_span_every_task_carries(db: QueueDatabase, spa
     assert len(contexts) == 1
     (text,) = contexts
     assert trace.get_current_span(extract_context(text)).get_span_context().span_id == send.context.span_id
+
+
+def test_tasks_with_flow_options_carry_the_trace_context(db: QueueDatabase, spans: Any) -> None:
+    tracing, exporter, _tracer = spans
+    client = QueueClient(db, observer=tracing)
+    first = client.enqueue("a", 1, concurrency_key="k", unique=Unique())
+    assert client.enqueue("a", 1, unique=Unique()) == first  # the duplicate is the first task
+    ids = client.enqueue_many([TaskSpec("a", 2, concurrency_key="k"), TaskSpec("b", 3)])
+    sends = [span.context.span_id for span in exporter.get_finished_spans()]
+    assert len(sends) == 3
+    stored = [client.get(task_id).trace_context for task_id in (first, *ids)]
+    assert [trace.get_current_span(extract_context(t or "")).get_span_context().span_id for t in stored] == [
+        sends[0],
+        sends[2],
+        sends[2],
+    ]
 
 
 def test_without_an_observer_nothing_is_stored(db: QueueDatabase) -> None:

@@ -17,6 +17,7 @@ from .errors import (
     BackupError,
     ConfigError,
     CronExpressionError,
+    DuplicateTaskError,
     ExtraNotInstalledError,
     LeaseLostError,
     MisfirePolicyError,
@@ -39,6 +40,7 @@ from .errors import (
     TimeZoneError,
     ValidationError,
 )
+from .flow import FlowLimit, Unique
 from .models import (
     DEFAULT_PRIORITY,
     MAX_PRIORITY,
@@ -73,8 +75,10 @@ __all__ = [
     "BackupError",
     "ConfigError",
     "CronExpressionError",
+    "DuplicateTaskError",
     "ExtraNotInstalledError",
     "FIFOStrategy",
+    "FlowLimit",
     "LIFOStrategy",
     "LeaseLostError",
     "MisfirePolicyError",
@@ -111,6 +115,7 @@ __all__ = [
     "Tick",
     "TimeZoneError",
     "UndecodableValue",
+    "Unique",
     "ValidationError",
     "WeightedRandomStrategy",
     "WorkerInfo",

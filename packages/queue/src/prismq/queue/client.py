@@ -10,7 +10,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
-from .backends.base import NewTask, PageQuery, QueueStats, TaskQuery
+from .backends.base import FlowTask, NewTask, PageQuery, QueueStats, TaskQuery
 from .database import QueueDatabase
 from .errors import (
     QueueTimeoutError,
@@ -18,6 +18,15 @@ from .errors import (
     TaskNotFoundError,
     TaskStateError,
     ValidationError,
+)
+from .flow import (
+    FlowLimit,
+    Unique,
+    unique_key_for,
+    validate_concurrency_key,
+    validate_limit,
+    validate_period,
+    validate_scope,
 )
 from .models import (
     DEFAULT_PRIORITY,
@@ -63,6 +72,8 @@ class TaskSpec:
     max_attempts: int | None = None
     retry_policy: RetryPolicy | None = None
     idempotency_key: str | None = None
+    concurrency_key: str | None = None
+    unique: Unique | None = None
 
 
 @dataclass(frozen=True)
@@ -105,7 +116,9 @@ _SPEC_DEFAULTS = tuple((f.name, f.default) for f in fields(TaskSpec))
 _SPEC_NAMES = frozenset(name for name, _ in _SPEC_DEFAULTS)
 
 
-def _mapping_fields(spec: object) -> tuple[Any, Any, Any, Any, Any, Any, Any, Any]:
+def _mapping_fields(
+    spec: object,
+) -> tuple[Any, Any, Any, Any, Any, Any, Any, Any, Any, Any]:
     """The field values of an ``enqueue_many`` item given as a mapping, in ``TaskSpec`` order.
 
     Args:
@@ -314,6 +327,8 @@ class QueueClient:
         max_attempts: int | None = None,
         retry_policy: RetryPolicy | None = None,
         idempotency_key: str | None = None,
+        concurrency_key: str | None = None,
+        unique: Unique | None = None,
     ) -> int:
         """Add one task and return its id.
 
@@ -329,9 +344,14 @@ class QueueClient:
             retry_policy: Backoff for this task (default: the type's or the client's).
             idempotency_key: Enqueueing the same key again returns the existing task's id
                 instead of adding a task; atomic, even across processes.
+            concurrency_key: The key this task's concurrency and rate limits count it
+                under (a tenant, an API host; 1-200 characters). See :mod:`prismq.queue.flow`.
+            unique: Make the enqueue unique while an equal task is pending
+                (:class:`~prismq.queue.flow.Unique`); not with ``idempotency_key``.
 
         Returns:
-            The task id (the existing task's id when the idempotency key was seen).
+            The task id (the existing task's id when the idempotency key was seen, or an
+            equal pending task was found under ``unique``).
 
         Raises:
             PayloadError: The payload is not JSON or is larger than ``max_payload_bytes``.
@@ -339,6 +359,7 @@ class QueueClient:
             PriorityError: The priority is outside 0..1000.
             ScheduleError: A negative delay, both ``delay`` and ``run_after``, or bad
                 ``max_attempts``.
+            DuplicateTaskError: ``unique`` found an equal task and says to raise.
             QueueBusyError: The database stayed locked past the retry bound.
         """
         now = self.db.now()
@@ -354,15 +375,48 @@ class QueueClient:
             now,
             {},  # one task: nothing to remember between tasks
         )
+        flows: dict[int, FlowTask] = {}
+        if concurrency_key is not None or unique is not None:
+            flows[0] = self._flow_task(new, concurrency_key, unique, idempotency_key, now)
         if self.observer is not None:
-            return self._insert_observed([new], now)[0]
-        return self.backend.insert_tasks((new,), now)[0][0]
+            return self._insert_observed([new], now, flows)[0]
+        return self._insert([new], now, flows)[0]
+
+    def _flow_task(
+        self, new: NewTask, concurrency_key: object, unique: object, idempotency_key: object, now: float
+    ) -> FlowTask:
+        """Validate a task's flow-control options and bind them to its row.
+
+        Raises:
+            ValidationError: A bad concurrency key, ``unique`` not a :class:`Unique`, or
+                both ``unique`` and ``idempotency_key``.
+        """
+        key = validate_concurrency_key(concurrency_key)
+        if unique is None:
+            return FlowTask(new, key)
+        if not isinstance(unique, Unique):
+            raise ValidationError(f"unique must be a Unique, got {type(unique).__name__}")
+        if idempotency_key is not None:
+            raise ValidationError("give either idempotency_key or unique, not both")
+        since = 0.0 if unique.period is None else now - unique.period
+        return FlowTask(
+            new,
+            key,
+            unique_key_for(unique, new.task_type, new.payload_json),
+            since,
+            unique.statuses,
+            unique.on_duplicate == "raise",
+        )
 
     def enqueue_many(self, tasks: Iterable[TaskSpec | Mapping[str, Any]]) -> list[int]:
         """Add many tasks in one transaction: all of them, or none.
 
         Every task is validated before anything is written, so one bad task rejects the
         whole batch with the error for that task (its index in the message).
+
+        A task with ``unique`` equal to a pending task, or to one earlier in the same
+        batch, gives that task's id (or, with ``on_duplicate="raise"``, the whole batch
+        is refused with :class:`~prismq.queue.errors.DuplicateTaskError`).
 
         Args:
             tasks: :class:`TaskSpec` objects or dicts with ``enqueue``'s parameter names.
@@ -371,19 +425,27 @@ class QueueClient:
             The ids, in the order given.
         """
         now = self.db.now()
-        prepared = self._prepare_many(tasks, now)
+        prepared, flows = self._prepare_batch(tasks, now)
         if self.observer is not None:
-            return self._insert_observed(prepared, now)
-        return [task_id for task_id, _ in self.backend.insert_tasks(prepared, now)]
+            return self._insert_observed(prepared, now, flows)
+        return self._insert(prepared, now, flows)
 
-    def _prepare_many(self, tasks: Iterable[TaskSpec | Mapping[str, Any]], now: float) -> list[NewTask]:
-        """Validate a batch for :meth:`enqueue_many`; the error names the faulty item's index."""
+    def _prepare_batch(
+        self, tasks: Iterable[TaskSpec | Mapping[str, Any]], now: float
+    ) -> tuple[list[NewTask], dict[int, FlowTask]]:
+        """Validate a batch for :meth:`enqueue_many`; the error names the faulty item's index.
+
+        Returns:
+            The rows, and the flow-control options of the tasks that have any, by index.
+        """
         prepare = self._prepare
         type_defaults: dict[str, tuple[int, str]] = {}
         prepared: list[NewTask] = []
+        flows: dict[int, FlowTask] = {}  # tasks with a concurrency key or a unique option
         for index, spec in enumerate(tasks):
             try:
                 if isinstance(spec, TaskSpec):  # the common case: its fields as they are
+                    options = (spec.concurrency_key, spec.unique, spec.idempotency_key)
                     new = prepare(
                         spec.task_type,
                         spec.payload,
@@ -397,22 +459,94 @@ class QueueClient:
                         type_defaults,
                     )
                 else:
-                    new = prepare(*_mapping_fields(spec), now, type_defaults)
+                    fields_ = _mapping_fields(spec)
+                    task_type, payload, priority, delay, run_after = fields_[:5]
+                    max_attempts, policy, key, concurrency_key, unique = fields_[5:]
+                    new = prepare(
+                        task_type,
+                        payload,
+                        priority,
+                        delay,
+                        run_after,
+                        max_attempts,
+                        policy,
+                        key,
+                        now,
+                        type_defaults,
+                    )
+                    options = (concurrency_key, unique, key)
+                if options[0] is not None or options[1] is not None:
+                    flows[index] = self._flow_task(new, *options, now)
             except ValidationError as exc:
                 raise type(exc)(f"task #{index}: {exc}") from None
             prepared.append(new)
-        return prepared
+        return prepared, flows
 
-    def _insert_observed(self, tasks: list[NewTask], now: float) -> list[int]:
+    # -- flow control ------------------------------------------------------------
+    def set_concurrency_limit(
+        self, limit: int, *, task_type: str | None = None, key: str | None = None
+    ) -> None:
+        """Allow at most ``limit`` tasks of a scope leased at once, across every worker.
+
+        Args:
+            limit: Most tasks leased at once (1 to 1,000,000).
+            task_type: The task type covered (default: every type).
+            key: The concurrency key covered (default: every key). Give one or both.
+
+        Raises:
+            ValidationError: No scope, or a bad limit, type or key.
+        """
+        task_type, key = validate_scope(task_type, key)
+        self.backend.set_limit("concurrency", task_type, key, validate_limit(limit), None)
+
+    def set_rate_limit(
+        self, limit: int, period: float, *, task_type: str | None = None, key: str | None = None
+    ) -> None:
+        """Allow at most ``limit`` claims of a scope's tasks in any ``period`` seconds.
+
+        Args:
+            limit: Most claims per period (1 to 1,000,000).
+            period: The window, in seconds.
+            task_type: The task type covered (default: every type).
+            key: The concurrency key covered (default: every key). Give one or both.
+
+        Raises:
+            ValidationError: No scope, or a bad limit, period, type or key.
+        """
+        task_type, key = validate_scope(task_type, key)
+        self.backend.set_limit("rate", task_type, key, validate_limit(limit), validate_period(period))
+
+    def remove_concurrency_limit(self, *, task_type: str | None = None, key: str | None = None) -> bool:
+        """Remove a scope's concurrency limit; return False when it had none."""
+        task_type, key = validate_scope(task_type, key)
+        return self.backend.remove_limit("concurrency", task_type, key)
+
+    def remove_rate_limit(self, *, task_type: str | None = None, key: str | None = None) -> bool:
+        """Remove a scope's rate limit (and its recorded claims); return False when it had none."""
+        task_type, key = validate_scope(task_type, key)
+        return self.backend.remove_limit("rate", task_type, key)
+
+    def list_limits(self) -> list[FlowLimit]:
+        """Every limit, ordered by task type then key (``""`` stands for "every")."""
+        return list(self.backend.list_limits())
+
+    def _insert(self, tasks: list[NewTask], now: float, flows: Mapping[int, FlowTask]) -> list[int]:
+        """Insert ``tasks`` in one transaction; ``flows`` holds the flow options, by index."""
+        if not flows:
+            return [task_id for task_id, _ in self.backend.insert_tasks(tasks, now)]
+        batch = [flows[i]._replace(task=new) if i in flows else FlowTask(new) for i, new in enumerate(tasks)]
+        return [task_id for task_id, _ in self.backend.insert_flow_tasks(batch, now)]
+
+    def _insert_observed(self, tasks: list[NewTask], now: float, flows: Mapping[int, FlowTask]) -> list[int]:
         """Insert ``tasks`` with the observer told, carrying the trace context it gives."""
         assert self.observer is not None
         observation = self.observer.enqueue_started([t.task_type for t in tasks])
         if observation is None:
-            return [task_id for task_id, _ in self.backend.insert_tasks(tasks, now)]
+            return self._insert(tasks, now, flows)
         if observation.trace_context is not None:
             tasks = [t._replace(trace_context=observation.trace_context) for t in tasks]
         try:
-            ids = [task_id for task_id, _ in self.backend.insert_tasks(tasks, now)]
+            ids = self._insert(tasks, now, flows)
         except BaseException as exc:
             observation.finished([], exc)
             raise

@@ -22,6 +22,7 @@ QueueError
 ├── TaskNotFoundError
 ├── ScheduleNotFoundError
 ├── TaskStateError
+├── DuplicateTaskError
 ├── QueueTimeoutError
 ├── StorageError
 │   ├── SchemaVersionError
@@ -46,6 +47,7 @@ __all__ = [
     "BackupError",
     "ConfigError",
     "CronExpressionError",
+    "DuplicateTaskError",
     "ExtraNotInstalledError",
     "LeaseLostError",
     "MisfirePolicyError",
@@ -144,6 +146,18 @@ class ScheduleNotFoundError(QueueError, LookupError):
 
 class TaskStateError(QueueError):
     """The task exists but its status does not allow the requested operation."""
+
+
+class DuplicateTaskError(QueueError):
+    """An enqueue made unique (``on_duplicate="raise"``) found an equal pending task.
+
+    Attributes:
+        existing_id: The id of the equal task.
+    """
+
+    def __init__(self, message: str, existing_id: int) -> None:
+        super().__init__(message)
+        self.existing_id = existing_id
 
 
 class QueueTimeoutError(QueueError, TimeoutError):

@@ -44,7 +44,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .backends.common import TASK_ROW_COLUMNS
+from .backends.common import TASK_COPY_COLUMNS
 from .backends.runstore import RUN_COLUMNS, RUN_TASK_PREFIX
 from .backends.schedulestore import ScheduleStore
 from .database import QueueDatabase
@@ -53,7 +53,7 @@ from .validation import is_int
 
 __all__ = ["MigrationError", "MigrationReport", "migrate"]
 
-COLUMNS = TASK_ROW_COLUMNS
+COLUMNS = TASK_COPY_COLUMNS
 """Every column of ``tasks``, in the order rows are read and hashed."""
 
 _ACTIVE_RUN_STATUSES = ("queued", "running")

@@ -27,6 +27,7 @@ __all__ = [
     "AsyncStore",
     "Backend",
     "Connections",
+    "FlowTask",
     "KeysetPage",
     "NewTask",
     "PageQuery",
@@ -55,6 +56,26 @@ class NewTask(NamedTuple):
     retry_policy_json: str
     idempotency_key: str | None = None
     trace_context: str | None = None
+
+
+class FlowTask(NamedTuple):
+    """A task to insert with flow-control keys (see :mod:`prismq.queue.flow`).
+
+    Attributes:
+        task: The validated task.
+        concurrency_key: The key its limits count it under, or ``None``.
+        unique_key: Its unique key, or ``None`` (not unique).
+        unique_since: Equal tasks created before this epoch time do not count.
+        unique_statuses: The statuses an equal task must be in to count.
+        raise_on_duplicate: Raise instead of returning the equal task's id.
+    """
+
+    task: NewTask
+    concurrency_key: str | None = None
+    unique_key: str | None = None
+    unique_since: float = 0.0
+    unique_statuses: tuple[str, ...] = ()
+    raise_on_duplicate: bool = False
 
 
 @dataclass(frozen=True)
@@ -624,6 +645,32 @@ class Backend(Protocol):
 
     def explain_claims(self) -> dict[str, list[str]]:
         """Query plans of every claim statement, keyed by statement name."""
+        ...
+
+    # -- flow control (prismq.queue.flow) ----------------------------------------
+    def set_limit(self, kind: str, task_type: str, key: str, limit: int, period: float | None) -> None:
+        """Set the ``"concurrency"`` or ``"rate"`` limit of a scope (``""``: every)."""
+        ...
+
+    def remove_limit(self, kind: str, task_type: str, key: str) -> bool:
+        """Remove a scope's concurrency or rate limit; False when it had none."""
+        ...
+
+    def list_limits(self) -> list[Any]:
+        """Every limit, as :class:`~prismq.queue.flow.FlowLimit`, by scope."""
+        ...
+
+    def limit_usage(self, now: float) -> dict[tuple[str, str], tuple[int, int]]:
+        """Per limited scope: ``(tasks leased now, claims within its rate period)``."""
+        ...
+
+    def insert_flow_tasks(self, tasks: Sequence[FlowTask], now: float) -> list[tuple[int, bool]]:
+        """Insert tasks with concurrency and/or unique keys in one transaction; ``(id, inserted)``.
+
+        Raises:
+            DuplicateTaskError: An equal pending task exists and the task says to raise
+                (nothing of the call is written).
+        """
         ...
 
     # -- runs ------------------------------------------------------------------

@@ -24,18 +24,21 @@ from typing import Any, ClassVar
 
 from ..errors import (
     BackupError,
+    DuplicateTaskError,
     LeaseLostError,
     QueueError,
     TaskNotFoundError,
     TaskStateError,
     ValidationError,
 )
+from ..flow import START_KEPT_EXTRA, ClaimGate, FlowLimit, plan_claim
 from ..models import Task, TaskStatus, UndecodableValue, WorkerInfo, epoch_to_datetime
 from ..strategies import Ordering, SchedulingStrategy
 from .base import (
     COPY_TABLES,
     AsyncStore,
     Connections,
+    FlowTask,
     KeysetPage,
     NewTask,
     PageQuery,
@@ -49,6 +52,7 @@ from .runstore import RUN_COLUMNS
 __all__ = [
     "ORDER_KEYS",
     "TASK_COLUMNS",
+    "TASK_COPY_COLUMNS",
     "TASK_ROW_COLUMNS",
     "Connections",
     "SQLQueueBackend",
@@ -66,13 +70,16 @@ TASK_COLUMNS = (
 )
 
 TASK_ROW_COLUMNS = (*(c.strip() for c in TASK_COLUMNS.split(",")), "updated_at")
-"""Every column of ``tasks``, in the order copies and dumps read and write them."""
+"""The columns of ``tasks`` a dump holds, in the order dumps read and write them."""
+
+TASK_COPY_COLUMNS = (*TASK_ROW_COLUMNS, "concurrency_key", "unique_key")
+"""Every column of ``tasks``, in the order copies between databases read and write them."""
 
 # Per copied table: its columns in copy order, its boolean columns, and its transfer.sql
 # statements (count, read after a key, read a key range, upsert).
 _COPY = {
     "tasks": (
-        TASK_ROW_COLUMNS,
+        TASK_COPY_COLUMNS,
         ("cancel_requested",),
         "count_tasks",
         "tasks_after",
@@ -546,6 +553,7 @@ class SQLQueueBackend:
             "lease_until": now + lease_duration,
             "now": now,
             "count": count,
+            **self._unblocked,
             # Run tasks only for a worker that names its types (see ready_filter).
             "explicit": self._flag(task_types is not None),
         }
@@ -559,7 +567,17 @@ class SQLQueueBackend:
             types = self._unpaused(conn, task_types)
             if types is not None and not types:
                 return done, []
-            return done, self._claim_rows(conn, types, strategy, params)
+            gate = self._claim_gate(conn, types, count, now)
+            if gate is None:
+                return done, self._claim_rows(conn, types, strategy, params)
+            if gate.count == 0:
+                return done, []
+            limited = {**params, "count": gate.count, **self._blocked_params(gate.blocked)}
+            rows = self._claim_rows(conn, types, strategy, limited)
+            claimed_types = {row[1] for row in rows}
+            if any(limit.task_type in ("", *claimed_types) for limit in gate.rated):
+                self._record_starts(conn, gate, [row[0] for row in rows], now)
+            return done, rows
 
         # Rows become Task objects after the commit: the write lock is held for SQL only.
         done, rows = self.db.write(work)
@@ -570,6 +588,124 @@ class SQLQueueBackend:
             if type(task.payload) is UndecodableValue:
                 return done, self._bury_undecodable(tasks, worker_id, now)
         return done, tasks
+
+    # -- flow control --------------------------------------------------------------
+    _unblocked: ClassVar[dict[str, Any]] = {"blocked": None}
+    """Claim parameters meaning "no scope is blocked" (the ready filter's parameters)."""
+
+    def _blocked_params(self, blocked: Sequence[tuple[str, str]]) -> dict[str, Any]:
+        """Bind the scopes a claim must skip for the ready filter."""
+        return {"blocked": json.dumps([list(scope) for scope in blocked]) if blocked else None}
+
+    def _claim_gate(
+        self, conn: Any, task_types: Sequence[str] | None, count: int, now: float
+    ) -> ClaimGate | None:
+        """Read (and on PostgreSQL lock) the limits a claim is under; None when none apply."""
+        queries = self.queries
+        wanted = None if task_types is None else self._array(list(dict.fromkeys(task_types)))
+        locked = (
+            "lock_flow_limits" not in queries
+            or conn.execute(queries["lock_flow_limits"], {"task_types": wanted}).fetchall()
+        )
+        if not locked:
+            return None
+        rows = conn.execute(queries["flow_limits_for_claim"], {"task_types": wanted, "now": now}).fetchall()
+        if not rows:
+            return None
+        return plan_claim([FlowLimit(*r[:5]) for r in rows], [(r[0], r[1], r[5], r[6]) for r in rows], count)
+
+    def _record_starts(self, conn: Any, gate: ClaimGate, ids: list[int], now: float) -> None:
+        """Add one start per claimed task under each rate limit covering it; forget old ones."""
+        rated = json.dumps([[limit.task_type, limit.key] for limit in gate.rated])
+        conn.execute(self.queries["add_flow_starts"], {"rated": rated, "ids": self._array(ids), "now": now})
+        for limit in gate.rated:  # claims older than a period no longer count
+            before = now - (limit.period or 0.0) - START_KEPT_EXTRA
+            scope = {"task_type": limit.task_type, "key": limit.key, "before": before}
+            conn.execute(self.queries["forget_flow_starts"], scope)
+
+    def set_limit(self, kind: str, task_type: str, key: str, limit: int, period: float | None) -> None:
+        """Set the concurrency (``kind="concurrency"``) or rate limit of a scope."""
+        params = {"task_type": task_type, "key": key, "limit": limit, "period": period}
+        self.db.write(lambda c: c.execute(self.queries[f"set_{kind}_limit"], params))
+
+    def remove_limit(self, kind: str, task_type: str, key: str) -> bool:
+        """Remove a scope's concurrency or rate limit; False when it had none."""
+        scope = {"task_type": task_type, "key": key}
+
+        def work(conn: Any) -> bool:
+            removed = conn.execute(self.queries[f"drop_{kind}_limit"], scope).rowcount
+            if not removed:
+                removed = conn.execute(self.queries[f"clear_{kind}_limit"], scope).rowcount
+            if removed and kind == "rate":
+                conn.execute(self.queries["forget_all_flow_starts"], scope)
+            return bool(removed)
+
+        return bool(self.db.write(work))
+
+    def list_limits(self) -> list[FlowLimit]:
+        """Every limit, by scope."""
+        rows = self.db.read(lambda c: c.execute(self.queries["list_flow_limits"]).fetchall())
+        return [FlowLimit(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+
+    def limit_usage(self, now: float) -> dict[tuple[str, str], tuple[int, int]]:
+        """Per limited scope: ``(tasks leased now, claims within its rate period)``."""
+        params = {"task_types": None, "now": now}
+        rows = self.db.read(lambda c: c.execute(self.queries["flow_limits_for_claim"], params).fetchall())
+        return {(r[0], r[1]): (r[5], r[6]) for r in rows}
+
+    def insert_flow_tasks(self, tasks: Sequence[FlowTask], now: float) -> list[tuple[int, bool]]:
+        """Insert tasks with concurrency keys and/or unique keys, all in one transaction.
+
+        A task with a unique key whose equal task (same key, in one of its statuses,
+        created at or after its ``unique_since``) exists, or was inserted earlier in the
+        same call, gives ``(that id, False)``, or raises :class:`DuplicateTaskError` (and
+        nothing is written) when it says to raise.
+        """
+        queries = self.queries
+
+        def one(conn: Any, flow: FlowTask) -> tuple[int, bool]:
+            task = flow.task
+            if flow.unique_key is not None:
+                if "lock_unique_key" in queries:
+                    conn.execute(queries["lock_unique_key"], {"unique_key": flow.unique_key})
+                found = conn.execute(
+                    queries["find_unique"],
+                    {
+                        "unique_key": flow.unique_key,
+                        "since": flow.unique_since,
+                        "statuses": self._array(list(flow.unique_statuses)),
+                    },
+                ).fetchone()
+                if found is not None:
+                    if flow.raise_on_duplicate:
+                        raise DuplicateTaskError(
+                            f"an equal {task.task_type!r} task is already pending (task {found[0]}); "
+                            "it was not enqueued again",
+                            found[0],
+                        )
+                    return found[0], False
+            row = {
+                "task_type": task.task_type,
+                "payload": task.payload_json,
+                "priority": task.priority,
+                "run_after": task.run_after,
+                "max_attempts": task.max_attempts,
+                "retry_policy": task.retry_policy_json,
+                "idempotency_key": task.idempotency_key,
+                "trace_context": task.trace_context,
+                "now": now,
+                "concurrency_key": flow.concurrency_key,
+                "unique_key": flow.unique_key,
+            }
+            inserted = conn.execute(queries["insert_task_flow"], row).fetchone()
+            if inserted is not None:
+                return inserted[0], True
+            existing = conn.execute(
+                queries["task_id_by_idempotency_key"], self._key_params(task.idempotency_key or "")
+            ).fetchone()
+            return existing[0], False
+
+        return list(self.db.write(lambda conn: [one(conn, flow) for flow in tasks]))
 
     def _bury_undecodable(self, tasks: list[Task], worker_id: str, now: float) -> list[Task]:
         """Make claimed tasks whose payload cannot be decoded dead; return the others.

@@ -65,6 +65,7 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
             delay=args.delay,
             max_attempts=args.max_attempts,
             idempotency_key=args.idempotency_key,
+            concurrency_key=args.concurrency_key,
         )
         if args.json:
             output.emit_json({"id": task_id})
@@ -332,6 +333,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.db, tasks=args.tasks, processes=args.processes, concurrency=args.concurrency)
 
 
+def cmd_limits(args: argparse.Namespace) -> int:
+    from .limits import cmd_limits as run_limits
+
+    with _open(args) as db:
+        return run_limits(args, db)
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "init": cmd_init,
     "enqueue": cmd_enqueue,
@@ -348,6 +356,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "checkpoint": cmd_checkpoint,
     "migrate": cmd_migrate,
     "demo": cmd_demo,
+    "limits": cmd_limits,
     "schedules": cmd_schedules,
 }
 COMMANDS.update(flow.COMMANDS)

@@ -95,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--delay", type=parse_duration, help="wait before it may run, e.g. 30s, 5m")
     p.add_argument("--max-attempts", type=_positive_int, help="claims allowed before it goes dead")
     p.add_argument("--idempotency-key", help="enqueue at most once per key")
+    p.add_argument("--concurrency-key", help="the key its concurrency and rate limits count it by")
 
     p = command(
         "worker", "run workers until stopped (Ctrl+C finishes running tasks first)", json_output=False
@@ -179,6 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--batch-size", type=_positive_int, default=1000, help="rows per transaction (default 1000)"
     )
+
+    from .limits import add_limits_parser
+
+    add_limits_parser(command, parse_duration)
 
     p = command(
         "demo", "run a mixed demo workload on a fresh database and show the results", json_output=False

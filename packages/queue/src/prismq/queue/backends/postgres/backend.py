@@ -51,11 +51,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import psycopg
 
 from ...errors import BackupError
+from ...flow import START_KEPT_EXTRA, ClaimGate
 from ...models import WorkerInfo
 from ...strategies import SchedulingStrategy
 from ..base import AsyncStore, NewTask, TaskUpdate, checkpoint_mode, chunked
@@ -204,6 +205,24 @@ class PostgresBackend(SQLQueueBackend):
             return int(conn.execute(Q["read_schema_version"]).fetchone()[0]) if has_version else 0  # type: ignore[index]
 
         return self.db.read(work)
+
+    _unblocked: ClassVar[dict[str, Any]] = {"blocked_types": None, "blocked_keys": None}
+
+    def _blocked_params(self, blocked: Sequence[tuple[str, str]]) -> dict[str, Any]:
+        if not blocked:
+            return dict(self._unblocked)
+        return {"blocked_types": [t for t, _ in blocked], "blocked_keys": [k for _, k in blocked]}
+
+    def _record_starts(self, conn: Any, gate: ClaimGate, ids: list[int], now: float) -> None:
+        params = {
+            "rated_types": [limit.task_type for limit in gate.rated],
+            "rated_keys": [limit.key for limit in gate.rated],
+            "rated_periods": [limit.period for limit in gate.rated],
+            "ids": ids,
+            "now": now,
+            "kept_extra": START_KEPT_EXTRA,
+        }
+        conn.execute(Q["add_flow_starts"], params)
 
     def _array(self, values: list[Any]) -> list[Any]:
         return values
@@ -582,6 +601,7 @@ class PostgresBackend(SQLQueueBackend):
             "count": 10,
             "task_type": "x",
             "task_types": ["x", "y"],
+            **self._unblocked,
             "explicit": False,
             "id": 1,
         }

@@ -227,11 +227,17 @@ WHERE id IN (SELECT id FROM picked) AND status = 'queued'
 RETURNING {task_columns};
 
 -- Conditions every ready row a claim picks must meet besides being queued and due, as
--- "AND ...", put in place of {ready_filter} in the picks: a run's task
--- (prismq.run:<module>, RUN_TASK_PREFIX of prismq.queue.backends.runstore) is claimed only by a worker
--- that names its task types (%(explicit)s true), never by one that claims every type.
+-- "AND ...", put in place of {ready_filter} in the picks; both conditions apply. A run's task
+-- (prismq.run:<module>, RUN_TASK_PREFIX of prismq.queue.backends.runstore) is claimed only by a
+-- worker that names its task types (%(explicit)s true), never by one that claims every type.
+-- blocked_types/blocked_keys are NULL, or the [task type, key] scopes whose flow limit is
+-- reached ('' for every type or every key): their tasks wait (prismq.queue.flow).
 -- name: ready_filter
 AND (%(explicit)s OR substr(task_type, 1, 11) <> 'prismq.run:')
+AND (%(blocked_types)s::text[] IS NULL OR NOT EXISTS (
+    SELECT 1 FROM unnest(%(blocked_types)s::text[], %(blocked_keys)s::text[]) AS b(task_type, concurrency_key)
+    WHERE b.task_type IN ('', tasks.task_type)
+      AND b.concurrency_key IN ('', coalesce(tasks.concurrency_key, ''))))
 
 -- name: pick_id
 -- One known task by id (lease_again), not a ready scan.
@@ -465,6 +471,106 @@ VACUUM (ANALYZE) runs;
 
 -- name: analyze
 ANALYZE tasks, workers, runs, schedules;
+
+-- ---------------------------------------------------------------------------------------
+-- Flow control (prismq.queue.flow): limits, the claim's view of them, unique enqueues.
+-- ---------------------------------------------------------------------------------------
+
+-- The limits a claim of :task_types (NULL for every type) is under, locked in one order:
+-- claims under one limit take turns. The counts are read by the next statement, whose
+-- snapshot sees every claim committed before the lock was granted.
+-- name: lock_flow_limits
+SELECT 1 FROM flow_limits
+WHERE %(task_types)s::text[] IS NULL OR task_type = '' OR task_type = ANY (%(task_types)s::text[])
+ORDER BY task_type, concurrency_key
+FOR UPDATE;
+
+-- Each limit with the tasks of its scope leased now and its claims within the period.
+-- name: flow_limits_for_claim
+SELECT l.task_type, l.concurrency_key, l.max_leased, l.max_starts, l.period,
+       CASE WHEN l.max_leased IS NULL THEN 0 ELSE (
+           SELECT count(*) FROM tasks
+           WHERE status = 'leased'
+             AND (l.task_type = '' OR task_type = l.task_type)
+             AND (l.concurrency_key = '' OR concurrency_key = l.concurrency_key)) END,
+       CASE WHEN l.max_starts IS NULL THEN 0 ELSE (
+           SELECT count(*) FROM flow_starts s
+           WHERE s.task_type = l.task_type AND s.concurrency_key = l.concurrency_key
+             AND s.started_at > %(now)s - l.period) END
+FROM flow_limits l
+WHERE %(task_types)s::text[] IS NULL OR l.task_type = '' OR l.task_type = ANY (%(task_types)s::text[]);
+
+-- One start per claimed task (:ids) under each rate limit covering it (rated_types and
+-- rated_keys), and the starts of those limits older than their period (and kept_extra)
+-- forgotten: one statement, one round trip.
+-- name: add_flow_starts
+WITH rated AS (
+    SELECT r.task_type, r.concurrency_key, r.period
+    FROM unnest(%(rated_types)s::text[], %(rated_keys)s::text[], %(rated_periods)s::float8[])
+        AS r(task_type, concurrency_key, period)
+), forgotten AS (
+    DELETE FROM flow_starts s USING rated
+    WHERE s.task_type = rated.task_type AND s.concurrency_key = rated.concurrency_key
+      AND s.started_at <= %(now)s - rated.period - %(kept_extra)s
+)
+INSERT INTO flow_starts (task_type, concurrency_key, started_at)
+SELECT rated.task_type, rated.concurrency_key, %(now)s
+FROM tasks t CROSS JOIN rated
+WHERE t.id = ANY (%(ids)s::bigint[])
+  AND rated.task_type IN ('', t.task_type)
+  AND rated.concurrency_key IN ('', coalesce(t.concurrency_key, ''));
+
+-- name: set_concurrency_limit
+INSERT INTO flow_limits (task_type, concurrency_key, max_leased) VALUES (%(task_type)s, %(key)s, %(limit)s)
+ON CONFLICT (task_type, concurrency_key) DO UPDATE SET max_leased = excluded.max_leased;
+
+-- name: set_rate_limit
+INSERT INTO flow_limits (task_type, concurrency_key, max_starts, period)
+VALUES (%(task_type)s, %(key)s, %(limit)s, %(period)s)
+ON CONFLICT (task_type, concurrency_key) DO UPDATE
+SET max_starts = excluded.max_starts, period = excluded.period;
+
+-- name: drop_concurrency_limit
+DELETE FROM flow_limits
+WHERE task_type = %(task_type)s AND concurrency_key = %(key)s AND max_leased IS NOT NULL AND max_starts IS NULL;
+
+-- name: clear_concurrency_limit
+UPDATE flow_limits SET max_leased = NULL
+WHERE task_type = %(task_type)s AND concurrency_key = %(key)s AND max_leased IS NOT NULL;
+
+-- name: drop_rate_limit
+DELETE FROM flow_limits
+WHERE task_type = %(task_type)s AND concurrency_key = %(key)s AND max_starts IS NOT NULL AND max_leased IS NULL;
+
+-- name: clear_rate_limit
+UPDATE flow_limits SET max_starts = NULL, period = NULL
+WHERE task_type = %(task_type)s AND concurrency_key = %(key)s AND max_starts IS NOT NULL;
+
+-- name: forget_all_flow_starts
+DELETE FROM flow_starts WHERE task_type = %(task_type)s AND concurrency_key = %(key)s;
+
+-- name: list_flow_limits
+SELECT task_type, concurrency_key, max_leased, max_starts, period FROM flow_limits
+ORDER BY task_type, concurrency_key;
+
+-- Serialises unique enqueues of one key until the transaction ends.
+-- name: lock_unique_key
+SELECT pg_advisory_xact_lock(hashtext('prismq_unique:' || current_schema() || ':' || %(unique_key)s));
+
+-- name: find_unique
+SELECT id FROM tasks
+WHERE unique_key = %(unique_key)s AND created_at >= %(since)s AND status = ANY (%(statuses)s::text[])
+ORDER BY created_at DESC LIMIT 1;
+
+-- name: insert_task_flow
+INSERT INTO tasks (task_type, payload, priority, run_after, max_attempts, retry_policy,
+                   idempotency_key, trace_context, created_at, updated_at, concurrency_key,
+                   unique_key)
+VALUES (%(task_type)s, %(payload)s, %(priority)s, %(run_after)s, %(max_attempts)s,
+        %(retry_policy)s, %(idempotency_key)s, %(trace_context)s, %(now)s, %(now)s,
+        %(concurrency_key)s, %(unique_key)s)
+ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+RETURNING id;
 
 -- name: dump_tasks
 SELECT id, task_type, payload, status, priority, attempts, max_attempts, retry_policy,

@@ -10,7 +10,7 @@ SELECT
     id, task_type, payload, status, priority, attempts, max_attempts, retry_policy,
     run_after, lease_until, locked_by, lease_token, cancel_requested, progress,
     progress_message, result, last_error, last_traceback, idempotency_key, created_at,
-    started_at, finished_at, trace_context, updated_at
+    started_at, finished_at, trace_context, updated_at, concurrency_key, unique_key
 FROM tasks WHERE id > %(after)s ORDER BY id LIMIT %(limit)s;
 
 -- name: tasks_between
@@ -18,7 +18,7 @@ SELECT
     id, task_type, payload, status, priority, attempts, max_attempts, retry_policy,
     run_after, lease_until, locked_by, lease_token, cancel_requested, progress,
     progress_message, result, last_error, last_traceback, idempotency_key, created_at,
-    started_at, finished_at, trace_context, updated_at
+    started_at, finished_at, trace_context, updated_at, concurrency_key, unique_key
 FROM tasks WHERE id BETWEEN %(first)s AND %(last)s ORDER BY id;
 
 -- name: upsert_task
@@ -26,13 +26,13 @@ INSERT INTO tasks (
     id, task_type, payload, status, priority, attempts, max_attempts, retry_policy,
     run_after, lease_until, locked_by, lease_token, cancel_requested, progress,
     progress_message, result, last_error, last_traceback, idempotency_key, created_at,
-    started_at, finished_at, trace_context, updated_at
+    started_at, finished_at, trace_context, updated_at, concurrency_key, unique_key
 ) VALUES (
     %(id)s, %(task_type)s, %(payload)s, %(status)s, %(priority)s, %(attempts)s,
     %(max_attempts)s, %(retry_policy)s, %(run_after)s, %(lease_until)s, %(locked_by)s,
     %(lease_token)s, %(cancel_requested)s, %(progress)s, %(progress_message)s,
     %(result)s, %(last_error)s, %(last_traceback)s, %(idempotency_key)s, %(created_at)s,
-    %(started_at)s, %(finished_at)s, %(trace_context)s, %(updated_at)s
+    %(started_at)s, %(finished_at)s, %(trace_context)s, %(updated_at)s, %(concurrency_key)s, %(unique_key)s
 )
 ON CONFLICT (id) DO UPDATE SET
     task_type = excluded.task_type,
@@ -57,7 +57,9 @@ ON CONFLICT (id) DO UPDATE SET
     started_at = excluded.started_at,
     finished_at = excluded.finished_at,
     trace_context = excluded.trace_context,
-    updated_at = excluded.updated_at;
+    updated_at = excluded.updated_at,
+    concurrency_key = excluded.concurrency_key,
+    unique_key = excluded.unique_key;
 
 -- Runs of the run registry (prismq.queue.integrations), copied after the tasks they belong
 -- to, in task id order (the same order on both backends), upserted by run id.

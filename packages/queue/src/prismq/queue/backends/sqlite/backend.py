@@ -198,6 +198,7 @@ class SQLiteBackend(SQLQueueBackend):
                         "task_type": task_type,
                         "now": params["now"],
                         "count": params["count"],
+                        "blocked": params["blocked"],
                         "explicit": params["explicit"],
                     },
                 )
@@ -311,6 +312,7 @@ class SQLiteBackend(SQLQueueBackend):
             "now": now,
             "count": 1,
             "task_type": "x",
+            **self._unblocked,
             "explicit": 0,
             "id": 1,
         }

@@ -112,11 +112,17 @@ WHERE id IN ({picked}) AND status = 'queued'
 RETURNING {task_columns};
 
 -- Conditions every ready row a claim picks must meet besides being queued and due, as
--- "AND ...", put in place of {ready_filter} in the picks and candidates: a run's task
--- (prismq.run:<module>, RUN_TASK_PREFIX of prismq.queue.backends.runstore) is claimed only by a worker
--- that names its task types (:explicit true), never by one that claims every type.
+-- "AND ...", put in place of {ready_filter} in the picks and candidates; both conditions
+-- apply. A run's task (prismq.run:<module>, RUN_TASK_PREFIX of prismq.queue.backends.runstore)
+-- is claimed only by a worker that names its task types (:explicit true), never by one that
+-- claims every type. :blocked is NULL, or a JSON array of [task type, key] scopes whose flow
+-- limit is reached ('' for every type or every key): their tasks wait (prismq.queue.flow).
 -- name: ready_filter
 AND (:explicit OR substr(task_type, 1, 11) <> 'prismq.run:')
+AND (:blocked IS NULL OR NOT EXISTS (
+    SELECT 1 FROM json_each(:blocked) AS b
+    WHERE json_extract(b.value, '$[0]') IN ('', tasks.task_type)
+      AND json_extract(b.value, '$[1]') IN ('', coalesce(tasks.concurrency_key, ''))))
 
 -- name: pick_id
 SELECT :id
@@ -256,6 +262,91 @@ WHERE status = 'queued' AND task_type = :task_type;
 
 -- name: analyze
 ANALYZE;
+
+-- ---------------------------------------------------------------------------------------
+-- Flow control (prismq.queue.flow): limits, the claim's view of them, unique enqueues.
+-- ---------------------------------------------------------------------------------------
+
+-- The limits a claim of :task_types (a JSON array, or NULL for every type) is under, each
+-- with the tasks of its scope leased now (the leased part of idx_tasks_leased_finished:
+-- the tasks in flight) and its claims within the current rate period.
+-- name: flow_limits_for_claim
+SELECT l.task_type, l.concurrency_key, l.max_leased, l.max_starts, l.period,
+       CASE WHEN l.max_leased IS NULL THEN 0 ELSE (
+           SELECT count(*) FROM tasks
+           WHERE status <> 'queued' AND (status = 'leased') = 1
+             AND (l.task_type = '' OR task_type = l.task_type)
+             AND (l.concurrency_key = '' OR concurrency_key = l.concurrency_key)) END,
+       CASE WHEN l.max_starts IS NULL THEN 0 ELSE (
+           SELECT count(*) FROM flow_starts s
+           WHERE s.task_type = l.task_type AND s.concurrency_key = l.concurrency_key
+             AND s.started_at > :now - l.period) END
+FROM flow_limits l
+WHERE :task_types IS NULL OR l.task_type = '' OR l.task_type IN (SELECT value FROM json_each(:task_types));
+
+-- name: forget_flow_starts
+DELETE FROM flow_starts WHERE task_type = :task_type AND concurrency_key = :key AND started_at <= :before;
+
+-- One start per claimed task (:ids, JSON) under each rate limit covering it (:rated, a JSON
+-- array of [task type, key]); then the starts older than every period are forgotten.
+-- name: add_flow_starts
+INSERT INTO flow_starts (task_type, concurrency_key, started_at)
+SELECT json_extract(r.value, '$[0]'), json_extract(r.value, '$[1]'), :now
+FROM tasks AS t, json_each(:rated) AS r
+WHERE t.id IN (SELECT value FROM json_each(:ids))
+  AND json_extract(r.value, '$[0]') IN ('', t.task_type)
+  AND json_extract(r.value, '$[1]') IN ('', coalesce(t.concurrency_key, ''));
+
+-- name: set_concurrency_limit
+INSERT INTO flow_limits (task_type, concurrency_key, max_leased) VALUES (:task_type, :key, :limit)
+ON CONFLICT (task_type, concurrency_key) DO UPDATE SET max_leased = excluded.max_leased;
+
+-- name: set_rate_limit
+INSERT INTO flow_limits (task_type, concurrency_key, max_starts, period)
+VALUES (:task_type, :key, :limit, :period)
+ON CONFLICT (task_type, concurrency_key) DO UPDATE
+SET max_starts = excluded.max_starts, period = excluded.period;
+
+-- name: drop_concurrency_limit
+DELETE FROM flow_limits
+WHERE task_type = :task_type AND concurrency_key = :key AND max_leased IS NOT NULL AND max_starts IS NULL;
+
+-- name: clear_concurrency_limit
+UPDATE flow_limits SET max_leased = NULL
+WHERE task_type = :task_type AND concurrency_key = :key AND max_leased IS NOT NULL;
+
+-- name: drop_rate_limit
+DELETE FROM flow_limits
+WHERE task_type = :task_type AND concurrency_key = :key AND max_starts IS NOT NULL AND max_leased IS NULL;
+
+-- name: clear_rate_limit
+UPDATE flow_limits SET max_starts = NULL, period = NULL
+WHERE task_type = :task_type AND concurrency_key = :key AND max_starts IS NOT NULL;
+
+-- name: forget_all_flow_starts
+DELETE FROM flow_starts WHERE task_type = :task_type AND concurrency_key = :key;
+
+-- name: list_flow_limits
+SELECT task_type, concurrency_key, max_leased, max_starts, period FROM flow_limits
+ORDER BY task_type, concurrency_key;
+
+-- The newest task holding :unique_key in one of :statuses (JSON), created at or after :since.
+-- name: find_unique
+SELECT id FROM tasks INDEXED BY idx_tasks_unique
+WHERE unique_key = :unique_key AND created_at >= :since
+  AND status IN (SELECT value FROM json_each(:statuses))
+ORDER BY created_at DESC LIMIT 1;
+
+-- An enqueue with a concurrency key or unique key; an idempotency key already taken
+-- inserts nothing (the caller then reads the task holding it).
+-- name: insert_task_flow
+INSERT INTO tasks (task_type, payload, priority, run_after, max_attempts, retry_policy,
+                   idempotency_key, trace_context, created_at, updated_at, concurrency_key,
+                   unique_key)
+VALUES (:task_type, :payload, :priority, :run_after, :max_attempts, :retry_policy,
+        :idempotency_key, :trace_context, :now, :now, :concurrency_key, :unique_key)
+ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+RETURNING id;
 
 -- ---------------------------------------------------------------------------------------
 -- Paused task types (migration 4). Claims read paused_names inside their transaction.

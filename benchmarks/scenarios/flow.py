@@ -1,0 +1,260 @@
+"""Flow control: the claim's cost with limits configured, and a drain under limits that do
+not bind, each next to the same with no limit, on SQLite and (when reachable) PostgreSQL.
+
+Limits "on" means: a concurrency limit on every task type, a concurrency limit on a key,
+and a rate limit on one task type, all far above what the run reaches; so every claim
+reads them, counts the leased tasks, and (for the rate-limited type) records its start,
+but none holds a task back. Off and on alternate in blocks on the same database, so both
+see the same machine load; the reported numbers are medians.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import secrets
+import time
+from contextlib import suppress
+from pathlib import Path
+from typing import Any
+
+from common import Settings, exactly_once, median, ratio, scratch_dir, target_row
+
+NAME = "flow"
+TITLE = "Flow control: claim cost and drain with limits configured"
+
+CLAIM_TARGET = 1.5
+DRAIN_TARGET = 0.85
+TASK_TYPES = ("email", "report", "resize", "webhook")
+FILL_BATCH = 10_000
+PROCESSES = 4
+DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def _open(target: tuple[str, str | None]) -> Any:
+    from prismq.queue import QueueDatabase
+
+    location, schema = target
+    if schema is None:
+        return QueueDatabase(location)
+    from prismq.queue.backends.postgres import PostgresBackend
+
+    return QueueDatabase(backend=PostgresBackend(location, schema=schema, max_size=2))
+
+
+def _limits_on(client: Any) -> None:
+    for task_type in TASK_TYPES:
+        client.set_concurrency_limit(100_000, task_type=task_type)
+    client.set_concurrency_limit(100_000, key="tenant-1")
+    client.set_rate_limit(1_000_000, 1.0, task_type="webhook")
+
+
+def _limits_off(client: Any) -> None:
+    for limit in client.list_limits():
+        scope = {"task_type": limit.task_type or None, "key": limit.key or None}
+        client.remove_concurrency_limit(**scope)
+        client.remove_rate_limit(**scope)
+
+
+def _fill(client: Any, count: int, start: int) -> list[int]:
+    from prismq.queue import TaskSpec
+
+    ids: list[int] = []
+    for offset in range(0, count, FILL_BATCH):
+        size = min(FILL_BATCH, count - offset)
+        specs = [
+            TaskSpec(TASK_TYPES[(start + offset + i) % 4], {"n": start + offset + i}) for i in range(size)
+        ]
+        ids.extend(client.enqueue_many(specs))
+    return ids
+
+
+def _claim_cost(target: tuple[str, str | None], ready: int, rounds: int, block: int) -> dict[str, float]:
+    """Median claim (and claim + complete) time with limits off and on, at ``ready`` tasks."""
+    from prismq.queue import QueueClient, QueueWorker
+
+    with _open(target) as db:
+        db.initialize_schema()
+        client = QueueClient(db)
+        _fill(client, ready, 0)
+        worker = QueueWorker(db, worker_id="bench-flow")
+        clock = time.perf_counter
+        samples: dict[str, tuple[list[float], list[float]]] = {"off": ([], []), "on": ([], [])}
+        added = ready
+        for rnd in range(rounds):
+            for side in ("off", "on") if rnd % 2 == 0 else ("on", "off"):
+                (_limits_on if side == "on" else _limits_off)(client)
+                claims, totals = samples[side]
+                got = 0
+                for _ in range(block):
+                    t0 = clock()
+                    task = worker.claim_next_task()
+                    t1 = clock()
+                    if task is None:
+                        break
+                    worker.complete_task(task)
+                    claims.append(t1 - t0)
+                    totals.append(clock() - t0)
+                    got += 1
+                _fill(client, got, added)  # keep the backlog at its size (untimed)
+                added += got
+        worker.close()
+    return {
+        f"{side}_{what}_us": median(values[i]) * 1e6
+        for side, values in samples.items()
+        for i, what in enumerate(("claim", "claim_complete"))
+    }
+
+
+def _drain_worker(target: tuple[str, str | None], index: int, ready: Any, start: Any, out: Any) -> None:
+    from prismq.queue import QueueWorker
+
+    done: list[int] = []
+    with _open(target) as db:
+        worker = QueueWorker(db, worker_id=f"bench-flow-{index}")
+        ready.put(index)
+        start.wait()
+        while True:
+            task = worker.claim_next_task()
+            if task is None:
+                break
+            worker.complete_task(task)
+            done.append(task.id)
+        worker.close()
+    out.put((time.time(), done))
+
+
+def _drain_once(target: tuple[str, str | None], tasks: int, limits: bool) -> dict[str, Any]:
+    from prismq.queue import QueueClient
+
+    with _open(target) as db:
+        db.initialize_schema()
+        client = QueueClient(db)
+        (_limits_on if limits else _limits_off)(client)
+        expected = _fill(client, tasks, 0)
+    ctx = mp.get_context("spawn")
+    ready, out, start = ctx.Queue(), ctx.Queue(), ctx.Event()
+    procs = [
+        ctx.Process(target=_drain_worker, args=(target, i, ready, start, out), daemon=True)
+        for i in range(PROCESSES)
+    ]
+    for proc in procs:
+        proc.start()
+    try:
+        for _ in procs:
+            ready.get(timeout=120)
+        t0 = time.time()
+        start.set()
+        finished = [out.get(timeout=600) for _ in procs]
+    finally:
+        for proc in procs:
+            proc.join(timeout=30)
+            if proc.is_alive():
+                proc.terminate()
+    seconds = max(max(f[0] for f in finished) - t0, 1e-9)
+    return {"rate": tasks / seconds, "check": exactly_once(expected, [i for f in finished for i in f[1]])}
+
+
+def _targets(folder: Path) -> list[tuple[str, tuple[str, str | None], Any]]:
+    """(backend name, target, cleanup) for SQLite, and PostgreSQL when reachable."""
+    targets: list[tuple[str, tuple[str, str | None], Any]] = []
+    counter = iter(range(1_000_000))
+
+    def sqlite_target() -> tuple[str, str | None]:
+        return (str(folder / f"flow-{next(counter)}.db"), None)
+
+    targets.append(("sqlite", ("", None), sqlite_target))
+    url = (
+        os.environ.get("PRISMQ_BENCH_POSTGRES_URL")
+        or os.environ.get("PRISMQ_TEST_POSTGRES_URL")
+        or DEFAULT_URL
+    )
+    try:
+        import psycopg
+
+        psycopg.connect(url, connect_timeout=3).close()
+    except Exception:  # no driver or no server: SQLite only
+        return targets
+
+    def postgres_target() -> tuple[str, str | None]:
+        return (url, f"prismq_bench_flow_{secrets.token_hex(4)}")
+
+    targets.append(("postgresql", (url, ""), postgres_target))
+    return targets
+
+
+def _drop(target: tuple[str, str | None]) -> None:
+    if target[1] is None:
+        return
+    import psycopg
+    from psycopg import sql
+
+    with suppress(Exception), psycopg.connect(target[0], autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(target[1])))
+
+
+def run(settings: Settings) -> dict[str, Any]:
+    """Claim cost and drain rate with limits on, as ratios to the same with limits off."""
+    ready = 1_000 if settings.smoke else 100_000
+    rounds, block = (2, 10) if settings.smoke else (12, 50)
+    drain_tasks = 400 if settings.smoke else 4_000
+    rows: list[dict[str, Any]] = []
+    checks: list[dict[str, Any]] = []
+    table: dict[str, Any] = {}
+    with scratch_dir() as folder:
+        for backend, _, make in _targets(folder):
+            made: list[tuple[str, str | None]] = []
+            try:
+                target = make()
+                made.append(target)
+                cost = _claim_cost(target, ready, rounds, block)
+                factor = ratio(cost["on_claim_us"], cost["off_claim_us"])
+                rows.append(
+                    target_row(
+                        f"{backend}: claim with limits on vs off at {ready:,} ready tasks",
+                        unit="µs",
+                        prismq=cost["on_claim_us"],
+                        baseline=cost["off_claim_us"],
+                        baseline_name="the same claim with no limit",
+                        value=factor,
+                        target=f"≤ {CLAIM_TARGET}×",
+                        met=factor <= CLAIM_TARGET,
+                        claim_complete_factor=ratio(
+                            cost["on_claim_complete_us"], cost["off_claim_complete_us"]
+                        ),
+                    )
+                )
+                rates: dict[str, list[float]] = {"off": [], "on": []}
+                for rep in range(settings.repeat):
+                    for side in ("off", "on") if rep % 2 == 0 else ("on", "off"):
+                        target = make()
+                        made.append(target)
+                        outcome = _drain_once(target, drain_tasks, side == "on")
+                        rates[side].append(outcome["rate"])
+                        checks.append(
+                            {"name": f"{backend} drain, limits {side}: exactly once", **outcome["check"]}
+                        )
+                kept = ratio(median(rates["on"]), median(rates["off"]))
+                rows.append(
+                    target_row(
+                        f"{backend}: drain by {PROCESSES} processes, limits on (not binding) vs off",
+                        unit="tasks/s",
+                        prismq=median(rates["on"]),
+                        baseline=median(rates["off"]),
+                        baseline_name="the same drain with no limit",
+                        value=kept,
+                        target=f"≥ {DRAIN_TARGET}× (loses < 15%)",
+                        met=kept >= DRAIN_TARGET,
+                    )
+                )
+                table[backend] = {"claim": cost, "drain_rates": rates}
+            finally:
+                for target in made:
+                    _drop(target)
+    return {
+        "title": TITLE,
+        "rows": rows,
+        "checks": checks,
+        "table": table,
+        "params": {"ready": ready, "rounds": rounds, "block": block, "drain_tasks": drain_tasks},
+    }
