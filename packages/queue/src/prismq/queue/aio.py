@@ -35,6 +35,7 @@ from .backends.serverclock import read_clock
 from .client import QueueClient, TaskSpec
 from .database import QueueDatabase
 from .errors import QueueTimeoutError, StorageError, TaskNotFoundError, TaskStateError, ValidationError
+from .flow import FlowLimit, Unique
 from .models import DEFAULT_PRIORITY, Task, TaskStatus, WorkerInfo
 from .retry import RetryPolicy
 from .validation import DEFAULT_MAX_PAYLOAD_BYTES, is_int, validate_delay, validate_task_id
@@ -123,8 +124,8 @@ class AsyncQueueClient:
     dashboard's operations (``page``, ``delete``, ``delete_many``, ``retry_many``,
     ``cancel_many``, ``pause``, ``resume``, ``paused``, ``finished_histogram``) and the
     ``schedules`` management object, which :attr:`sync_client` offers. Close it with
-    :meth:`aclose` (or use ``async with``); the
-    :class:`~prismq.queue.database.QueueDatabase` stays open and is closed by its owner.
+    :meth:`aclose` (or use ``async with``); the :class:`~prismq.queue.database.QueueDatabase`
+    stays open and is closed by its owner.
 
     Args:
         db: The queue database (SQLite or PostgreSQL).
@@ -188,8 +189,28 @@ class AsyncQueueClient:
         max_attempts: int | None = None,
         retry_policy: RetryPolicy | None = None,
         idempotency_key: str | None = None,
+        concurrency_key: str | None = None,
+        unique: Unique | None = None,
     ) -> int:
-        """Add one task and return its id; see :meth:`QueueClient.enqueue`."""
+        """Add one task and return its id; see :meth:`QueueClient.enqueue`.
+
+        With ``concurrency_key`` or ``unique`` the synchronous enqueue runs in a thread
+        (a unique enqueue looks up and inserts under a lock, in one transaction).
+        """
+        if concurrency_key is not None or unique is not None:
+            return await asyncio.to_thread(
+                self._sync.enqueue,
+                task_type,
+                payload,
+                priority=priority,
+                delay=delay,
+                run_after=run_after,
+                max_attempts=max_attempts,
+                retry_policy=retry_policy,
+                idempotency_key=idempotency_key,
+                concurrency_key=concurrency_key,
+                unique=unique,
+            )
         now = await self._store.now()
         new = self._sync._prepare(
             task_type,
@@ -207,11 +228,40 @@ class AsyncQueueClient:
 
     async def enqueue_many(self, tasks: Iterable[TaskSpec | Mapping[str, Any]]) -> builtins.list[int]:
         """Add many tasks in one transaction, all or none; see :meth:`QueueClient.enqueue_many`."""
+        items = builtins.list(tasks)
         now = await self._store.now()
-        prepared = self._sync._prepare_many(tasks, now)
+        prepared, flows = self._sync._prepare_batch(items, now)
+        if flows:  # concurrency keys or unique options: the synchronous batch, in a thread
+            return await asyncio.to_thread(self._sync.enqueue_many, items)
         if not prepared:
             return []
         return [task_id for task_id, _ in await self._store.insert_tasks(prepared, now)]
+
+    # -- flow control ------------------------------------------------------------
+    # Rare administrative calls: the synchronous ones, run in a thread.
+    async def set_concurrency_limit(
+        self, limit: int, *, task_type: str | None = None, key: str | None = None
+    ) -> None:
+        """See :meth:`QueueClient.set_concurrency_limit`."""
+        await asyncio.to_thread(self._sync.set_concurrency_limit, limit, task_type=task_type, key=key)
+
+    async def set_rate_limit(
+        self, limit: int, period: float, *, task_type: str | None = None, key: str | None = None
+    ) -> None:
+        """See :meth:`QueueClient.set_rate_limit`."""
+        await asyncio.to_thread(self._sync.set_rate_limit, limit, period, task_type=task_type, key=key)
+
+    async def remove_concurrency_limit(self, *, task_type: str | None = None, key: str | None = None) -> bool:
+        """See :meth:`QueueClient.remove_concurrency_limit`."""
+        return await asyncio.to_thread(self._sync.remove_concurrency_limit, task_type=task_type, key=key)
+
+    async def remove_rate_limit(self, *, task_type: str | None = None, key: str | None = None) -> bool:
+        """See :meth:`QueueClient.remove_rate_limit`."""
+        return await asyncio.to_thread(self._sync.remove_rate_limit, task_type=task_type, key=key)
+
+    async def list_limits(self) -> builtins.list[FlowLimit]:
+        """See :meth:`QueueClient.list_limits`."""
+        return await asyncio.to_thread(self._sync.list_limits)
 
     # -- queries ---------------------------------------------------------------
     async def get(self, task_id: int) -> Task:
