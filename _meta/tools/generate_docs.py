@@ -270,6 +270,12 @@ def _error_classes() -> type[Exception]:
     return QueueError
 
 
+def _markdown_text(text: str) -> str:
+    """Help text as Markdown: ``*`` escaped (cron fields), web addresses in code spans."""
+    text = text.replace("*", "\\*")
+    return re.sub(r"(https?://[^\s)]+)", r"`\1`", text)
+
+
 def render_error_tree(summaries: bool = True) -> str:
     """The ``QueueError`` hierarchy as a text tree, with each class's one-line summary.
 
@@ -421,7 +427,7 @@ def _argument_rows(parser: argparse.ArgumentParser) -> list[list[str]]:
         required = (
             "yes" if action.required or (not action.option_strings and action.nargs not in ("?", "*")) else ""
         )
-        rows.append([f"`{name}`", required, _default(action), (action.help or "") + choices])
+        rows.append([f"`{name}`", required, _default(action), _markdown_text((action.help or "") + choices)])
     return rows
 
 

@@ -69,7 +69,7 @@ def _raw_on_prismq_schema(folder: Path, n: int, settings: Settings) -> tuple[flo
             now = time.time()
             conn.execute("BEGIN IMMEDIATE")
             text = json.dumps(payload(i), separators=(",", ":"))
-            conn.execute(sql, ("noop", text, 100, now, 3, policy, None, now, now))
+            conn.execute(sql, ("noop", text, 100, now, 3, policy, None, None, now, now))
             conn.execute("COMMIT")
         elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     finally:
