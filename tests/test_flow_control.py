@@ -311,6 +311,10 @@ def test_async_client_limits_and_flow_enqueues(client: QueueClient, db: QueueDat
             first = await aclient.enqueue("t", {"a": 1}, concurrency_key="k", unique=Unique())
             again = await aclient.enqueue("t", {"a": 1}, unique=Unique())
             many = await aclient.enqueue_many([TaskSpec("t", {"a": 1}, unique=Unique()), TaskSpec("t")])
+            assert await aclient.limit_usage() == {("", "k"): (0, 0), ("t", ""): (0, 0)}
+            QueueWorker(db, "w").claim_batch(1)
+            # One task of type t with key k is leased: it counts under both limits.
+            assert await aclient.limit_usage() == {("", "k"): (1, 0), ("t", ""): (0, 1)}
             assert await aclient.remove_rate_limit(task_type="t") is True
             assert await aclient.remove_concurrency_limit(key="k") is True
             return [first, again, *many]

@@ -90,12 +90,12 @@ class Side:
 
 
 # -- filling each queue (in a child process: each library binds its store at import) -------
-def _python(code: str, env: dict[str, str]) -> None:
+def run_python(code: str, env: dict[str, str]) -> None:
     subprocess.run([sys.executable, "-c", code], cwd=E2E, env=env, check=True, timeout=RUN_TIMEOUT)
 
 
 def _fill_prismq(n: int, env: dict[str, str]) -> None:
-    _python(
+    run_python(
         "import os\n"
         "from prismq.queue import QueueClient, QueueDatabase\n"
         "db = QueueDatabase(os.environ['PRISMQ_E2E_DB']); db.initialize_schema()\n"
@@ -109,7 +109,7 @@ def _fill_prismq(n: int, env: dict[str, str]) -> None:
     )
 
 
-def _count_prismq(env: dict[str, str]) -> int:
+def count_prismq_completed(env: dict[str, str]) -> int:
     from prismq.queue import QueueClient, QueueDatabase
 
     with QueueDatabase(env["PRISMQ_E2E_DB"]) as db:
@@ -117,19 +117,19 @@ def _count_prismq(env: dict[str, str]) -> int:
 
 
 def _fill_huey(n: int, env: dict[str, str]) -> None:
-    _python(f"import huey_app\nfor i in range({n}): huey_app.noop(i)\n", env)
+    run_python(f"import huey_app\nfor i in range({n}): huey_app.noop(i)\n", env)
 
 
 def _fill_dramatiq(n: int, env: dict[str, str]) -> None:
-    _python(f"import dramatiq_app\nfor i in range({n}): dramatiq_app.noop.send(i)\n", env)
+    run_python(f"import dramatiq_app\nfor i in range({n}): dramatiq_app.noop.send(i)\n", env)
 
 
 def _fill_celery(n: int, env: dict[str, str]) -> None:
-    _python(f"import celery_app\nfor i in range({n}): celery_app.noop.delay(i)\n", env)
+    run_python(f"import celery_app\nfor i in range({n}): celery_app.noop.delay(i)\n", env)
 
 
 def _fill_rq(n: int, env: dict[str, str]) -> None:
-    _python(
+    run_python(
         "import os\nfrom redis import Redis\nfrom rq import Queue\nimport rq_app\n"
         "q = Queue('bench', connection=Redis.from_url(os.environ['PRISMQ_E2E_REDIS']))\n"
         f"n = {n}\n"
@@ -140,7 +140,7 @@ def _fill_rq(n: int, env: dict[str, str]) -> None:
 
 
 def _fill_procrastinate(n: int, env: dict[str, str]) -> None:
-    _python(
+    run_python(
         "from procrastinate_app import app, noop\n"
         "with app.open():\n"
         f"    n = {n}\n"
@@ -157,14 +157,14 @@ def _flush_redis() -> None:
     Redis.from_url(REDIS_URL).flushdb()  # database 7 only: the URL names it
 
 
-def _postgres_url() -> str | None:
+def postgres_url() -> str | None:
     from scenarios.postgres import _unreachable, server_url
 
     url = server_url()
     return None if _unreachable(url) else url
 
 
-def _recreate_database(server: str, name: str) -> str:
+def recreate_database(server: str, name: str) -> str:
     """Drop and create database ``name`` on the server; return its URL."""
     import psycopg
     from psycopg import sql
@@ -204,7 +204,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(10)
 
 
-def _measure(side: Side, n: int, folder: Path, prepare: Callable[[], dict[str, str]]) -> dict[str, Any]:
+def measure_side(side: Side, n: int, folder: Path, prepare: Callable[[], dict[str, str]]) -> dict[str, Any]:
     ids_dir = folder / "ids"
     if ids_dir.exists():
         for path in ids_dir.iterdir():
@@ -285,6 +285,25 @@ def _bin(name: str) -> str:
     return str(Path(sys.executable).with_name(name))
 
 
+def prismq_worker_command(db: str, processes: int, concurrency: int) -> list[str]:
+    """``prismq-queue worker --burst`` on ``db`` with the handlers of ``e2e/prismq_app.py``."""
+    return [
+        sys.executable,
+        "-m",
+        "prismq.queue",
+        "--db",
+        db,
+        "worker",
+        "--handlers",
+        "prismq_app",
+        "--burst",
+        "--processes",
+        str(processes),
+        "--concurrency",
+        str(concurrency),
+    ]
+
+
 PRISMQ_SQLITE = ((1, 1), (1, 4), (2, 1), (2, 4), (4, 4))
 PRISMQ_POSTGRES = ((1, 1), (1, 4), (2, 4), (4, 4))
 
@@ -301,68 +320,51 @@ def _sides(
                 Path(f"{sqlite_file}{suffix}").unlink()
         return {"PRISMQ_E2E_DB": str(sqlite_file)}
 
-    def prismq_command(db: str, p: int, c: int) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "prismq.queue",
-            "--db",
-            db,
-            "worker",
-            "--handlers",
-            "prismq_app",
-            "--burst",
-            "--processes",
-            str(p),
-            "--concurrency",
-            str(c),
-        ]
-
     configs = ((1, 1), (2, 2)) if settings.smoke else PRISMQ_SQLITE
     for p, c in configs:
         label = f"PrismQ Queue, SQLite, {p} process{'es' if p > 1 else ''} × {c}"
         side = Side(
             label,
             "PrismQ Queue",
-            prismq_command(str(sqlite_file), p, c),
+            prismq_worker_command(str(sqlite_file), p, c),
             _fill_prismq,
             True,
             p,
             c,
-            count_done=_count_prismq,
+            count_done=count_prismq_completed,
         )
         out.append((side, fresh_sqlite))
     if settings.smoke:
         notes.append("smoke run: PrismQ Queue on SQLite only (peers and PostgreSQL in the full run)")
         return out
 
-    pg = _postgres_url() if _available("psycopg") else None
+    pg = postgres_url() if _available("psycopg") else None
     if pg is None:
         notes.append("PostgreSQL sides skipped: no server or psycopg")
     else:
         for p, c in PRISMQ_POSTGRES:
 
             def fresh_pg() -> dict[str, str]:
-                return {"PRISMQ_E2E_DB": _recreate_database(pg, "bench_prismq_e2e")}
+                return {"PRISMQ_E2E_DB": recreate_database(pg, "bench_prismq_e2e")}
 
             db_url = pg.rsplit("/", 1)[0] + "/bench_prismq_e2e"
             label = f"PrismQ Queue, PostgreSQL, {p} process{'es' if p > 1 else ''} × {c}"
             side = Side(
                 label,
                 "PrismQ Queue",
-                prismq_command(db_url, p, c),
+                prismq_worker_command(db_url, p, c),
                 _fill_prismq,
                 True,
                 p,
                 c,
                 database="postgresql",
-                count_done=_count_prismq,
+                count_done=count_prismq_completed,
             )
             out.append((side, fresh_pg))
         if _available("procrastinate"):
 
             def fresh_procrastinate() -> dict[str, str]:
-                url = _recreate_database(pg, PROCRASTINATE_DB)
+                url = recreate_database(pg, PROCRASTINATE_DB)
                 env = {**os.environ, "PRISMQ_E2E_PROCRASTINATE": url}
                 env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(E2E), env.get("PYTHONPATH")]))
                 subprocess.run(
@@ -525,7 +527,7 @@ def run(settings: Settings) -> dict[str, Any]:
                     continue  # a side that failed or takes long is run once
                 print(f"   {side.label} ...", flush=True)
                 try:
-                    done.append(_measure(side, min(n, side.tasks or n), folder, prepare))
+                    done.append(measure_side(side, min(n, side.tasks or n), folder, prepare))
                 except Exception as exc:  # a peer that cannot run is reported, the rest go on
                     notes.append(f"{side.label}: {type(exc).__name__}: {exc}")
         for side, _ in sides:

@@ -263,6 +263,10 @@ class AsyncQueueClient:
         """See :meth:`QueueClient.list_limits`."""
         return await asyncio.to_thread(self._sync.list_limits)
 
+    async def limit_usage(self) -> dict[tuple[str, str], tuple[int, int]]:
+        """See :meth:`QueueClient.limit_usage`."""
+        return await asyncio.to_thread(self._sync.limit_usage)
+
     # -- queries ---------------------------------------------------------------
     async def get(self, task_id: int) -> Task:
         """The task with this id.

@@ -530,6 +530,15 @@ class QueueClient:
         """Every limit, ordered by task type then key (``""`` stands for "every")."""
         return list(self.backend.list_limits())
 
+    def limit_usage(self) -> dict[tuple[str, str], tuple[int, int]]:
+        """What each limit counts now, by scope ``(task type, key)``.
+
+        Returns:
+            Per limit: ``(tasks of its scope leased now, claims within its rate period)``;
+            each is 0 for the kind of limit the scope does not have.
+        """
+        return self.backend.limit_usage(self.db.now())
+
     def _insert(self, tasks: list[NewTask], now: float, flows: Mapping[int, FlowTask]) -> list[int]:
         """Insert ``tasks`` in one transaction; ``flows`` holds the flow options, by index."""
         if not flows:

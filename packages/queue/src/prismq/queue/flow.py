@@ -8,12 +8,19 @@ type. A task is under every limit whose scope matches it.
 - A concurrency limit allows at most N tasks of the scope leased at once, across every
   worker and process.
 - A rate limit allows at most N claims of tasks of the scope in any window of ``period``
-  seconds (the claim times are kept for one period).
+  seconds. Claims are counted in buckets of ``period / RATE_BUCKETS`` seconds, and a
+  bucket counts while any part of it lies within the window: a claim counts for up to
+  ``period * (1 + 1 / RATE_BUCKETS)`` seconds, so the limit is never exceeded, and a
+  saturated limit admits between ``N * RATE_BUCKETS / (RATE_BUCKETS + 1)`` and N claims
+  per period.
 
-The claim reads the limits that apply to it, counts, and leases in one transaction (on
-PostgreSQL it locks the limit rows first, so claims under one limit take turns). A claim
-near a limit takes fewer tasks: never more than the smallest room left under any limit
-that applies to it.
+Each limit keeps its own count of the leased tasks it covers (``flow_limits.leased``),
+kept by the database in the transaction of every change of a task's state (a trigger),
+so a claim reads its room without counting tasks: the claim's cost does not grow with
+the tasks in flight. The claim reads the limits that apply to it and leases in one
+transaction (on PostgreSQL it locks the limit rows first, before the outcomes written in
+the same transaction, so claims under one limit take turns). A claim near a limit takes
+fewer tasks: never more than the smallest room left under any limit that applies to it.
 
 :class:`Unique` makes an enqueue unique by state: while an equal task (same unique key)
 is queued, or queued or running, and was created within the period, the enqueue returns
@@ -34,22 +41,26 @@ from .validation import is_int, is_number, validate_task_type
 
 __all__ = [
     "MAX_CONCURRENCY_KEY_LENGTH",
+    "RATE_BUCKETS",
     "START_KEPT_EXTRA",
     "ClaimGate",
     "FlowLimit",
     "Unique",
     "plan_claim",
+    "rate_bucket_end",
     "unique_key_for",
     "validate_concurrency_key",
     "validate_scope",
 ]
 
 MAX_CONCURRENCY_KEY_LENGTH = 200
+RATE_BUCKETS = 20
+"""Buckets a rate limit's period is counted in (see the module's description)."""
 START_KEPT_EXTRA = 60.0
-"""Seconds a recorded claim is kept beyond its rate period.
+"""Seconds a bucket of recorded claims is kept beyond its rate period.
 
 A claim takes its time before it waits for the lock, so claims can commit out of time
-order; a claim deleting starts just one period old could delete some that a slower
+order; a claim deleting buckets just one period old could delete some that a slower
 claim, with an earlier time, must still count.
 """
 UNIQUE_STATES: dict[str, tuple[str, ...]] = {
@@ -106,6 +117,16 @@ def validate_period(period: object) -> float:
     if not is_number(period) or not math.isfinite(period) or not 0.001 <= period <= 366 * 86400:
         raise ValidationError(f"period must be seconds from 0.001 to 31622400, got {period!r}")
     return float(period)
+
+
+def rate_bucket_end(now: float, period: float) -> float:
+    """The end of the bucket a claim at ``now`` is counted in, under a rate ``period``.
+
+    A bucket holds the claims of ``[end - width, end)``, ``width = period / RATE_BUCKETS``;
+    it counts for a claim at ``t`` while ``end > t - period``.
+    """
+    width = period / RATE_BUCKETS
+    return (math.floor(now / width) + 1) * width
 
 
 @dataclass(frozen=True)

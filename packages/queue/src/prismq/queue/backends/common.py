@@ -31,7 +31,7 @@ from ..errors import (
     TaskStateError,
     ValidationError,
 )
-from ..flow import START_KEPT_EXTRA, ClaimGate, FlowLimit, plan_claim
+from ..flow import START_KEPT_EXTRA, ClaimGate, FlowLimit, plan_claim, rate_bucket_end
 from ..models import Task, TaskStatus, UndecodableValue, WorkerInfo, epoch_to_datetime
 from ..strategies import Ordering, SchedulingStrategy
 from .base import (
@@ -558,7 +558,12 @@ class SQLQueueBackend:
             "explicit": self._flag(task_types is not None),
         }
 
+        wanted = None if task_types is None else self._array(list(dict.fromkeys(task_types)))
+
         def work(conn: Any) -> tuple[list[bool], list[Any]]:
+            # Limits are locked before the outcomes are written: the outcomes' counter
+            # updates then take the locks this transaction already holds, in one order.
+            limited = self._lock_flow_limits(conn, wanted)
             done, go_on = settle(conn)
             if not go_on:
                 return done, []
@@ -567,7 +572,7 @@ class SQLQueueBackend:
             types = self._unpaused(conn, task_types)
             if types is not None and not types:
                 return done, []
-            gate = self._claim_gate(conn, types, count, now)
+            gate = self._claim_gate(conn, types, count, now) if limited else None
             if gate is None:
                 return done, self._claim_rows(conn, types, strategy, params)
             if gate.count == 0:
@@ -597,36 +602,62 @@ class SQLQueueBackend:
         """Bind the scopes a claim must skip for the ready filter."""
         return {"blocked": json.dumps([list(scope) for scope in blocked]) if blocked else None}
 
+    def _rated_params(self, rated: Sequence[tuple[str, str, float]]) -> dict[str, Any]:
+        """Bind the rate-limited scopes a claim counts into, each ``(type, key, bucket end)``."""
+        return {"rated": json.dumps(rated)}
+
+    def _lock_flow_limits(self, conn: Any, wanted: Any) -> bool:
+        """Whether a limit may apply to a claim of ``wanted`` types (None: every type).
+
+        PostgreSQL locks those limit rows here, in one order (``lock_flow_limits``), so
+        claims under one limit take turns; SQLite's write lock already serialises them,
+        and its claim reads the limits once, in :meth:`_claim_gate`.
+        """
+        sql = self.queries.get("lock_flow_limits")
+        return sql is None or bool(conn.execute(sql, {"task_types": wanted}).fetchall())
+
     def _claim_gate(
         self, conn: Any, task_types: Sequence[str] | None, count: int, now: float
     ) -> ClaimGate | None:
-        """Read (and on PostgreSQL lock) the limits a claim is under; None when none apply."""
-        queries = self.queries
+        """Read the limits a claim is under, with their counters; None when none apply."""
         wanted = None if task_types is None else self._array(list(dict.fromkeys(task_types)))
-        locked = (
-            "lock_flow_limits" not in queries
-            or conn.execute(queries["lock_flow_limits"], {"task_types": wanted}).fetchall()
-        )
-        if not locked:
-            return None
-        rows = conn.execute(queries["flow_limits_for_claim"], {"task_types": wanted, "now": now}).fetchall()
+        params = {"task_types": wanted, "now": now}
+        rows = conn.execute(self.queries["flow_limits_for_claim"], params).fetchall()
         if not rows:
             return None
         return plan_claim([FlowLimit(*r[:5]) for r in rows], [(r[0], r[1], r[5], r[6]) for r in rows], count)
 
     def _record_starts(self, conn: Any, gate: ClaimGate, ids: list[int], now: float) -> None:
-        """Add one start per claimed task under each rate limit covering it; forget old ones."""
-        rated = json.dumps([[limit.task_type, limit.key] for limit in gate.rated])
-        conn.execute(self.queries["add_flow_starts"], {"rated": rated, "ids": self._array(ids), "now": now})
-        for limit in gate.rated:  # claims older than a period no longer count
+        """Count the claimed tasks into the bucket of each rate limit covering them.
+
+        The buckets no claim counts any more are forgotten.
+        """
+        rated = [
+            (limit.task_type, limit.key, rate_bucket_end(now, limit.period or 1.0)) for limit in gate.rated
+        ]
+        conn.execute(self.queries["add_flow_starts"], {**self._rated_params(rated), "ids": self._array(ids)})
+        for limit in gate.rated:  # buckets older than a period (and the margin) no longer count
             before = now - (limit.period or 0.0) - START_KEPT_EXTRA
             scope = {"task_type": limit.task_type, "key": limit.key, "before": before}
             conn.execute(self.queries["forget_flow_starts"], scope)
 
+    def _prepare_limit_change(self, conn: Any) -> None:
+        """Make the counters of limits set in this transaction exact (a dialect's step)."""
+
+    def _sync_flow_counting(self, conn: Any) -> None:
+        """Keep the counting of leased tasks in step with the limits (a dialect's step)."""
+
     def set_limit(self, kind: str, task_type: str, key: str, limit: int, period: float | None) -> None:
         """Set the concurrency (``kind="concurrency"``) or rate limit of a scope."""
         params = {"task_type": task_type, "key": key, "limit": limit, "period": period}
-        self.db.write(lambda c: c.execute(self.queries[f"set_{kind}_limit"], params))
+
+        def work(conn: Any) -> None:
+            self._prepare_limit_change(conn)
+            conn.execute(self.queries[f"set_{kind}_limit"], params)
+            self._sync_flow_counting(conn)
+            conn.execute(self.queries["recount_flow_limit"], {"task_type": task_type, "key": key})
+
+        self.db.write(work)
 
     def remove_limit(self, kind: str, task_type: str, key: str) -> bool:
         """Remove a scope's concurrency or rate limit; False when it had none."""
@@ -638,6 +669,8 @@ class SQLQueueBackend:
                 removed = conn.execute(self.queries[f"clear_{kind}_limit"], scope).rowcount
             if removed and kind == "rate":
                 conn.execute(self.queries["forget_all_flow_starts"], scope)
+            if removed:
+                self._sync_flow_counting(conn)
             return bool(removed)
 
         return bool(self.db.write(work))

@@ -49,9 +49,10 @@ def add_limits_parser(
 
 
 def _limits_rows(db: QueueDatabase) -> list[dict[str, Any]]:
-    usage = db.backend.limit_usage(db.now())
+    client = QueueClient(db)
+    usage = client.limit_usage()
     rows = []
-    for limit in QueueClient(db).list_limits():
+    for limit in client.list_limits():
         leased, started = usage.get((limit.task_type, limit.key), (0, 0))
         rows.append(
             {

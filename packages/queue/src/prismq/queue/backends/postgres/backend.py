@@ -56,7 +56,6 @@ from typing import Any, ClassVar
 import psycopg
 
 from ...errors import BackupError
-from ...flow import START_KEPT_EXTRA, ClaimGate
 from ...models import WorkerInfo
 from ...strategies import SchedulingStrategy
 from ..base import AsyncStore, NewTask, TaskUpdate, checkpoint_mode, chunked
@@ -213,16 +212,15 @@ class PostgresBackend(SQLQueueBackend):
             return dict(self._unblocked)
         return {"blocked_types": [t for t, _ in blocked], "blocked_keys": [k for _, k in blocked]}
 
-    def _record_starts(self, conn: Any, gate: ClaimGate, ids: list[int], now: float) -> None:
-        params = {
-            "rated_types": [limit.task_type for limit in gate.rated],
-            "rated_keys": [limit.key for limit in gate.rated],
-            "rated_periods": [limit.period for limit in gate.rated],
-            "ids": ids,
-            "now": now,
-            "kept_extra": START_KEPT_EXTRA,
+    def _rated_params(self, rated: Sequence[tuple[str, str, float]]) -> dict[str, Any]:
+        return {
+            "rated_types": [scope[0] for scope in rated],
+            "rated_keys": [scope[1] for scope in rated],
+            "rated_ends": [scope[2] for scope in rated],
         }
-        conn.execute(Q["add_flow_starts"], params)
+
+    def _prepare_limit_change(self, conn: Any) -> None:
+        conn.execute(Q["lock_tasks_for_limit"])
 
     def _array(self, values: list[Any]) -> list[Any]:
         return values

@@ -477,48 +477,57 @@ ANALYZE tasks, workers, runs, schedules;
 -- ---------------------------------------------------------------------------------------
 
 -- The limits a claim of :task_types (NULL for every type) is under, locked in one order:
--- claims under one limit take turns. The counts are read by the next statement, whose
--- snapshot sees every claim committed before the lock was granted.
+-- claims under one limit take turns. Taken before the claim's transaction writes any
+-- outcome, so the counter updates of those outcomes (prismq_tasks_changed) find the rows
+-- already locked: every transaction takes its limit rows in this one order.
 -- name: lock_flow_limits
 SELECT 1 FROM flow_limits
 WHERE %(task_types)s::text[] IS NULL OR task_type = '' OR task_type = ANY (%(task_types)s::text[])
 ORDER BY task_type, concurrency_key
 FOR UPDATE;
 
--- Each limit with the tasks of its scope leased now and its claims within the period.
+-- Each limit with the tasks of its scope leased now (its counter) and its claims within
+-- the rate period (the buckets that reach into it).
 -- name: flow_limits_for_claim
 SELECT l.task_type, l.concurrency_key, l.max_leased, l.max_starts, l.period,
-       CASE WHEN l.max_leased IS NULL THEN 0 ELSE (
-           SELECT count(*) FROM tasks
-           WHERE status = 'leased'
-             AND (l.task_type = '' OR task_type = l.task_type)
-             AND (l.concurrency_key = '' OR concurrency_key = l.concurrency_key)) END,
+       CASE WHEN l.max_leased IS NULL THEN 0 ELSE l.leased END,
        CASE WHEN l.max_starts IS NULL THEN 0 ELSE (
-           SELECT count(*) FROM flow_starts s
+           SELECT coalesce(sum(s.starts), 0) FROM flow_starts s
            WHERE s.task_type = l.task_type AND s.concurrency_key = l.concurrency_key
-             AND s.started_at > %(now)s - l.period) END
+             AND s.bucket_end > %(now)s - l.period) END
 FROM flow_limits l
 WHERE %(task_types)s::text[] IS NULL OR l.task_type = '' OR l.task_type = ANY (%(task_types)s::text[]);
 
--- One start per claimed task (:ids) under each rate limit covering it (rated_types and
--- rated_keys), and the starts of those limits older than their period (and kept_extra)
--- forgotten: one statement, one round trip.
+-- name: forget_flow_starts
+DELETE FROM flow_starts
+WHERE task_type = %(task_type)s AND concurrency_key = %(key)s AND bucket_end <= %(before)s;
+
+-- The claimed tasks (:ids) counted into the bucket of each rate limit covering them
+-- (rated_types, rated_keys, rated_ends).
 -- name: add_flow_starts
-WITH rated AS (
-    SELECT r.task_type, r.concurrency_key, r.period
-    FROM unnest(%(rated_types)s::text[], %(rated_keys)s::text[], %(rated_periods)s::float8[])
-        AS r(task_type, concurrency_key, period)
-), forgotten AS (
-    DELETE FROM flow_starts s USING rated
-    WHERE s.task_type = rated.task_type AND s.concurrency_key = rated.concurrency_key
-      AND s.started_at <= %(now)s - rated.period - %(kept_extra)s
-)
-INSERT INTO flow_starts (task_type, concurrency_key, started_at)
-SELECT rated.task_type, rated.concurrency_key, %(now)s
-FROM tasks t CROSS JOIN rated
+INSERT INTO flow_starts (task_type, concurrency_key, bucket_end, starts)
+SELECT r.task_type, r.concurrency_key, r.bucket_end, count(*)
+FROM tasks t
+JOIN unnest(%(rated_types)s::text[], %(rated_keys)s::text[], %(rated_ends)s::float8[])
+    AS r(task_type, concurrency_key, bucket_end)
+  ON r.task_type IN ('', t.task_type) AND r.concurrency_key IN ('', coalesce(t.concurrency_key, ''))
 WHERE t.id = ANY (%(ids)s::bigint[])
-  AND rated.task_type IN ('', t.task_type)
-  AND rated.concurrency_key IN ('', coalesce(t.concurrency_key, ''));
+GROUP BY 1, 2, 3
+ON CONFLICT (task_type, concurrency_key, bucket_end) DO UPDATE SET starts = flow_starts.starts + excluded.starts;
+
+-- Writers of tasks wait while a limit is set, and a limit set waits for them: its counter
+-- is set from committed leases only, and every later change of a task counts into it.
+-- name: lock_tasks_for_limit
+LOCK TABLE tasks IN SHARE ROW EXCLUSIVE MODE;
+
+-- A limit's counter set from the tasks of its scope leased now (when the limit is set).
+-- name: recount_flow_limit
+UPDATE flow_limits l SET leased = (
+    SELECT count(*) FROM tasks t
+    WHERE t.status = 'leased'
+      AND (l.task_type = '' OR t.task_type = l.task_type)
+      AND (l.concurrency_key = '' OR t.concurrency_key = l.concurrency_key))
+WHERE l.task_type = %(task_type)s AND l.concurrency_key = %(key)s;
 
 -- name: set_concurrency_limit
 INSERT INTO flow_limits (task_type, concurrency_key, max_leased) VALUES (%(task_type)s, %(key)s, %(limit)s)

@@ -31,6 +31,10 @@ __all__ = ["SQLiteBackend"]
 
 Q = build_claims(load_queries(__package__, task_columns=TASK_COLUMNS))
 TRANSFER_Q = load_queries(__package__, "transfer.sql")
+_FLOW_TRIGGER_SQL = load_queries(__package__, "flow_triggers.sql")
+FLOW_TRIGGERS = {name: sql for name, sql in _FLOW_TRIGGER_SQL.items() if not name.startswith("drop_")}
+"""The statements creating the triggers ``flow_count_<name>`` that keep limit counters."""
+_FLOW_TRIGGER_DROPS = [sql for name, sql in _FLOW_TRIGGER_SQL.items() if name.startswith("drop_")]
 
 _CANDIDATE_KEYS = {
     Ordering.OLDEST_FIRST: lambda row: (row[2], row[0]),
@@ -75,7 +79,32 @@ class SQLiteBackend(SQLQueueBackend):
 
     # -- life cycle and schema -------------------------------------------------
     def initialize_schema(self) -> int:
-        return self.db.migrate()
+        version = self.db.migrate()
+        if self.db.read(self._flow_counting_out_of_step):
+            self.db.write(self._sync_flow_counting)
+        return version
+
+    def _flow_counting_out_of_step(self, conn: sqlite3.Connection) -> bool:
+        """Whether the counting triggers are missing while a limit exists, or the reverse."""
+        limits = conn.execute(Q["count_flow_limits"]).fetchone()[0]
+        triggers = conn.execute(Q["count_flow_triggers"]).fetchone()[0]
+        return int(triggers) != (len(FLOW_TRIGGERS) if limits else 0)
+
+    def _sync_flow_counting(self, conn: sqlite3.Connection) -> None:
+        """Create the counting triggers while a limit exists; drop them when none does.
+
+        Triggers created here start from counters recounted in the same transaction, so
+        the counters are exact from their first commit (SQLite has one writer at a time).
+        """
+        if not self._flow_counting_out_of_step(conn):
+            return
+        if conn.execute(Q["count_flow_limits"]).fetchone()[0]:
+            for create in FLOW_TRIGGERS.values():
+                conn.execute(create)
+            conn.execute(Q["recount_flow_limits"])
+        else:
+            for drop in _FLOW_TRIGGER_DROPS:
+                conn.execute(drop)
 
     def schema_version(self) -> int:
         return int(self.db.read(lambda c: c.execute("PRAGMA user_version").fetchone()[0]))

@@ -268,34 +268,55 @@ ANALYZE;
 -- ---------------------------------------------------------------------------------------
 
 -- The limits a claim of :task_types (a JSON array, or NULL for every type) is under, each
--- with the tasks of its scope leased now (the leased part of idx_tasks_leased_finished:
--- the tasks in flight) and its claims within the current rate period.
+-- with the tasks of its scope leased now (its counter, kept by the flow_count triggers)
+-- and its claims within the rate period (the buckets that reach into it).
 -- name: flow_limits_for_claim
 SELECT l.task_type, l.concurrency_key, l.max_leased, l.max_starts, l.period,
-       CASE WHEN l.max_leased IS NULL THEN 0 ELSE (
-           SELECT count(*) FROM tasks
-           WHERE status <> 'queued' AND (status = 'leased') = 1
-             AND (l.task_type = '' OR task_type = l.task_type)
-             AND (l.concurrency_key = '' OR concurrency_key = l.concurrency_key)) END,
+       CASE WHEN l.max_leased IS NULL THEN 0 ELSE l.leased END,
        CASE WHEN l.max_starts IS NULL THEN 0 ELSE (
-           SELECT count(*) FROM flow_starts s
+           SELECT coalesce(sum(s.starts), 0) FROM flow_starts s
            WHERE s.task_type = l.task_type AND s.concurrency_key = l.concurrency_key
-             AND s.started_at > :now - l.period) END
+             AND s.bucket_end > :now - l.period) END
 FROM flow_limits l
 WHERE :task_types IS NULL OR l.task_type = '' OR l.task_type IN (SELECT value FROM json_each(:task_types));
 
 -- name: forget_flow_starts
-DELETE FROM flow_starts WHERE task_type = :task_type AND concurrency_key = :key AND started_at <= :before;
+DELETE FROM flow_starts WHERE task_type = :task_type AND concurrency_key = :key AND bucket_end <= :before;
 
--- One start per claimed task (:ids, JSON) under each rate limit covering it (:rated, a JSON
--- array of [task type, key]); then the starts older than every period are forgotten.
+-- The claimed tasks (:ids, JSON) counted into the bucket of each rate limit covering them
+-- (:rated, a JSON array of [task type, key, bucket end]).
 -- name: add_flow_starts
-INSERT INTO flow_starts (task_type, concurrency_key, started_at)
-SELECT json_extract(r.value, '$[0]'), json_extract(r.value, '$[1]'), :now
+INSERT INTO flow_starts (task_type, concurrency_key, bucket_end, starts)
+SELECT json_extract(r.value, '$[0]'), json_extract(r.value, '$[1]'), json_extract(r.value, '$[2]'), count(*)
 FROM tasks AS t, json_each(:rated) AS r
 WHERE t.id IN (SELECT value FROM json_each(:ids))
   AND json_extract(r.value, '$[0]') IN ('', t.task_type)
-  AND json_extract(r.value, '$[1]') IN ('', coalesce(t.concurrency_key, ''));
+  AND json_extract(r.value, '$[1]') IN ('', coalesce(t.concurrency_key, ''))
+GROUP BY 1, 2, 3
+ON CONFLICT (task_type, concurrency_key, bucket_end) DO UPDATE SET starts = starts + excluded.starts;
+
+-- A limit's counter set from the tasks of its scope leased now (when the limit is set).
+-- name: recount_flow_limit
+UPDATE flow_limits SET leased = (
+    SELECT count(*) FROM tasks t
+    WHERE t.status = 'leased'
+      AND (flow_limits.task_type = '' OR t.task_type = flow_limits.task_type)
+      AND (flow_limits.concurrency_key = '' OR t.concurrency_key = flow_limits.concurrency_key))
+WHERE task_type = :task_type AND concurrency_key = :key;
+
+-- Every limit's counter set from the tasks leased now (when the triggers are created).
+-- name: recount_flow_limits
+UPDATE flow_limits SET leased = (
+    SELECT count(*) FROM tasks t
+    WHERE t.status = 'leased'
+      AND (flow_limits.task_type = '' OR t.task_type = flow_limits.task_type)
+      AND (flow_limits.concurrency_key = '' OR t.concurrency_key = flow_limits.concurrency_key));
+
+-- name: count_flow_limits
+SELECT count(*) FROM flow_limits;
+
+-- name: count_flow_triggers
+SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND name LIKE 'flow\_count\_%' ESCAPE '\';
 
 -- name: set_concurrency_limit
 INSERT INTO flow_limits (task_type, concurrency_key, max_leased) VALUES (:task_type, :key, :limit)
