@@ -18,11 +18,13 @@ def run(capsys: pytest.CaptureFixture[str], db: str, *args: str) -> tuple[int, s
     return code, captured.out, captured.err
 
 
-def enqueue_json(capsys: pytest.CaptureFixture[str], db: str, *args: str) -> dict[str, object]:
+def enqueue_json(capsys: pytest.CaptureFixture[str], db: str, *args: str) -> tuple[object, object]:
+    """``enqueue ARGS --json``: its ``(id, created)``, the only two fields it prints."""
     code, out, err = run(capsys, db, "enqueue", *args, "--json")
     assert code == 0, err
-    result: dict[str, object] = json.loads(out)
-    return result
+    result = json.loads(out)
+    assert set(result) == {"id", "created"}
+    return result["id"], result["created"]
 
 
 @pytest.fixture
@@ -38,63 +40,44 @@ def test_unique_returns_the_equal_task_and_says_so(db: str, capsys: pytest.Captu
     code, out, _ = run(capsys, db, "enqueue", "reindex", '{ "shop" : 7 }', "--unique")
     assert code == 0
     assert out.strip() == "Existing task 1 (reindex) returned; no new task was enqueued"
-    assert enqueue_json(capsys, db, "reindex", '{"shop": 7}', "--unique") == {"id": 1, "created": False}
+    assert enqueue_json(capsys, db, "reindex", '{"shop": 7}', "--unique") == (1, False)
     # Another payload, or another type, is another task.
-    assert enqueue_json(capsys, db, "reindex", '{"shop": 8}', "--unique") == {"id": 2, "created": True}
-    assert enqueue_json(capsys, db, "export", '{"shop": 7}', "--unique") == {"id": 3, "created": True}
+    assert enqueue_json(capsys, db, "reindex", '{"shop": 8}', "--unique") == (2, True)
+    assert enqueue_json(capsys, db, "export", '{"shop": 7}', "--unique") == (3, True)
     # Without --unique an equal task is added again.
-    assert enqueue_json(capsys, db, "reindex", '{"shop": 7}') == {"id": 4, "created": True}
+    assert enqueue_json(capsys, db, "reindex", '{"shop": 7}') == (4, True)
 
 
 def test_unique_key_merges_other_payloads_and_types(db: str, capsys: pytest.CaptureFixture[str]) -> None:
-    first = enqueue_json(capsys, db, "reindex", '{"shop": 7}', "--unique-key", "shop-7")
-    assert first == {"id": 1, "created": True}
-    assert enqueue_json(capsys, db, "reindex", '{"shop": 7, "full": true}', "--unique-key", "shop-7") == {
-        "id": 1,
-        "created": False,
-    }
-    assert enqueue_json(capsys, db, "export", "null", "--unique-key", "shop-7") == {"id": 1, "created": False}
-    assert enqueue_json(capsys, db, "reindex", '{"shop": 7}', "--unique-key", "shop-8") == {
-        "id": 2,
-        "created": True,
-    }
+    assert enqueue_json(capsys, db, "reindex", '{"shop": 7}', "--unique-key", "shop-7") == (1, True)
+    assert enqueue_json(capsys, db, "reindex", '{"shop": 7, "full": true}', "--unique-key", "shop-7") == (
+        1,
+        False,
+    )
+    assert enqueue_json(capsys, db, "export", "null", "--unique-key", "shop-7") == (1, False)
+    assert enqueue_json(capsys, db, "reindex", '{"shop": 7}', "--unique-key", "shop-8") == (2, True)
 
 
 def test_unique_period_counts_only_recent_tasks(db: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert enqueue_json(capsys, db, "ping", "--unique") == {"id": 1, "created": True}
-    assert enqueue_json(capsys, db, "ping", "--unique", "--unique-period", "1h") == {
-        "id": 1,
-        "created": False,
-    }
+    assert enqueue_json(capsys, db, "ping", "--unique") == (1, True)
+    assert enqueue_json(capsys, db, "ping", "--unique", "--unique-period", "1h") == (1, False)
     time.sleep(0.02)
     # Task 1 is older than 10 ms: it no longer counts, so a new task is added.
-    assert enqueue_json(capsys, db, "ping", "--unique", "--unique-period", "10ms") == {
-        "id": 2,
-        "created": True,
-    }
+    assert enqueue_json(capsys, db, "ping", "--unique", "--unique-period", "10ms") == (2, True)
 
 
 def test_unique_states_active_counts_running_tasks(db: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert enqueue_json(capsys, db, "sync", "--unique") == {"id": 1, "created": True}
+    assert enqueue_json(capsys, db, "sync", "--unique") == (1, True)
     with QueueDatabase(db) as opened:
         (leased,) = opened.backend.claim("w", None, FIFOStrategy(), 1, 60.0, opened.now())
     assert leased.id == 1
-    assert enqueue_json(capsys, db, "sync", "--unique", "--unique-states", "active") == {
-        "id": 1,
-        "created": False,
-    }
+    assert enqueue_json(capsys, db, "sync", "--unique", "--unique-states", "active") == (1, False)
     # "queued" (the default) counts only waiting tasks: the running one does not.
-    assert enqueue_json(capsys, db, "sync", "--unique", "--unique-states", "queued") == {
-        "id": 2,
-        "created": True,
-    }
+    assert enqueue_json(capsys, db, "sync", "--unique", "--unique-states", "queued") == (2, True)
 
 
 def test_on_duplicate_raise_exits_1_naming_the_task(db: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert enqueue_json(capsys, db, "mail", '{"to": 1}', "--unique", "--on-duplicate", "raise") == {
-        "id": 1,
-        "created": True,
-    }
+    assert enqueue_json(capsys, db, "mail", '{"to": 1}', "--unique", "--on-duplicate", "raise") == (1, True)
     code, out, err = run(
         capsys, db, "enqueue", "mail", '{"to": 1}', "--unique", "--on-duplicate", "raise", "--json"
     )
@@ -112,22 +95,16 @@ def test_on_duplicate_raise_exits_1_naming_the_task(db: str, capsys: pytest.Capt
 
 
 def test_idempotency_key_also_says_whether_it_was_new(db: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert enqueue_json(capsys, db, "report", "--idempotency-key", "r-1") == {"id": 1, "created": True}
-    assert enqueue_json(capsys, db, "report", "--idempotency-key", "r-1") == {"id": 1, "created": False}
+    assert enqueue_json(capsys, db, "report", "--idempotency-key", "r-1") == (1, True)
+    assert enqueue_json(capsys, db, "report", "--idempotency-key", "r-1") == (1, False)
 
 
 def test_concurrency_key_with_unique(db: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert enqueue_json(capsys, db, "call", "--unique", "--concurrency-key", "api") == {
-        "id": 1,
-        "created": True,
-    }
-    assert enqueue_json(capsys, db, "call", "--unique", "--concurrency-key", "api") == {
-        "id": 1,
-        "created": False,
-    }
+    assert enqueue_json(capsys, db, "call", "--unique", "--concurrency-key", "api") == (1, True)
+    assert enqueue_json(capsys, db, "call", "--unique", "--concurrency-key", "api") == (1, False)
     with QueueDatabase(db) as opened:
         QueueClient(opened).set_concurrency_limit(1, key="api")
-        assert enqueue_json(capsys, db, "other", "--concurrency-key", "api") == {"id": 2, "created": True}
+        assert enqueue_json(capsys, db, "other", "--concurrency-key", "api") == (2, True)
         claimed = opened.backend.claim("w", None, FIFOStrategy(), 5, 60.0, opened.now())
     assert [task.id for task in claimed] == [1]  # the key's limit holds task 2 back
 
@@ -169,15 +146,15 @@ def test_bad_unique_options_exit_2_with_one_line(
 def test_unique_on_postgresql(postgres_schema: tuple[str, str], capsys: pytest.CaptureFixture[str]) -> None:
     url, schema = postgres_schema
     db = f"{url}?schema={schema}"
-    first = enqueue_json(capsys, db, "reindex", '{"shop": 7}', "--unique", "--unique-period", "1h")
-    assert first["created"] is True
+    first, created = enqueue_json(capsys, db, "reindex", '{"shop": 7}', "--unique", "--unique-period", "1h")
+    assert created is True
     again = enqueue_json(capsys, db, "reindex", '{"shop": 7}', "--unique", "--unique-states", "active")
-    assert again == {"id": first["id"], "created": False}
-    keyed = enqueue_json(capsys, db, "export", "null", "--unique-key", "nightly")
-    assert keyed["created"] is True
-    assert keyed["id"] != first["id"]
+    assert again == (first, False)
+    keyed, created = enqueue_json(capsys, db, "export", "null", "--unique-key", "nightly")
+    assert created is True
+    assert keyed != first
     code, _, err = run(
         capsys, db, "enqueue", "export", "[1]", "--unique-key", "nightly", "--on-duplicate", "raise"
     )
     assert code == 1
-    assert f"(task {keyed['id']})" in err
+    assert f"(task {keyed})" in err
