@@ -6,6 +6,7 @@ import pytest
 
 from prismq.queue import (
     DuplicateTaskError,
+    Enqueued,
     FIFOStrategy,
     FlowLimit,
     PriorityStrategy,
@@ -323,3 +324,40 @@ def test_async_client_limits_and_flow_enqueues(client: QueueClient, db: QueueDat
     assert first == again == merged
     assert plain != first
     assert client.list_limits() == []
+
+
+def test_enqueue_outcome_tells_new_from_existing(client: QueueClient, db: QueueDatabase) -> None:
+    first = client.enqueue_outcome("t", {"a": 1}, unique=Unique())
+    assert first == Enqueued(first.task_id, created=True)
+    assert client.enqueue_outcome("t", {"a": 1}, unique=Unique()) == Enqueued(first.task_id, False)
+    assert client.enqueue_outcome("t", {"a": 2}, unique=Unique()).created is True
+    keyed = client.enqueue_outcome("t", idempotency_key="k")
+    assert keyed.created is True
+    assert client.enqueue_outcome("t", idempotency_key="k") == Enqueued(keyed.task_id, False)
+    assert client.enqueue_outcome("t", concurrency_key="c").created is True
+    with pytest.raises(DuplicateTaskError) as raised:
+        client.enqueue_outcome("t", {"a": 1}, unique=Unique(on_duplicate="raise"))
+    assert raised.value.existing_id == first.task_id
+    assert client.count_by_status()["queued"] == 4
+
+
+def test_async_enqueue_outcome_tells_new_from_existing(client: QueueClient, db: QueueDatabase) -> None:
+    import asyncio
+
+    from prismq.queue.aio import AsyncQueueClient
+
+    async def main() -> list[Enqueued]:
+        async with AsyncQueueClient(db) as aclient:
+            return [
+                await aclient.enqueue_outcome("t", {"a": 1}, unique=Unique()),
+                await aclient.enqueue_outcome("t", {"a": 1}, unique=Unique()),
+                await aclient.enqueue_outcome("t", idempotency_key="k"),
+                await aclient.enqueue_outcome("t", idempotency_key="k"),
+            ]
+
+    unique_new, unique_seen, keyed_new, keyed_seen = asyncio.run(main())
+    assert unique_new.created
+    assert keyed_new.created
+    assert unique_seen == Enqueued(unique_new.task_id, False)
+    assert keyed_seen == Enqueued(keyed_new.task_id, False)
+    assert client.count_by_status()["queued"] == 2

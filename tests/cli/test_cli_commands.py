@@ -116,12 +116,12 @@ def test_init_enqueue_list_show_stats(db_arg: list[str], db_path: Path) -> None:
     assert init["schema_version"] >= 1
 
     first = ok_json(*db_arg, "enqueue", "resize", '{"w": 640}', "--priority", "5", "--max-attempts", "7")
-    assert set(first) == {"id"}
+    assert first == {"id": first["id"], "created": True}
     assert isinstance(first["id"], int)
     from_stdin = ok_json(*db_arg, "enqueue", "email", "-", stdin='{"to": "a@example.com"}')
     delayed = ok_json(*db_arg, "enqueue", "report", "[1, 2]", "--delay", "1h", "--idempotency-key", "r-1")
     again = ok_json(*db_arg, "enqueue", "report", "[3]", "--idempotency-key", "r-1")
-    assert again == delayed  # same key, same task
+    assert again == {"id": delayed["id"], "created": False}  # same key, same task
     text = ok(*db_arg, "enqueue", "noop")
     match = re.fullmatch(r"Enqueued task (\d+) \(noop\)", text.strip())
     assert match is not None, text

@@ -14,12 +14,14 @@ from typing_extensions import assert_type
 
 from prismq.queue import (
     AsyncQueueClient,
+    Enqueued,
     QueueClient,
     QueueDatabase,
     QueueStats,
     QueueWorker,
     Task,
     TaskSpec,
+    Unique,
     WorkerInfo,
 )
 from prismq.queue.tasks import TaskFunction, TaskRegistry
@@ -30,6 +32,9 @@ def sync_client(db: QueueDatabase) -> None:
     client = QueueClient(db)
     assert_type(client.enqueue("mail", {"to": "a"}, priority=5, delay=1.5), int)
     assert_type(client.enqueue_many([TaskSpec("mail"), {"task_type": "mail"}]), list[int])
+    outcome = client.enqueue_outcome("mail", {"to": "a"}, unique=Unique(period=60.0))
+    assert_type(outcome, Enqueued)
+    assert_type(outcome.created, bool)
     assert_type(client.get(1), Task)
     assert_type(client.list(status="queued", limit=10), list[Task])
     assert_type(client.stats(), QueueStats)
@@ -49,6 +54,7 @@ async def async_client(db: QueueDatabase) -> None:
         assert_type(client, AsyncQueueClient)
         assert_type(await client.enqueue("mail", {"to": "a"}, idempotency_key="k"), int)
         assert_type(await client.enqueue_many([TaskSpec("mail")]), list[int])
+        assert_type(await client.enqueue_outcome("mail", idempotency_key="k"), Enqueued)
         assert_type(await client.get(1), Task)
         assert_type(await client.list(task_type=["a", "b"]), list[Task])
         assert_type(await client.stats(), QueueStats)

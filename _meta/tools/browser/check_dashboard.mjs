@@ -14,23 +14,12 @@
 //     queued;
 //   - any request went anywhere but 127.0.0.1 (off-site requests are also blocked).
 // --screenshots DIR saves one PNG per page, named after the page.
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { mkdirSync } from "node:fs";
 import { join, resolve } from "node:path";
 import process from "node:process";
 
-import { chromium } from "playwright-core";
+import { conclude, reportOffsite, run, watchErrors, withChromium } from "./browser.mjs";
 
-const CHROMIUM = process.env.PRISMQ_CHROMIUM || "/usr/bin/chromium";
-const FLAGS = [
-  "--headless",
-  "--no-sandbox",
-  "--disable-gpu",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
-  "--no-first-run",
-];
 const TIMEOUT_MS = 30_000;
 
 function parseArgs(argv) {
@@ -49,18 +38,10 @@ function parseArgs(argv) {
   return args;
 }
 
-function isLocal(url) {
-  if (["data:", "blob:", "about:"].includes(url.protocol)) return true;
-  return url.hostname === "127.0.0.1";
-}
-
 async function visit(context, url, name, failures, screenshots, check) {
   const tab = await context.newPage();
   const problems = [];
-  tab.on("pageerror", (error) => problems.push(`uncaught error: ${error.message}`));
-  tab.on("console", (message) => {
-    if (message.type() === "error") problems.push(`console error: ${message.text()}`);
-  });
+  watchErrors(tab, problems);
   try {
     const response = await tab.goto(url, { waitUntil: "load" });
     if (!response || response.status() !== 200) problems.push(`HTTP ${response ? response.status() : "none"}`);
@@ -114,10 +95,7 @@ async function retryDeadTask(tab, problems, deadTask) {
 
 async function main() {
   const args = parseArgs(process.argv.slice(2));
-  const profile = mkdtempSync(join(tmpdir(), "prismq-chromium-"));
-  const requests = [];
   const failures = [];
-  let context;
   const pages = [
     ["overview", "/", chartsDrawn],
     ["types", "/types"],
@@ -127,41 +105,17 @@ async function main() {
     ["workers", "/workers"],
     ["schedules", "/schedules", schedulesListed],
   ];
-  try {
-    context = await chromium.launchPersistentContext(profile, {
-      executablePath: CHROMIUM,
-      headless: true,
-      args: FLAGS,
-      serviceWorkers: "block",
-      viewport: { width: 1280, height: 800 },
-    });
-    context.on("request", (request) => requests.push(request.url()));
-    await context.route("**/*", (route) =>
-      isLocal(new URL(route.request().url())) ? route.continue() : route.abort("blockedbyclient"),
-    );
+  const requests = await withChromium({ viewport: { width: 1280, height: 800 } }, async (context) => {
     for (const [name, path, check] of pages) {
       await visit(context, `${args.base}${path}`, name, failures, args.screenshots, check);
     }
     await visit(context, `${args.base}/tasks/${args.deadTask}`, "task-retried", failures, args.screenshots, (tab, problems) =>
       retryDeadTask(tab, problems, args.deadTask),
     );
-  } finally {
-    if (context) await context.close();
-    rmSync(profile, { recursive: true, force: true });
-  }
-  if (args.requests) writeFileSync(args.requests, requests.map((url) => `${url}\n`).join(""));
-  const offsite = [...new Set(requests.filter((url) => !isLocal(new URL(url))))];
-  for (const url of offsite) failures.push(`request left 127.0.0.1: ${url}`);
+  });
+  const offsite = reportOffsite(requests, args.requests, failures);
   console.log(`checked ${pages.length + 1} dashboard pages, ${requests.length} requests (${offsite.length} off-site)`);
-  if (failures.length) {
-    console.error(`${failures.length} problem(s):\n  ${failures.join("\n  ")}`);
-    process.exitCode = 1;
-  } else {
-    console.log("dashboard check passed");
-  }
+  conclude(failures, "dashboard check passed");
 }
 
-main().catch((error) => {
-  console.error(error.stack || String(error));
-  process.exitCode = 1;
-});
+run(main);

@@ -14,33 +14,13 @@
 //   - the API reference page lacks the real signatures ("QueueDatabase(", "claim_next_task");
 //   - any request went anywhere but 127.0.0.1 (every request URL is recorded; off-site
 //     ones are also blocked so nothing leaves the machine).
-import {
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  readdirSync,
-  readFileSync,
-  rmSync,
-  statSync,
-  writeFileSync,
-} from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { createServer } from "node:http";
-import { tmpdir } from "node:os";
 import { extname, join, relative, resolve, sep } from "node:path";
 import process from "node:process";
 
-import { chromium } from "playwright-core";
+import { conclude, reportOffsite, run, watchErrors, withChromium } from "./browser.mjs";
 
-const CHROMIUM = process.env.PRISMQ_CHROMIUM || "/usr/bin/chromium";
-const FLAGS = [
-  "--headless",
-  "--no-sandbox",
-  "--disable-gpu",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
-  "--no-first-run",
-];
 const API_PAGE = "queue/QUEUE_API_REFERENCE/index.html";
 const API_TEXTS = ["QueueDatabase(", "claim_next_task"];
 const RENDER_TIMEOUT_MS = 30_000;
@@ -113,11 +93,6 @@ function urlFor(page) {
   return page.endsWith("/index.html") ? page.slice(0, -"index.html".length) : page === "index.html" ? "" : page;
 }
 
-function isLocal(url) {
-  if (["data:", "blob:", "about:"].includes(url.protocol)) return true;
-  return url.hostname === "127.0.0.1";
-}
-
 // Material for MkDocs renders each diagram into a closed shadow root; open it so the check
 // can see the SVG. This runs in the test browser only and changes nothing else.
 function openShadowRoots() {
@@ -132,10 +107,7 @@ async function checkPage(context, base, siteDir, page, failures, screenshots) {
   const expected = (source.match(/<pre[^>]*class="mermaid"/g) || []).length;
   const tab = await context.newPage();
   const problems = [];
-  tab.on("pageerror", (error) => problems.push(`uncaught error: ${error.message}`));
-  tab.on("console", (message) => {
-    if (message.type() === "error") problems.push(`console error: ${message.text()}`);
-  });
+  watchErrors(tab, problems);
   try {
     const response = await tab.goto(`${base}/${urlFor(page)}`, { waitUntil: "load" });
     if (!response || response.status() !== 200) {
@@ -192,49 +164,27 @@ async function main() {
   if (!pages.includes(API_PAGE)) throw new Error(`the site has no API reference page (${API_PAGE})`);
   const server = await serve(args.site);
   const base = `http://127.0.0.1:${server.address().port}`;
-  const profile = mkdtempSync(join(tmpdir(), "prismq-chromium-"));
-  const requests = [];
   const failures = [];
   let diagrams = 0;
-  let context;
+  let requests;
   try {
-    context = await chromium.launchPersistentContext(profile, {
-      executablePath: CHROMIUM,
-      headless: true,
-      args: FLAGS,
-      serviceWorkers: "block",
+    requests = await withChromium({}, async (context) => {
+      await context.addInitScript(openShadowRoots);
+      for (const page of pages) {
+        diagrams += await checkPage(context, base, args.site, page, failures, args.screenshots);
+      }
     });
-    await context.addInitScript(openShadowRoots);
-    context.on("request", (request) => requests.push(request.url()));
-    await context.route("**/*", (route) =>
-      isLocal(new URL(route.request().url())) ? route.continue() : route.abort("blockedbyclient"),
-    );
-    for (const page of pages) {
-      diagrams += await checkPage(context, base, args.site, page, failures, args.screenshots);
-    }
   } finally {
-    if (context) await context.close();
     await new Promise((done) => server.close(done));
-    rmSync(profile, { recursive: true, force: true });
   }
-  if (args.requests) writeFileSync(args.requests, requests.map((url) => `${url}\n`).join(""));
-  const offsite = [...new Set(requests.filter((url) => !isLocal(new URL(url))))];
-  for (const url of offsite) failures.push(`request left 127.0.0.1: ${url}`);
+  const offsite = reportOffsite(requests, args.requests, failures);
   if (diagrams === 0) failures.push("no Mermaid diagram on any page");
 
   console.log(
     `checked ${pages.length} pages, ${diagrams} Mermaid diagrams, ${requests.length} requests ` +
       `(${offsite.length} off-site)`,
   );
-  if (failures.length) {
-    console.error(`${failures.length} problem(s):\n  ${failures.join("\n  ")}`);
-    process.exitCode = 1;
-  } else {
-    console.log("site check passed");
-  }
+  conclude(failures, "site check passed");
 }
 
-main().catch((error) => {
-  console.error(error.stack || String(error));
-  process.exitCode = 1;
-});
+run(main);

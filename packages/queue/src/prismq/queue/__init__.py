@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from .aio import AsyncQueueClient
 from .backends.base import QueueStats
-from .client import QueueClient, TaskSpec
+from .client import Enqueued, QueueClient, TaskSpec
 from .config import QueueConfig, default_db_path
 from .database import QueueDatabase
 from .errors import (
@@ -76,6 +76,7 @@ __all__ = [
     "ConfigError",
     "CronExpressionError",
     "DuplicateTaskError",
+    "Enqueued",
     "ExtraNotInstalledError",
     "FIFOStrategy",
     "FlowLimit",

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .backends.base import AsyncStore, NewTask, QueueStats, TaskQuery
 from .backends.serverclock import read_clock
-from .client import QueueClient, TaskSpec
+from .client import Enqueued, QueueClient, TaskSpec
 from .database import QueueDatabase
 from .errors import QueueTimeoutError, StorageError, TaskNotFoundError, TaskStateError, ValidationError
 from .flow import FlowLimit, Unique
@@ -197,19 +197,76 @@ class AsyncQueueClient:
         With ``concurrency_key`` or ``unique`` the synchronous enqueue runs in a thread
         (a unique enqueue looks up and inserts under a lock, in one transaction).
         """
+        inserted = await self._enqueue(
+            task_type,
+            payload,
+            priority,
+            delay,
+            run_after,
+            max_attempts,
+            retry_policy,
+            idempotency_key,
+            concurrency_key,
+            unique,
+        )
+        return inserted[0]
+
+    async def enqueue_outcome(
+        self,
+        task_type: str,
+        payload: Any = None,
+        *,
+        priority: int = DEFAULT_PRIORITY,
+        delay: float | None = None,
+        run_after: datetime | float | None = None,
+        max_attempts: int | None = None,
+        retry_policy: RetryPolicy | None = None,
+        idempotency_key: str | None = None,
+        concurrency_key: str | None = None,
+        unique: Unique | None = None,
+    ) -> Enqueued:
+        """Add one task and tell whether it was new; see :meth:`QueueClient.enqueue_outcome`."""
+        inserted = await self._enqueue(
+            task_type,
+            payload,
+            priority,
+            delay,
+            run_after,
+            max_attempts,
+            retry_policy,
+            idempotency_key,
+            concurrency_key,
+            unique,
+        )
+        return Enqueued(*inserted)
+
+    async def _enqueue(
+        self,
+        task_type: str,
+        payload: Any,
+        priority: int,
+        delay: float | None,
+        run_after: datetime | float | None,
+        max_attempts: int | None,
+        retry_policy: RetryPolicy | None,
+        idempotency_key: str | None,
+        concurrency_key: str | None,
+        unique: Unique | None,
+    ) -> tuple[int, bool]:
+        """Add one task; ``(task id, created)``."""
         if concurrency_key is not None or unique is not None:
             return await asyncio.to_thread(
-                self._sync.enqueue,
+                self._sync._enqueue,
                 task_type,
                 payload,
-                priority=priority,
-                delay=delay,
-                run_after=run_after,
-                max_attempts=max_attempts,
-                retry_policy=retry_policy,
-                idempotency_key=idempotency_key,
-                concurrency_key=concurrency_key,
-                unique=unique,
+                priority,
+                delay,
+                run_after,
+                max_attempts,
+                retry_policy,
+                idempotency_key,
+                concurrency_key,
+                unique,
             )
         now = await self._store.now()
         new = self._sync._prepare(
@@ -224,7 +281,7 @@ class AsyncQueueClient:
             now,
             {},
         )
-        return (await self._store.insert_tasks((new,), now))[0][0]
+        return (await self._store.insert_tasks((new,), now))[0]
 
     async def enqueue_many(self, tasks: Iterable[TaskSpec | Mapping[str, Any]]) -> builtins.list[int]:
         """Add many tasks in one transaction, all or none; see :meth:`QueueClient.enqueue_many`."""

@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .backends.base import FlowTask, NewTask, PageQuery, QueueStats, TaskQuery
 from .database import QueueDatabase
@@ -57,7 +57,7 @@ from .validation import (
 if TYPE_CHECKING:
     from .runtime.observer import EnqueueObserver
 
-__all__ = ["QueueClient", "TaskPage", "TaskSpec"]
+__all__ = ["Enqueued", "QueueClient", "TaskPage", "TaskSpec"]
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,19 @@ class TaskSpec:
     idempotency_key: str | None = None
     concurrency_key: str | None = None
     unique: Unique | None = None
+
+
+class Enqueued(NamedTuple):
+    """What :meth:`QueueClient.enqueue_outcome` did.
+
+    Attributes:
+        task_id: The task's id: the new task's, or the existing one's.
+        created: True when a task was added; False when an equal pending task (under
+            ``unique``) or the task of a seen idempotency key was returned instead.
+    """
+
+    task_id: int
+    created: bool
 
 
 @dataclass(frozen=True)
@@ -362,6 +375,88 @@ class QueueClient:
             DuplicateTaskError: ``unique`` found an equal task and says to raise.
             QueueBusyError: The database stayed locked past the retry bound.
         """
+        return self._enqueue(
+            task_type,
+            payload,
+            priority,
+            delay,
+            run_after,
+            max_attempts,
+            retry_policy,
+            idempotency_key,
+            concurrency_key,
+            unique,
+        )[0]
+
+    def enqueue_outcome(
+        self,
+        task_type: str,
+        payload: Any = None,
+        *,
+        priority: int = DEFAULT_PRIORITY,
+        delay: float | None = None,
+        run_after: datetime | float | None = None,
+        max_attempts: int | None = None,
+        retry_policy: RetryPolicy | None = None,
+        idempotency_key: str | None = None,
+        concurrency_key: str | None = None,
+        unique: Unique | None = None,
+    ) -> Enqueued:
+        """Enqueue as :meth:`enqueue` does, and tell whether a task was added.
+
+        ``enqueue`` gives the same id for a new task and for an existing one it returns
+        (an idempotency key seen before, an equal pending task under ``unique``); this
+        says which it was, from the same insert, so no second query can race it.
+
+        Args:
+            task_type: The kind of work, as for :meth:`enqueue`.
+            payload: The handler's JSON-serialisable arguments.
+            priority: 0 (most urgent) to 1000; default 100.
+            delay: Seconds to wait before the task may run.
+            run_after: An aware ``datetime`` or epoch seconds before which it may not run.
+            max_attempts: Claims allowed (default: the retry policy's ``max_attempts``).
+            retry_policy: Backoff for this task.
+            idempotency_key: A key seen before returns its task (``created`` False).
+            concurrency_key: The key its concurrency and rate limits count it under.
+            unique: Return (or raise on) an equal pending task (``created`` False).
+
+        Returns:
+            ``Enqueued(task_id, created)``; ``created`` is False when the id is an
+            existing task's.
+
+        Raises:
+            DuplicateTaskError: ``unique`` found an equal task and says to raise.
+            ValidationError: Any argument :meth:`enqueue` refuses (its subclasses).
+        """
+        return Enqueued(
+            *self._enqueue(
+                task_type,
+                payload,
+                priority,
+                delay,
+                run_after,
+                max_attempts,
+                retry_policy,
+                idempotency_key,
+                concurrency_key,
+                unique,
+            )
+        )
+
+    def _enqueue(
+        self,
+        task_type: str,
+        payload: Any,
+        priority: int,
+        delay: float | None,
+        run_after: datetime | float | None,
+        max_attempts: int | None,
+        retry_policy: RetryPolicy | None,
+        idempotency_key: str | None,
+        concurrency_key: str | None,
+        unique: Unique | None,
+    ) -> tuple[int, bool]:
+        """Add one task; ``(task id, created)``. Positional: the hot path of both enqueues."""
         now = self.db.now()
         new = self._prepare(
             task_type,
@@ -427,8 +522,8 @@ class QueueClient:
         now = self.db.now()
         prepared, flows = self._prepare_batch(tasks, now)
         if self.observer is not None:
-            return self._insert_observed(prepared, now, flows)
-        return self._insert(prepared, now, flows)
+            return [task_id for task_id, _ in self._insert_observed(prepared, now, flows)]
+        return [task_id for task_id, _ in self._insert(prepared, now, flows)]
 
     def _prepare_batch(
         self, tasks: Iterable[TaskSpec | Mapping[str, Any]], now: float
@@ -539,14 +634,21 @@ class QueueClient:
         """
         return self.backend.limit_usage(self.db.now())
 
-    def _insert(self, tasks: list[NewTask], now: float, flows: Mapping[int, FlowTask]) -> list[int]:
-        """Insert ``tasks`` in one transaction; ``flows`` holds the flow options, by index."""
-        if not flows:
-            return [task_id for task_id, _ in self.backend.insert_tasks(tasks, now)]
-        batch = [flows[i]._replace(task=new) if i in flows else FlowTask(new) for i, new in enumerate(tasks)]
-        return [task_id for task_id, _ in self.backend.insert_flow_tasks(batch, now)]
+    def _insert(
+        self, tasks: list[NewTask], now: float, flows: Mapping[int, FlowTask]
+    ) -> builtins.list[tuple[int, bool]]:
+        """Insert ``tasks`` in one transaction; ``(id, created)`` per task.
 
-    def _insert_observed(self, tasks: list[NewTask], now: float, flows: Mapping[int, FlowTask]) -> list[int]:
+        ``flows`` holds the flow options, by index.
+        """
+        if not flows:
+            return self.backend.insert_tasks(tasks, now)
+        batch = [flows[i]._replace(task=new) if i in flows else FlowTask(new) for i, new in enumerate(tasks)]
+        return self.backend.insert_flow_tasks(batch, now)
+
+    def _insert_observed(
+        self, tasks: list[NewTask], now: float, flows: Mapping[int, FlowTask]
+    ) -> builtins.list[tuple[int, bool]]:
         """Insert ``tasks`` with the observer told, carrying the trace context it gives."""
         assert self.observer is not None
         observation = self.observer.enqueue_started([t.task_type for t in tasks])
@@ -555,12 +657,12 @@ class QueueClient:
         if observation.trace_context is not None:
             tasks = [t._replace(trace_context=observation.trace_context) for t in tasks]
         try:
-            ids = self._insert(tasks, now, flows)
+            inserted = self._insert(tasks, now, flows)
         except BaseException as exc:
             observation.finished([], exc)
             raise
-        observation.finished(ids)
-        return ids
+        observation.finished([task_id for task_id, _ in inserted])
+        return inserted
 
     # -- queries ---------------------------------------------------------------
     def get(self, task_id: int) -> Task:

@@ -563,7 +563,7 @@ class SQLQueueBackend:
         def work(conn: Any) -> tuple[list[bool], list[Any]]:
             # Limits are locked before the outcomes are written: the outcomes' counter
             # updates then take the locks this transaction already holds, in one order.
-            limited = self._lock_flow_limits(conn, wanted)
+            may_be_limited = self._lock_flow_limits(conn, wanted)
             done, go_on = settle(conn)
             if not go_on:
                 return done, []
@@ -572,7 +572,7 @@ class SQLQueueBackend:
             types = self._unpaused(conn, task_types)
             if types is not None and not types:
                 return done, []
-            gate = self._claim_gate(conn, types, count, now) if limited else None
+            gate = self._claim_gate(conn, types, count, now) if may_be_limited else None
             if gate is None:
                 return done, self._claim_rows(conn, types, strategy, params)
             if gate.count == 0:

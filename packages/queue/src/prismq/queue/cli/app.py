@@ -19,6 +19,7 @@ from ..client import QueueClient
 from ..config import default_db_path
 from ..database import QueueDatabase
 from ..errors import ConfigError, QueueError, ValidationError
+from ..flow import Unique
 from ..models import TaskStatus
 from ..runtime.logs import configure_logging
 from ..runtime.settings import WorkerSettings, resolve_settings
@@ -57,8 +58,9 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
         payload = None
     else:
         payload = parse_json(args.payload)
+    unique = _unique(args)
     with _open(args) as db:
-        task_id = QueueClient(db).enqueue(
+        task_id, created = QueueClient(db).enqueue_outcome(
             args.task_type,
             payload,
             priority=args.priority,
@@ -66,12 +68,49 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
             max_attempts=args.max_attempts,
             idempotency_key=args.idempotency_key,
             concurrency_key=args.concurrency_key,
+            unique=unique,
         )
         if args.json:
-            output.emit_json({"id": task_id})
+            output.emit_json({"id": task_id, "created": created})
+        elif created:
+            output.console.print(f"Enqueued task {task_id} ({args.task_type})", markup=False)
         else:
-            output.console.print(f"Enqueued task {task_id} ({args.task_type})")
+            output.console.print(
+                f"Existing task {task_id} ({args.task_type}) returned; no new task was enqueued",
+                markup=False,
+            )
     return 0
+
+
+def _unique(args: argparse.Namespace) -> Unique | None:
+    """The ``--unique*`` and ``--on-duplicate`` options as a :class:`Unique`, if any.
+
+    Raises:
+        UsageError: A ``--unique-*`` option without ``--unique`` or ``--unique-key``, or
+            with ``--idempotency-key``.
+    """
+    wanted = args.unique or args.unique_key is not None
+    refinements = {
+        "--unique-period": args.unique_period,
+        "--unique-states": args.unique_states,
+        "--on-duplicate": args.on_duplicate,
+    }
+    if not wanted:
+        given = [name for name, value in refinements.items() if value is not None]
+        if given:
+            raise UsageError(f"prismq-queue enqueue: {given[0]} needs --unique or --unique-key (see --help)")
+        return None
+    if args.idempotency_key is not None:
+        raise UsageError(
+            "prismq-queue enqueue: give either --idempotency-key or --unique/--unique-key, "
+            "not both (see --help)"
+        )
+    return Unique(
+        key=args.unique_key,
+        period=args.unique_period,
+        states=args.unique_states or "queued",
+        on_duplicate=args.on_duplicate or "return",
+    )
 
 
 def _worker_settings(args: argparse.Namespace) -> WorkerSettings:

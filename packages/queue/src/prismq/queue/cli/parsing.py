@@ -6,7 +6,8 @@ import argparse
 from typing import NoReturn
 
 from ..backends.base import CHECKPOINT_MODES
-from ..errors import ConfigError
+from ..errors import ConfigError, ValidationError
+from ..flow import validate_period
 from ..strategies import resolve_strategy
 from . import dashboard, flow, schedules
 from .observability import add_observability_arguments
@@ -55,6 +56,15 @@ def _count(text: str) -> int:
     return value
 
 
+def _unique_period(text: str) -> float:
+    """A duration that :class:`~prismq.queue.flow.Unique` takes as its period."""
+    seconds = parse_duration(text)
+    try:
+        return validate_period(seconds)
+    except ValidationError:
+        raise argparse.ArgumentTypeError(f"{text!r} must be from 1ms to 366d") from None
+
+
 def _task_types(text: str) -> tuple[str, ...]:
     types = tuple(t.strip() for t in text.split(",") if t.strip())
     if not types:
@@ -96,6 +106,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-attempts", type=_positive_int, help="claims allowed before it goes dead")
     p.add_argument("--idempotency-key", help="enqueue at most once per key")
     p.add_argument("--concurrency-key", help="the key its concurrency and rate limits count it by")
+    p.add_argument(
+        "--unique",
+        action="store_true",
+        help="add it only if no equal task (same type and payload) is pending; else print that one's id",
+    )
+    p.add_argument("--unique-key", metavar="KEY", help="unique by this key instead (implies --unique)")
+    p.add_argument(
+        "--unique-period",
+        type=_unique_period,
+        metavar="DURATION",
+        help="with --unique: only equal tasks created this recently count, e.g. 10m (default: any age)",
+    )
+    p.add_argument(
+        "--unique-states",
+        choices=("queued", "active"),
+        help="with --unique: equal tasks that are queued (default), or queued or running (active)",
+    )
+    p.add_argument(
+        "--on-duplicate",
+        choices=("return", "raise"),
+        help="with --unique: print the equal task's id (return, default) or fail with exit 1 (raise)",
+    )
 
     p = command(
         "worker", "run workers until stopped (Ctrl+C finishes running tasks first)", json_output=False
