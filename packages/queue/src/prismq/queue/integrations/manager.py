@@ -394,7 +394,11 @@ class BackgroundTaskManager:
     async def _recover(self) -> None:
         interrupted = await self._call(self._store.interrupt_orphans)
         for run_id in interrupted:
-            logger.warning("run %s was interrupted: its manager stopped renewing its lease", run_id)
+            logger.warning(
+                "run %s was interrupted: no live manager held its task (its manager stopped "
+                "renewing the lease, or the task was released, as migrate does)",
+                run_id,
+            )
         if self._modules:
             await self._rerun(list(self._modules))
 
