@@ -54,7 +54,8 @@ def fresh_database(
         with QueueDatabase(tmp_path / "fresh.db") as database:
             yield database
         return
-    from conftest import drop_postgres_schema
+    import psycopg
+    from psycopg import sql
 
     from prismq.queue.backends.postgres import PostgresBackend
 
@@ -65,7 +66,8 @@ def fresh_database(
             database.initialize_schema()
             yield database
     finally:
-        drop_postgres_schema(url, schema)
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 
 def test_backup_then_restore_into_a_fresh_database_keeps_the_limits(

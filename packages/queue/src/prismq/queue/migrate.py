@@ -22,9 +22,10 @@ task id order, upserted by run id, as they are. A run that was active (queued or
 therefore arrives still active, with its task released: no manager holds it on the target.
 The first :class:`~prismq.queue.integrations.BackgroundTaskManager` that starts there
 recovers it as after a crash (``interrupt_orphans`` of the run store, the code that handles
-a manager whose lease ran out): the run becomes ``interrupted`` and its task ``dead``; then a
-manager that registered the run's module re-runs it under the same run id and task id if
-the run is ``rerunnable``, and leaves it interrupted otherwise.
+a manager whose lease ran out): the run becomes ``interrupted`` and its task ``dead`` (its
+task arrived ``cancelled`` if its cancellation was requested); then a manager that
+registered the run's module re-runs it under the same run id and task id if the run is
+``rerunnable``, and leaves it interrupted otherwise.
 
 Periodic schedules (the ``schedules`` table of :mod:`prismq.queue.schedules`) are copied
 after the runs, with their state (paused, next and last run), upserted by name and read back.
@@ -239,10 +240,10 @@ def migrate(
     batch_size: int = 1000,
     progress: Callable[[int, int], None] | None = None,
 ) -> MigrationReport:
-    """Copy every task (and run) from ``source`` to ``target``, keeping ids; verify the copy.
+    """Copy every task, run, schedule and limit from ``source`` to ``target``; verify the copy.
 
-    The target's schema is created if needed. Running it again is safe: rows are upserted
-    by id.
+    Ids are kept. The target's schema is created if needed. Running it again is safe: rows
+    are upserted by id (schedules by name, limits by scope).
 
     Args:
         source: The database to copy from (left unchanged).
@@ -257,7 +258,8 @@ def migrate(
     Raises:
         MigrationError: Source and target are the same database, a batch could not be
             written (for instance an idempotency key already used by another task in the
-            target), or the target did not read back as written.
+            target), a schedule or limit could not be written, or the target did not read
+            back as written.
         ConfigError: ``batch_size`` is out of range.
     """
     if not is_int(batch_size) or not 1 <= batch_size <= 100_000:
