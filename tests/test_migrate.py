@@ -201,36 +201,47 @@ def test_runs_are_copied_after_their_tasks_and_counted(
     seen: list[tuple[int, int]] = []
     report = migrate(sqlite_source, target, batch_size=3, progress=lambda d, t: seen.append((d, t)))
     assert report.verified
-    assert (report.tasks_copied, report.runs_copied, report.runs_interrupted) == (12, 4, 2)
-    assert report.leases_requeued == 2  # the queue's own running tasks; run tasks go dead
+    assert (report.tasks_copied, report.runs_copied, report.runs_active) == (12, 4, 2)
+    assert report.leases_requeued == 4  # every leased task, run tasks included
     assert seen[-1] == (16, 16)
     assert [done for done, _ in seen] == sorted(done for done, _ in seen)
     assert "and 4 runs" in report.summary()
-    assert "2 active runs interrupted" in report.summary()
+    assert "2 active runs left to recover" in report.summary()
 
+    # Every run arrives as it is; the tasks of the active ones are released like any other.
     copied = RunRegistry(queue=target)
-    for run_id in ("done", "broken"):
-        original, copy = source_runs.get_run(run_id), copied.get_run(run_id)
+    for original in source_runs.get_all_runs():
+        copy = copied.get_run(original.run_id)
         assert copy is not None
-        assert original is not None
         assert copy.to_dict() == original.to_dict()
     assert copied.get_run("done").parameters == {"n": 3, "tags": ["a", "ü"]}  # type: ignore[union-attr]
     for run_id in ("waiting", "busy"):
         run = copied.get_run(run_id)
         assert run is not None
-        assert run.status is RunStatus.INTERRUPTED
-        assert "migrated" in (run.error_message or "")
         task = QueueClient(target).get(run.task_id)  # type: ignore[arg-type]
-        assert task.status is TaskStatus.DEAD
         assert task.task_type == f"prismq.run:{run.module_id}"
+        assert (task.status, task.attempts, task.locked_by) == (TaskStatus.QUEUED, 0, None)
+    assert QueueClient(target).count_by_type()["prismq.run:ingest"] == {
+        "completed": 1,
+        "dead": 1,
+        "queued": 1,
+    }
+    # No manager holds the active runs on the target: recovery interrupts them as after a
+    # crash (tasks dead), then a manager takes the re-runnable ones.
+    assert sorted(copied.store.interrupt_orphans()) == ["busy", "waiting"]
+    assert copied.store.interrupt_orphans() == []
+    for run_id in ("waiting", "busy"):
+        run = copied.get_run(run_id)
+        assert run is not None
+        assert run.status is RunStatus.INTERRUPTED
+        assert "released to the queue" in (run.error_message or "")
+        task = QueueClient(target).get(run.task_id)  # type: ignore[arg-type]
+        assert (task.status, task.attempts, task.max_attempts) == (TaskStatus.DEAD, 1, 1)
+        assert task.last_error == run.error_message
     busy = copied.get_run("busy")
     assert busy is not None
     assert (busy.progress_percent, busy.items_processed, busy.items_total) == (40.0, 4, 10)
-    assert [r.run_id for r in copied.get_runs_by_module("ingest")] == [
-        r.run_id for r in source_runs.get_runs_by_module("ingest")
-    ]
     assert QueueClient(target).count_by_type()["prismq.run:ingest"] == {"completed": 1, "dead": 2}
-    # No manager holds the interrupted runs on the target: one takes the re-runnable ones.
     taken = copied.store.take_rerunnable(["ingest", "report"], "new-manager", clock() + 60)
     assert sorted(r["run_id"] for r in taken) == ["busy", "waiting"]
     for record in taken:
@@ -269,15 +280,15 @@ def test_runs_copy_back_to_sqlite(
     with QueueDatabase(tmp_path / "back.db", clock=clock) as back:
         report = migrate(source, back, batch_size=2)
         assert report.verified
-        assert (report.runs_copied, report.runs_interrupted) == (4, 2)
+        assert (report.runs_copied, report.runs_active) == (4, 2)
         copied = RunRegistry(queue=back)
         for original in registry.get_all_runs():
             copy = copied.get_run(original.run_id)
             assert copy is not None
+            assert copy.to_dict() == original.to_dict()
+            task = QueueClient(back).get(copy.task_id)  # type: ignore[arg-type]
             if original.status.is_active:
-                assert copy.status is RunStatus.INTERRUPTED
-            else:
-                assert copy.to_dict() == original.to_dict()
+                assert (task.status, task.locked_by) == (TaskStatus.QUEUED, None)
         assert back.integrity_check() == ["ok"]
         # A copy of the copy writes the same rows: the same checksum, tasks and runs.
         with QueueDatabase(tmp_path / "again.db", clock=clock) as again:

@@ -7,6 +7,8 @@ its own, dropped afterwards (see ``postgres_schema`` in conftest).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import multiprocessing
 import os
 import socket
@@ -21,7 +23,7 @@ import pytest
 
 psycopg = pytest.importorskip("psycopg", reason="the postgres extra (psycopg) is not installed")
 
-from prismq.queue import QueueClient, QueueDatabase, QueueWorker  # noqa: E402
+from prismq.queue import QueueClient, QueueDatabase, QueueWorker, Unique  # noqa: E402
 from prismq.queue.backends.base import TaskUpdate  # noqa: E402
 from prismq.queue.backends.postgres import SCHEMA_VERSION, PostgresBackend  # noqa: E402
 from prismq.queue.errors import (  # noqa: E402
@@ -443,6 +445,62 @@ def test_damaged_backup_is_refused_and_nothing_changes(pgdb: QueueDatabase, tmp_
         with pytest.raises(BackupError):
             pgdb.restore(bad)
     assert client.count_by_status()["queued"] == 2
+
+
+def test_dump_holds_limit_definitions_and_task_keys(pgdb: QueueDatabase, tmp_path: Path) -> None:
+    client = QueueClient(pgdb)
+    client.set_concurrency_limit(2, key="tenant-a")
+    client.set_rate_limit(3, 60.0, task_type="job")
+    keyed = client.enqueue(
+        "job", {"n": 1}, concurrency_key="tenant-a", unique=Unique(key="one", states="active")
+    )
+    assert QueueWorker(pgdb, worker_id="w").claim_next_task() is not None  # one claim recorded
+    path = pgdb.backup(tmp_path / "queue.jsonl")
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [r["limit"] for r in records if "limit" in r] == [
+        {"task_type": "", "concurrency_key": "tenant-a", "max_leased": 2, "max_starts": None, "period": None},
+        {"task_type": "job", "concurrency_key": "", "max_leased": None, "max_starts": 3, "period": 60.0},
+    ]
+    assert records[-1]["limits"] == 2
+    assert not any("flow_start" in line for line in path.read_text().splitlines())
+    client.remove_concurrency_limit(key="tenant-a")
+    pgdb.restore(path)
+    assert _task_keys(pgdb, keyed) == ("tenant-a", "key:one")
+    assert (
+        client.enqueue("job", {"n": 1}, unique=Unique(key="one", states="active")) == keyed
+    )  # its unique key came back
+    assert pgdb.backend.limit_usage(pgdb.now())[("", "tenant-a")] == (1, 0)
+    assert pgdb.backend.limit_usage(pgdb.now())[("job", "")] == (0, 1)  # kept: its claim record stays
+
+    # A changed limit count is refused; a dump of a release without limits or task keys restores.
+    tampered = tmp_path / "tampered.jsonl"
+    tampered.write_text(path.read_text().replace('"limits":2', '"limits":1'))
+    with pytest.raises(BackupError, match="damaged"):
+        pgdb.restore(tampered)
+    older = tmp_path / "older.jsonl"
+    digest = hashlib.sha256()
+    with open(older, "wb") as handle:
+        for record in records[:-1]:
+            if "limit" in record:
+                continue
+            if "task" in record:
+                record["task"] = {
+                    k: v for k, v in record["task"].items() if k not in ("concurrency_key", "unique_key")
+                }
+            line = (json.dumps(record, separators=(",", ":")) + "\n").encode()
+            digest.update(line)
+            handle.write(line)
+        end = {k: v for k, v in records[-1].items() if k != "limits"} | {"sha256": digest.hexdigest()}
+        handle.write((json.dumps(end) + "\n").encode())
+    pgdb.restore(older)
+    assert client.list_limits() == []
+    assert _task_keys(pgdb, keyed) == (None, None)
+
+
+def _task_keys(database: QueueDatabase, task_id: int) -> tuple[str | None, str | None]:
+    """A task's concurrency key and stored unique key (columns the Task model leaves out)."""
+    (row,) = database.backend.copy_read_between("tasks", task_id, task_id)
+    return row["concurrency_key"], row["unique_key"]
 
 
 # -- busy --------------------------------------------------------------------------------

@@ -47,7 +47,8 @@ def test_migrate_sqlite_to_postgres_and_back_keeps_ids_statuses_and_checksum(
     assert report["verified"] is True
     assert report["tasks_copied"] == len(before) == 26
     assert report["leases_requeued"] == 1
-    assert (report["runs_copied"], report["runs_interrupted"]) == (0, 0)  # no runs here
+    assert (report["runs_copied"], report["runs_active"]) == (0, 0)  # no runs here
+    assert report["limits_copied"] == 0
 
     with QueueDatabase(target) as pg:
         copied = {t.id: t.status for t in QueueClient(pg).list(limit=1000)}

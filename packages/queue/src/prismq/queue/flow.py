@@ -34,10 +34,13 @@ import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from .errors import ValidationError
 from .validation import is_int, is_number, validate_task_type
+
+if TYPE_CHECKING:
+    from .backends.base import Backend
 
 __all__ = [
     "MAX_CONCURRENCY_KEY_LENGTH",
@@ -51,6 +54,7 @@ __all__ = [
     "unique_key_for",
     "validate_concurrency_key",
     "validate_scope",
+    "write_limits",
 ]
 
 MAX_CONCURRENCY_KEY_LENGTH = 200
@@ -251,3 +255,40 @@ def unique_key_for(unique: Unique, task_type: str, payload_json: str) -> str:
     canonical = json.dumps(json.loads(payload_json), sort_keys=True, separators=(",", ":"))
     digest = hashlib.sha256(f"{task_type}\0{canonical}".encode()).hexdigest()
     return "args:" + digest
+
+
+def write_limits(backend: Backend, limits: Iterable[FlowLimit], *, replace: bool) -> int:
+    """Give a database the limit definitions ``limits`` (a backup's, another database's).
+
+    Only the definitions travel (scope, ``max_leased``, ``max_starts``, ``period``), and
+    only through the backend's own operations (``set_limit``, ``remove_limit``), so
+    whatever the database keeps beside a limit is set up by them for its own tasks. The
+    rate limits' record of recent claims is not carried: a rate limit written here counts
+    the claims this database recorded under it, if any.
+
+    Args:
+        backend: The database to write to (call it inside its transaction to make the
+            change atomic).
+        limits: The definitions, one per scope.
+        replace: True: remove every limit of a scope not in ``limits`` (a restore).
+            False: leave those as they are (an upsert by scope, as ``migrate`` does).
+
+    Returns:
+        The number of scopes written. Each gets exactly the given concurrency and rate
+        limit: a part it had and ``limits`` lacks is removed.
+    """
+    wanted = {(limit.task_type, limit.key): limit for limit in limits}
+    for old in backend.list_limits():
+        new = wanted.get((old.task_type, old.key))
+        if new is None and not replace:
+            continue
+        if old.max_leased is not None and (new is None or new.max_leased is None):
+            backend.remove_limit("concurrency", old.task_type, old.key)
+        if old.max_starts is not None and (new is None or new.max_starts is None):
+            backend.remove_limit("rate", old.task_type, old.key)
+    for (task_type, key), new in wanted.items():
+        if new.max_leased is not None:
+            backend.set_limit("concurrency", task_type, key, new.max_leased, None)
+        if new.max_starts is not None:
+            backend.set_limit("rate", task_type, key, new.max_starts, new.period)
+    return len(wanted)

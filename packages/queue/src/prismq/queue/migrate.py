@@ -12,17 +12,31 @@
 Every task is copied with its id, so ids that callers kept stay valid:
 
 - ready, delayed, dead, cancelled and completed tasks (with their results) as they are;
-- leased tasks (running when the copy was made) go back to ``queued`` with that attempt
-  not counted, as a release would; one whose cancellation was requested becomes
-  ``cancelled``. Their workers' leases do not survive the move.
+- every leased task (running when the copy was made) goes back to ``queued`` with that
+  attempt not counted, as a release would; one whose cancellation was requested becomes
+  ``cancelled``. Their workers' leases do not survive the move. The task of an active run
+  is no exception: its type is never looked at.
 
 The runs of :mod:`prismq.queue.integrations` (the ``runs`` table) follow their tasks, in
-task id order, upserted by run id. A run that was active (queued or running) goes over
-``interrupted``, its leased task ``dead``, as when its manager's lease runs out: no manager
-holds it on the target, and a manager there re-runs it if it is re-runnable.
+task id order, upserted by run id, as they are. A run that was active (queued or running)
+therefore arrives still active, with its task released: no manager holds it on the target.
+The first :class:`~prismq.queue.integrations.BackgroundTaskManager` that starts there
+recovers it as after a crash (``interrupt_orphans`` of the run store, the code that handles
+a manager whose lease ran out): the run becomes ``interrupted`` and its task ``dead`` (its
+task arrived ``cancelled`` if its cancellation was requested); then a manager that
+registered the run's module re-runs it under the same run id and task id if the run is
+``rerunnable``, and leaves it interrupted otherwise.
 
 Periodic schedules (the ``schedules`` table of :mod:`prismq.queue.schedules`) are copied
-last, with their state (paused, next and last run), upserted by name and read back.
+after the runs, with their state (paused, next and last run), upserted by name and read back.
+
+The flow-control limits (:mod:`prismq.queue.flow`) follow, upserted by scope (task type and
+key) and read back: each copied scope gets exactly the source's concurrency and rate limit,
+written through the target backend's own ``set_limit`` (and ``remove_limit`` for a part the
+source's scope lacks), so the target's bookkeeping for them starts from its own tasks.
+Limits of scopes the source does not have are left as they are. The rate limits' record of
+recent claims (``flow_starts``) is not copied: a rate limit starts on the target with no
+claims counted.
 
 The copy is an upsert by id in batches, so it is safe to run again: a second run brings
 the target up to date with the source. The target should be empty or an earlier copy of
@@ -45,18 +59,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .backends.common import TASK_COPY_COLUMNS
-from .backends.runstore import RUN_COLUMNS, RUN_TASK_PREFIX
+from .backends.runstore import ACTIVE, RUN_COLUMNS
 from .backends.schedulestore import ScheduleStore
 from .database import QueueDatabase
 from .errors import ConfigError, QueueError, StorageError
+from .flow import write_limits
 from .validation import is_int
 
 __all__ = ["MigrationError", "MigrationReport", "migrate"]
 
 COLUMNS = TASK_COPY_COLUMNS
 """Every column of ``tasks``, in the order rows are read and hashed."""
-
-_ACTIVE_RUN_STATUSES = ("queued", "running")
 
 
 class MigrationError(StorageError):
@@ -72,10 +85,13 @@ class MigrationReport:
         target: Where they went.
         tasks_copied: Tasks written to the target (all of the source's).
         by_status: Copied tasks per status, as written to the target.
-        leases_requeued: Leased tasks returned to the queue (or cancelled) on the way.
+        leases_requeued: Leased tasks returned to the queue (or cancelled) on the way, the
+            tasks of active runs among them.
         runs_copied: Runs (of ``prismq.queue.integrations``) written to the target.
-        runs_interrupted: Active runs that went over interrupted (their leased tasks dead).
+        runs_active: Copied runs that were active (queued or running): a manager on the
+            target recovers them as after a crash (re-run if re-runnable, else interrupted).
         schedules_copied: Periodic schedules written to the target.
+        limits_copied: Scopes whose flow-control limits were written to the target.
         checksum: SHA-256 over every copied row as written: tasks in id order, then runs
             in task id order.
         verified: True: every batch read back from the target matched.
@@ -88,8 +104,9 @@ class MigrationReport:
     by_status: dict[str, int] = field(default_factory=dict)
     leases_requeued: int = 0
     runs_copied: int = 0
-    runs_interrupted: int = 0
+    runs_active: int = 0
     schedules_copied: int = 0
+    limits_copied: int = 0
     checksum: str = ""
     verified: bool = False
     seconds: float = 0.0
@@ -99,9 +116,9 @@ class MigrationReport:
         counts = ", ".join(f"{status} {n}" for status, n in sorted(self.by_status.items()))
         return (
             f"copied {self.tasks_copied} tasks from {self.source} to {self.target} ({counts or 'none'}) "
-            f"and {self.runs_copied} runs and {self.schedules_copied} schedules; "
-            f"{self.leases_requeued} running tasks requeued, "
-            f"{self.runs_interrupted} active runs interrupted; sha256 {self.checksum[:16]}...; "
+            f"and {self.runs_copied} runs, {self.schedules_copied} schedules and "
+            f"{self.limits_copied} limits; {self.leases_requeued} running tasks requeued, "
+            f"{self.runs_active} active runs left to recover; sha256 {self.checksum[:16]}...; "
             f"{'verified' if self.verified else 'NOT verified'} in {self.seconds:.1f} s"
         )
 
@@ -149,32 +166,6 @@ def _requeue(row: dict[str, Any], now: float) -> dict[str, Any]:
     return out
 
 
-def _interrupt_task(row: dict[str, Any], now: float, reason: str) -> dict[str, Any]:
-    """A leased run task as it goes to the target: dead, as when its owner's lease expires."""
-    return {
-        **row,
-        "status": "dead",
-        "lease_until": None,
-        "locked_by": None,
-        "lease_token": None,
-        "last_error": reason,
-        "finished_at": now,
-        "updated_at": now,
-    }
-
-
-def _interrupt_run(row: dict[str, Any], now: float, reason: str) -> dict[str, Any]:
-    """An active run as it goes to the target: interrupted, owned by no manager."""
-    return {
-        **row,
-        "status": "interrupted",
-        "owner": None,
-        "error_message": reason,
-        "completed_at": now,
-        "updated_at": now,
-    }
-
-
 def _copy_schedules(source: QueueDatabase, target: QueueDatabase) -> int:
     """Copy every periodic schedule with its state; read each back. Returns the count."""
     reader, writer = source.backend.schedule_store(), target.backend.schedule_store()
@@ -195,6 +186,34 @@ def _copy_schedules(source: QueueDatabase, target: QueueDatabase) -> int:
                 f"schedule {record['name']!r} read back from {target.location} differs from the source"
             )
     return len(records)
+
+
+def _copy_limits(source: QueueDatabase, target: QueueDatabase) -> int:
+    """Copy every flow-control limit definition by scope; read them back. Returns the count.
+
+    Written through the target backend's ``set_limit``/``remove_limit``
+    (:func:`~prismq.queue.flow.write_limits`), in one transaction; ``flow_starts`` is not
+    copied.
+    """
+    try:
+        limits = source.backend.list_limits()
+    except StorageError:
+        return 0  # a schema from before flow control: no limits to copy
+    try:
+        with target.backend.transaction():
+            count = write_limits(target.backend, limits, replace=False)
+    except QueueError as exc:
+        raise MigrationError(
+            f"copying the flow-control limits to {target.location} failed: {exc}; every task, "
+            "run and schedule was copied, run the migration again once the cause is fixed"
+        ) from None
+    wanted = {(limit.task_type, limit.key): limit for limit in limits}
+    stored = {(limit.task_type, limit.key): limit for limit in target.backend.list_limits()}
+    if {scope: stored.get(scope) for scope in wanted} != wanted:
+        raise MigrationError(
+            f"the flow-control limits read back from {target.location} differ from the source"
+        )
+    return count
 
 
 def _has_schedules(store: ScheduleStore) -> bool:
@@ -221,10 +240,10 @@ def migrate(
     batch_size: int = 1000,
     progress: Callable[[int, int], None] | None = None,
 ) -> MigrationReport:
-    """Copy every task (and run) from ``source`` to ``target``, keeping ids; verify the copy.
+    """Copy every task, run, schedule and limit from ``source`` to ``target``; verify the copy.
 
-    The target's schema is created if needed. Running it again is safe: rows are upserted
-    by id.
+    Ids are kept. The target's schema is created if needed. Running it again is safe: rows
+    are upserted by id (schedules by name, limits by scope).
 
     Args:
         source: The database to copy from (left unchanged).
@@ -239,7 +258,8 @@ def migrate(
     Raises:
         MigrationError: Source and target are the same database, a batch could not be
             written (for instance an idempotency key already used by another task in the
-            target), or the target did not read back as written.
+            target), a schedule or limit could not be written, or the target did not read
+            back as written.
         ConfigError: ``batch_size`` is out of range.
     """
     if not is_int(batch_size) or not 1 <= batch_size <= 100_000:
@@ -252,10 +272,6 @@ def migrate(
     total = reader.count()
     total_runs = reader.count_runs()
     now = source.now()
-    reason = (
-        f"interrupted: the queue was migrated to {target.location} while the run was active; "
-        "no manager holds it there"
-    )
     digest_written, digest_read = hashlib.sha256(), hashlib.sha256()
     by_status: dict[str, int] = {}
     copied = requeued = 0
@@ -267,11 +283,8 @@ def migrate(
         outgoing = []
         for row in rows:
             if row["status"] == "leased":
-                if row["task_type"].startswith(RUN_TASK_PREFIX):
-                    row = _interrupt_task(row, now, reason)  # its run is interrupted below
-                else:
-                    row = _requeue(row, now)
-                    requeued += 1
+                row = _requeue(row, now)
+                requeued += 1
             outgoing.append(row)
             by_status[row["status"]] = by_status.get(row["status"], 0) + 1
             digest_written.update(_row_bytes(row))
@@ -296,18 +309,15 @@ def migrate(
         after = last
         if progress is not None:
             progress(copied, max(total, copied) + total_runs)
-    runs_copied = runs_interrupted = 0
+    runs_copied = runs_active = 0
     after = 0
     while True:
         rows = reader.runs_after(after, batch_size)
         if not rows:
             break
-        outgoing = []
-        for row in rows:
-            if row["status"] in _ACTIVE_RUN_STATUSES:
-                row = _interrupt_run(row, now, reason)
-                runs_interrupted += 1
-            outgoing.append(row)
+        outgoing = rows  # as they are: an active run is recovered on the target (see above)
+        for row in outgoing:
+            runs_active += row["status"] in ACTIVE
             digest_written.update(_row_bytes(row, RUN_COLUMNS))
         first, last = outgoing[0]["task_id"], outgoing[-1]["task_id"]
         try:
@@ -334,6 +344,7 @@ def migrate(
     if digest_written.hexdigest() != digest_read.hexdigest():  # pragma: no cover - caught per batch
         raise MigrationError("the checksum of the copy does not match the checksum of the source rows")
     schedules_copied = _copy_schedules(source, target)
+    limits_copied = _copy_limits(source, target)
     return MigrationReport(
         source=source.location,
         target=target.location,
@@ -341,8 +352,9 @@ def migrate(
         by_status=by_status,
         leases_requeued=requeued,
         runs_copied=runs_copied,
-        runs_interrupted=runs_interrupted,
+        runs_active=runs_active,
         schedules_copied=schedules_copied,
+        limits_copied=limits_copied,
         checksum=digest_written.hexdigest(),
         verified=True,
         seconds=time.monotonic() - started,

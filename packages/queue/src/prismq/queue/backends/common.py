@@ -70,10 +70,10 @@ TASK_COLUMNS = (
 )
 
 TASK_ROW_COLUMNS = (*(c.strip() for c in TASK_COLUMNS.split(",")), "updated_at")
-"""The columns of ``tasks`` a dump holds, in the order dumps read and write them."""
+"""The columns of ``tasks`` a task row maps (:func:`row_to_task`), then ``updated_at``."""
 
 TASK_COPY_COLUMNS = (*TASK_ROW_COLUMNS, "concurrency_key", "unique_key")
-"""Every column of ``tasks``, in the order copies between databases read and write them."""
+"""Every column of ``tasks``, in the order copies between databases and dumps read and write them."""
 
 # Per copied table: its columns in copy order, its boolean columns, and its transfer.sql
 # statements (count, read after a key, read a key range, upsert).

@@ -14,10 +14,14 @@ A run's task changes only through the backend's fenced task operations: it is in
 already leased (``Backend.insert_leased``, one attempt allowed, so a lease that runs out
 makes it dead, never queued), leased again under a fresh token for a takeover or a re-run
 (``Backend.lease_again``), and from then on renewed, updated and finished by its owning
-manager's ``QueueWorker``. The statements of ``runs.sql`` write ``runs`` rows only, and a
-queue worker claims a run task only if it names run task types (the claim's
-``ready_filter``). Records cross this interface as plain dicts with UTC epoch-second
-times; :mod:`prismq.queue.integrations.runs` turns them into ``Run`` objects.
+manager's ``QueueWorker``. A run whose task no live manager leases any more (the lease ran
+out, or the task was released to the queue, as ``prismq.queue.migrate`` releases every
+lease it copies) is interrupted by :meth:`SQLRunStore.interrupt_orphans`, its task made
+dead, and re-run by :meth:`SQLRunStore.take_rerunnable` if it is re-runnable. The
+statements of ``runs.sql`` write ``runs`` rows only, and a queue worker claims a run task
+only if it names run task types (the claim's ``ready_filter``). Records cross this
+interface as plain dicts with UTC epoch-second times; :mod:`prismq.queue.integrations.runs`
+turns them into ``Run`` objects.
 
 Each backend's store subclasses :class:`SQLRunStore` with its ``runs.sql`` queries and
 says how it binds a list and a flag and how it reports a duplicate run id.
@@ -36,6 +40,7 @@ from .base import Connections, NewTask, TaskUpdate
 
 __all__ = [
     "ACTIVE",
+    "RECOVERY_HOLDER",
     "RUN_COLUMNS",
     "RUN_TASK_PREFIX",
     "SQLRunStore",
@@ -68,6 +73,12 @@ RUN_COLUMNS = (
 
 RUN_TASK_PREFIX = "prismq.run:"
 """Task type prefix of run tasks; the module id follows it."""
+
+RECOVERY_HOLDER = "prismq.runs:recovery"
+"""Lease holder under which an interrupted run's released task is failed (see
+:meth:`SQLRunStore.interrupt_orphans`)."""
+RECOVERY_LEASE = 60.0
+"""Seconds of that lease; it ends in the same transaction."""
 
 ACTIVE = ("queued", "running")
 # The task status that mirrors each run status.
@@ -387,28 +398,63 @@ class SQLRunStore:
         return [row_to_record(r) for r in rows]
 
     def interrupt_orphans(self) -> list[str]:
-        """Mark interrupted every active run whose owner's lease ran out; return their ids."""
+        """Mark interrupted every active run that no live manager holds; return their ids.
+
+        A run is orphaned when no live owner leases its task: its manager stopped renewing
+        the lease (the process died) and the lease ran out, a queue worker reclaimed the
+        expired task, or the task was released to the queue (``prismq.queue.migrate``
+        releases every lease it copies, so an active run arrives on its target this way).
+        Every orphan ends alike: the run ``interrupted``, its task ``dead`` (or
+        ``cancelled`` when its cancellation was requested). A task whose lease ran out is
+        ended by the queue's own expiry (``reclaim_expired``: its one attempt is used); a
+        released task is leased by :data:`RECOVERY_HOLDER` and failed through the fenced
+        operations. Whether the run starts again is :meth:`take_rerunnable`'s decision,
+        by the run's ``rerunnable`` flag.
+        """
         now = self.now()
 
         def work(conn: Any) -> list[str]:
             found = conn.execute(self.queries["orphaned_runs"], {"now": now}).fetchall()
             out = []
-            for run_id, _task_id, owner, lease_until in found:
+            released = []
+            for run_id, task_id, owner, lease_until, task_status in found:
                 holder = f"manager {owner!r}" if owner else "no manager"
-                reason = (
-                    f"interrupted: {holder} stopped renewing the run's lease"
-                    + ("" if lease_until is None else f" (it expired at epoch {lease_until:.3f})")
-                    + "; its process ended before the run finished"
-                )
+                if task_status == TaskStatus.QUEUED.value:
+                    reason = (
+                        f"interrupted: the run's task was released to the queue while {holder} "
+                        "ran it (as migrate releases every lease it copies); no manager holds "
+                        "the run any more"
+                    )
+                else:
+                    reason = (
+                        f"interrupted: {holder} stopped renewing the run's lease"
+                        + ("" if lease_until is None else f" (it expired at epoch {lease_until:.3f})")
+                        + "; its process ended before the run finished"
+                    )
                 params = {"run_id": run_id, "reason": reason, "now": now}
                 if conn.execute(self.queries["interrupt_run"], params).rowcount:
                     out.append(run_id)
+                    if task_status == TaskStatus.QUEUED.value:
+                        released.append((task_id, reason))
+            for task_id, reason in released:
+                self._fail_released(task_id, reason, now)
             if out:
                 # Their tasks' leases ran out: the queue's own expiry makes them dead.
                 self.backend.reclaim_expired(now)
             return out
 
         return self.db.write(work)
+
+    def _fail_released(self, task_id: int, reason: str, now: float) -> None:
+        """End the released (queued) task of an interrupted run as ``dead``, as its expiry would.
+
+        Leased by :data:`RECOVERY_HOLDER` (its one attempt), then failed under that lease,
+        so the task moves only along the queue's legal transitions.
+        """
+        task = self.backend.lease_again(task_id, RECOVERY_HOLDER, now + RECOVERY_LEASE, now)
+        if task is not None:
+            update = TaskUpdate(task.id, RECOVERY_HOLDER, task.lease_token or "")
+            self.backend.finish_attempt(update, TaskStatus.DEAD, None, reason, None, True, now)
 
     def take_rerunnable(
         self, module_ids: Sequence[str], owner: str, lease_until: float

@@ -30,8 +30,10 @@ Dead owners
     task of every run it executes, renewed every ``lease_duration / 3`` seconds while it
     has runs. A manager that dies (SIGKILL, power loss) stops renewing; once the lease has
     expired, the next manager that starts, or any live manager at its next renewal, marks
-    the run ``interrupted``. A lease rather than a pid check: it works across machines,
-    containers and pid reuse, at the cost of waiting up to ``lease_duration``.
+    the run ``interrupted``. A run copied while active by :mod:`prismq.queue.migrate`
+    arrives with its task released and is recovered the same way, at once. A lease rather
+    than a pid check: it works across machines, containers and pid reuse, at the cost of
+    waiting up to ``lease_duration``.
 
 Re-runs
     ``register_module(module_id, factory)`` declares how to run a module again; every
@@ -359,8 +361,10 @@ class BackgroundTaskManager:
     async def start(self) -> None:
         """Recover, then keep leases alive. Idempotent; done on first use if not awaited.
 
-        Marks ``interrupted`` the runs whose manager died (its lease expired), re-runs the
-        re-runnable ones of registered modules, and starts the lease renewal.
+        Marks ``interrupted`` the runs no live manager holds (their manager died and its
+        lease expired, or their task was released, as ``migrate`` does with every lease it
+        copies), re-runs the re-runnable ones of registered modules, and starts the lease
+        renewal.
         """
         self._ensure_started()
         assert self._starting is not None
@@ -394,7 +398,11 @@ class BackgroundTaskManager:
     async def _recover(self) -> None:
         interrupted = await self._call(self._store.interrupt_orphans)
         for run_id in interrupted:
-            logger.warning("run %s was interrupted: its manager stopped renewing its lease", run_id)
+            logger.warning(
+                "run %s was interrupted: no live manager held its task (its manager stopped "
+                "renewing the lease, or the task was released, as migrate does)",
+                run_id,
+            )
         if self._modules:
             await self._rerun(list(self._modules))
 

@@ -36,8 +36,8 @@ Same tables, columns and meaning as the SQLite backend, so :class:`QueueClient` 
   checkpoints on its own and ``CHECKPOINT`` needs superuser); ``vacuum`` runs
   ``VACUUM (ANALYZE)``; ``integrity_check`` checks the schema version and that every
   expected table, index and trigger exists and is valid; ``backup``/``restore`` write and
-  read a checksummed JSON-lines dump of tasks, runs, schedules and workers (owner-only file). For a full
-  server backup use ``pg_dump``.
+  read a checksummed JSON-lines dump of tasks, runs, schedules, workers and flow-control
+  limit definitions (owner-only file). For a full server backup use ``pg_dump``.
 """
 
 from __future__ import annotations
@@ -56,10 +56,11 @@ from typing import Any, ClassVar
 import psycopg
 
 from ...errors import BackupError
+from ...flow import FlowLimit, write_limits
 from ...models import WorkerInfo
 from ...strategies import SchedulingStrategy
 from ..base import AsyncStore, NewTask, TaskUpdate, checkpoint_mode, chunked
-from ..common import TASK_COLUMNS, TASK_ROW_COLUMNS, SQLQueueBackend, write_backup
+from ..common import TASK_COLUMNS, TASK_COPY_COLUMNS, SQLQueueBackend, write_backup
 from ..runstore import RUN_COLUMNS
 from ..schedulestore import SCHEDULE_COLUMNS, ScheduleStore
 from ..serverclock import ServerClock
@@ -78,7 +79,7 @@ NOTIFY_CHANNEL = "prismq_queue"
 DUMP_FORMAT = "prismq-queue-dump"
 """The ``format`` field of the first line of a :meth:`PostgresBackend.backup` file."""
 
-DUMP_TASK_FIELDS = TASK_ROW_COLUMNS
+DUMP_TASK_FIELDS = TASK_COPY_COLUMNS
 DUMP_WORKER_FIELDS = (
     "worker_id",
     "hostname",
@@ -91,17 +92,21 @@ DUMP_WORKER_FIELDS = (
 DUMP_RUN_FIELDS = RUN_COLUMNS
 DUMP_PAUSED_FIELDS = ("task_type", "paused_at")
 DUMP_SCHEDULE_FIELDS = SCHEDULE_COLUMNS
+DUMP_LIMIT_FIELDS = ("task_type", "concurrency_key", "max_leased", "max_starts", "period")
+"""The definition of a flow-control limit: what a dump holds of a ``flow_limits`` row."""
 _DUMP_KINDS = {
     "task": ("dump_tasks", "restore_task", DUMP_TASK_FIELDS),
     "worker": ("dump_workers", "restore_worker", DUMP_WORKER_FIELDS),
     "run": ("dump_runs", "restore_run", DUMP_RUN_FIELDS),
     "paused": ("dump_paused", "restore_paused", DUMP_PAUSED_FIELDS),
     "schedule": ("dump_schedules", "restore_schedule", DUMP_SCHEDULE_FIELDS),
+    "limit": ("list_flow_limits", "", DUMP_LIMIT_FIELDS),  # restored by write_limits
 }
 """Row kinds of a dump, in file order (runs after their tasks): queries and fields."""
 _ALL_TASK_FIELDS = frozenset(DUMP_TASK_FIELDS)
-_OPTIONAL_TASK_FIELDS = frozenset({"trace_context"})
-"""Task fields a dump of an older schema lacks (restored as NULL)."""
+_OPTIONAL_TASK_FIELDS = frozenset({"trace_context", "concurrency_key", "unique_key"})
+"""Task fields a dump of an older schema or release lacks (restored as NULL)."""
+_MISSING_TASK_FIELDS = dict.fromkeys(_OPTIONAL_TASK_FIELDS)
 
 EXPECTED_TABLES = (
     "tasks",
@@ -500,13 +505,15 @@ class PostgresBackend(SQLQueueBackend):
         return self.db.read(work, snapshot=True) or ["ok"]
 
     def backup(self, destination: Path) -> Path:
-        """Write a checksummed JSON-lines dump of every task, worker, run and schedule.
+        """Write a checksummed JSON-lines dump of every task, worker, run, schedule and limit.
 
         Line 1 is a header (format, schema version, time); then one ``{"task": {...}}``,
-        ``{"worker": {...}}``, ``{"run": {...}}``, ``{"paused": {...}}`` or ``{"schedule": {...}}``
-        line per row (runs of :mod:`prismq.queue.integrations`, after the tasks they belong to;
-        then paused task types; periodic schedules of :mod:`prismq.queue.schedules` last), read in one
-        consistent snapshot; the last line
+        ``{"worker": {...}}``, ``{"run": {...}}``, ``{"paused": {...}}``, ``{"schedule": {...}}``
+        or ``{"limit": {...}}`` line per row (runs of :mod:`prismq.queue.integrations`, after
+        the tasks they belong to; then paused task types; periodic schedules of
+        :mod:`prismq.queue.schedules`; the definitions of the flow-control limits of
+        :mod:`prismq.queue.flow` last, not the rate limits' record of recent claims), read in
+        one consistent snapshot; the last line
         holds the row counts and the SHA-256 of every line before it. The file is written
         owner-only under a temporary name and renamed into place. This covers the queue's
         own tables; ``pg_dump`` is the tool for a full server backup.
@@ -529,6 +536,7 @@ class PostgresBackend(SQLQueueBackend):
         has_runs = conn.execute(Q["has_runs_table"]).fetchone()[0]  # type: ignore[index]
         has_schedules = conn.execute(Q["has_schedules_table"]).fetchone()[0]  # type: ignore[index]
         has_paused = conn.execute(Q["has_paused_table"]).fetchone()[0]  # type: ignore[index]
+        has_limits = conn.execute(Q["has_flow_limits_table"]).fetchone()[0]  # type: ignore[index]
 
         def emit(record: dict[str, Any]) -> None:
             line = (json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n").encode("utf-8")
@@ -543,6 +551,8 @@ class PostgresBackend(SQLQueueBackend):
                 continue  # a schema from before paused task types (version 2)
             if kind == "schedule" and not has_schedules:
                 continue  # a schema from before periodic schedules (version 3)
+            if kind == "limit" and not has_limits:
+                continue  # a schema from before flow control (version 5)
             with conn.cursor(name=f"prismq_dump_{kind}") as cur:
                 cur.itersize = _RESTORE_BATCH
                 cur.execute(Q[query])
@@ -556,16 +566,21 @@ class PostgresBackend(SQLQueueBackend):
             "runs": counts["run"],
             "paused_types": counts["paused"],
             "schedules": counts["schedule"],
+            "limits": counts["limit"],
             "sha256": digest.hexdigest(),
         }
         handle.write((json.dumps(end, separators=(",", ":")) + "\n").encode("utf-8"))
 
     def restore(self, source: Path) -> None:
-        """Replace every task, worker, run, paused type and schedule with a verified :meth:`backup` dump.
+        """Replace every task, worker, run, paused type, schedule and limit with a :meth:`backup` dump.
 
         The whole file is checked first (header, schema version, row shape, counts and
         checksum); a damaged or foreign file is refused and nothing changes. The swap is
         one transaction. Task ids never go backwards, so an id is never handed out twice.
+        The limits are written after the tasks, through :meth:`set_limit` and
+        :meth:`remove_limit` (:func:`~prismq.queue.flow.write_limits`); a limit the dump
+        does not hold is removed. The database's own record of recent claims under a rate
+        limit it keeps is left as it is (a dump does not hold one).
 
         Raises:
             BackupError: The dump is missing, damaged, foreign or too new.
@@ -579,10 +594,15 @@ class PostgresBackend(SQLQueueBackend):
             conn.execute(Q["delete_all_workers"])
             conn.execute(Q["delete_all_paused"])
             conn.execute(Q["delete_all_schedules"])
+            limits: list[FlowLimit] = []
             with conn.cursor() as cur:
                 for kind, rows in _dump_batches(source):
-                    cur.executemany(Q[_DUMP_KINDS[kind][1]], rows)
+                    if kind == "limit":
+                        limits += [FlowLimit(*(row[f] for f in DUMP_LIMIT_FIELDS)) for row in rows]
+                    else:
+                        cur.executemany(Q[_DUMP_KINDS[kind][1]], rows)
             conn.execute(Q["advance_task_ids"])
+            write_limits(self, limits, replace=True)
 
         self.db.write(work)
 
@@ -649,9 +669,11 @@ def verify_dump(source: Path) -> None:
                     counts["paused"] += 1
                 elif "schedule" in record and set(record["schedule"]) == set(DUMP_SCHEDULE_FIELDS):
                     counts["schedule"] += 1
+                elif "limit" in record and set(record["limit"]) == set(DUMP_LIMIT_FIELDS):
+                    counts["limit"] += 1
                 elif number > 1:
                     raise ValueError(
-                        f"line {number} is not a task, run, worker, paused task type or schedule"
+                        f"line {number} is not a task, run, worker, paused task type, schedule or limit"
                     )
                 digest.update(line)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -665,6 +687,7 @@ def verify_dump(source: Path) -> None:
         or end.get("runs", 0) != counts["run"]  # dumps from before runs have no count
         or end.get("paused_types", 0) != counts["paused"]  # nor dumps from before pausing
         or end.get("schedules", 0) != counts["schedule"]  # nor from before schedules
+        or end.get("limits", 0) != counts["limit"]  # nor from before flow control
     ):
         raise BackupError(f"{source} is damaged (checksum or row counts differ); nothing was restored")
 
@@ -685,7 +708,7 @@ def _dump_batches(source: Path) -> Iterator[tuple[str, list[dict[str, Any]]]]:
     with open(source, "rb") as handle:
         lines = (json.loads(line) for line in itertools.islice(handle, 1, None))
         records = (
-            (kind, {"trace_context": None, **rec[kind]} if kind == "task" else rec[kind])
+            (kind, {**_MISSING_TASK_FIELDS, **rec[kind]} if kind == "task" else rec[kind])
             for rec in lines
             for kind in _DUMP_KINDS
             if kind in rec

@@ -585,7 +585,7 @@ RETURNING id;
 SELECT id, task_type, payload, status, priority, attempts, max_attempts, retry_policy,
        run_after, lease_until, locked_by, lease_token, cancel_requested, progress,
        progress_message, result, last_error, last_traceback, idempotency_key, created_at,
-       started_at, finished_at, trace_context, updated_at
+       started_at, finished_at, trace_context, updated_at, concurrency_key, unique_key
 FROM tasks ORDER BY id;
 
 -- name: dump_workers
@@ -603,12 +603,13 @@ INSERT INTO tasks (id, task_type, payload, status, priority, attempts, max_attem
                    retry_policy, run_after, lease_until, locked_by, lease_token,
                    cancel_requested, progress, progress_message, result, last_error,
                    last_traceback, idempotency_key, created_at, started_at, finished_at,
-                   trace_context, updated_at)
+                   trace_context, updated_at, concurrency_key, unique_key)
 VALUES (%(id)s, %(task_type)s, %(payload)s, %(status)s, %(priority)s, %(attempts)s,
         %(max_attempts)s, %(retry_policy)s, %(run_after)s, %(lease_until)s, %(locked_by)s,
         %(lease_token)s, %(cancel_requested)s, %(progress)s, %(progress_message)s, %(result)s,
         %(last_error)s, %(last_traceback)s, %(idempotency_key)s, %(created_at)s,
-        %(started_at)s, %(finished_at)s, %(trace_context)s, %(updated_at)s);
+        %(started_at)s, %(finished_at)s, %(trace_context)s, %(updated_at)s,
+        %(concurrency_key)s, %(unique_key)s);
 
 -- Never hand out an id again, even one only the replaced content had used.
 -- name: advance_task_ids
@@ -761,6 +762,11 @@ DELETE FROM paused_task_types;
 
 -- name: restore_paused
 INSERT INTO paused_task_types (task_type, paused_at) VALUES (%(task_type)s, %(paused_at)s);
+-- Flow-control limits (prismq.queue.flow, migration 0006) in a dump: their definitions
+-- are read with list_flow_limits and restored through set_limit.
+-- name: has_flow_limits_table
+SELECT to_regclass('flow_limits') IS NOT NULL;
+
 -- Periodic schedules (prismq.queue.schedules, migration 0005) in a dump.
 -- name: has_schedules_table
 SELECT to_regclass('schedules') IS NOT NULL;

@@ -69,8 +69,9 @@ WHERE r.owner = %(owner)s AND r.status IN ('queued', 'running')
   AND t.status = 'leased' AND t.locked_by = %(owner)s;
 
 -- name: orphaned_runs
--- Active runs whose task no live owner leases: the lease ran out, or a worker reclaimed it.
-SELECT r.run_id, r.task_id, r.owner, t.lease_until
+-- Active runs whose task no live owner leases: the lease ran out, a worker reclaimed it,
+-- or it was released to the queue (prismq.queue.migrate releases every lease it copies).
+SELECT r.run_id, r.task_id, r.owner, t.lease_until, t.status
 FROM runs r JOIN tasks t ON t.id = r.task_id
 WHERE r.status IN ('queued', 'running')
   AND NOT (t.status = 'leased' AND t.lease_until >= %(now)s);
