@@ -364,6 +364,8 @@ def _postgres_indexes() -> list[tuple[str, str, str, bool, str | None]]:
         sql = re.sub(r"--[^\n]*", "", path.read_text(encoding="utf-8"))
         for dropped in re.findall(r"DROP\s+INDEX\s+(?:IF EXISTS\s+)?(\w+)", sql, re.I):
             found.pop(dropped, None)
+        for table in re.findall(r"DROP\s+TABLE\s+(?:IF EXISTS\s+)?(\w+)", sql, re.I):
+            found = {name: d for name, d in found.items() if d[1] != table}  # its indexes go with it
         for definition in _index_definitions(sql):
             found[definition[0]] = definition
     return sorted(found.values(), key=lambda d: (d[1] != "tasks", d[1], d[0]))
