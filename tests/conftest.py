@@ -8,7 +8,7 @@ drops it afterwards. When that server cannot be reached the PostgreSQL cases are
 with the reason, except under ``CI=true``, where they fail.
 
 Tests about SQLite itself (PRAGMAs, the file) build their database from ``db_path``, or
-carry ``@pytest.mark.sqlite_only`` to run only the SQLite case of these fixtures.
+carry ``@pytest.mark.sqlite_only`` (or ``postgres_only``) to run only that case of these fixtures.
 """
 
 from __future__ import annotations
@@ -35,13 +35,20 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "sqlite_only: run only the SQLite case of the backend-parametrised fixtures"
     )
+    config.addinivalue_line(
+        "markers", "postgres_only: run only the PostgreSQL case of the backend-parametrised fixtures"
+    )
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Parametrise ``backend_name`` (and so ``db``, ``clocked_db``, ...) over both backends."""
     if "backend_name" not in metafunc.fixturenames:
         return
-    names = ["sqlite"] if metafunc.definition.get_closest_marker("sqlite_only") else list(BACKEND_NAMES)
+    names = list(BACKEND_NAMES)
+    if metafunc.definition.get_closest_marker("sqlite_only"):
+        names = ["sqlite"]
+    elif metafunc.definition.get_closest_marker("postgres_only"):
+        names = ["postgresql"]
     params = [
         pytest.param(name, id=name, marks=[pytest.mark.postgres] if name == "postgresql" else [])
         for name in names

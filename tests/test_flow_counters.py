@@ -20,16 +20,22 @@ from prismq.queue.backends.sqlite.connection import MIGRATIONS, _split_statement
 from prismq.queue.flow import RATE_BUCKETS, rate_bucket_end
 
 RECOUNT = (
-    "SELECT l.task_type, l.concurrency_key, l.leased, (SELECT count(*) FROM tasks t "
+    "SELECT l.task_type, l.concurrency_key, l.leased{released}, (SELECT count(*) FROM tasks t "
     "WHERE t.status = 'leased' AND (l.task_type = '' OR t.task_type = l.task_type) "
     "AND (l.concurrency_key = '' OR t.concurrency_key = l.concurrency_key)) "
     "FROM flow_limits l ORDER BY 1, 2"
+)
+# PostgreSQL writes releases beside the counter (flow_released) until a claim folds them in.
+PENDING_RELEASES = (
+    " - coalesce((SELECT sum(r.released) FROM flow_released r "
+    "WHERE r.task_type = l.task_type AND r.concurrency_key = l.concurrency_key), 0)"
 )
 
 
 def counters(db: QueueDatabase) -> list[tuple[str, str, int, int]]:
     """Per limit: (type, key, its counter, the leased tasks of its scope counted now)."""
-    rows = db.backend.db.read(lambda conn: conn.execute(RECOUNT).fetchall())  # type: ignore[attr-defined]
+    sql = RECOUNT.format(released=PENDING_RELEASES if db.backend.name == "postgresql" else "")
+    rows = db.backend.db.read(lambda conn: conn.execute(sql).fetchall())  # type: ignore[attr-defined]
     return [(r[0], r[1], int(r[2]), int(r[3])) for r in rows]
 
 
@@ -255,3 +261,37 @@ def test_saturated_rate_limit_never_exceeds_and_admits_enough(make_db, clock) ->
     periods = 8
     floor = math.floor(periods * limit * RATE_BUCKETS / (RATE_BUCKETS + 1)) - limit
     assert len(claimed_at) >= floor
+
+
+@pytest.mark.postgres_only  # the optimistic claim is PostgreSQL's; SQLite's claim runs alone
+def test_postgresql_claim_that_went_over_is_undone_and_made_again_under_the_lock(
+    db: QueueDatabase, client: QueueClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prismq.queue.flow import ClaimGate
+
+    client.set_concurrency_limit(3, task_type="email")
+    client.set_rate_limit(50, 60.0, task_type="email")
+    for _ in range(10):
+        client.enqueue("email")
+    worker = QueueWorker(db, worker_id="w")
+    assert len(worker.claim_batch(2)) == 2
+    # As if other claims took the room between this claim's unlocked read and its claim:
+    # the read says 5 places are left, the counters say 1.
+    real_gate = type(db.backend)._claim_gate
+    calls: list[int] = []
+
+    def stale_first(self, conn, task_types, count, now):  # type: ignore[no-untyped-def]
+        calls.append(count)
+        gate = real_gate(self, conn, task_types, count, now)
+        if len(calls) == 1 and gate is not None:
+            return ClaimGate(5, (), gate.rated)
+        return gate
+
+    monkeypatch.setattr(type(db.backend), "_claim_gate", stale_first)
+    again = worker.claim_batch(10)
+    assert len(calls) == 2  # the optimistic attempt, then the one under the lock
+    assert len(again) == 1  # the one place there was, not five
+    assert assert_exact(db) == [3]
+    # The undone attempt left no start behind: 2 + 1 claims recorded, not 2 + 5 + 1.
+    assert client.limit_usage()[("email", "")] == (3, 3)
+    worker.close()

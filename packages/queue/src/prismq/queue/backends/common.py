@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import secrets
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -558,12 +559,7 @@ class SQLQueueBackend:
             "explicit": self._flag(task_types is not None),
         }
 
-        wanted = None if task_types is None else self._array(list(dict.fromkeys(task_types)))
-
         def work(conn: Any) -> tuple[list[bool], list[Any]]:
-            # Limits are locked before the outcomes are written: the outcomes' counter
-            # updates then take the locks this transaction already holds, in one order.
-            may_be_limited = self._lock_flow_limits(conn, wanted)
             done, go_on = settle(conn)
             if not go_on:
                 return done, []
@@ -572,17 +568,7 @@ class SQLQueueBackend:
             types = self._unpaused(conn, task_types)
             if types is not None and not types:
                 return done, []
-            gate = self._claim_gate(conn, types, count, now) if may_be_limited else None
-            if gate is None:
-                return done, self._claim_rows(conn, types, strategy, params)
-            if gate.count == 0:
-                return done, []
-            limited = {**params, "count": gate.count, **self._blocked_params(gate.blocked)}
-            rows = self._claim_rows(conn, types, strategy, limited)
-            claimed_types = {row[1] for row in rows}
-            if any(limit.task_type in ("", *claimed_types) for limit in gate.rated):
-                self._record_starts(conn, gate, [row[0] for row in rows], now)
-            return done, rows
+            return done, self._claim_under_limits(conn, types, strategy, params, now)
 
         # Rows become Task objects after the commit: the write lock is held for SQL only.
         done, rows = self.db.write(work)
@@ -602,19 +588,49 @@ class SQLQueueBackend:
         """Bind the scopes a claim must skip for the ready filter."""
         return {"blocked": json.dumps([list(scope) for scope in blocked]) if blocked else None}
 
-    def _rated_params(self, rated: Sequence[tuple[str, str, float]]) -> dict[str, Any]:
-        """Bind the rate-limited scopes a claim counts into, each ``(type, key, bucket end)``."""
+    def _rated_params(self, rated: Sequence[tuple[Any, ...]]) -> dict[str, Any]:
+        """Bind the rate-limited scopes a claim counts into.
+
+        Each is ``(type, key, bucket end)``, or ``(type, key, bucket end, claims)``.
+        """
         return {"rated": json.dumps(rated)}
 
-    def _lock_flow_limits(self, conn: Any, wanted: Any) -> bool:
-        """Whether a limit may apply to a claim of ``wanted`` types (None: every type).
+    def _claim_under_limits(
+        self,
+        conn: Any,
+        task_types: Sequence[str] | None,
+        strategy: SchedulingStrategy,
+        params: dict[str, Any],
+        now: float,
+    ) -> list[Any]:
+        """Claim within the limits that apply (the plain claim when none does).
 
-        PostgreSQL locks those limit rows here, in one order (``lock_flow_limits``), so
-        claims under one limit take turns; SQLite's write lock already serialises them,
-        and its claim reads the limits once, in :meth:`_claim_gate`.
+        The limits are read with their counters in the claim's write transaction, which
+        on SQLite runs alone: the room read is the room there is.
         """
-        sql = self.queries.get("lock_flow_limits")
-        return sql is None or bool(conn.execute(sql, {"task_types": wanted}).fetchall())
+        gate = self._claim_gate(conn, task_types, params["count"], now)
+        if gate is None:
+            return self._claim_rows(conn, task_types, strategy, params)
+        return self._claim_within(conn, gate, task_types, strategy, params, now)
+
+    def _claim_within(
+        self,
+        conn: Any,
+        gate: ClaimGate,
+        task_types: Sequence[str] | None,
+        strategy: SchedulingStrategy,
+        params: dict[str, Any],
+        now: float,
+    ) -> list[Any]:
+        """Lease at most ``gate.count`` tasks outside the blocked scopes; record their starts."""
+        if gate.count == 0:
+            return []
+        limited = {**params, "count": gate.count, **self._blocked_params(gate.blocked)}
+        rows = self._claim_rows(conn, task_types, strategy, limited)
+        claimed_types = {row[1] for row in rows}
+        if any(limit.task_type in ("", *claimed_types) for limit in gate.rated):
+            self._record_starts(conn, gate, rows, now)
+        return rows
 
     def _claim_gate(
         self, conn: Any, task_types: Sequence[str] | None, count: int, now: float
@@ -627,15 +643,26 @@ class SQLQueueBackend:
             return None
         return plan_claim([FlowLimit(*r[:5]) for r in rows], [(r[0], r[1], r[5], r[6]) for r in rows], count)
 
-    def _record_starts(self, conn: Any, gate: ClaimGate, ids: list[int], now: float) -> None:
-        """Count the claimed tasks into the bucket of each rate limit covering them.
+    def _record_starts(self, conn: Any, gate: ClaimGate, rows: Sequence[Any], now: float) -> None:
+        """Count the claimed tasks (``rows``) into the bucket of each rate limit covering them.
 
-        The buckets no claim counts any more are forgotten.
+        Rate limits of whole task types are counted from the rows' types; one with a key
+        is counted in SQL, which reads the claimed tasks' keys. The buckets no claim
+        counts any more are forgotten.
         """
-        rated = [
-            (limit.task_type, limit.key, rate_bucket_end(now, limit.period or 1.0)) for limit in gate.rated
-        ]
-        conn.execute(self.queries["add_flow_starts"], {**self._rated_params(rated), "ids": self._array(ids)})
+        ends = {limit: rate_bucket_end(now, limit.period or 1.0) for limit in gate.rated}
+        if all(limit.key == "" for limit in gate.rated):
+            by_type = Counter(row[1] for row in rows)
+            counted = [
+                (limit.task_type, "", ends[limit], by_type[limit.task_type] if limit.task_type else len(rows))
+                for limit in gate.rated
+            ]
+            counted = [scope for scope in counted if scope[3]]
+            conn.execute(self.queries["add_flow_starts_counted"], self._rated_params(counted))
+        else:
+            rated = [(limit.task_type, limit.key, ends[limit]) for limit in gate.rated]
+            ids = self._array([row[0] for row in rows])
+            conn.execute(self.queries["add_flow_starts"], {**self._rated_params(rated), "ids": ids})
         for limit in gate.rated:  # buckets older than a period (and the margin) no longer count
             before = now - (limit.period or 0.0) - START_KEPT_EXTRA
             scope = {"task_type": limit.task_type, "key": limit.key, "before": before}

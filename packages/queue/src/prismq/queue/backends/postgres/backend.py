@@ -217,15 +217,60 @@ class PostgresBackend(SQLQueueBackend):
             return dict(self._unblocked)
         return {"blocked_types": [t for t, _ in blocked], "blocked_keys": [k for _, k in blocked]}
 
-    def _rated_params(self, rated: Sequence[tuple[str, str, float]]) -> dict[str, Any]:
+    def _rated_params(self, rated: Sequence[tuple[Any, ...]]) -> dict[str, Any]:
         return {
             "rated_types": [scope[0] for scope in rated],
             "rated_keys": [scope[1] for scope in rated],
             "rated_ends": [scope[2] for scope in rated],
+            "rated_counts": [scope[3] if len(scope) > 3 else 0 for scope in rated],
         }
 
     def _prepare_limit_change(self, conn: Any) -> None:
         conn.execute(Q["lock_tasks_for_limit"])
+
+    def _claim_under_limits(
+        self,
+        conn: Any,
+        task_types: Sequence[str] | None,
+        strategy: SchedulingStrategy,
+        params: dict[str, Any],
+        now: float,
+    ) -> list[Any]:
+        """Claim optimistically under the limits; take their locks only when it went over.
+
+        The limits are read without a lock and the claim made within the room they show,
+        inside a savepoint. Its counter updates (``prismq_tasks_changed``) lock the rows of
+        the limits covering what it leased, so reading them again is exact: under every
+        limit, nothing went over, and the claim stands; claims under one limit wait for
+        each other only from their counter update to their commit. When one went over (a
+        concurrent claim took the room meanwhile), the attempt is undone and the claim
+        made again with the limit rows locked first, in one order.
+        """
+        count = int(params["count"])
+        gate = self._claim_gate(conn, task_types, count, now)
+        if gate is None:
+            return self._claim_rows(conn, task_types, strategy, params)
+        if gate.count == 0:
+            return []
+        conn.execute(Q["flow_claim_savepoint"])
+        rows = self._claim_within(conn, gate, task_types, strategy, params, now)
+        if not rows or not self._limits_exceeded(conn, task_types, now):
+            conn.execute(Q["flow_claim_kept"])
+            return rows
+        conn.execute(Q["flow_claim_undone"])
+        wanted = None if task_types is None else list(dict.fromkeys(task_types))
+        conn.execute(Q["lock_flow_limits"], {"task_types": wanted})
+        return super()._claim_under_limits(conn, task_types, strategy, params, now)
+
+    def _limits_exceeded(self, conn: Any, task_types: Sequence[str] | None, now: float) -> bool:
+        """Whether any limit a claim of ``task_types`` is under holds more than it allows."""
+        wanted = None if task_types is None else list(dict.fromkeys(task_types))
+        rows = conn.execute(Q["flow_limits_for_claim"], {"task_types": wanted, "now": now}).fetchall()
+        return any(
+            (most_leased is not None and leased > most_leased)
+            or (most_starts is not None and started > most_starts)
+            for _type, _key, most_leased, most_starts, _period, leased, started in rows
+        )
 
     def _array(self, values: list[Any]) -> list[Any]:
         return values

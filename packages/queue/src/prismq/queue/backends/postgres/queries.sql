@@ -477,20 +477,21 @@ ANALYZE tasks, workers, runs, schedules;
 -- ---------------------------------------------------------------------------------------
 
 -- The limits a claim of :task_types (NULL for every type) is under, locked in one order:
--- claims under one limit take turns. Taken before the claim's transaction writes any
--- outcome, so the counter updates of those outcomes (prismq_tasks_changed) find the rows
--- already locked: every transaction takes its limit rows in this one order.
+-- the claim that found a limit exceeded after its optimistic attempt (see
+-- PostgresBackend._claim_under_limits) takes them before it claims again.
 -- name: lock_flow_limits
 SELECT 1 FROM flow_limits
 WHERE %(task_types)s::text[] IS NULL OR task_type = '' OR task_type = ANY (%(task_types)s::text[])
 ORDER BY task_type, concurrency_key
 FOR UPDATE;
 
--- Each limit with the tasks of its scope leased now (its counter) and its claims within
--- the rate period (the buckets that reach into it).
+-- Each limit with the tasks of its scope leased now (its counter, less the releases not
+-- yet folded into it) and its claims within the rate period (the buckets that reach into it).
 -- name: flow_limits_for_claim
 SELECT l.task_type, l.concurrency_key, l.max_leased, l.max_starts, l.period,
-       CASE WHEN l.max_leased IS NULL THEN 0 ELSE l.leased END,
+       CASE WHEN l.max_leased IS NULL THEN 0 ELSE l.leased - coalesce((
+           SELECT sum(r.released) FROM flow_released r
+           WHERE r.task_type = l.task_type AND r.concurrency_key = l.concurrency_key), 0) END,
        CASE WHEN l.max_starts IS NULL THEN 0 ELSE (
            SELECT coalesce(sum(s.starts), 0) FROM flow_starts s
            WHERE s.task_type = l.task_type AND s.concurrency_key = l.concurrency_key
@@ -515,19 +516,41 @@ WHERE t.id = ANY (%(ids)s::bigint[])
 GROUP BY 1, 2, 3
 ON CONFLICT (task_type, concurrency_key, bucket_end) DO UPDATE SET starts = flow_starts.starts + excluded.starts;
 
+-- Claims counted by the caller into the bucket of each rate limit (rated_counts, one per
+-- scope): the rate limits of whole task types, counted from the claimed rows' types.
+-- name: add_flow_starts_counted
+INSERT INTO flow_starts (task_type, concurrency_key, bucket_end, starts)
+SELECT * FROM unnest(%(rated_types)s::text[], %(rated_keys)s::text[], %(rated_ends)s::float8[],
+                     %(rated_counts)s::integer[])
+ON CONFLICT (task_type, concurrency_key, bucket_end) DO UPDATE SET starts = flow_starts.starts + excluded.starts;
+
 -- Writers of tasks wait while a limit is set, and a limit set waits for them: its counter
 -- is set from committed leases only, and every later change of a task counts into it.
 -- name: lock_tasks_for_limit
 LOCK TABLE tasks IN SHARE ROW EXCLUSIVE MODE;
 
--- A limit's counter set from the tasks of its scope leased now (when the limit is set).
+-- A limit's counter set from the tasks of its scope leased now (when the limit is set),
+-- its releases not yet folded dropped (the count holds them).
 -- name: recount_flow_limit
+WITH dropped AS (
+    DELETE FROM flow_released WHERE task_type = %(task_type)s AND concurrency_key = %(key)s
+)
 UPDATE flow_limits l SET leased = (
     SELECT count(*) FROM tasks t
     WHERE t.status = 'leased'
       AND (l.task_type = '' OR t.task_type = l.task_type)
       AND (l.concurrency_key = '' OR t.concurrency_key = l.concurrency_key))
 WHERE l.task_type = %(task_type)s AND l.concurrency_key = %(key)s;
+
+-- An optimistic claim under limits runs inside this savepoint, undone when it went over.
+-- name: flow_claim_savepoint
+SAVEPOINT prismq_flow_claim;
+
+-- name: flow_claim_kept
+RELEASE SAVEPOINT prismq_flow_claim;
+
+-- name: flow_claim_undone
+ROLLBACK TO SAVEPOINT prismq_flow_claim;
 
 -- name: set_concurrency_limit
 INSERT INTO flow_limits (task_type, concurrency_key, max_leased) VALUES (%(task_type)s, %(key)s, %(limit)s)

@@ -295,6 +295,15 @@ WHERE t.id IN (SELECT value FROM json_each(:ids))
 GROUP BY 1, 2, 3
 ON CONFLICT (task_type, concurrency_key, bucket_end) DO UPDATE SET starts = starts + excluded.starts;
 
+-- Claims counted by the caller into the bucket of each rate limit (:rated, a JSON array of
+-- [task type, key, bucket end, claims]): the rate limits of whole task types.
+-- name: add_flow_starts_counted
+INSERT INTO flow_starts (task_type, concurrency_key, bucket_end, starts)
+SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
+       json_extract(value, '$[3]')
+FROM json_each(:rated) WHERE true
+ON CONFLICT (task_type, concurrency_key, bucket_end) DO UPDATE SET starts = starts + excluded.starts;
+
 -- A limit's counter set from the tasks of its scope leased now (when the limit is set).
 -- name: recount_flow_limit
 UPDATE flow_limits SET leased = (

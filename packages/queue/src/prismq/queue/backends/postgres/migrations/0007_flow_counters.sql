@@ -5,8 +5,11 @@
 --
 -- The counters are kept by the statement trigger that already runs on every change of
 -- tasks (prismq_tasks_changed): once per statement, from its transition tables, and only
--- when a limit exists. It updates the counters in key order, the order claims lock them.
--- tasks is locked against writes while the counters are first set, so none is missed.
+-- when a limit exists. Tasks that become leased are added to the counter, in key order
+-- (the order claims lock the limit rows); tasks that stop being leased are written to
+-- flow_released instead, which takes no lock, so outcomes never wait for a claim. The
+-- next claim under the limit folds them into the counter; until then readers subtract
+-- them. tasks is locked against writes while the counters are first set.
 
 LOCK TABLE tasks IN SHARE ROW EXCLUSIVE MODE;
 
@@ -17,6 +20,14 @@ UPDATE flow_limits l SET leased = (
     WHERE t.status = 'leased'
       AND (l.task_type = '' OR t.task_type = l.task_type)
       AND (l.concurrency_key = '' OR t.concurrency_key = l.concurrency_key));
+
+CREATE TABLE flow_released (
+    task_type       text    NOT NULL,
+    concurrency_key text    NOT NULL,
+    released        integer NOT NULL CHECK (released >= 1)
+);
+
+CREATE INDEX idx_flow_released ON flow_released (task_type, concurrency_key);
 
 CREATE TABLE flow_starts_buckets (
     task_type       text             NOT NULL,
@@ -45,7 +56,9 @@ LANGUAGE plpgsql
 SET search_path FROM CURRENT
 AS $$
 DECLARE
-    change record;
+    scope_types text[];
+    scope_keys  text[];
+    deltas      integer[];
 BEGIN
     IF TG_OP = 'DELETE' THEN
         IF NOT EXISTS (SELECT 1 FROM old_rows) THEN
@@ -67,47 +80,70 @@ BEGIN
             PERFORM pg_notify('prismq_queue', current_schema());
         END IF;
     END IF;
-    -- Flow-limit counters: +1 per task of a limit's scope that became leased, -1 per one
-    -- that stopped being leased; a task leased before and after counts 0.
+    -- Flow-limit counters: per limit, +n for the tasks of its scope that became leased
+    -- (added to the counter, which locks the limit row, in key order), -n for those that
+    -- stopped being leased (written to flow_released: no lock). A task leased before and
+    -- after counts 0. An increment folds the limit's released rows into its counter.
     IF NOT EXISTS (SELECT 1 FROM flow_limits) THEN
         RETURN NULL;
     END IF;
     IF TG_OP = 'INSERT' THEN
-        FOR change IN
-            SELECT l.task_type, l.concurrency_key, count(*) AS delta
-            FROM new_rows n JOIN flow_limits l
-              ON l.task_type IN ('', n.task_type) AND l.concurrency_key IN ('', coalesce(n.concurrency_key, ''))
-            WHERE n.status = 'leased'
-            GROUP BY 1, 2 ORDER BY 1, 2
-        LOOP
-            UPDATE flow_limits SET leased = leased + change.delta
-            WHERE task_type = change.task_type AND concurrency_key = change.concurrency_key;
-        END LOOP;
-    ELSIF TG_OP = 'DELETE' THEN
-        FOR change IN
-            SELECT l.task_type, l.concurrency_key, count(*) AS delta
-            FROM old_rows o JOIN flow_limits l
-              ON l.task_type IN ('', o.task_type) AND l.concurrency_key IN ('', coalesce(o.concurrency_key, ''))
-            WHERE o.status = 'leased'
-            GROUP BY 1, 2 ORDER BY 1, 2
-        LOOP
-            UPDATE flow_limits SET leased = leased - change.delta
-            WHERE task_type = change.task_type AND concurrency_key = change.concurrency_key;
-        END LOOP;
-    ELSE
-        FOR change IN
-            SELECT l.task_type, l.concurrency_key, sum(m.delta) AS delta
-            FROM (SELECT task_type, concurrency_key, -1 AS delta FROM old_rows WHERE status = 'leased'
-                  UNION ALL
-                  SELECT task_type, concurrency_key, 1 FROM new_rows WHERE status = 'leased') m
+        SELECT array_agg(c.task_type ORDER BY c.task_type, c.concurrency_key),
+               array_agg(c.concurrency_key ORDER BY c.task_type, c.concurrency_key),
+               array_agg(c.delta ORDER BY c.task_type, c.concurrency_key)
+        INTO scope_types, scope_keys, deltas
+        FROM (
+            SELECT l.task_type, l.concurrency_key, sum(m.delta)::integer AS delta
+            FROM (SELECT task_type, concurrency_key, 1 AS delta FROM new_rows WHERE status = 'leased') m
             JOIN flow_limits l
-              ON l.task_type IN ('', m.task_type) AND l.concurrency_key IN ('', coalesce(m.concurrency_key, ''))
-            GROUP BY 1, 2 HAVING sum(m.delta) <> 0 ORDER BY 1, 2
-        LOOP
-            UPDATE flow_limits SET leased = leased + change.delta
-            WHERE task_type = change.task_type AND concurrency_key = change.concurrency_key;
-        END LOOP;
+              ON l.task_type IN ('', m.task_type)
+             AND l.concurrency_key IN ('', coalesce(m.concurrency_key, ''))
+            GROUP BY 1, 2 HAVING sum(m.delta) <> 0
+        ) c;
+    ELSIF TG_OP = 'DELETE' THEN
+        SELECT array_agg(c.task_type ORDER BY c.task_type, c.concurrency_key),
+               array_agg(c.concurrency_key ORDER BY c.task_type, c.concurrency_key),
+               array_agg(c.delta ORDER BY c.task_type, c.concurrency_key)
+        INTO scope_types, scope_keys, deltas
+        FROM (
+            SELECT l.task_type, l.concurrency_key, sum(m.delta)::integer AS delta
+            FROM (SELECT task_type, concurrency_key, -1 AS delta FROM old_rows WHERE status = 'leased') m
+            JOIN flow_limits l
+              ON l.task_type IN ('', m.task_type)
+             AND l.concurrency_key IN ('', coalesce(m.concurrency_key, ''))
+            GROUP BY 1, 2 HAVING sum(m.delta) <> 0
+        ) c;
+    ELSE
+        SELECT array_agg(c.task_type ORDER BY c.task_type, c.concurrency_key),
+               array_agg(c.concurrency_key ORDER BY c.task_type, c.concurrency_key),
+               array_agg(c.delta ORDER BY c.task_type, c.concurrency_key)
+        INTO scope_types, scope_keys, deltas
+        FROM (
+            SELECT l.task_type, l.concurrency_key, sum(m.delta)::integer AS delta
+            FROM (SELECT task_type, concurrency_key, 1 AS delta FROM new_rows WHERE status = 'leased'
+                  UNION ALL
+                  SELECT task_type, concurrency_key, -1 AS delta FROM old_rows WHERE status = 'leased') m
+            JOIN flow_limits l
+              ON l.task_type IN ('', m.task_type)
+             AND l.concurrency_key IN ('', coalesce(m.concurrency_key, ''))
+            GROUP BY 1, 2 HAVING sum(m.delta) <> 0
+        ) c;
     END IF;
+    FOR i IN 1 .. coalesce(array_length(deltas, 1), 0) LOOP
+        IF deltas[i] > 0 THEN
+            WITH folded AS (
+                DELETE FROM flow_released r
+                WHERE r.task_type = scope_types[i] AND r.concurrency_key = scope_keys[i]
+                RETURNING r.released
+            )
+            UPDATE flow_limits
+            SET leased = leased + deltas[i] - (SELECT coalesce(sum(released), 0) FROM folded)
+            WHERE task_type = scope_types[i] AND concurrency_key = scope_keys[i];
+        ELSE
+            INSERT INTO flow_released (task_type, concurrency_key, released)
+            VALUES (scope_types[i], scope_keys[i], -deltas[i]);
+        END IF;
+    END LOOP;
     RETURN NULL;
 END
 $$;
