@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fakes import sqlite_file_at_version
 
 from prismq.queue import (
     ConfigError,
@@ -563,15 +564,8 @@ def test_opening_the_file_again_keeps_other_processes_off_the_live_wal(
 
 
 def test_version_2_database_upgrades_to_the_current_schema(db_path: Path) -> None:
-    from prismq.queue.backends.sqlite.connection import APPLICATION_ID, MIGRATIONS, _split_statements
-
     # A file as version 2 wrote it: one queued task, one whose lease expired, one finished.
-    raw = sqlite3.connect(db_path)
-    for _number, _name, sql in MIGRATIONS[:2]:
-        for statement in _split_statements(sql):
-            raw.execute(statement)
-    raw.execute("PRAGMA user_version = 2")
-    raw.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    raw = sqlite_file_at_version(db_path, 2)
     long_ago = time.time() - 86_400
     insert = (
         "INSERT INTO tasks (task_type, payload, status, attempts, run_after, lease_until, locked_by, "

@@ -10,13 +10,12 @@ limit in any window, and no fewer than ``N * B / (B + 1)`` per period when satur
 from __future__ import annotations
 
 import math
-import sqlite3
 
 import pytest
+from fakes import sqlite_file_at_version
 
 from prismq.queue import Ack, FIFOStrategy, QueueClient, QueueDatabase, QueueWorker
 from prismq.queue.backends.sqlite.backend import FLOW_TRIGGERS
-from prismq.queue.backends.sqlite.connection import MIGRATIONS, _split_statements
 from prismq.queue.flow import RATE_BUCKETS, rate_bucket_end
 
 RECOUNT = (
@@ -173,14 +172,7 @@ def test_sqlite_missing_triggers_are_restored_with_exact_counters(sqlite_db: Que
 
 
 def test_sqlite_upgrade_from_version_7_counts_and_buckets(db_path) -> None:
-    from prismq.queue.backends.sqlite.connection import APPLICATION_ID
-
-    raw = sqlite3.connect(db_path)
-    for _number, _name, sql in MIGRATIONS[:7]:
-        for statement in _split_statements(sql):
-            raw.execute(statement)
-    raw.execute("PRAGMA user_version = 7")
-    raw.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    raw = sqlite_file_at_version(db_path, 7)
     now = 1_000_000.0
     insert = (
         "INSERT INTO tasks (task_type, payload, status, run_after, lease_until, locked_by, lease_token, "

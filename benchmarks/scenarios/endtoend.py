@@ -285,6 +285,14 @@ def _bin(name: str) -> str:
     return str(Path(sys.executable).with_name(name))
 
 
+def fresh_sqlite_file(path: Path) -> dict[str, str]:
+    """Delete the SQLite queue file at ``path`` with its WAL files; the env that names it."""
+    for suffix in ("", "-wal", "-shm"):
+        with suppress(FileNotFoundError):
+            Path(f"{path}{suffix}").unlink()
+    return {"PRISMQ_E2E_DB": str(path)}
+
+
 def prismq_worker_command(db: str, processes: int, concurrency: int) -> list[str]:
     """``prismq-queue worker --burst`` on ``db`` with the handlers of ``e2e/prismq_app.py``."""
     return [
@@ -315,10 +323,7 @@ def _sides(
     sqlite_file = folder / "prismq.db"
 
     def fresh_sqlite() -> dict[str, str]:
-        for suffix in ("", "-wal", "-shm"):
-            with suppress(FileNotFoundError):
-                Path(f"{sqlite_file}{suffix}").unlink()
-        return {"PRISMQ_E2E_DB": str(sqlite_file)}
+        return fresh_sqlite_file(sqlite_file)
 
     configs = ((1, 1), (2, 2)) if settings.smoke else PRISMQ_SQLITE
     for p, c in configs:

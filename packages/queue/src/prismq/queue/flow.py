@@ -18,9 +18,10 @@ Each limit keeps its own count of the leased tasks it covers (``flow_limits.leas
 kept by the database in the transaction of every change of a task's state (a trigger),
 so a claim reads its room without counting tasks: the claim's cost does not grow with
 the tasks in flight. The claim reads the limits that apply to it and leases in one
-transaction (on PostgreSQL it locks the limit rows first, before the outcomes written in
-the same transaction, so claims under one limit take turns). A claim near a limit takes
-fewer tasks: never more than the smallest room left under any limit that applies to it.
+transaction (on PostgreSQL optimistically: it checks the limits again once its counter
+updates hold their rows, and claims again under their locks when it went over). A claim
+near a limit takes fewer tasks: never more than the smallest room left under any limit
+that applies to it.
 
 :class:`Unique` makes an enqueue unique by state: while an equal task (same unique key)
 is queued, or queued or running, and was created within the period, the enqueue returns
