@@ -581,6 +581,8 @@ class SQLQueueBackend:
         return done, tasks
 
     # -- flow control --------------------------------------------------------------
+    _forgotten: dict[tuple[str, str], float]
+    """Per rate-limited scope, the bucket during which this backend last forgot old buckets."""
     _unblocked: ClassVar[dict[str, Any]] = {"blocked": None}
     """Claim parameters meaning "no scope is blocked" (the ready filter's parameters)."""
 
@@ -663,10 +665,15 @@ class SQLQueueBackend:
             rated = [(limit.task_type, limit.key, ends[limit]) for limit in gate.rated]
             ids = self._array([row[0] for row in rows])
             conn.execute(self.queries["add_flow_starts"], {**self._rated_params(rated), "ids": ids})
-        for limit in gate.rated:  # buckets older than a period (and the margin) no longer count
+        for limit in gate.rated:
+            # Buckets older than a period (and the margin) no longer count: forgotten once
+            # per bucket of this limit by this process, not at every claim.
+            if self._forgotten.get((limit.task_type, limit.key)) == ends[limit]:
+                continue
             before = now - (limit.period or 0.0) - START_KEPT_EXTRA
             scope = {"task_type": limit.task_type, "key": limit.key, "before": before}
             conn.execute(self.queries["forget_flow_starts"], scope)
+            self._forgotten[(limit.task_type, limit.key)] = ends[limit]
 
     def _prepare_limit_change(self, conn: Any) -> None:
         """Make the counters of limits set in this transaction exact (a dialect's step)."""

@@ -193,6 +193,7 @@ class PostgresBackend(SQLQueueBackend):
         self._listen_lock = threading.Lock()
         self.server_clock = ServerClock(self.server_time)
         """The server's clock as this process sees it: ``QueueDatabase``'s default clock."""
+        self._forgotten = {}
         self.clock = self.server_clock
 
     # -- life cycle and schema -------------------------------------------------
@@ -252,10 +253,13 @@ class PostgresBackend(SQLQueueBackend):
             return self._claim_rows(conn, task_types, strategy, params)
         if gate.count == 0:
             return []
-        conn.execute(Q["flow_claim_savepoint"])
-        rows = self._claim_within(conn, gate, task_types, strategy, params, now)
-        if not rows or not self._limits_exceeded(conn, task_types, now):
-            conn.execute(Q["flow_claim_kept"])
+        # One pipeline: the savepoint travels with the claim, the starts with the check,
+        # so the attempt costs two round trips. The savepoint ends with the transaction.
+        with conn.pipeline():
+            conn.execute(Q["flow_claim_savepoint"])
+            rows = self._claim_within(conn, gate, task_types, strategy, params, now)
+            went_over = bool(rows) and self._limits_exceeded(conn, task_types, now)
+        if not went_over:
             return rows
         conn.execute(Q["flow_claim_undone"])
         wanted = None if task_types is None else list(dict.fromkeys(task_types))

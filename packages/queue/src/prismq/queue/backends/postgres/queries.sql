@@ -546,9 +546,6 @@ WHERE l.task_type = %(task_type)s AND l.concurrency_key = %(key)s;
 -- name: flow_claim_savepoint
 SAVEPOINT prismq_flow_claim;
 
--- name: flow_claim_kept
-RELEASE SAVEPOINT prismq_flow_claim;
-
 -- name: flow_claim_undone
 ROLLBACK TO SAVEPOINT prismq_flow_claim;
 

@@ -73,6 +73,7 @@ class SQLiteBackend(SQLQueueBackend):
         self.path = Path(path).expanduser()
         self.location = str(self.path)
         self.identity = (self.name, self.location)
+        self._forgotten = {}
         self.clock = time.time
         self.pragmas = normalize_pragmas(pragmas)
         self.db: ConnectionManager = ConnectionManager(self.path, self.pragmas, busy_retries=busy_retries)
