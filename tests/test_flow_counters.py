@@ -269,17 +269,17 @@ def test_postgresql_claim_that_went_over_is_undone_and_made_again_under_the_lock
     assert len(worker.claim_batch(2)) == 2
     # As if other claims took the room between this claim's unlocked read and its claim:
     # the read says 5 places are left, the counters say 1.
-    real_gate = type(db.backend)._claim_gate
+    real_gate = type(db.backend)._gate
     calls: list[int] = []
 
-    def stale_first(self, conn, task_types, count, now):  # type: ignore[no-untyped-def]
+    def stale_first(self, rows, count):  # type: ignore[no-untyped-def]
         calls.append(count)
-        gate = real_gate(self, conn, task_types, count, now)
+        gate = real_gate(self, rows, count)
         if len(calls) == 1 and gate is not None:
             return ClaimGate(5, (), gate.rated)
         return gate
 
-    monkeypatch.setattr(type(db.backend), "_claim_gate", stale_first)
+    monkeypatch.setattr(type(db.backend), "_gate", stale_first)
     again = worker.claim_batch(10)
     assert len(calls) == 2  # the optimistic attempt, then the one under the lock
     assert len(again) == 1  # the one place there was, not five

@@ -565,10 +565,11 @@ class SQLQueueBackend:
                 return done, []
             if reclaim_first:
                 conn.execute(queries["reclaim_expired"], {"now": now})
-            types = self._unpaused(conn, task_types)
+            paused, gate = self._claim_reads(conn, task_types, count, now)
+            types = self._without_paused(conn, task_types, paused)
             if types is not None and not types:
                 return done, []
-            return done, self._claim_under_limits(conn, types, strategy, params, now)
+            return done, self._claim_under_limits(conn, types, strategy, params, now, gate)
 
         # Rows become Task objects after the commit: the write lock is held for SQL only.
         done, rows = self.db.write(work)
@@ -597,6 +598,18 @@ class SQLQueueBackend:
         """
         return {"rated": json.dumps(rated)}
 
+    def _claim_reads(
+        self, conn: Any, task_types: Sequence[str] | None, count: int, now: float
+    ) -> tuple[set[str], ClaimGate | None]:
+        """What a claim reads before it leases: the paused types and the limits' plan.
+
+        The plan covers the limits of the types the claim asks for, with their counters
+        (None when no limit applies); a limit of a paused type only makes the room smaller,
+        never larger.
+        """
+        paused = {row[0] for row in conn.execute(self.queries["paused_names"])}
+        return paused, self._claim_gate(conn, task_types, count, now)
+
     def _claim_under_limits(
         self,
         conn: Any,
@@ -604,13 +617,13 @@ class SQLQueueBackend:
         strategy: SchedulingStrategy,
         params: dict[str, Any],
         now: float,
+        gate: ClaimGate | None,
     ) -> list[Any]:
-        """Claim within the limits that apply (the plain claim when none does).
+        """Claim within the limits that apply (the plain claim when ``gate`` is None).
 
-        The limits are read with their counters in the claim's write transaction, which
+        The limits were read with their counters in the claim's write transaction, which
         on SQLite runs alone: the room read is the room there is.
         """
-        gate = self._claim_gate(conn, task_types, params["count"], now)
         if gate is None:
             return self._claim_rows(conn, task_types, strategy, params)
         return self._claim_within(conn, gate, task_types, strategy, params, now)
@@ -638,9 +651,18 @@ class SQLQueueBackend:
         self, conn: Any, task_types: Sequence[str] | None, count: int, now: float
     ) -> ClaimGate | None:
         """Read the limits a claim is under, with their counters; None when none apply."""
+        rows = conn.execute(
+            self.queries["flow_limits_for_claim"], self._limit_params(task_types, now)
+        ).fetchall()
+        return self._gate(rows, count)
+
+    def _limit_params(self, task_types: Sequence[str] | None, now: float) -> dict[str, Any]:
+        """Parameters of ``flow_limits_for_claim`` for a claim of ``task_types``."""
         wanted = None if task_types is None else self._array(list(dict.fromkeys(task_types)))
-        params = {"task_types": wanted, "now": now}
-        rows = conn.execute(self.queries["flow_limits_for_claim"], params).fetchall()
+        return {"task_types": wanted, "now": now}
+
+    def _gate(self, rows: Sequence[Any], count: int) -> ClaimGate | None:
+        """The claim plan from ``flow_limits_for_claim`` rows; None when there are none."""
         if not rows:
             return None
         return plan_claim([FlowLimit(*r[:5]) for r in rows], [(r[0], r[1], r[5], r[6]) for r in rows], count)
@@ -825,7 +847,14 @@ class SQLQueueBackend:
         pausing; otherwise the claim names the types it may take, so it reads their
         indexes only and never walks past a paused type's tasks.
         """
-        paused = {row[0] for row in conn.execute(self.queries["paused_names"])}
+        return self._without_paused(
+            conn, task_types, {row[0] for row in conn.execute(self.queries["paused_names"])}
+        )
+
+    def _without_paused(
+        self, conn: Any, task_types: Sequence[str] | None, paused: set[str]
+    ) -> Sequence[str] | None:
+        """``task_types`` without the ``paused`` ones (every queued type when None)."""
         if not paused:
             return task_types
         if task_types is None:

@@ -56,7 +56,7 @@ from typing import Any, ClassVar
 import psycopg
 
 from ...errors import BackupError
-from ...flow import FlowLimit, write_limits
+from ...flow import ClaimGate, FlowLimit, write_limits
 from ...models import WorkerInfo
 from ...strategies import SchedulingStrategy
 from ..base import AsyncStore, NewTask, TaskUpdate, checkpoint_mode, chunked
@@ -229,6 +229,17 @@ class PostgresBackend(SQLQueueBackend):
     def _prepare_limit_change(self, conn: Any) -> None:
         conn.execute(Q["lock_tasks_for_limit"])
 
+    def _claim_reads(
+        self, conn: Any, task_types: Sequence[str] | None, count: int, now: float
+    ) -> tuple[set[str], ClaimGate | None]:
+        # Both reads in one pipeline: one round trip.
+        with conn.pipeline():
+            paused_rows = conn.execute(Q["paused_names"])
+            limit_rows = conn.execute(Q["flow_limits_for_claim"], self._limit_params(task_types, now))
+            paused = {row[0] for row in paused_rows.fetchall()}
+            rows = limit_rows.fetchall()
+        return paused, self._gate(rows, count)
+
     def _claim_under_limits(
         self,
         conn: Any,
@@ -236,6 +247,7 @@ class PostgresBackend(SQLQueueBackend):
         strategy: SchedulingStrategy,
         params: dict[str, Any],
         now: float,
+        gate: ClaimGate | None,
     ) -> list[Any]:
         """Claim optimistically under the limits; take their locks only when it went over.
 
@@ -247,8 +259,6 @@ class PostgresBackend(SQLQueueBackend):
         concurrent claim took the room meanwhile), the attempt is undone and the claim
         made again with the limit rows locked first, in one order.
         """
-        count = int(params["count"])
-        gate = self._claim_gate(conn, task_types, count, now)
         if gate is None:
             return self._claim_rows(conn, task_types, strategy, params)
         if gate.count == 0:
@@ -264,7 +274,8 @@ class PostgresBackend(SQLQueueBackend):
         conn.execute(Q["flow_claim_undone"])
         wanted = None if task_types is None else list(dict.fromkeys(task_types))
         conn.execute(Q["lock_flow_limits"], {"task_types": wanted})
-        return super()._claim_under_limits(conn, task_types, strategy, params, now)
+        locked_gate = self._claim_gate(conn, task_types, int(params["count"]), now)
+        return super()._claim_under_limits(conn, task_types, strategy, params, now, locked_gate)
 
     def _limits_exceeded(self, conn: Any, task_types: Sequence[str] | None, now: float) -> bool:
         """Whether any limit a claim of ``task_types`` is under holds more than it allows."""
