@@ -247,6 +247,8 @@ def render(results: dict[str, Any]) -> str:
         lines += [f"### {scenario['title']}", ""]
         lines += _rows_table(scenario["rows"])
         lines.append("")
+        if name == "flow":
+            lines += [f"- {note}" for note in scenario.get("notes", [])] + [""]
         if name == "backlog":
             lines += _backlog_table(scenario)
             lines.append("")

@@ -85,12 +85,18 @@ def _e2e_fill(limits: bool) -> Any:
     return fill
 
 
+def _e2e_size(settings: Settings) -> tuple[int, int]:
+    """Tasks per end-to-end run and runs per side."""
+    if settings.smoke:
+        return 300, 1
+    return settings.e2e_tasks, max(E2E_MIN_REPEAT, settings.e2e_repeat)
+
+
 def _end_to_end(
     settings: Settings, folder: Path
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
     """The worker command with limits on and off: rows, exactly-once checks, raw rates."""
-    n = 300 if settings.smoke else settings.e2e_tasks
-    repeat = 1 if settings.smoke else max(E2E_MIN_REPEAT, settings.e2e_repeat)
+    n, repeat = _e2e_size(settings)
     databases: list[tuple[str, Any]] = []
     sqlite_file = folder / "flow-e2e.db"
 
@@ -327,6 +333,7 @@ def run(settings: Settings) -> dict[str, Any]:
     checks: list[dict[str, Any]] = []
     table: dict[str, Any] = {}
     with scratch_dir() as folder:
+        e2e_tasks, e2e_repeat = _e2e_size(settings)
         e2e_rows, e2e_checks, table["end_to_end"] = _end_to_end(settings, folder)
         rows.extend(e2e_rows)
         checks.extend(e2e_checks)
@@ -385,4 +392,11 @@ def run(settings: Settings) -> dict[str, Any]:
         "checks": checks,
         "table": table,
         "params": {"ready": ready, "rounds": rounds, "block": block, "drain_tasks": drain_tasks},
+        "notes": [
+            f"Worker rows: {e2e_tasks:,} tasks per run, median of {e2e_repeat} runs per side, "
+            "start-up included.",
+            f"Claim rows: median of {rounds * block} claims per side, in blocks of {block} alternating "
+            f"sides, at {ready:,} ready tasks. Engine drain: {drain_tasks:,} tasks, median of "
+            f"{settings.repeat} runs per side.",
+        ],
     }
