@@ -57,6 +57,20 @@ class NewTask(NamedTuple):
     idempotency_key: str | None = None
     trace_context: str | None = None
 
+    def insert_params(self, now: float) -> dict[str, Any]:
+        """The named parameters of the insert statements, created and updated at ``now``."""
+        return {
+            "task_type": self.task_type,
+            "payload": self.payload_json,
+            "priority": self.priority,
+            "run_after": self.run_after,
+            "max_attempts": self.max_attempts,
+            "retry_policy": self.retry_policy_json,
+            "idempotency_key": self.idempotency_key,
+            "trace_context": self.trace_context,
+            "now": now,
+        }
+
 
 class FlowTask(NamedTuple):
     """A task to insert with flow-control keys (see :mod:`prismq.queue.flow`).

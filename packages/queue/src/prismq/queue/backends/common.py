@@ -774,15 +774,7 @@ class SQLQueueBackend:
                         )
                     return found[0], False
             row = {
-                "task_type": task.task_type,
-                "payload": task.payload_json,
-                "priority": task.priority,
-                "run_after": task.run_after,
-                "max_attempts": task.max_attempts,
-                "retry_policy": task.retry_policy_json,
-                "idempotency_key": task.idempotency_key,
-                "trace_context": task.trace_context,
-                "now": now,
+                **task.insert_params(now),
                 "concurrency_key": flow.concurrency_key,
                 "unique_key": flow.unique_key,
             }

@@ -139,20 +139,7 @@ class AsyncPostgresStore:
 
     # -- operations ------------------------------------------------------------
     async def insert_tasks(self, tasks: Sequence[NewTask], now: float) -> list[tuple[int, bool]]:
-        rows = [
-            {
-                "task_type": t.task_type,
-                "payload": t.payload_json,
-                "priority": t.priority,
-                "run_after": t.run_after,
-                "max_attempts": t.max_attempts,
-                "retry_policy": t.retry_policy_json,
-                "idempotency_key": t.idempotency_key,
-                "trace_context": t.trace_context,
-                "now": now,
-            }
-            for t in tasks
-        ]
+        rows = [t.insert_params(now) for t in tasks]
 
         async def plain(conn: AsyncConn) -> list[tuple[int, bool]]:
             out: list[tuple[int, bool]] = []
