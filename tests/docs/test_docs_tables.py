@@ -8,13 +8,11 @@ renewal interval).
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+from meta_tools import load_tool
 
 from prismq.queue import QueueDatabase, QueueWorker
 from prismq.queue.cli.parsing import build_parser
@@ -23,19 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "_meta" / "docs"
 
 
-def _load_generator() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "generate_docs", ROOT / "_meta" / "tools" / "generate_docs.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault(spec.name, module)
-    spec.loader.exec_module(module)
-    return module
-
-
-generate = _load_generator()
+generate = load_tool("generate_docs")
 
 
 def test_generated_docs_are_current(capsys: pytest.CaptureFixture[str]) -> None:

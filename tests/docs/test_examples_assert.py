@@ -12,25 +12,14 @@ Two rules over the Python fences of the Markdown docs (the ones ``nox -s doctest
 from __future__ import annotations
 
 import ast
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
+
+from meta_tools import load_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _load_doc_fences() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("doc_fences", ROOT / "_meta" / "tools" / "doc_fences.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault(spec.name, module)
-    spec.loader.exec_module(module)
-    return module
-
-
-doc_fences = _load_doc_fences()
+doc_fences = load_tool("doc_fences")
 
 
 def _executed() -> list[tuple[str, ast.Module]]:

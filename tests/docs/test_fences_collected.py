@@ -9,31 +9,21 @@ collection disagrees, or when a ``notest`` fence gives no reason.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
-from types import ModuleType
+
+from meta_tools import load_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 TOOLS = ROOT / "_meta" / "tools"
 _ITEM = re.compile(r"^(?P<path>.+?)::\[CodeFence#\d+\]\[line:(?P<line>\d+)\]$")
 
 
-def _load_doc_fences() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("doc_fences", TOOLS / "doc_fences.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault(spec.name, module)
-    spec.loader.exec_module(module)
-    return module
-
-
-doc_fences = _load_doc_fences()
+doc_fences = load_tool("doc_fences")
 
 
 def _pytest_markdown_docs(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
