@@ -17,21 +17,19 @@ fields are changed under one lock.
 from __future__ import annotations
 
 import asyncio
-import queue
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["Outcome", "SyncSlots"]
+from .threads import DaemonThreads
 
-_STOP = object()
+__all__ = ["Outcome", "SyncSlots"]
 
 Outcome = tuple[Any, Any, BaseException | None, float]
 """``(record, returned value, raised exception, seconds it ran)`` of one handler call."""
 
 
-class SyncSlots:
+class SyncSlots(DaemonThreads):
     """``size`` daemon threads running handler calls queued by the event loop.
 
     Args:
@@ -48,26 +46,13 @@ class SyncSlots:
         loop: asyncio.AbstractEventLoop,
         deliver: Callable[[list[Outcome]], None],
     ) -> None:
-        self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._loop = loop
         self._deliver = deliver
-        self._name = name
-        self._lock = threading.Lock()
         self._done: list[Outcome] = []
         self._signalled = False
         self._started: dict[int, float] = {}  # id(record) -> monotonic start time
         self._queued: set[int] = set()  # id(record) of calls not started yet
-        self._count = 0
-        self._live = 0
-        for _ in range(size):
-            self._spawn()
-
-    def _spawn(self) -> None:
-        with self._lock:
-            self._count += 1
-            self._live += 1
-            number = self._count
-        threading.Thread(target=self._serve, name=f"{self._name}-{number}", daemon=True).start()
+        super().__init__(size, name)
 
     def submit(self, record: Any, func: Callable[[Any], Any], arg: Any) -> None:
         """Queue ``func(arg)``; its outcome reaches ``deliver`` with ``record``."""
@@ -87,37 +72,30 @@ class SyncSlots:
         """Monotonic time the call started, or ``None`` (queued, or already finished)."""
         return self._started.get(id(record))
 
-    def _serve(self) -> None:
-        while True:
-            item = self._inbox.get()
-            if item is _STOP:
-                with self._lock:
-                    self._live -= 1
-                return
-            record, func, arg = item
-            key = id(record)
-            with self._lock:
-                if key not in self._queued:
-                    continue  # withdrawn before it started
-                self._queued.discard(key)
-                self._started[key] = started = time.monotonic()
+    def _handle(self, item: Any) -> bool:
+        record, func, arg = item
+        key = id(record)
+        with self._lock:
+            if key not in self._queued:
+                return True  # withdrawn before it started
+            self._queued.discard(key)
+            self._started[key] = started = time.monotonic()
+        try:
+            returned, raised = func(arg), None
+        except BaseException as exc:  # handed to the loop, which decides
+            returned, raised = None, exc
+        outcome: Outcome = (record, returned, raised, time.monotonic() - started)
+        with self._lock:
+            del self._started[key]
+            self._done.append(outcome)
+            wake = not self._signalled
+            self._signalled = True
+        if wake:
             try:
-                returned, raised = func(arg), None
-            except BaseException as exc:  # handed to the loop, which decides
-                returned, raised = None, exc
-            outcome: Outcome = (record, returned, raised, time.monotonic() - started)
-            with self._lock:
-                del self._started[key]
-                self._done.append(outcome)
-                wake = not self._signalled
-                self._signalled = True
-            if wake:
-                try:
-                    self._loop.call_soon_threadsafe(self._hand_back)
-                except RuntimeError:  # the loop is closed: the run is over
-                    with self._lock:
-                        self._live -= 1
-                    return
+                self._loop.call_soon_threadsafe(self._hand_back)
+            except RuntimeError:  # the loop is closed: the run is over
+                return False
+        return True
 
     def _hand_back(self) -> None:
         with self._lock:
@@ -125,10 +103,3 @@ class SyncSlots:
             self._signalled = False
         if done:
             self._deliver(done)
-
-    def shutdown(self) -> None:
-        """Ask every thread to exit once it is idle (does not wait)."""
-        with self._lock:
-            live = self._live
-        for _ in range(live):
-            self._inbox.put(_STOP)

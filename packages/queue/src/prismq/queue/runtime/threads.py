@@ -8,24 +8,28 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-__all__ = ["DaemonThreadPool"]
+__all__ = ["DaemonThreadPool", "DaemonThreads"]
 
 _STOP = object()
 
 
-class DaemonThreadPool:
-    """Run callables on ``size`` daemon threads.
+class DaemonThreads:
+    """``size`` daemon threads serving one inbox; subclasses say what serving means.
 
-    Unlike ``ThreadPoolExecutor``, its threads are daemon threads, which never keep the
-    process alive at exit, so a call stuck in a database driver cannot hang a stop.
-    (Sync handlers run on :class:`~prismq.queue.runtime.slots.SyncSlots`.)
+    Daemon threads never keep the process alive at exit, so a call stuck in a database
+    driver or a hung handler cannot hang a stop. A thread leaves when it takes the stop
+    marker from the inbox (:meth:`shutdown` puts one per live thread).
+
+    Args:
+        size: Threads started at once.
+        name: Thread name prefix (``name-1``, ``name-2``, ...).
     """
 
     def __init__(self, size: int, name: str) -> None:
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._name = name
-        self._count = 0
         self._lock = threading.Lock()
+        self._count = 0
         self._live = 0
         for _ in range(size):
             self._spawn()
@@ -38,29 +42,46 @@ class DaemonThreadPool:
         threading.Thread(target=self._serve, name=f"{self._name}-{number}", daemon=True).start()
 
     def _serve(self) -> None:
+        """Take items from the inbox and handle them until a stop marker comes."""
         while True:
-            item = self._queue.get()
-            if item is _STOP:
+            item = self._inbox.get()
+            if item is _STOP or not self._handle(item):
                 with self._lock:
                     self._live -= 1
                 return
-            future, func, args = item
-            if not future.set_running_or_notify_cancel():
-                continue
-            try:
-                future.set_result(func(*args))
-            except BaseException as exc:  # handed to the waiting coroutine
-                future.set_exception(exc)
+
+    def _handle(self, item: Any) -> bool:
+        """Handle one inbox item; False makes this thread leave."""
+        raise NotImplementedError
+
+    def shutdown(self) -> None:
+        """Ask every thread to exit once it is idle and the queued items are done (does not wait)."""
+        with self._lock:
+            live = self._live
+        for _ in range(live):
+            self._inbox.put(_STOP)
+
+
+class DaemonThreadPool(DaemonThreads):
+    """Run callables on ``size`` daemon threads.
+
+    Unlike ``ThreadPoolExecutor``, its threads are daemon threads, which never keep the
+    process alive at exit, so a call stuck in a database driver cannot hang a stop.
+    (Sync handlers run on :class:`~prismq.queue.runtime.slots.SyncSlots`.)
+    """
+
+    def _handle(self, item: Any) -> bool:
+        future, func, args = item
+        if not future.set_running_or_notify_cancel():
+            return True
+        try:
+            future.set_result(func(*args))
+        except BaseException as exc:  # handed to the waiting coroutine
+            future.set_exception(exc)
+        return True
 
     def submit(self, func: Callable[..., Any], *args: Any) -> Future[Any]:
         """Queue ``func(*args)``; returns its future."""
         future: Future[Any] = Future()
-        self._queue.put((future, func, args))
+        self._inbox.put((future, func, args))
         return future
-
-    def shutdown(self) -> None:
-        """Ask every idle thread to exit once the queued calls are done (does not wait)."""
-        with self._lock:
-            live = self._live
-        for _ in range(live):
-            self._queue.put(_STOP)
