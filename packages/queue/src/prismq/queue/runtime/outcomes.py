@@ -3,23 +3,22 @@
 Two rules keep a finished attempt from being lost or run twice:
 
 * A busy database (:class:`~prismq.queue.errors.QueueBusyError`) or a dropped server
-  connection (:class:`~prismq.queue.errors.BackendUnavailableError`) while the outcome is
-  saved is retried with growing pauses for as long as the lease lasts (at most one lease
-  duration). Only then is the attempt given up: the lease is no longer renewed, and the task
-  runs again once it expires.
+  connection (:class:`~prismq.queue.errors.BackendUnavailableError`) while outcomes are
+  saved is retried with growing pauses (:data:`OUTCOME_RETRY_FIRST_PAUSE` doubling up to
+  :data:`OUTCOME_RETRY_MAX_PAUSE`) for as long as the leases last (at most one lease
+  duration); the runner's group commit does this for each batch of outcomes. Only then are
+  the attempts given up: the leases are no longer renewed, and the tasks run again once they
+  expire.
 * A handler that raises a ``BaseException`` that is not an ``Exception`` never leaves its
   task leased: :func:`base_exception_outcome` says what the runtime does with it.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Awaitable
+from typing import TypeVar
 
 from ..errors import BackendUnavailableError, QueueBusyError
-from ..worker import QueueWorker
 
 __all__ = [
     "OUTCOME_RETRY_FIRST_PAUSE",
@@ -28,7 +27,6 @@ __all__ = [
     "HandlerEscaped",
     "base_exception_outcome",
     "guard_coroutine",
-    "save_with_retry",
 ]
 
 T = TypeVar("T")
@@ -41,51 +39,6 @@ OUTCOME_RETRY_FIRST_PAUSE = 0.05
 
 OUTCOME_RETRY_MAX_PAUSE = 1.0
 """Longest pause between two tries."""
-
-
-async def save_with_retry(
-    save: Callable[[], Awaitable[T]], worker: QueueWorker, task_id: int, log: logging.LoggerAdapter[Any]
-) -> T:
-    """Run ``save`` (a fenced finishing call), retrying transient errors while the lease lasts.
-
-    Args:
-        save: Makes one try (a new call each time).
-        worker: The worker holding the task; its lease expiry bounds the retries.
-        task_id: The task whose outcome is saved.
-        log: The task's logger.
-
-    Returns:
-        What ``save`` returned.
-
-    Raises:
-        QueueBusyError: Or :class:`~prismq.queue.errors.BackendUnavailableError`, the last
-            transient error, once the lease would expire before the next try or a lease
-            duration has passed since the first failure.
-    """
-    loop = asyncio.get_running_loop()
-    pause = OUTCOME_RETRY_FIRST_PAUSE
-    give_up_at: float | None = None
-    tries = 0
-    while True:
-        tries += 1
-        try:
-            return await save()
-        except TRANSIENT_ERRORS as exc:
-            now = loop.time()
-            if give_up_at is None:
-                give_up_at = now + worker.lease_duration
-            held = worker.held_tasks.get(task_id)
-            lease_left = (
-                held.lease_until.timestamp() - worker.db.now()
-                if held is not None and held.lease_until is not None
-                else 0.0
-            )
-            if now + pause > give_up_at or pause >= lease_left:
-                log.error("could not save the outcome after %d tries: %s", tries, exc)
-                raise
-            log.warning("saving the outcome failed (%s); trying again in %.2f s", exc, pause)
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, OUTCOME_RETRY_MAX_PAUSE)
 
 
 class HandlerEscaped(Exception):
