@@ -272,15 +272,13 @@ class PostgresBackend(SQLQueueBackend):
         if not went_over:
             return rows
         conn.execute(Q["flow_claim_undone"])
-        wanted = None if task_types is None else list(dict.fromkeys(task_types))
-        conn.execute(Q["lock_flow_limits"], {"task_types": wanted})
+        conn.execute(Q["lock_flow_limits"], self._limit_params(task_types, now))
         locked_gate = self._claim_gate(conn, task_types, int(params["count"]), now)
         return super()._claim_under_limits(conn, task_types, strategy, params, now, locked_gate)
 
     def _limits_exceeded(self, conn: Any, task_types: Sequence[str] | None, now: float) -> bool:
         """Whether any limit a claim of ``task_types`` is under holds more than it allows."""
-        wanted = None if task_types is None else list(dict.fromkeys(task_types))
-        rows = conn.execute(Q["flow_limits_for_claim"], {"task_types": wanted, "now": now}).fetchall()
+        rows = conn.execute(Q["flow_limits_for_claim"], self._limit_params(task_types, now)).fetchall()
         return any(
             (most_leased is not None and leased > most_leased)
             or (most_starts is not None and started > most_starts)

@@ -81,15 +81,22 @@ class SQLiteBackend(SQLQueueBackend):
     # -- life cycle and schema -------------------------------------------------
     def initialize_schema(self) -> int:
         version = self.db.migrate()
-        if self.db.read(self._flow_counting_out_of_step):
+        if self.db.read(self._flow_triggers_wanted) is not None:
             self.db.write(self._sync_flow_counting)
         return version
 
-    def _flow_counting_out_of_step(self, conn: sqlite3.Connection) -> bool:
-        """Whether the counting triggers are missing while a limit exists, or the reverse."""
+    def _flow_triggers_wanted(self, conn: sqlite3.Connection) -> bool | None:
+        """What the counting triggers need to match the limits.
+
+        Returns:
+            True: create them (a limit exists); False: drop them (none does); None: they
+            already match.
+        """
         limits = conn.execute(Q["count_flow_limits"]).fetchone()[0]
         triggers = conn.execute(Q["count_flow_triggers"]).fetchone()[0]
-        return int(triggers) != (len(FLOW_TRIGGERS) if limits else 0)
+        if int(triggers) == (len(FLOW_TRIGGERS) if limits else 0):
+            return None
+        return bool(limits)
 
     def _sync_flow_counting(self, conn: sqlite3.Connection) -> None:
         """Create the counting triggers while a limit exists; drop them when none does.
@@ -97,13 +104,12 @@ class SQLiteBackend(SQLQueueBackend):
         Triggers created here start from counters recounted in the same transaction, so
         the counters are exact from their first commit (SQLite has one writer at a time).
         """
-        if not self._flow_counting_out_of_step(conn):
-            return
-        if conn.execute(Q["count_flow_limits"]).fetchone()[0]:
+        wanted = self._flow_triggers_wanted(conn)
+        if wanted:
             for create in FLOW_TRIGGERS.values():
                 conn.execute(create)
             conn.execute(Q["recount_flow_limits"])
-        else:
+        elif wanted is False:
             for drop in _FLOW_TRIGGER_DROPS:
                 conn.execute(drop)
 
