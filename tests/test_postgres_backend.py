@@ -351,6 +351,31 @@ def test_foreign_tasks_table_is_refused(postgres_schema: tuple[str, str]) -> Non
         open_db(url, schema)
 
 
+def test_migration_committed_mid_check_is_not_taken_for_foreign_objects(
+    pg: tuple[str, str], pgdb: QueueDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Opening reads the catalog in several statements; another process's migration can
+    commit between them, so the version table looks missing while the tables are there.
+    Here every catalog read outside the migration lock sees that half-state: the refusal
+    is confirmed under the lock, where the schema reads whole, and the open succeeds."""
+    from prismq.queue.backends.postgres import backend as pg_backend
+
+    url, schema = pg
+    task_id = QueueClient(pgdb).enqueue("job", {})
+    holds_migration_lock = (
+        "EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid())"
+    )
+    half_state = dict(pg_backend.Q)
+    half_state["catalog_state"] = (
+        f"SELECT to_regclass('prismq_schema_version') IS NOT NULL AND {holds_migration_lock}, "
+        "to_regclass('tasks') IS NOT NULL"
+    )
+    monkeypatch.setattr(pg_backend, "Q", half_state)
+    with open_db(url, schema) as reopened:
+        assert reopened.initialize_schema() == SCHEMA_VERSION  # under the lock: nothing to do
+        assert QueueClient(reopened).get(task_id).status is TaskStatus.QUEUED
+
+
 def test_schema_is_created_and_versioned(pgdb: QueueDatabase) -> None:
     assert pgdb.schema_version() == SCHEMA_VERSION
     assert pgdb.initialize_schema() == SCHEMA_VERSION

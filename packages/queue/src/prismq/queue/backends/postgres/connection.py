@@ -286,10 +286,21 @@ class ConnectionManager:
         )
 
     def _probe(self) -> None:
-        """Connect once: fail fast with a clear message, refuse newer or foreign schemas."""
+        """Connect once: fail fast with a clear message, refuse newer or foreign schemas.
+
+        The check reads the catalog in several statements, so a migration committed by
+        another process between them can look like foreign objects (the version table
+        still missing, the tables already there). A refusal is therefore confirmed under
+        the migration lock, where no migration is half-way, before it is raised.
+        """
         with contextlib.closing(self.connect()) as conn:
             try:
-                self._check_schema(conn)
+                try:
+                    self._check_schema(conn)
+                except NotAQueueDatabaseError:
+                    with conn.transaction():
+                        conn.execute(self.queries["lock_migrations"], {"schema": self.schema})
+                        self._check_schema(conn)
             except psycopg.Error as exc:
                 raise translate_error(exc, self.location, self._password) from None
 
