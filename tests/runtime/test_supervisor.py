@@ -24,6 +24,7 @@ from prismq.queue.runtime import HandlerRegistry
 
 registry = HandlerRegistry()
 LOG = os.environ["SUPERVISOR_TEST_LOG"]
+both_started = False
 
 @registry.handler("count")
 def count(ctx):
@@ -33,9 +34,16 @@ def count(ctx):
         os.write(fd, line)
     finally:
         os.close(fd)
-    # A little work per task, so the queue outlasts the second child's start-up and both
-    # processes take part (the runtime drains 500 no-op tasks faster than a spawn starts).
-    time.sleep(0.004)
+    # Hold every task until both children have run one, so both take part however slowly
+    # the second one starts (the runtime drains 500 no-op tasks faster than a spawn starts;
+    # a child leases at most batch + prefetch of them, so the other always finds work).
+    global both_started
+    deadline = time.monotonic() + 60
+    while not both_started and time.monotonic() < deadline:
+        with open(LOG) as log:
+            both_started = len({line.split()[1] for line in log if line.strip()}) >= 2
+        if not both_started:
+            time.sleep(0.01)
     return ctx.task_id
 
 @registry.handler("slow")
