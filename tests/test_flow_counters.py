@@ -232,6 +232,45 @@ def test_rate_bucket_end_holds_the_claim_time() -> None:
             assert now < end
 
 
+def test_claims_are_counted_into_the_bucket_of_their_start(make_db, clock) -> None:
+    """Each claim adds its tasks to the bucket ``rate_bucket_end(claim time, period)`` of
+    every rate limit covering them (PostgreSQL counts in its trigger, SQLite in Python:
+    the same buckets); renewing, completing and releasing leases start nothing."""
+    db = make_db(clock=clock)
+    client = QueueClient(db)
+    period = 7.3  # a bucket width (0.365 s) that no claim time below divides evenly
+    client.set_rate_limit(1000, period, task_type="call")
+    client.set_rate_limit(1000, period, key="tenant-1")
+    client.set_concurrency_limit(1000, task_type="call")
+    client.enqueue("call", {"keyed": False})  # FIFO: the first claim takes it with a keyed one
+    for _ in range(6):
+        client.enqueue("call", {"keyed": True}, concurrency_key="tenant-1")
+    worker = QueueWorker(db, worker_id="w")
+    expected: dict[tuple[str, str, float], int] = {}
+    for batch in (2, 1, 1, 1, 1, 1):
+        now = db.now()
+        got = worker.claim_batch(batch)
+        end = rate_bucket_end(now, period)
+        keyed = sum(1 for task in got if task.payload["keyed"])
+        for scope, n in ((("call", ""), len(got)), (("", "tenant-1"), keyed)):
+            if n:
+                expected[(*scope, end)] = expected.get((*scope, end), 0) + n
+        worker.heartbeat()
+        clock.advance(0.29)
+    held = list(worker.held_tasks)
+    worker.acknowledge([Ack.complete(held[0]), Ack.release(held[1])])
+    rows = db.backend.db.read(  # type: ignore[attr-defined]
+        lambda conn: conn.execute(
+            "SELECT task_type, concurrency_key, bucket_end, starts FROM flow_starts ORDER BY 1, 2, 3"
+        ).fetchall()
+    )
+    assert [(t, k, pytest.approx(e), n) for (t, k, e), n in sorted(expected.items())] == [
+        tuple(row) for row in rows
+    ]
+    assert client.limit_usage()[("call", "")] == (5, 7)
+    worker.close()
+
+
 def test_saturated_rate_limit_never_exceeds_and_admits_enough(make_db, clock) -> None:
     db = make_db(clock=clock)
     client = QueueClient(db)

@@ -640,12 +640,13 @@ class SQLQueueBackend:
         """Lease at most ``gate.count`` tasks outside the blocked scopes; record their starts."""
         if gate.count == 0:
             return []
-        limited = {**params, "count": gate.count, **self._blocked_params(gate.blocked)}
-        rows = self._claim_rows(conn, task_types, strategy, limited)
-        claimed_types = {row[1] for row in rows}
-        if any(limit.task_type in ("", *claimed_types) for limit in gate.rated):
-            self._record_starts(conn, gate, rows, now)
+        rows = self._claim_rows(conn, task_types, strategy, self._limited_params(params, gate))
+        self._record_starts(conn, gate, rows, now)
         return rows
+
+    def _limited_params(self, params: dict[str, Any], gate: ClaimGate) -> dict[str, Any]:
+        """The claim's parameters within ``gate``: its room, its blocked scopes skipped."""
+        return {**params, "count": gate.count, **self._blocked_params(gate.blocked)}
 
     def _claim_gate(
         self, conn: Any, task_types: Sequence[str] | None, count: int, now: float
@@ -668,13 +669,26 @@ class SQLQueueBackend:
         return plan_claim([FlowLimit(*r[:5]) for r in rows], [(r[0], r[1], r[5], r[6]) for r in rows], count)
 
     def _record_starts(self, conn: Any, gate: ClaimGate, rows: Sequence[Any], now: float) -> None:
-        """Count the claimed tasks (``rows``) into the bucket of each rate limit covering them.
+        """Count the claimed tasks (``rows``) under the rate limits covering them.
 
-        Rate limits of whole task types are counted from the rows' types; one with a key
-        is counted in SQL, which reads the claimed tasks' keys. The buckets no claim
+        They go into the current bucket of each such limit, and the buckets no claim
         counts any more are forgotten.
         """
+        claimed_types = {row[1] for row in rows}
+        if not any(limit.task_type in ("", *claimed_types) for limit in gate.rated):
+            return
         ends = {limit: rate_bucket_end(now, limit.period or 1.0) for limit in gate.rated}
+        self._count_starts(conn, gate, rows, ends)
+        self._forget_starts(conn, gate, ends, now)
+
+    def _count_starts(
+        self, conn: Any, gate: ClaimGate, rows: Sequence[Any], ends: dict[FlowLimit, float]
+    ) -> None:
+        """Add the claimed tasks to the bucket ``ends[limit]`` of each rate limit covering them.
+
+        Rate limits of whole task types are counted from the rows' types; one with a key
+        is counted in SQL, which reads the claimed tasks' keys.
+        """
         if all(limit.key == "" for limit in gate.rated):
             by_type = Counter(row[1] for row in rows)
             counted = [
@@ -687,6 +701,9 @@ class SQLQueueBackend:
             rated = [(limit.task_type, limit.key, ends[limit]) for limit in gate.rated]
             ids = self._array([row[0] for row in rows])
             conn.execute(self.queries["add_flow_starts"], {**self._rated_params(rated), "ids": ids})
+
+    def _forget_starts(self, conn: Any, gate: ClaimGate, ends: dict[FlowLimit, float], now: float) -> None:
+        """Delete the buckets of ``gate``'s rate limits that no claim counts any more."""
         for limit in gate.rated:
             # Buckets older than a period (and the margin) no longer count: forgotten once
             # per bucket of this limit by this process, not at every claim.

@@ -218,14 +218,6 @@ class PostgresBackend(SQLQueueBackend):
             return dict(self._unblocked)
         return {"blocked_types": [t for t, _ in blocked], "blocked_keys": [k for _, k in blocked]}
 
-    def _rated_params(self, rated: Sequence[tuple[Any, ...]]) -> dict[str, Any]:
-        return {
-            "rated_types": [scope[0] for scope in rated],
-            "rated_keys": [scope[1] for scope in rated],
-            "rated_ends": [scope[2] for scope in rated],
-            "rated_counts": [scope[3] if len(scope) > 3 else 0 for scope in rated],
-        }
-
     def _prepare_limit_change(self, conn: Any) -> None:
         conn.execute(Q["lock_tasks_for_limit"])
 
@@ -252,38 +244,52 @@ class PostgresBackend(SQLQueueBackend):
         """Claim optimistically under the limits; take their locks only when it went over.
 
         The limits are read without a lock and the claim made within the room they show,
-        inside a savepoint. Its counter updates (``prismq_tasks_changed``) lock the rows of
-        the limits covering what it leased, so reading them again is exact: under every
-        limit, nothing went over, and the claim stands; claims under one limit wait for
-        each other only from their counter update to their commit. When one went over (a
-        concurrent claim took the room meanwhile), the attempt is undone and the claim
-        made again with the limit rows locked first, in one order.
+        inside a savepoint. Its trigger (``prismq_tasks_changed``) counts what it leased
+        into the counters and rate buckets of the limits covering it, locking their rows,
+        so reading them again is exact: under every limit, nothing went over, and the
+        claim stands; claims under one limit wait for each other only from their counter
+        update to their commit. When one went over (a concurrent claim took the room
+        meanwhile), the attempt is undone and the claim made again with the limit rows
+        locked first, in one order.
         """
         if gate is None:
             return self._claim_rows(conn, task_types, strategy, params)
         if gate.count == 0:
             return []
-        # One pipeline: the savepoint travels with the claim, the starts with the check,
-        # so the attempt costs two round trips. The savepoint ends with the transaction.
+        limited = self._limited_params(params, gate)
+        # The savepoint, the claim and the check in one pipeline, read after its sync: one
+        # round trip. The savepoint ends with the transaction.
         with conn.pipeline():
             conn.execute(Q["flow_claim_savepoint"])
-            rows = self._claim_within(conn, gate, task_types, strategy, params, now)
-            went_over = bool(rows) and self._limits_exceeded(conn, task_types, now)
-        if not went_over:
+            if strategy.splits_by_type:
+                claimed = None
+                rows = self._claim_split(conn, task_types, strategy, limited)
+            else:
+                claimed = conn.execute(*self._claim_statement(task_types, strategy, limited))
+            check = conn.execute(Q["flow_limits_for_claim"], self._limit_params(task_types, now))
+        if claimed is not None:
+            rows = claimed.fetchall()
+        if not rows or not self._exceeded(check.fetchall()):
+            self._record_starts(conn, gate, rows, now)
             return rows
         conn.execute(Q["flow_claim_undone"])
         conn.execute(Q["lock_flow_limits"], self._limit_params(task_types, now))
         locked_gate = self._claim_gate(conn, task_types, int(params["count"]), now)
         return super()._claim_under_limits(conn, task_types, strategy, params, now, locked_gate)
 
-    def _limits_exceeded(self, conn: Any, task_types: Sequence[str] | None, now: float) -> bool:
-        """Whether any limit a claim of ``task_types`` is under holds more than it allows."""
-        rows = conn.execute(Q["flow_limits_for_claim"], self._limit_params(task_types, now)).fetchall()
+    @staticmethod
+    def _exceeded(rows: Sequence[Any]) -> bool:
+        """Whether any ``flow_limits_for_claim`` row holds more than its limit allows."""
         return any(
             (most_leased is not None and leased > most_leased)
             or (most_starts is not None and started > most_starts)
             for _type, _key, most_leased, most_starts, _period, leased, started in rows
         )
+
+    def _count_starts(
+        self, conn: Any, gate: ClaimGate, rows: Sequence[Any], ends: dict[FlowLimit, float]
+    ) -> None:
+        """Nothing to do: the claim's trigger counted its starts (migration 0007)."""
 
     def _array(self, values: list[Any]) -> list[Any]:
         return values
@@ -453,21 +459,20 @@ class PostgresBackend(SQLQueueBackend):
         strategy: SchedulingStrategy,
         params: dict[str, Any],
     ) -> list[Any]:
-        ordering = strategy.ordering
         if strategy.splits_by_type:
-            rows = self._claim_split(conn, task_types, strategy, params)
-        elif task_types is None:
-            rows = conn.execute(Q[f"claim_{ordering.value}_any"], params).fetchall()
-        elif len(set(task_types)) == 1:
-            rows = conn.execute(
-                Q[f"claim_{ordering.value}_type"], {**params, "task_type": task_types[0]}
-            ).fetchall()
-        else:
-            rows = conn.execute(
-                Q[f"claim_{ordering.value}_types"],
-                {**params, "task_types": list(dict.fromkeys(task_types))},
-            ).fetchall()
-        return rows
+            return self._claim_split(conn, task_types, strategy, params)
+        return conn.execute(*self._claim_statement(task_types, strategy, params)).fetchall()
+
+    def _claim_statement(
+        self, task_types: Sequence[str] | None, strategy: SchedulingStrategy, params: dict[str, Any]
+    ) -> tuple[str, dict[str, Any]]:
+        """The one statement (and its parameters) of a claim whose strategy does not split by type."""
+        ordering = strategy.ordering.value
+        if task_types is None:
+            return Q[f"claim_{ordering}_any"], params
+        if len(set(task_types)) == 1:
+            return Q[f"claim_{ordering}_type"], {**params, "task_type": task_types[0]}
+        return Q[f"claim_{ordering}_types"], {**params, "task_types": list(dict.fromkeys(task_types))}
 
     def _ready_types(self, conn: psycopg.Connection[Any], candidates: list[str], now: float) -> list[str]:
         return [r[0] for r in conn.execute(Q["ready_task_types"], {"task_types": candidates, "now": now})]

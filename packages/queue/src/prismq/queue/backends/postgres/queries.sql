@@ -503,27 +503,6 @@ WHERE %(task_types)s::text[] IS NULL OR l.task_type = '' OR l.task_type = ANY (%
 DELETE FROM flow_starts
 WHERE task_type = %(task_type)s AND concurrency_key = %(key)s AND bucket_end <= %(before)s;
 
--- The claimed tasks (:ids) counted into the bucket of each rate limit covering them
--- (rated_types, rated_keys, rated_ends).
--- name: add_flow_starts
-INSERT INTO flow_starts (task_type, concurrency_key, bucket_end, starts)
-SELECT r.task_type, r.concurrency_key, r.bucket_end, count(*)
-FROM tasks t
-JOIN unnest(%(rated_types)s::text[], %(rated_keys)s::text[], %(rated_ends)s::float8[])
-    AS r(task_type, concurrency_key, bucket_end)
-  ON r.task_type IN ('', t.task_type) AND r.concurrency_key IN ('', coalesce(t.concurrency_key, ''))
-WHERE t.id = ANY (%(ids)s::bigint[])
-GROUP BY 1, 2, 3
-ON CONFLICT (task_type, concurrency_key, bucket_end) DO UPDATE SET starts = flow_starts.starts + excluded.starts;
-
--- Claims counted by the caller into the bucket of each rate limit (rated_counts, one per
--- scope): the rate limits of whole task types, counted from the claimed rows' types.
--- name: add_flow_starts_counted
-INSERT INTO flow_starts (task_type, concurrency_key, bucket_end, starts)
-SELECT * FROM unnest(%(rated_types)s::text[], %(rated_keys)s::text[], %(rated_ends)s::float8[],
-                     %(rated_counts)s::integer[])
-ON CONFLICT (task_type, concurrency_key, bucket_end) DO UPDATE SET starts = flow_starts.starts + excluded.starts;
-
 -- Writers of tasks wait while a limit is set, and a limit set waits for them: its counter
 -- is set from committed leases only, and every later change of a task counts into it.
 -- name: lock_tasks_for_limit

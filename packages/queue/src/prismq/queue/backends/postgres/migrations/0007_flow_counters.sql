@@ -9,7 +9,9 @@
 -- (the order claims lock the limit rows); tasks that stop being leased are written to
 -- flow_released instead, which takes no lock, so outcomes never wait for a claim. The
 -- next claim under the limit folds them into the counter; until then readers subtract
--- them. tasks is locked against writes while the counters are first set.
+-- them. The same trigger counts the tasks a claim leases into the current bucket of each
+-- rate limit covering them, so a claim records its starts in its own statement.
+-- tasks is locked against writes while the counters are first set.
 
 LOCK TABLE tasks IN SHARE ROW EXCLUSIVE MODE;
 
@@ -59,6 +61,8 @@ DECLARE
     scope_types text[];
     scope_keys  text[];
     deltas      integer[];
+    periods     double precision[];
+    started     double precision[];
 BEGIN
     IF TG_OP = 'DELETE' THEN
         IF NOT EXISTS (SELECT 1 FROM old_rows) THEN
@@ -84,52 +88,75 @@ BEGIN
     -- (added to the counter, which locks the limit row, in key order), -n for those that
     -- stopped being leased (written to flow_released: no lock). A task leased before and
     -- after counts 0. An increment folds the limit's released rows into its counter.
+    -- The changed tasks are grouped by (type, key) before they meet the limits: a claim
+    -- or a batch of outcomes is one or a few groups however many tasks it holds.
     IF NOT EXISTS (SELECT 1 FROM flow_limits) THEN
         RETURN NULL;
     END IF;
     IF TG_OP = 'INSERT' THEN
         SELECT array_agg(c.task_type ORDER BY c.task_type, c.concurrency_key),
                array_agg(c.concurrency_key ORDER BY c.task_type, c.concurrency_key),
-               array_agg(c.delta ORDER BY c.task_type, c.concurrency_key)
-        INTO scope_types, scope_keys, deltas
+               array_agg(c.delta ORDER BY c.task_type, c.concurrency_key),
+               array_agg(c.period ORDER BY c.task_type, c.concurrency_key),
+               array_agg(c.started_at ORDER BY c.task_type, c.concurrency_key)
+        INTO scope_types, scope_keys, deltas, periods, started
         FROM (
-            SELECT l.task_type, l.concurrency_key, sum(m.delta)::integer AS delta
-            FROM (SELECT task_type, concurrency_key, 1 AS delta FROM new_rows WHERE status = 'leased') m
+            SELECT l.task_type, l.concurrency_key, sum(m.delta)::integer AS delta,
+                   CASE WHEN l.max_starts IS NOT NULL THEN l.period END AS period,
+                   max(m.started_at) AS started_at
+            FROM (SELECT task_type, coalesce(concurrency_key, '') AS concurrency_key, count(*) AS delta,
+                         NULL::double precision AS started_at
+                  FROM new_rows WHERE status = 'leased' GROUP BY 1, 2) m
             JOIN flow_limits l
-              ON l.task_type IN ('', m.task_type)
-             AND l.concurrency_key IN ('', coalesce(m.concurrency_key, ''))
-            GROUP BY 1, 2 HAVING sum(m.delta) <> 0
+              ON l.task_type IN ('', m.task_type) AND l.concurrency_key IN ('', m.concurrency_key)
+            GROUP BY l.task_type, l.concurrency_key, l.max_starts, l.period HAVING sum(m.delta) <> 0
         ) c;
     ELSIF TG_OP = 'DELETE' THEN
         SELECT array_agg(c.task_type ORDER BY c.task_type, c.concurrency_key),
                array_agg(c.concurrency_key ORDER BY c.task_type, c.concurrency_key),
-               array_agg(c.delta ORDER BY c.task_type, c.concurrency_key)
-        INTO scope_types, scope_keys, deltas
+               array_agg(c.delta ORDER BY c.task_type, c.concurrency_key),
+               array_agg(c.period ORDER BY c.task_type, c.concurrency_key),
+               array_agg(c.started_at ORDER BY c.task_type, c.concurrency_key)
+        INTO scope_types, scope_keys, deltas, periods, started
         FROM (
-            SELECT l.task_type, l.concurrency_key, sum(m.delta)::integer AS delta
-            FROM (SELECT task_type, concurrency_key, -1 AS delta FROM old_rows WHERE status = 'leased') m
+            SELECT l.task_type, l.concurrency_key, sum(m.delta)::integer AS delta,
+                   CASE WHEN l.max_starts IS NOT NULL THEN l.period END AS period,
+                   max(m.started_at) AS started_at
+            FROM (SELECT task_type, coalesce(concurrency_key, '') AS concurrency_key, -count(*) AS delta,
+                         NULL::double precision AS started_at
+                  FROM old_rows WHERE status = 'leased' GROUP BY 1, 2) m
             JOIN flow_limits l
-              ON l.task_type IN ('', m.task_type)
-             AND l.concurrency_key IN ('', coalesce(m.concurrency_key, ''))
-            GROUP BY 1, 2 HAVING sum(m.delta) <> 0
+              ON l.task_type IN ('', m.task_type) AND l.concurrency_key IN ('', m.concurrency_key)
+            GROUP BY l.task_type, l.concurrency_key, l.max_starts, l.period HAVING sum(m.delta) <> 0
         ) c;
     ELSE
         SELECT array_agg(c.task_type ORDER BY c.task_type, c.concurrency_key),
                array_agg(c.concurrency_key ORDER BY c.task_type, c.concurrency_key),
-               array_agg(c.delta ORDER BY c.task_type, c.concurrency_key)
-        INTO scope_types, scope_keys, deltas
+               array_agg(c.delta ORDER BY c.task_type, c.concurrency_key),
+               array_agg(c.period ORDER BY c.task_type, c.concurrency_key),
+               array_agg(c.started_at ORDER BY c.task_type, c.concurrency_key)
+        INTO scope_types, scope_keys, deltas, periods, started
         FROM (
-            SELECT l.task_type, l.concurrency_key, sum(m.delta)::integer AS delta
-            FROM (SELECT task_type, concurrency_key, 1 AS delta FROM new_rows WHERE status = 'leased'
-                  UNION ALL
-                  SELECT task_type, concurrency_key, -1 AS delta FROM old_rows WHERE status = 'leased') m
+            SELECT l.task_type, l.concurrency_key, sum(m.delta)::integer AS delta,
+                   CASE WHEN l.max_starts IS NOT NULL THEN l.period END AS period,
+                   max(m.started_at) AS started_at
+            FROM (SELECT task_type, coalesce(concurrency_key, '') AS concurrency_key, sum(delta) AS delta,
+                         max(started_at) AS started_at
+                  FROM (SELECT task_type, concurrency_key, 1 AS delta, started_at
+                        FROM new_rows WHERE status = 'leased'
+                        UNION ALL
+                        SELECT task_type, concurrency_key, -1, NULL
+                        FROM old_rows WHERE status = 'leased') AS t
+                  GROUP BY 1, 2) m
             JOIN flow_limits l
-              ON l.task_type IN ('', m.task_type)
-             AND l.concurrency_key IN ('', coalesce(m.concurrency_key, ''))
-            GROUP BY 1, 2 HAVING sum(m.delta) <> 0
+              ON l.task_type IN ('', m.task_type) AND l.concurrency_key IN ('', m.concurrency_key)
+            GROUP BY l.task_type, l.concurrency_key, l.max_starts, l.period HAVING sum(m.delta) <> 0
         ) c;
     END IF;
-    FOR i IN 1 .. coalesce(array_length(deltas, 1), 0) LOOP
+    IF deltas IS NULL THEN
+        RETURN NULL;
+    END IF;
+    FOR i IN 1 .. array_length(deltas, 1) LOOP
         IF deltas[i] > 0 THEN
             WITH folded AS (
                 DELETE FROM flow_released r
@@ -139,11 +166,26 @@ BEGIN
             UPDATE flow_limits
             SET leased = leased + deltas[i] - (SELECT coalesce(sum(released), 0) FROM folded)
             WHERE task_type = scope_types[i] AND concurrency_key = scope_keys[i];
-        ELSE
-            INSERT INTO flow_released (task_type, concurrency_key, released)
-            VALUES (scope_types[i], scope_keys[i], -deltas[i]);
         END IF;
     END LOOP;
+    INSERT INTO flow_released (task_type, concurrency_key, released)
+    SELECT d.task_type, d.concurrency_key, -d.delta
+    FROM unnest(scope_types, scope_keys, deltas) AS d (task_type, concurrency_key, delta)
+    WHERE d.delta < 0;
+    -- Starts under a rate limit: the tasks a claim leased (queued -> leased, an UPDATE),
+    -- counted into the bucket of their start, period / 20 seconds wide
+    -- (prismq.queue.flow.rate_bucket_end), after the counter update locked the limit row.
+    IF TG_OP = 'UPDATE' THEN
+        INSERT INTO flow_starts (task_type, concurrency_key, bucket_end, starts)
+        SELECT d.task_type, d.concurrency_key,
+               (floor(d.started_at / (d.period / 20)) + 1) * (d.period / 20), d.delta
+        FROM unnest(scope_types, scope_keys, deltas, periods, started)
+            AS d (task_type, concurrency_key, delta, period, started_at)
+        WHERE d.delta > 0 AND d.period IS NOT NULL AND d.started_at IS NOT NULL
+        ORDER BY 1, 2
+        ON CONFLICT (task_type, concurrency_key, bucket_end)
+        DO UPDATE SET starts = flow_starts.starts + excluded.starts;
+    END IF;
     RETURN NULL;
 END
 $$;
