@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import secrets
-from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -591,13 +590,6 @@ class SQLQueueBackend:
         """Bind the scopes a claim must skip for the ready filter."""
         return {"blocked": json.dumps([list(scope) for scope in blocked]) if blocked else None}
 
-    def _rated_params(self, rated: Sequence[tuple[Any, ...]]) -> dict[str, Any]:
-        """Bind the rate-limited scopes a claim counts into.
-
-        Each is ``(type, key, bucket end)``, or ``(type, key, bucket end, claims)``.
-        """
-        return {"rated": json.dumps(rated)}
-
     def _claim_reads(
         self, conn: Any, task_types: Sequence[str] | None, count: int, now: float
     ) -> tuple[set[str], ClaimGate | None]:
@@ -686,21 +678,9 @@ class SQLQueueBackend:
     ) -> None:
         """Add the claimed tasks to the bucket ``ends[limit]`` of each rate limit covering them.
 
-        Rate limits of whole task types are counted from the rows' types; one with a key
-        is counted in SQL, which reads the claimed tasks' keys.
+        Runs inside the claim's transaction; ``rows`` are the claimed tasks' rows.
         """
-        if all(limit.key == "" for limit in gate.rated):
-            by_type = Counter(row[1] for row in rows)
-            counted = [
-                (limit.task_type, "", ends[limit], by_type[limit.task_type] if limit.task_type else len(rows))
-                for limit in gate.rated
-            ]
-            counted = [scope for scope in counted if scope[3]]
-            conn.execute(self.queries["add_flow_starts_counted"], self._rated_params(counted))
-        else:
-            rated = [(limit.task_type, limit.key, ends[limit]) for limit in gate.rated]
-            ids = self._array([row[0] for row in rows])
-            conn.execute(self.queries["add_flow_starts"], {**self._rated_params(rated), "ids": ids})
+        raise NotImplementedError
 
     def _forget_starts(self, conn: Any, gate: ClaimGate, ends: dict[FlowLimit, float], now: float) -> None:
         """Delete the buckets of ``gate``'s rate limits that no claim counts any more."""

@@ -224,13 +224,13 @@ class PostgresBackend(SQLQueueBackend):
     def _claim_reads(
         self, conn: Any, task_types: Sequence[str] | None, count: int, now: float
     ) -> tuple[set[str], ClaimGate | None]:
-        # Both reads in one pipeline: one round trip.
+        # Both reads in one pipeline, read after its sync: one round trip (a fetch inside
+        # the pipeline would flush and wait, and the sync at its end wait again).
         with conn.pipeline():
             paused_rows = conn.execute(Q["paused_names"])
             limit_rows = conn.execute(Q["flow_limits_for_claim"], self._limit_params(task_types, now))
-            paused = {row[0] for row in paused_rows.fetchall()}
-            rows = limit_rows.fetchall()
-        return paused, self._gate(rows, count)
+        paused = {row[0] for row in paused_rows.fetchall()}
+        return paused, self._gate(limit_rows.fetchall(), count)
 
     def _claim_under_limits(
         self,

@@ -6,11 +6,13 @@ import json
 import os
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from ...errors import BackupError, QueueBusyError
+from ...flow import ClaimGate, FlowLimit
 from ...models import WorkerInfo
 from ...strategies import Ordering, SchedulingStrategy
 from ..base import NewTask, TaskUpdate, checkpoint_mode
@@ -192,6 +194,31 @@ class SQLiteBackend(SQLQueueBackend):
         return flags
 
     # -- worker side -----------------------------------------------------------
+    def _count_starts(
+        self, conn: sqlite3.Connection, gate: ClaimGate, rows: Sequence[Any], ends: dict[FlowLimit, float]
+    ) -> None:
+        """Add the claimed tasks to the bucket ``ends[limit]`` of each rate limit covering them.
+
+        Rate limits of whole task types are counted from the claimed rows' types, one
+        upsert per limit; one with a key is counted in SQL, which reads the tasks' keys.
+        """
+        if all(limit.key == "" for limit in gate.rated):
+            by_type = Counter(row[1] for row in rows)
+            counted = [
+                {
+                    "task_type": limit.task_type,
+                    "key": "",
+                    "bucket_end": ends[limit],
+                    "starts": by_type[limit.task_type] if limit.task_type else len(rows),
+                }
+                for limit in gate.rated
+            ]
+            conn.executemany(Q["add_flow_start"], [scope for scope in counted if scope["starts"]])
+            return
+        rated = json.dumps([(limit.task_type, limit.key, ends[limit]) for limit in gate.rated])
+        ids = json.dumps([row[0] for row in rows])
+        conn.execute(Q["add_flow_starts"], {"rated": rated, "ids": ids})
+
     def _claim_rows(
         self,
         conn: sqlite3.Connection,

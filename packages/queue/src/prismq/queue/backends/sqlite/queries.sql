@@ -295,13 +295,11 @@ WHERE t.id IN (SELECT value FROM json_each(:ids))
 GROUP BY 1, 2, 3
 ON CONFLICT (task_type, concurrency_key, bucket_end) DO UPDATE SET starts = starts + excluded.starts;
 
--- Claims counted by the caller into the bucket of each rate limit (:rated, a JSON array of
--- [task type, key, bucket end, claims]): the rate limits of whole task types.
--- name: add_flow_starts_counted
+-- Claims counted by the caller into the bucket of one rate limit of a whole task type
+-- (:task_type, with :key ''), run once per such limit.
+-- name: add_flow_start
 INSERT INTO flow_starts (task_type, concurrency_key, bucket_end, starts)
-SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
-       json_extract(value, '$[3]')
-FROM json_each(:rated) WHERE true
+VALUES (:task_type, :key, :bucket_end, :starts)
 ON CONFLICT (task_type, concurrency_key, bucket_end) DO UPDATE SET starts = starts + excluded.starts;
 
 -- A limit's counter set from the tasks of its scope leased now (when the limit is set).
