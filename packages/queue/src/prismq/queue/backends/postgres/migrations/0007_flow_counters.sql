@@ -58,11 +58,13 @@ LANGUAGE plpgsql
 SET search_path FROM CURRENT
 AS $$
 DECLARE
-    scope_types text[];
-    scope_keys  text[];
-    deltas      integer[];
-    periods     double precision[];
-    started     double precision[];
+    scope_types  text[];
+    scope_keys   text[];
+    deltas       integer[];
+    periods      double precision[];
+    starts_at    double precision[];
+    any_released boolean := false;
+    any_started  boolean := false;
 BEGIN
     IF TG_OP = 'DELETE' THEN
         IF NOT EXISTS (SELECT 1 FROM old_rows) THEN
@@ -99,7 +101,7 @@ BEGIN
                array_agg(c.delta ORDER BY c.task_type, c.concurrency_key),
                array_agg(c.period ORDER BY c.task_type, c.concurrency_key),
                array_agg(c.started_at ORDER BY c.task_type, c.concurrency_key)
-        INTO scope_types, scope_keys, deltas, periods, started
+        INTO scope_types, scope_keys, deltas, periods, starts_at
         FROM (
             SELECT l.task_type, l.concurrency_key, sum(m.delta)::integer AS delta,
                    CASE WHEN l.max_starts IS NOT NULL THEN l.period END AS period,
@@ -117,7 +119,7 @@ BEGIN
                array_agg(c.delta ORDER BY c.task_type, c.concurrency_key),
                array_agg(c.period ORDER BY c.task_type, c.concurrency_key),
                array_agg(c.started_at ORDER BY c.task_type, c.concurrency_key)
-        INTO scope_types, scope_keys, deltas, periods, started
+        INTO scope_types, scope_keys, deltas, periods, starts_at
         FROM (
             SELECT l.task_type, l.concurrency_key, sum(m.delta)::integer AS delta,
                    CASE WHEN l.max_starts IS NOT NULL THEN l.period END AS period,
@@ -135,7 +137,7 @@ BEGIN
                array_agg(c.delta ORDER BY c.task_type, c.concurrency_key),
                array_agg(c.period ORDER BY c.task_type, c.concurrency_key),
                array_agg(c.started_at ORDER BY c.task_type, c.concurrency_key)
-        INTO scope_types, scope_keys, deltas, periods, started
+        INTO scope_types, scope_keys, deltas, periods, starts_at
         FROM (
             SELECT l.task_type, l.concurrency_key, sum(m.delta)::integer AS delta,
                    CASE WHEN l.max_starts IS NOT NULL THEN l.period END AS period,
@@ -166,20 +168,25 @@ BEGIN
             UPDATE flow_limits
             SET leased = leased + deltas[i] - (SELECT coalesce(sum(released), 0) FROM folded)
             WHERE task_type = scope_types[i] AND concurrency_key = scope_keys[i];
+            any_started := any_started OR (TG_OP = 'UPDATE' AND periods[i] IS NOT NULL);
+        ELSE
+            any_released := true;
         END IF;
     END LOOP;
-    INSERT INTO flow_released (task_type, concurrency_key, released)
-    SELECT d.task_type, d.concurrency_key, -d.delta
-    FROM unnest(scope_types, scope_keys, deltas) AS d (task_type, concurrency_key, delta)
-    WHERE d.delta < 0;
+    IF any_released THEN
+        INSERT INTO flow_released (task_type, concurrency_key, released)
+        SELECT d.task_type, d.concurrency_key, -d.delta
+        FROM unnest(scope_types, scope_keys, deltas) AS d (task_type, concurrency_key, delta)
+        WHERE d.delta < 0;
+    END IF;
     -- Starts under a rate limit: the tasks a claim leased (queued -> leased, an UPDATE),
     -- counted into the bucket of their start, period / 20 seconds wide
     -- (prismq.queue.flow.rate_bucket_end), after the counter update locked the limit row.
-    IF TG_OP = 'UPDATE' THEN
+    IF any_started THEN
         INSERT INTO flow_starts (task_type, concurrency_key, bucket_end, starts)
         SELECT d.task_type, d.concurrency_key,
                (floor(d.started_at / (d.period / 20)) + 1) * (d.period / 20), d.delta
-        FROM unnest(scope_types, scope_keys, deltas, periods, started)
+        FROM unnest(scope_types, scope_keys, deltas, periods, starts_at)
             AS d (task_type, concurrency_key, delta, period, started_at)
         WHERE d.delta > 0 AND d.period IS NOT NULL AND d.started_at IS NOT NULL
         ORDER BY 1, 2
