@@ -669,9 +669,14 @@ class SQLQueueBackend:
         claimed_types = {row[1] for row in rows}
         if not any(limit.task_type in ("", *claimed_types) for limit in gate.rated):
             return
-        ends = {limit: rate_bucket_end(now, limit.period or 1.0) for limit in gate.rated}
+        ends = self._bucket_ends(gate, now)
         self._count_starts(conn, gate, rows, ends)
         self._forget_starts(conn, gate, ends, now)
+
+    @staticmethod
+    def _bucket_ends(gate: ClaimGate, now: float) -> dict[FlowLimit, float]:
+        """The bucket a claim at ``now`` counts into, per rate limit of ``gate``."""
+        return {limit: rate_bucket_end(now, limit.period or 1.0) for limit in gate.rated}
 
     def _count_starts(
         self, conn: Any, gate: ClaimGate, rows: Sequence[Any], ends: dict[FlowLimit, float]

@@ -257,9 +257,11 @@ class PostgresBackend(SQLQueueBackend):
         if gate.count == 0:
             return []
         limited = self._limited_params(params, gate)
-        # The savepoint, the claim and the check in one pipeline, read after its sync: one
-        # round trip. The savepoint ends with the transaction.
+        # The rate buckets due to be forgotten, the savepoint, the claim and the check in
+        # one pipeline, read after its sync: one round trip. The savepoint ends with the
+        # transaction; the claim's trigger counts its starts.
         with conn.pipeline():
+            self._forget_starts(conn, gate, self._bucket_ends(gate, now), now)
             conn.execute(Q["flow_claim_savepoint"])
             if strategy.splits_by_type:
                 claimed = None
@@ -270,7 +272,6 @@ class PostgresBackend(SQLQueueBackend):
         if claimed is not None:
             rows = claimed.fetchall()
         if not rows or not self._exceeded(check.fetchall()):
-            self._record_starts(conn, gate, rows, now)
             return rows
         conn.execute(Q["flow_claim_undone"])
         conn.execute(Q["lock_flow_limits"], self._limit_params(task_types, now))
