@@ -295,13 +295,15 @@ def test_saturated_rate_limit_never_exceeds_and_admits_enough(make_db, clock) ->
 
 
 @pytest.mark.postgres_only  # the optimistic claim is PostgreSQL's; SQLite's claim runs alone
+@pytest.mark.parametrize("binding", ["concurrency", "rate"])
 def test_postgresql_claim_that_went_over_is_undone_and_made_again_under_the_lock(
-    db: QueueDatabase, client: QueueClient, monkeypatch: pytest.MonkeyPatch
+    db: QueueDatabase, client: QueueClient, monkeypatch: pytest.MonkeyPatch, binding: str
 ) -> None:
     from prismq.queue.flow import ClaimGate
 
-    client.set_concurrency_limit(3, task_type="email")
-    client.set_rate_limit(50, 60.0, task_type="email")
+    # Room for 3 under the binding limit; the other one is far from binding.
+    client.set_concurrency_limit(3 if binding == "concurrency" else 100, task_type="email")
+    client.set_rate_limit(50 if binding == "concurrency" else 3, 60.0, task_type="email")
     for _ in range(10):
         client.enqueue("email")
     worker = QueueWorker(db, worker_id="w")
@@ -325,4 +327,11 @@ def test_postgresql_claim_that_went_over_is_undone_and_made_again_under_the_lock
     assert assert_exact(db) == [3]
     # The undone attempt left no start behind: 2 + 1 claims recorded, not 2 + 5 + 1.
     assert client.limit_usage()[("email", "")] == (3, 3)
+    # Nothing else is refused by the check: a writer outside a claim may exceed a limit.
+    db.backend.db.write(  # type: ignore[attr-defined]
+        lambda conn: conn.execute(
+            "UPDATE tasks SET status = 'leased', lease_token = 'x' WHERE status = 'queued'"
+        )
+    )
+    assert client.limit_usage()[("email", "")][0] == 10
     worker.close()
