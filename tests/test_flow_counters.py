@@ -271,6 +271,29 @@ def test_claims_are_counted_into_the_bucket_of_their_start(make_db, clock) -> No
     worker.close()
 
 
+def test_buckets_left_a_period_ahead_by_a_clock_stepped_back_do_not_count(make_db, clock) -> None:
+    """A rate bucket ends at most one bucket width after its claim, so one ending more
+    than a period after now was left by a clock that was ahead (then stepped back): it
+    does not hold the scope back until the clock catches up with it."""
+    db = make_db(clock=clock)
+    client = QueueClient(db)
+    period = 60.0
+    client.set_rate_limit(2, period, task_type="call")
+    for _ in range(6):
+        client.enqueue("call")
+    worker = QueueWorker(db, worker_id="w")
+    assert len(worker.claim_batch(5)) == 2  # the limit: 2 per minute
+    clock.advance(-30.0)  # within a period of the claims: still counted
+    assert worker.claim_batch(5) == []
+    assert client.limit_usage()[("call", "")][1] == 2
+    clock.advance(-3600.0)  # an hour back: the buckets lie beyond the window
+    for _ in range(3):
+        client.enqueue("call")  # due now (the first six wait for their enqueue time)
+    assert len(worker.claim_batch(5)) == 2
+    assert client.limit_usage()[("call", "")][1] == 2  # the two new claims, not four
+    worker.close()
+
+
 def test_saturated_rate_limit_never_exceeds_and_admits_enough(make_db, clock) -> None:
     db = make_db(clock=clock)
     client = QueueClient(db)
@@ -296,7 +319,7 @@ def test_saturated_rate_limit_never_exceeds_and_admits_enough(make_db, clock) ->
 
 @pytest.mark.postgres_only  # the optimistic claim is PostgreSQL's; SQLite's claim runs alone
 @pytest.mark.parametrize("binding", ["concurrency", "rate"])
-def test_postgresql_claim_that_went_over_is_undone_and_made_again_under_the_lock(
+def test_postgresql_claim_that_went_over_is_rolled_back_and_made_again_under_the_lock(
     db: QueueDatabase, client: QueueClient, monkeypatch: pytest.MonkeyPatch, binding: str
 ) -> None:
     from prismq.queue.flow import ClaimGate
@@ -322,7 +345,7 @@ def test_postgresql_claim_that_went_over_is_undone_and_made_again_under_the_lock
 
     monkeypatch.setattr(type(db.backend), "_gate", stale_first)
     again = worker.claim_batch(10)
-    assert len(calls) == 2  # the optimistic attempt, then the one under the lock
+    assert len(calls) == 2  # the optimistic attempt, then the transaction made again under the lock
     assert len(again) == 1  # the one place there was, not five
     assert assert_exact(db) == [3]
     # The undone attempt left no start behind: 2 + 1 claims recorded, not 2 + 5 + 1.
@@ -335,3 +358,73 @@ def test_postgresql_claim_that_went_over_is_undone_and_made_again_under_the_lock
     )
     assert client.limit_usage()[("email", "")][0] == 10
     worker.close()
+
+
+def _stale_first_gate(db: QueueDatabase, monkeypatch: pytest.MonkeyPatch, room: int) -> list[int]:
+    """Make the first claim read a plan with ``room`` places and nothing blocked."""
+    from prismq.queue.flow import ClaimGate
+
+    real_gate = type(db.backend)._gate
+    calls: list[int] = []
+
+    def stale_first(self, rows, count):  # type: ignore[no-untyped-def]
+        calls.append(count)
+        gate = real_gate(self, rows, count)
+        if len(calls) == 1 and gate is not None:
+            return ClaimGate(room, (), gate.rated)
+        return gate
+
+    monkeypatch.setattr(type(db.backend), "_gate", stale_first)
+    return calls
+
+
+@pytest.mark.postgres_only  # the optimistic claim is PostgreSQL's; SQLite's claim runs alone
+def test_postgresql_claim_made_again_writes_the_outcomes_of_its_transaction_once(
+    db: QueueDatabase, client: QueueClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client.set_concurrency_limit(3, task_type="email")
+    for _ in range(10):
+        client.enqueue("email")
+    worker = QueueWorker(db, worker_id="w")
+    held = worker.claim_batch(2)
+    calls = _stale_first_gate(db, monkeypatch, 5)
+    # The completion and the claim share a transaction: the attempt that went over is
+    # rolled back with the completion, and both are made again, the completion once (a
+    # second write of it would find its lease gone and report it unsaved).
+    results, claimed = worker.acknowledge([Ack.complete(held[0].id, "done")], claim=10)
+    assert len(calls) == 2
+    assert [r.saved for r in results] == [True]
+    assert client.get(held[0].id).status.value == "completed"
+    assert len(claimed) == 2  # 1 still held + 2 = the limit of 3
+    assert assert_exact(db) == [3]
+    worker.close()
+
+
+@pytest.mark.postgres_only  # SQLite's claim holds the database's one write lock anyway
+def test_postgresql_claim_inside_a_callers_transaction_locks_the_limits_before_reading_them(
+    db: QueueDatabase, client: QueueClient
+) -> None:
+    import psycopg
+
+    client.set_concurrency_limit(3, task_type="email")
+    # A limit the claim counts nothing into: only a claim that locks its limits first holds it.
+    client.set_concurrency_limit(5, key="tenant-9")
+    for _ in range(5):
+        client.enqueue("email")
+    worker = QueueWorker(db, worker_id="w")
+    other = db.backend.db.connect()  # type: ignore[attr-defined]
+    lock_key_limit = "SELECT 1 FROM flow_limits WHERE concurrency_key = 'tenant-9' FOR UPDATE NOWAIT"
+    try:
+        with db.transaction():
+            added = client.enqueue("report")
+            # This transaction is the caller's: a claim in it cannot be rolled back and made
+            # again, so it reads the limits under their locks and is exact the first time.
+            assert len(worker.claim_batch(10)) == 3
+            with pytest.raises(psycopg.errors.LockNotAvailable):
+                other.execute(lock_key_limit)
+        other.execute(lock_key_limit)  # released at the caller's commit
+        assert client.get(added).status.value == "queued"  # the caller's write stands
+        assert assert_exact(db) == [0, 3]  # ("", "tenant-9"), ("email", "")
+    finally:
+        other.close()
+        worker.close()

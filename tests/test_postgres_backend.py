@@ -420,8 +420,23 @@ def test_closed_port_raises_backend_unavailable_naming_the_host() -> None:
 def test_checkpoint_is_a_documented_no_op(pgdb: QueueDatabase) -> None:
     assert pgdb.checkpoint() == (0, 0, 0)
     assert pgdb.checkpoint("truncate") == (0, 0, 0)
-    pgdb.vacuum()
+
+
+def _maintained(pgdb: QueueDatabase, column: str) -> dict[str, bool]:
+    sql = f"SELECT relname, {column} IS NOT NULL FROM pg_stat_user_tables WHERE schemaname = current_schema()"
+    return dict(pgdb.backend.db.read(lambda conn: conn.execute(sql).fetchall()))  # type: ignore[attr-defined]
+
+
+def test_vacuum_and_analyze_cover_every_table_of_the_queue(pgdb: QueueDatabase) -> None:
+    # Every table the schema holds, read from the catalog: one a migration adds is covered
+    # or this fails.
+    analyzed_before = _maintained(pgdb, "last_analyze")
+    assert {"tasks", "flow_released", "flow_starts"} <= set(analyzed_before)
     pgdb.analyze()
+    assert set(_maintained(pgdb, "last_analyze").values()) == {True}
+    assert set(_maintained(pgdb, "last_vacuum").values()) == {False}
+    pgdb.vacuum()
+    assert set(_maintained(pgdb, "last_vacuum").values()) == {True}
 
 
 def test_claim_plans_use_the_ready_indexes(pgdb: QueueDatabase) -> None:

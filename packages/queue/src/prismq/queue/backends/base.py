@@ -248,6 +248,11 @@ class Connections(Protocol):
         """A write transaction; queue calls made inside it on this thread join it."""
         ...
 
+    @property
+    def in_transaction(self) -> bool:
+        """True inside :meth:`transaction` on this thread (a write then joins it)."""
+        ...
+
 
 class AsyncStore(Protocol):
     """The storage calls :class:`AsyncQueueClient` awaits (one implementation per backend)."""

@@ -54,6 +54,7 @@ __all__ = [
     "TASK_COLUMNS",
     "TASK_COPY_COLUMNS",
     "TASK_ROW_COLUMNS",
+    "ClaimWentOver",
     "Connections",
     "SQLQueueBackend",
     "describe_holder",
@@ -288,6 +289,14 @@ def _bind_cursor(
     ):
         raise ValidationError(f"the cursor {list(values)!r} belongs to another page's filter")
     params.update(zip(names, values, strict=True))
+
+
+class ClaimWentOver(Exception):
+    """An optimistic claim went over a flow limit (a concurrent claim took the room).
+
+    Raised inside the claim's transaction, which is then rolled back and made again with
+    the limits locked first; it never leaves the backend.
+    """
 
 
 class SQLQueueBackend:
@@ -558,20 +567,29 @@ class SQLQueueBackend:
             "explicit": self._flag(task_types is not None),
         }
 
+        # Limits locked before the claim reads them: inside a caller's transaction (which
+        # cannot be made again), or when an optimistic claim went over a limit.
+        locked = self.db.in_transaction
+
         def work(conn: Any) -> tuple[list[bool], list[Any]]:
             done, go_on = settle(conn)
             if not go_on:
                 return done, []
             if reclaim_first:
                 conn.execute(queries["reclaim_expired"], {"now": now})
-            paused, gate = self._claim_reads(conn, task_types, count, now)
+            paused, gate = self._claim_reads(conn, task_types, count, now, locked)
             types = self._without_paused(conn, task_types, paused)
             if types is not None and not types:
                 return done, []
-            return done, self._claim_under_limits(conn, types, strategy, params, now, gate)
+            return done, self._claim_under_limits(conn, types, strategy, params, now, gate, locked)
 
         # Rows become Task objects after the commit: the write lock is held for SQL only.
-        done, rows = self.db.write(work)
+        try:
+            done, rows = self.db.write(work)
+        except ClaimWentOver:
+            # Rolled back whole (the settling with it): made again, the limits locked first.
+            locked = True
+            done, rows = self.db.write(work)
         tasks = [row_to_task(r) for r in rows]
         if len(tasks) > 1:
             tasks.sort(key=ORDER_KEYS[strategy.ordering])
@@ -591,13 +609,14 @@ class SQLQueueBackend:
         return {"blocked": json.dumps([list(scope) for scope in blocked]) if blocked else None}
 
     def _claim_reads(
-        self, conn: Any, task_types: Sequence[str] | None, count: int, now: float
+        self, conn: Any, task_types: Sequence[str] | None, count: int, now: float, locked: bool
     ) -> tuple[set[str], ClaimGate | None]:
         """What a claim reads before it leases: the paused types and the limits' plan.
 
         The plan covers the limits of the types the claim asks for, with their counters
         (None when no limit applies); a limit of a paused type only makes the room smaller,
-        never larger.
+        never larger. With ``locked``, a dialect whose claims run side by side locks those
+        limits first, so the plan is exact (SQLite's claims run alone: always exact).
         """
         paused = {row[0] for row in conn.execute(self.queries["paused_names"])}
         return paused, self._claim_gate(conn, task_types, count, now)
@@ -610,11 +629,14 @@ class SQLQueueBackend:
         params: dict[str, Any],
         now: float,
         gate: ClaimGate | None,
+        locked: bool,
     ) -> list[Any]:
         """Claim within the limits that apply (the plain claim when ``gate`` is None).
 
         The limits were read with their counters in the claim's write transaction, which
-        on SQLite runs alone: the room read is the room there is.
+        on SQLite runs alone: the room read is the room there is. A dialect whose claims
+        run side by side may claim optimistically when not ``locked`` and raise
+        :class:`ClaimWentOver` when that went over a limit.
         """
         if gate is None:
             return self._claim_rows(conn, task_types, strategy, params)

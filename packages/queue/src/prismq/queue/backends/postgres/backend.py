@@ -60,7 +60,7 @@ from ...flow import ClaimGate, FlowLimit, write_limits
 from ...models import WorkerInfo
 from ...strategies import SchedulingStrategy
 from ..base import AsyncStore, NewTask, TaskUpdate, checkpoint_mode, chunked
-from ..common import TASK_COLUMNS, TASK_COPY_COLUMNS, SQLQueueBackend, write_backup
+from ..common import TASK_COLUMNS, TASK_COPY_COLUMNS, ClaimWentOver, SQLQueueBackend, write_backup
 from ..runstore import RUN_COLUMNS
 from ..schedulestore import SCHEDULE_COLUMNS, ScheduleStore
 from ..serverclock import ServerClock
@@ -222,13 +222,17 @@ class PostgresBackend(SQLQueueBackend):
         conn.execute(Q["lock_tasks_for_limit"])
 
     def _claim_reads(
-        self, conn: Any, task_types: Sequence[str] | None, count: int, now: float
+        self, conn: Any, task_types: Sequence[str] | None, count: int, now: float, locked: bool
     ) -> tuple[set[str], ClaimGate | None]:
-        # Both reads in one pipeline, read after its sync: one round trip (a fetch inside
-        # the pipeline would flush and wait, and the sync at its end wait again).
+        # The reads (after the lock of the limits, when ``locked``) in one pipeline, read
+        # after its sync: one round trip (a fetch inside the pipeline would flush and wait,
+        # and the sync at its end wait again).
+        limit_params = self._limit_params(task_types, now)
         with conn.pipeline():
+            if locked:
+                conn.execute(Q["lock_flow_limits"], limit_params)
             paused_rows = conn.execute(Q["paused_names"])
-            limit_rows = conn.execute(Q["flow_limits_for_claim"], self._limit_params(task_types, now))
+            limit_rows = conn.execute(Q["flow_limits_for_claim"], limit_params)
         paused = {row[0] for row in paused_rows.fetchall()}
         return paused, self._gate(limit_rows.fetchall(), count)
 
@@ -240,52 +244,41 @@ class PostgresBackend(SQLQueueBackend):
         params: dict[str, Any],
         now: float,
         gate: ClaimGate | None,
+        locked: bool,
     ) -> list[Any]:
-        """Claim optimistically under the limits; take their locks only when it went over.
+        """Claim optimistically under the limits; with their locks only when that went over.
 
-        The limits are read without a lock and the claim made within the room they show,
-        inside a savepoint. Its trigger (``prismq_tasks_changed``) counts what it leased
+        Unless ``locked``, the limits were read without a lock and the claim is made within
+        the room they showed. Its trigger (``prismq_tasks_changed``) counts what it leased
         into the counters and rate buckets of the limits covering it, locking their rows,
-        so reading them again is exact: under every limit, nothing went over, and the
+        so the check read after it is exact: under every limit, nothing went over, and the
         claim stands; claims under one limit wait for each other only from their counter
         update to their commit. When one went over (a concurrent claim took the room
-        meanwhile), the attempt is undone and the claim made again with the limit rows
-        locked first, in one order.
+        meanwhile), :class:`ClaimWentOver` rolls the transaction back, and it is made again
+        with the limit rows locked first, in one order, before they are read.
         """
         if gate is None:
             return self._claim_rows(conn, task_types, strategy, params)
+        if locked:
+            return super()._claim_under_limits(conn, task_types, strategy, params, now, gate, locked)
         if gate.count == 0:
             return []
         limited = self._limited_params(params, gate)
-        # The rate buckets due to be forgotten, the savepoint, the claim and the check in
-        # one pipeline, read after its sync: one round trip. The savepoint ends with the
-        # transaction; the claim's trigger counts its starts.
+        # The rate buckets due to be forgotten, the claim and the check in one pipeline,
+        # read after its sync: one round trip. The claim's trigger counts its starts.
         with conn.pipeline():
             self._forget_starts(conn, gate, self._bucket_ends(gate, now), now)
-            conn.execute(Q["flow_claim_savepoint"])
             if strategy.splits_by_type:
                 claimed = None
                 rows = self._claim_split(conn, task_types, strategy, limited)
             else:
                 claimed = conn.execute(*self._claim_statement(task_types, strategy, limited))
-            check = conn.execute(Q["flow_limits_for_claim"], self._limit_params(task_types, now))
+            check = conn.execute(Q["flow_over_limit"], self._limit_params(task_types, now))
         if claimed is not None:
             rows = claimed.fetchall()
-        if not rows or not self._exceeded(check.fetchall()):
-            return rows
-        conn.execute(Q["flow_claim_undone"])
-        conn.execute(Q["lock_flow_limits"], self._limit_params(task_types, now))
-        locked_gate = self._claim_gate(conn, task_types, int(params["count"]), now)
-        return super()._claim_under_limits(conn, task_types, strategy, params, now, locked_gate)
-
-    @staticmethod
-    def _exceeded(rows: Sequence[Any]) -> bool:
-        """Whether any ``flow_limits_for_claim`` row holds more than its limit allows."""
-        return any(
-            (most_leased is not None and leased > most_leased)
-            or (most_starts is not None and started > most_starts)
-            for _type, _key, most_leased, most_starts, _period, leased, started in rows
-        )
+        if rows and check.fetchone()[0]:
+            raise ClaimWentOver
+        return rows
 
     def _count_starts(
         self, conn: Any, gate: ClaimGate, rows: Sequence[Any], ends: dict[FlowLimit, float]
@@ -521,12 +514,7 @@ class PostgresBackend(SQLQueueBackend):
         return (0, 0, 0)
 
     def vacuum(self) -> None:
-        def work(conn: psycopg.Connection[Any]) -> None:
-            conn.execute(Q["vacuum_tasks"])
-            conn.execute(Q["vacuum_workers"])
-            conn.execute(Q["vacuum_runs"])
-
-        self.db.read(work)
+        self.db.read(lambda conn: conn.execute(Q["vacuum"]))
 
     def integrity_check(self) -> list[str]:
         def work(conn: psycopg.Connection[Any]) -> list[str]:

@@ -460,25 +460,23 @@ FROM workers ORDER BY worker_id;
 -- Maintenance
 -- ---------------------------------------------------------------------------------------
 
--- name: vacuum_tasks
-VACUUM (ANALYZE) tasks;
-
--- name: vacuum_workers
-VACUUM (ANALYZE) workers;
-
--- name: vacuum_runs
-VACUUM (ANALYZE) runs;
+-- Every table of the queue. The flow-control tables churn the most (a row written and
+-- deleted per task under a limit), so they are never left out.
+-- name: vacuum
+VACUUM (ANALYZE) tasks, workers, runs, schedules, paused_task_types, flow_limits, flow_released,
+    flow_starts, prismq_schema_version;
 
 -- name: analyze
-ANALYZE tasks, workers, runs, schedules;
+ANALYZE tasks, workers, runs, schedules, paused_task_types, flow_limits, flow_released,
+    flow_starts, prismq_schema_version;
 
 -- ---------------------------------------------------------------------------------------
 -- Flow control (prismq.queue.flow): limits, the claim's view of them, unique enqueues.
 -- ---------------------------------------------------------------------------------------
 
 -- The limits a claim of :task_types (NULL for every type) is under, locked in one order:
--- the claim that found a limit exceeded after its optimistic attempt (see
--- PostgresBackend._claim_under_limits) takes them before it claims again.
+-- a claim whose optimistic attempt went over a limit (see
+-- PostgresBackend._claim_under_limits) takes them first when its transaction is made again.
 -- name: lock_flow_limits
 SELECT 1 FROM flow_limits
 WHERE %(task_types)s::text[] IS NULL OR task_type = '' OR task_type = ANY (%(task_types)s::text[])
@@ -486,7 +484,10 @@ ORDER BY task_type, concurrency_key
 FOR UPDATE;
 
 -- Each limit with the tasks of its scope leased now (its counter, less the releases not
--- yet folded into it) and its claims within the rate period (the buckets that reach into it).
+-- yet folded into it) and its claims within the rate period (the buckets that reach into
+-- it). A bucket ends at most one width after its claim, so one ending more than a period
+-- ahead was left by a clock since stepped back and does not count; bounded on both sides,
+-- the range also keeps the planner on the primary key however many old buckets are kept.
 -- name: flow_limits_for_claim
 SELECT l.task_type, l.concurrency_key, l.max_leased, l.max_starts, l.period,
        CASE WHEN l.max_leased IS NULL THEN 0 ELSE l.leased - coalesce((
@@ -495,9 +496,24 @@ SELECT l.task_type, l.concurrency_key, l.max_leased, l.max_starts, l.period,
        CASE WHEN l.max_starts IS NULL THEN 0 ELSE (
            SELECT coalesce(sum(s.starts), 0) FROM flow_starts s
            WHERE s.task_type = l.task_type AND s.concurrency_key = l.concurrency_key
-             AND s.bucket_end > %(now)s - l.period) END
+             AND s.bucket_end > %(now)s - l.period AND s.bucket_end <= %(now)s + l.period) END
 FROM flow_limits l
 WHERE %(task_types)s::text[] IS NULL OR l.task_type = '' OR l.task_type = ANY (%(task_types)s::text[]);
+
+-- Whether a limit a claim of :task_types is under holds more than it allows: read after an
+-- optimistic claim, whose trigger counted it in and locked the limits it counted into, so
+-- the counters read here are exact for them (flow_limits_for_claim's meaning, one answer).
+-- name: flow_over_limit
+SELECT EXISTS (
+    SELECT 1 FROM flow_limits l
+    WHERE (%(task_types)s::text[] IS NULL OR l.task_type = '' OR l.task_type = ANY (%(task_types)s::text[]))
+      AND ((l.max_leased IS NOT NULL AND l.leased - coalesce((
+                SELECT sum(r.released) FROM flow_released r
+                WHERE r.task_type = l.task_type AND r.concurrency_key = l.concurrency_key), 0) > l.max_leased)
+        OR (l.max_starts IS NOT NULL AND (
+                SELECT coalesce(sum(s.starts), 0) FROM flow_starts s
+                WHERE s.task_type = l.task_type AND s.concurrency_key = l.concurrency_key
+                  AND s.bucket_end > %(now)s - l.period AND s.bucket_end <= %(now)s + l.period) > l.max_starts)));
 
 -- name: forget_flow_starts
 DELETE FROM flow_starts
@@ -520,13 +536,6 @@ UPDATE flow_limits l SET leased = (
       AND (l.task_type = '' OR t.task_type = l.task_type)
       AND (l.concurrency_key = '' OR t.concurrency_key = l.concurrency_key))
 WHERE l.task_type = %(task_type)s AND l.concurrency_key = %(key)s;
-
--- An optimistic claim under limits runs inside this savepoint, undone when it went over.
--- name: flow_claim_savepoint
-SAVEPOINT prismq_flow_claim;
-
--- name: flow_claim_undone
-ROLLBACK TO SAVEPOINT prismq_flow_claim;
 
 -- name: set_concurrency_limit
 INSERT INTO flow_limits (task_type, concurrency_key, max_leased) VALUES (%(task_type)s, %(key)s, %(limit)s)

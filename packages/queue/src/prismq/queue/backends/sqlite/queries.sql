@@ -269,14 +269,15 @@ ANALYZE;
 
 -- The limits a claim of :task_types (a JSON array, or NULL for every type) is under, each
 -- with the tasks of its scope leased now (its counter, kept by the flow_count triggers)
--- and its claims within the rate period (the buckets that reach into it).
+-- and its claims within the rate period (the buckets that reach into it; one ending more
+-- than a period ahead was left by a clock since stepped back and does not count).
 -- name: flow_limits_for_claim
 SELECT l.task_type, l.concurrency_key, l.max_leased, l.max_starts, l.period,
        CASE WHEN l.max_leased IS NULL THEN 0 ELSE l.leased END,
        CASE WHEN l.max_starts IS NULL THEN 0 ELSE (
            SELECT coalesce(sum(s.starts), 0) FROM flow_starts s
            WHERE s.task_type = l.task_type AND s.concurrency_key = l.concurrency_key
-             AND s.bucket_end > :now - l.period) END
+             AND s.bucket_end > :now - l.period AND s.bucket_end <= :now + l.period) END
 FROM flow_limits l
 WHERE :task_types IS NULL OR l.task_type = '' OR l.task_type IN (SELECT value FROM json_each(:task_types));
 
