@@ -317,49 +317,6 @@ def test_saturated_rate_limit_never_exceeds_and_admits_enough(make_db, clock) ->
     assert len(claimed_at) >= floor
 
 
-@pytest.mark.postgres_only  # the optimistic claim is PostgreSQL's; SQLite's claim runs alone
-@pytest.mark.parametrize("binding", ["concurrency", "rate"])
-def test_postgresql_claim_that_went_over_is_rolled_back_and_made_again_under_the_lock(
-    db: QueueDatabase, client: QueueClient, monkeypatch: pytest.MonkeyPatch, binding: str
-) -> None:
-    from prismq.queue.flow import ClaimGate
-
-    # Room for 3 under the binding limit; the other one is far from binding.
-    client.set_concurrency_limit(3 if binding == "concurrency" else 100, task_type="email")
-    client.set_rate_limit(50 if binding == "concurrency" else 3, 60.0, task_type="email")
-    for _ in range(10):
-        client.enqueue("email")
-    worker = QueueWorker(db, worker_id="w")
-    assert len(worker.claim_batch(2)) == 2
-    # As if other claims took the room between this claim's unlocked read and its claim:
-    # the read says 5 places are left, the counters say 1.
-    real_gate = type(db.backend)._gate
-    calls: list[int] = []
-
-    def stale_first(self, rows, count):  # type: ignore[no-untyped-def]
-        calls.append(count)
-        gate = real_gate(self, rows, count)
-        if len(calls) == 1 and gate is not None:
-            return ClaimGate(5, (), gate.rated)
-        return gate
-
-    monkeypatch.setattr(type(db.backend), "_gate", stale_first)
-    again = worker.claim_batch(10)
-    assert len(calls) == 2  # the optimistic attempt, then the transaction made again under the lock
-    assert len(again) == 1  # the one place there was, not five
-    assert assert_exact(db) == [3]
-    # The undone attempt left no start behind: 2 + 1 claims recorded, not 2 + 5 + 1.
-    assert client.limit_usage()[("email", "")] == (3, 3)
-    # Nothing else is refused by the check: a writer outside a claim may exceed a limit.
-    db.backend.db.write(  # type: ignore[attr-defined]
-        lambda conn: conn.execute(
-            "UPDATE tasks SET status = 'leased', lease_token = 'x' WHERE status = 'queued'"
-        )
-    )
-    assert client.limit_usage()[("email", "")][0] == 10
-    worker.close()
-
-
 def _stale_first_gate(db: QueueDatabase, monkeypatch: pytest.MonkeyPatch, room: int) -> list[int]:
     """Make the first claim read a plan with ``room`` places and nothing blocked."""
     from prismq.queue.flow import ClaimGate
@@ -376,6 +333,37 @@ def _stale_first_gate(db: QueueDatabase, monkeypatch: pytest.MonkeyPatch, room: 
 
     monkeypatch.setattr(type(db.backend), "_gate", stale_first)
     return calls
+
+
+@pytest.mark.postgres_only  # the optimistic claim is PostgreSQL's; SQLite's claim runs alone
+@pytest.mark.parametrize("binding", ["concurrency", "rate"])
+def test_postgresql_claim_that_went_over_is_rolled_back_and_made_again_under_the_lock(
+    db: QueueDatabase, client: QueueClient, monkeypatch: pytest.MonkeyPatch, binding: str
+) -> None:
+    # Room for 3 under the binding limit; the other one is far from binding.
+    client.set_concurrency_limit(3 if binding == "concurrency" else 100, task_type="email")
+    client.set_rate_limit(50 if binding == "concurrency" else 3, 60.0, task_type="email")
+    for _ in range(10):
+        client.enqueue("email")
+    worker = QueueWorker(db, worker_id="w")
+    assert len(worker.claim_batch(2)) == 2
+    # As if other claims took the room between this claim's unlocked read and its claim:
+    # the read says 5 places are left, the counters say 1.
+    calls = _stale_first_gate(db, monkeypatch, 5)
+    again = worker.claim_batch(10)
+    assert len(calls) == 2  # the optimistic attempt, then the transaction made again under the lock
+    assert len(again) == 1  # the one place there was, not five
+    assert assert_exact(db) == [3]
+    # The undone attempt left no start behind: 2 + 1 claims recorded, not 2 + 5 + 1.
+    assert client.limit_usage()[("email", "")] == (3, 3)
+    # Nothing else is refused by the check: a writer outside a claim may exceed a limit.
+    db.backend.db.write(  # type: ignore[attr-defined]
+        lambda conn: conn.execute(
+            "UPDATE tasks SET status = 'leased', lease_token = 'x' WHERE status = 'queued'"
+        )
+    )
+    assert client.limit_usage()[("email", "")][0] == 10
+    worker.close()
 
 
 @pytest.mark.postgres_only  # the optimistic claim is PostgreSQL's; SQLite's claim runs alone
