@@ -386,7 +386,9 @@ def test_schema_is_created_and_versioned(pgdb: QueueDatabase) -> None:
 def test_integrity_check_lists_missing_objects(pg: tuple[str, str], pgdb: QueueDatabase) -> None:
     raw_execute(*pg, "DROP INDEX idx_tasks_ready_priority")
     raw_execute(*pg, "DROP TRIGGER tasks_changed_delete ON tasks")
+    raw_execute(*pg, "DROP TABLE flow_starts")
     assert pgdb.integrity_check() == [
+        "missing table or sequence flow_starts",
         "missing index idx_tasks_ready_priority",
         "missing trigger tasks_changed_delete",
     ]

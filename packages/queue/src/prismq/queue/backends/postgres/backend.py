@@ -70,7 +70,20 @@ from .runs import PostgresRunStore
 
 __all__ = ["DUMP_FORMAT", "NOTIFY_CHANNEL", "PostgresBackend"]
 
-Q = build_claims(load_queries(__package__, task_columns=TASK_COLUMNS))
+QUEUE_TABLES = (
+    "tasks",
+    "workers",
+    "runs",
+    "paused_task_types",
+    "schedules",
+    "flow_limits",
+    "flow_released",
+    "flow_starts",
+    "prismq_schema_version",
+)
+"""Every table of the queue's schema (maintenance and the integrity check cover them all)."""
+
+Q = build_claims(load_queries(__package__, task_columns=TASK_COLUMNS, queue_tables=", ".join(QUEUE_TABLES)))
 TRANSFER_Q = load_queries(__package__, "transfer.sql")
 
 NOTIFY_CHANNEL = "prismq_queue"
@@ -108,15 +121,8 @@ _OPTIONAL_TASK_FIELDS = frozenset({"trace_context", "concurrency_key", "unique_k
 """Task fields a dump of an older schema or release lacks (restored as NULL)."""
 _MISSING_TASK_FIELDS = dict.fromkeys(_OPTIONAL_TASK_FIELDS)
 
-EXPECTED_TABLES = (
-    "tasks",
-    "workers",
-    "runs",
-    "paused_task_types",
-    "schedules",
-    "prismq_schema_version",
-    "prismq_data_version",
-)
+EXPECTED_TABLES = (*QUEUE_TABLES, "prismq_data_version")
+"""What ``integrity_check`` looks for: every table, and the data-version sequence."""
 EXPECTED_INDEXES = (
     "idx_tasks_ready_fifo",
     "idx_tasks_ready_priority",

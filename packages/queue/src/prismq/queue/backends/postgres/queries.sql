@@ -460,15 +460,13 @@ FROM workers ORDER BY worker_id;
 -- Maintenance
 -- ---------------------------------------------------------------------------------------
 
--- Every table of the queue. The flow-control tables churn the most (a row written and
--- deleted per task under a limit), so they are never left out.
+-- Every table of the queue (PostgresBackend's QUEUE_TABLES, put in place of the marker). The
+-- flow-control tables churn the most (a row written and deleted per task under a limit).
 -- name: vacuum
-VACUUM (ANALYZE) tasks, workers, runs, schedules, paused_task_types, flow_limits, flow_released,
-    flow_starts, prismq_schema_version;
+VACUUM (ANALYZE) {queue_tables};
 
 -- name: analyze
-ANALYZE tasks, workers, runs, schedules, paused_task_types, flow_limits, flow_released,
-    flow_starts, prismq_schema_version;
+ANALYZE {queue_tables};
 
 -- ---------------------------------------------------------------------------------------
 -- Flow control (prismq.queue.flow): limits, the claim's view of them, unique enqueues.
