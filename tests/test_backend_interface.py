@@ -141,6 +141,35 @@ def test_every_claim_is_built_from_one_template(package: str) -> None:
     assert "ready_filter" not in built
 
 
+def test_a_query_names_an_earlier_one_to_build_on_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from prismq.queue.backends.sqlfile import load_queries
+
+    package = tmp_path / "sql_pkg_for_test"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "queries.sql").write_text(
+        "-- name: inner\nSELECT {cols} FROM t;\n\n"
+        "-- name: outer\nSELECT EXISTS (SELECT 1 FROM ({inner}) AS u WHERE {later});\n\n"
+        "-- name: later\nSELECT 2;\n",
+        encoding="utf-8",
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    queries = load_queries("sql_pkg_for_test", cols="a, b")
+    # Filled with the earlier query as loaded (its own markers filled); a later name is not.
+    assert queries["outer"] == "SELECT EXISTS (SELECT 1 FROM (SELECT a, b FROM t) AS u WHERE {later})"
+
+
+def test_postgresql_over_limit_check_reads_the_counters_of_the_claims_plan() -> None:
+    from prismq.queue.backends.postgres.backend import Q
+
+    text = (PACKAGE / "backends" / "postgres" / "queries.sql").read_text(encoding="utf-8")
+    # The counting of leases and of starts in the window is written once ...
+    assert text.count("FROM flow_released r") == 1
+    assert text.count("FROM flow_starts s") == 1
+    # ... and the check after an optimistic claim is built on the claim's own read.
+    assert Q["flow_limits_for_claim"] in Q["flow_over_limit"]
+
+
 def test_claim_templates_take_extra_filters_in_one_place() -> None:
     from prismq.queue.backends.sqlfile import build_claims
 

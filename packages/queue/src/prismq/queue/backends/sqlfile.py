@@ -22,7 +22,9 @@ def load_queries(package: str, filename: str = "queries.sql", **placeholders: st
         package: The package holding the file, e.g. ``"prismq.queue.backends.sqlite"``.
         filename: The file name.
         **placeholders: ``{name}`` markers to fill (fixed SQL fragments such as column
-            lists; never data).
+            lists; never data). A marker naming a query written earlier in the file is
+            filled with that query's text, so a statement built on another (as a
+            subquery) does not restate it.
 
     Returns:
         Statement text per name, comments and surrounding blank lines stripped.
@@ -33,7 +35,7 @@ def load_queries(package: str, filename: str = "queries.sql", **placeholders: st
     for name, body in zip(parts[1::2], parts[2::2], strict=True):
         lines = [ln for ln in body.strip().splitlines() if not ln.lstrip().startswith("--")]
         statement = "\n".join(lines).strip().rstrip(";")
-        for key, value in placeholders.items():
+        for key, value in (*placeholders.items(), *queries.items()):
             statement = statement.replace("{" + key + "}", value)
         if name in queries:
             raise RuntimeError(f"duplicate query name {name!r} in {package}/{filename}")

@@ -500,18 +500,13 @@ WHERE %(task_types)s::text[] IS NULL OR l.task_type = '' OR l.task_type = ANY (%
 
 -- Whether a limit a claim of :task_types is under holds more than it allows: read after an
 -- optimistic claim, whose trigger counted it in and locked the limits it counted into, so
--- the counters read here are exact for them (flow_limits_for_claim's meaning, one answer).
+-- the counters read here are exact for them. A NULL limit compares as not exceeded.
 -- name: flow_over_limit
 SELECT EXISTS (
-    SELECT 1 FROM flow_limits l
-    WHERE (%(task_types)s::text[] IS NULL OR l.task_type = '' OR l.task_type = ANY (%(task_types)s::text[]))
-      AND ((l.max_leased IS NOT NULL AND l.leased - coalesce((
-                SELECT sum(r.released) FROM flow_released r
-                WHERE r.task_type = l.task_type AND r.concurrency_key = l.concurrency_key), 0) > l.max_leased)
-        OR (l.max_starts IS NOT NULL AND (
-                SELECT coalesce(sum(s.starts), 0) FROM flow_starts s
-                WHERE s.task_type = l.task_type AND s.concurrency_key = l.concurrency_key
-                  AND s.bucket_end > %(now)s - l.period AND s.bucket_end <= %(now)s + l.period) > l.max_starts)));
+    SELECT 1
+    FROM ({flow_limits_for_claim})
+        AS u (task_type, concurrency_key, max_leased, max_starts, period, leased, started)
+    WHERE u.leased > u.max_leased OR u.started > u.max_starts);
 
 -- name: forget_flow_starts
 DELETE FROM flow_starts
