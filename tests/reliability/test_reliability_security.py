@@ -179,16 +179,18 @@ def test_execute_never_receives_formatted_data() -> None:
 def test_sql_files_use_bound_parameters_only() -> None:
     assert SQL_FILES
     for path in SQL_FILES:
-        text = re.sub(r"--[^\n]*", "", path.read_text(encoding="utf-8"))
+        raw = path.read_text(encoding="utf-8")
+        text = re.sub(r"--[^\n]*", "", raw)
         # The only text substitutions: column lists built from the package's constant
         # column names (task_columns, run_columns, columns, updates), bind markers for
         # those columns (values), the PostgreSQL schema identifier (through psycopg's
-        # sql.Identifier), and the claim template's pieces (picked, ready_filter: other
-        # named statements of the same file, see sqlfile.build_claims). No placeholder
-        # carries data.
-        pieces = {"schema", "values", "updates", "picked", "ready_filter"}
+        # sql.Identifier), the constant list of the queue's tables (queue_tables), the
+        # claim template's piece (picked, see sqlfile.build_claims), and other named
+        # statements of the same file (sqlfile.load_queries). No placeholder carries data.
+        pieces = {"schema", "values", "updates", "picked", "queue_tables"}
+        statements = set(re.findall(r"^--\s*name:\s*(\w+)\s*$", raw, re.MULTILINE))
         for name in re.findall(r"\{(\w+)\}", text):
-            assert name.endswith("columns") or name in pieces, (path, name)
+            assert name.endswith("columns") or name in pieces | statements, (path, name)
         # No placeholder inside a quoted literal, where it would be spliced, not bound.
         for literal in re.findall(r"'[^']*'", text):
             assert not re.search(r"%\(|%s|:\w+|\?", literal), (path, literal)
